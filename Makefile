@@ -1,0 +1,39 @@
+# hitl-loop: two commands on a fresh machine.
+#   make demo   set up .venv, start the local stack, run the whole loop on the synthetic world
+#   make test   set up .venv and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/demo.yaml
+
+.PHONY: venv demo test test-fast lint down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel; nothing else may pull a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hitl demo --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=10
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+down: $(STAMP)
+	$(BIN)/hitl down --config $(CONFIG)
+
+clean:
+	-$(BIN)/hitl down --config $(CONFIG)
+	rm -rf .hitl

@@ -1,0 +1,33 @@
+"""Flow: fine-tune the launch model from the base encoder and register it as the champion."""
+
+from __future__ import annotations
+
+import mlflow
+from prefect import flow
+
+from hitl import modeling
+from tasks import training
+from tasks.common import setup
+
+
+@flow(name="bootstrap", log_prints=True)
+def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> dict:
+    """Launch data -> fine-tune the base model -> register `@champion` (skipped if one exists)."""
+    cfg = setup(config_path)
+    existing = modeling.alias_version(cfg.model.registered_name, training.CHAMPION)
+    if existing and not force:
+        print(f"{cfg.model.registered_name}@champion already exists (version {existing}); pass force=True to retrain")
+        return {"champion_version": existing, "skipped": True}
+    data = training.launch_data(cfg)
+    model = modeling.load_base(cfg)
+    metrics = training.train(model, data, cfg, "launch")
+    ds = mlflow.data.from_pandas(data, name="launch-data", targets="label")
+    params = {"base_model": str(modeling.base_model_path(cfg)), "epochs": cfg.training.epochs,
+              "learning_rate": cfg.training.learning_rate, "rows": len(data)}
+    version = training.register_model(model, cfg, training.CHAMPION, params, metrics,
+                                      {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds)
+    return {"champion_version": version, "rows": len(data), **metrics}
+
+
+if __name__ == "__main__":
+    bootstrap()

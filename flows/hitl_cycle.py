@@ -1,0 +1,33 @@
+"""Flow: one turn of the loop. sample -> review (until the queue is drained) -> dataset -> fine-tune -> eval."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.fine_tune import fine_tune
+from flows.register_dataset import register_dataset
+from flows.regression_eval import regression_eval
+from flows.review_batch import review_batch
+from flows.sample_traces import sample_traces
+
+
+@flow(name="hitl-cycle", log_prints=True)
+def hitl_cycle(config_path: str = "configs/demo.yaml", max_batches: int = 100) -> dict:
+    sampled = sample_traces(config_path)
+    reviews = []
+    for _ in range(max_batches):
+        r = review_batch(config_path)
+        if r["status"] == "empty":
+            break
+        reviews.append(r)
+    dataset = register_dataset(config_path)
+    trained = fine_tune(config_path, dataset["version"])
+    evaluated = regression_eval(config_path, dataset["version"])
+    print(f"Cycle done: {len(reviews)} review batches, dataset {dataset['dataset']}, "
+          f"challenger v{trained['challenger_version']}, report {evaluated['report']}")
+    return {"sampled": sampled, "review_batches": len(reviews), "dataset": dataset, "fine_tune": trained,
+            "regression_eval": {k: v for k, v in evaluated.items() if k != "table"}}
+
+
+if __name__ == "__main__":
+    hitl_cycle()

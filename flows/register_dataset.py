@@ -1,0 +1,20 @@
+"""Flow: turn resolved human labels into a new immutable dataset version in MLflow."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks import datasets
+from tasks.common import setup
+
+
+@flow(name="register-dataset", log_prints=True)
+def register_dataset(config_path: str = "configs/demo.yaml") -> dict:
+    cfg = setup(config_path)
+    records, stats = datasets.collect(cfg)
+    dv = datasets.register(records, cfg, stats)
+    return {"dataset": dv.ref, "version": dv.version, "rows": dv.rows, "run_id": dv.run_id, **stats}
+
+
+if __name__ == "__main__":
+    register_dataset()

@@ -1,0 +1,47 @@
+"""Flow: champion vs challenger on the human-labelled hold-out, by cohort; gate; approval; promotion."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.flow_runs import pause_flow_run
+
+from hitl import datasets, regression, report
+from tasks import evaluation
+from tasks.common import load_model, setup
+from tasks.review import approval_form
+from tasks.training import CHALLENGER, CHAMPION
+
+
+@flow(name="regression-eval", log_prints=True)
+def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
+    cfg = setup(config_path)
+    records, dv = datasets.load(cfg, dataset_version)
+    holdout = records[records["split"] == "holdout"].reset_index(drop=True)
+    champion, challenger = load_model(cfg, CHAMPION), load_model(cfg, CHALLENGER)
+    table = evaluation.compare(holdout, champion, challenger, cfg)
+    verdict = regression.gate(table, cfg)
+    ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
+                               challenger.version, table, verdict,
+                               decision="awaiting approval" if verdict.passed else "not promoted (gate failed)")
+    html, run_id = evaluation.publish(ctx, cfg, None)
+    promoted = False
+    if verdict.passed:
+        description = (report.to_markdown(ctx) + "\n\n---\n**Approve** moves `@champion` to version "
+                       f"{challenger.version}; **reject** keeps version {champion.version}.")
+        answer = pause_flow_run(wait_for_input=approval_form(description), timeout=cfg.review.timeout_s,
+                                poll_interval=max(1, round(cfg.review.poll_interval_s)))
+        ctx.decision = f"{answer.decision}d by {answer.approver}: {answer.reason}"
+        if answer.decision == "approve":
+            evaluation.promote(cfg, champion.version, challenger.version, answer.approver, answer.reason)
+            promoted = True
+        html, run_id = evaluation.publish(ctx, cfg, run_id)
+    get_run_logger().info("%s | decision: %s", report.headline(ctx), ctx.decision)
+    overall = table[table["cohort"] == regression.OVERALL].iloc[0]
+    return {"report": str(html), "gate": verdict.passed, "promoted": promoted, "decision": ctx.decision,
+            "champion_fail_rate": float(overall["champion_fail_rate"]),
+            "challenger_fail_rate": float(overall["challenger_fail_rate"]), "eval_run_id": run_id,
+            "table": table.to_dict("records")}
+
+
+if __name__ == "__main__":
+    regression_eval()

@@ -1,0 +1,36 @@
+"""Flow: take one batch from the review queue and pause until a reviewer resumes it with labels."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+
+from tasks import review
+from tasks.common import setup
+
+
+@flow(name="review-batch", log_prints=True)
+def review_batch(config_path: str = "configs/demo.yaml") -> dict:
+    """Lease a batch, pause with its form (Prefect UI or `hitl review`), store the labels on resume."""
+    cfg = setup(config_path)
+    flow_run_id = str(get_run_context().flow_run.id)
+    batch = review.lease_batch(cfg, flow_run_id)
+    if batch is None:
+        get_run_logger().info("The review queue is empty: nothing to review.")
+        return {"status": "empty", "stored": 0}
+    form = review.build_form(batch, cfg)
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s,
+                                poll_interval=max(1, round(cfg.review.poll_interval_s)))
+    except FlowPauseTimeout:
+        review.release_batch(cfg, batch, f"nobody resumed it within {cfg.review.timeout_s}s")
+        raise
+    result = review.store_labels(cfg, batch, answer.model_dump())
+    return {"status": "submitted", "batch_id": batch.id, "stored": result.stored,
+            "skipped": len(result.skipped), "reviewer": answer.model_dump().get("reviewer")}
+
+
+if __name__ == "__main__":
+    review_batch()

@@ -1,0 +1,182 @@
+"""Dataset versions in MLflow: resolved human labels become immutable, digest-checked, numbered versions.
+
+A version is an MLflow run in the `<project>-datasets` experiment carrying the parquet artifact, an
+`mlflow.data` dataset logged with `log_input`, and `hitl.dataset.*` tags. The tag
+`hitl.dataset.status=complete` is written last: a run without it (a crash mid-registration) is not a
+version, so a crash never leaves half a dataset version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hitl.config import Config
+from hitl.hashing import stable_fraction
+from hitl.schemas import dataset_schema, validate_split
+
+TAG = "hitl.dataset."
+COMPLETE = "complete"
+ARTIFACT_DIR = "dataset"
+ARTIFACT_FILE = "records.parquet"
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    name: str
+    version: int
+    run_id: str
+    sha256: str
+    rows: int
+    parent: int | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def assign_split(trace_ids: pd.Series, holdout_share: float) -> pd.Series:
+    """'holdout' or 'train' from a stable hash of trace_id: a trace never changes side across versions."""
+    return trace_ids.map(lambda t: "holdout" if stable_fraction(t, "holdout") < holdout_share else "train")
+
+
+def build_records(resolved: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Resolved review items -> (valid DatasetRecord rows, quarantined rows with reasons)."""
+    if resolved.empty:
+        cols = ["trace_id", "text", "label", "split", "reviewers", "annotation_ids", "source", *cfg.cohorts]
+        return pd.DataFrame(columns=cols), pd.DataFrame(columns=cols)
+    df = pd.DataFrame({
+        "trace_id": resolved["trace_id"].astype(str),
+        "text": resolved["input"],
+        "label": resolved["label"],
+        "split": assign_split(resolved["trace_id"].astype(str), cfg.dataset.holdout_share),
+        "reviewers": resolved["reviewers"].astype(str),
+        "annotation_ids": resolved["annotation_ids"].astype(str),
+        "source": "human_review",
+        **{c: resolved[c].astype(str) for c in cfg.cohorts},
+    })
+    df = df.sort_values("trace_id").reset_index(drop=True)
+    return validate_split(df, dataset_schema(cfg))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _from_run(run) -> DatasetVersion:
+    t = run.data.tags
+    parent = t.get(TAG + "parent")
+    return DatasetVersion(t[TAG + "name"], int(t[TAG + "version"]), run.info.run_id, t[TAG + "sha256"],
+                          int(t[TAG + "rows"]), int(parent) if parent not in (None, "", "none") else None)
+
+
+def _artifact_source(run_id: str) -> str:
+    """A resolvable URI of a version's parquet: artifacts served by the tracking server become HTTP URLs."""
+    import mlflow
+
+    uri = f"{mlflow.MlflowClient().get_run(run_id).info.artifact_uri}/{ARTIFACT_DIR}/{ARTIFACT_FILE}"
+    prefix = "mlflow-artifacts:/"
+    if uri.startswith(prefix):
+        base = mlflow.get_tracking_uri().rstrip("/")
+        return f"{base}/api/2.0/mlflow-artifacts/artifacts/{uri[len(prefix):].lstrip('/')}"
+    return uri
+
+
+def as_mlflow_dataset(records: pd.DataFrame, ref: str, run_id: str):
+    """`mlflow.data` view of a version (digest, schema, profile) pointing at its registered parquet."""
+    import mlflow
+
+    return mlflow.data.from_pandas(records, source=_artifact_source(run_id), name=ref, targets="label")
+
+
+def list_versions(cfg: Config) -> list[DatasetVersion]:
+    """Complete versions of the configured dataset, oldest first."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(cfg.dataset_experiment)
+    if exp is None:
+        return []
+    runs = mlflow.MlflowClient().search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG}name` = '{cfg.dataset.name}' and tags.`{TAG}status` = '{COMPLETE}'",
+        max_results=10_000,
+    )
+    return sorted((_from_run(r) for r in runs), key=lambda v: v.version)
+
+
+def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | None = None
+             ) -> tuple[DatasetVersion, bool]:
+    """Register `records` as the next version; returns (version, created).
+
+    Identical content to the latest version creates nothing and returns the latest (created=False).
+    """
+    import mlflow
+
+    if len(records) < cfg.dataset.min_rows:
+        raise ValueError(
+            f"Only {len(records)} labelled rows; dataset.min_rows is {cfg.dataset.min_rows}. "
+            "Review more items before registering a version."
+        )
+    versions = list_versions(cfg)
+    latest = versions[-1] if versions else None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ARTIFACT_FILE
+        records.to_parquet(path, index=False)
+        digest = _sha256(path)
+        if latest and latest.sha256 == digest:
+            return latest, False
+        version = (latest.version + 1) if latest else 1
+        split_counts = records["split"].value_counts().to_dict()
+        tags = {
+            TAG + "name": cfg.dataset.name, TAG + "version": str(version),
+            TAG + "parent": str(latest.version) if latest else "none", TAG + "sha256": digest,
+            TAG + "rows": str(len(records)), TAG + "train_rows": str(split_counts.get("train", 0)),
+            TAG + "holdout_rows": str(split_counts.get("holdout", 0)),
+            TAG + "reviewers": ",".join(sorted({r for rs in records["reviewers"] for r in rs.split(",")})),
+            TAG + "status": "writing", **(extra_tags or {}),
+        }
+        mlflow.set_experiment(cfg.dataset_experiment)
+        with mlflow.start_run(run_name=f"{cfg.dataset.name}-v{version}", tags=tags) as run:
+            mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+            mlflow.log_input(as_mlflow_dataset(records, f"{cfg.dataset.name}@{version}", run.info.run_id),
+                             context="dataset")
+            mlflow.log_dict(records["label"].value_counts().sort_index().to_dict(), "label_distribution.json")
+            mlflow.log_metrics({"rows": len(records), **{f"rows_{k}": v for k, v in split_counts.items()}})
+            mlflow.set_tag(TAG + "status", COMPLETE)  # last: only now is this a version
+        return DatasetVersion(cfg.dataset.name, version, run.info.run_id, digest, len(records),
+                              latest.version if latest else None), True
+
+
+def resolve(cfg: Config, version: int | None = None) -> DatasetVersion:
+    versions = list_versions(cfg)
+    if not versions:
+        raise LookupError(f"Dataset {cfg.dataset.name!r} has no versions yet: run register-dataset first.")
+    if version is None:
+        return versions[-1]
+    for v in versions:
+        if v.version == version:
+            return v
+    raise LookupError(f"{cfg.dataset.name}@{version} does not exist; versions: {[v.version for v in versions]}")
+
+
+def load(cfg: Config, version: int | None = None) -> tuple[pd.DataFrame, DatasetVersion]:
+    """Download a version's parquet, verify its sha256 against the registered tag, and return it."""
+    import mlflow
+
+    dv = resolve(cfg, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}", dst_path=tmp
+        )
+        actual = _sha256(Path(local))
+        if actual != dv.sha256:
+            raise ValueError(
+                f"{dv.ref} failed its digest check: artifact sha256 {actual[:12]} != registered "
+                f"{dv.sha256[:12]}. The stored file was changed after registration; do not train on it."
+            )
+        df = pd.read_parquet(local)
+    return df, dv

@@ -1,0 +1,94 @@
+"""Automated evaluators: each looks at scored traces and returns one EvaluationResult row per trace.
+
+An evaluator is a plain function `(traces, cfg) -> DataFrame[EvaluationResult]`, registered by name in
+`EVALUATORS`. A trace is *flagged* when any evaluator fails it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import pandas as pd
+
+from hitl.config import Config
+from hitl.schemas import EvaluationResult
+
+Evaluator = Callable[[pd.DataFrame, Config], pd.DataFrame]
+
+ESCALATION_CUES = re.compile(
+    r"\b(human agent|transfer you|escalat\w*|i('m| am) not sure|could not help|cannot help|can't help)\b",
+    re.IGNORECASE,
+)
+
+
+def _result(traces: pd.DataFrame, name: str, version: str, score: pd.Series, passed: pd.Series,
+            reason: pd.Series) -> pd.DataFrame:
+    out = pd.DataFrame({
+        "trace_id": traces["trace_id"].to_numpy(),
+        "evaluator": name,
+        "evaluator_version": version,
+        "score": score.astype(float).clip(0.0, 1.0).to_numpy(),
+        "passed": passed.astype(bool).to_numpy(),
+        "reason": reason.astype(str).to_numpy(),
+    })
+    return EvaluationResult.validate(out)
+
+
+def low_confidence(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Fails predictions whose champion confidence is below the configured threshold."""
+    thr = cfg.evaluators.low_confidence_threshold
+    conf = traces["confidence"].astype(float)
+    passed = conf >= thr
+    reason = conf.map(lambda c: f"confidence {c:.2f} {'>=' if c >= thr else '<'} threshold {thr:.2f}")
+    return _result(traces, "low_confidence", "1", conf, passed, reason)
+
+
+def _completion(metadata: str, output: str) -> tuple[float, str]:
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except ValueError:
+        meta = {}
+    outcome = str(meta.get("outcome", "")).lower()
+    if outcome in {"escalated", "abandoned", "failed"}:
+        return 0.0, f"conversation outcome was '{outcome}'"
+    cue = ESCALATION_CUES.search(output or "")
+    if cue:
+        return 0.2, f"reply contains escalation cue '{cue.group(0)}'"
+    if outcome in {"resolved", "completed"}:
+        return 1.0, f"conversation outcome was '{outcome}'"
+    return 0.7, "no outcome recorded and no escalation cue in the reply"
+
+
+def task_completion(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Rule-based: did the conversation reach its goal? Uses outcome metadata, then reply text cues."""
+    pairs = [_completion(m, o) for m, o in zip(traces["metadata"], traces["output"], strict=True)]
+    score = pd.Series([p[0] for p in pairs], dtype=float)
+    reason = pd.Series([p[1] for p in pairs], dtype=str)
+    passed = score >= cfg.evaluators.task_completion_threshold
+    return _result(traces, "task_completion", "1", score, passed, reason)
+
+
+EVALUATORS: dict[str, Evaluator] = {"low_confidence": low_confidence, "task_completion": task_completion}
+
+
+def run_evaluators(traces: pd.DataFrame, cfg: Config, names: list[str] | None = None) -> pd.DataFrame:
+    """Run the named evaluators (default: all) and return their results stacked (long format)."""
+    names = names or list(EVALUATORS)
+    unknown = sorted(set(names) - set(EVALUATORS))
+    if unknown:
+        raise ValueError(f"Unknown evaluator(s) {unknown}; available: {sorted(EVALUATORS)}")
+    return pd.concat([EVALUATORS[n](traces, cfg) for n in names], ignore_index=True)
+
+
+def summarize(traces: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Per trace: flagged (any evaluator failed) and the failing evaluators' reasons joined."""
+    failing = results[~results["passed"]]
+    reasons = failing.groupby("trace_id")["reason"].agg(
+        lambda s: "; ".join(f"{e}: {r}" for e, r in zip(failing.loc[s.index, "evaluator"], s, strict=True))
+    )
+    out = traces[["trace_id"]].copy()
+    out["flagged"] = out["trace_id"].isin(reasons.index)
+    out["evaluator_reasons"] = out["trace_id"].map(reasons).fillna("all evaluators passed")
+    return out

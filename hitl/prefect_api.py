@@ -1,0 +1,92 @@
+"""Reviewer-side access to paused flow runs through the Prefect API: find them, read their forms, resume.
+
+This is what the terminal CLI and the simulated reviewers use; it does exactly what the Resume button of
+the Prefect UI does (read the stored form schema, send the values, let the server validate them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+REVIEW_FORM, APPROVAL_FORM = "ReviewForm", "ApprovalForm"
+
+
+@dataclass
+class PausedRun:
+    id: str
+    name: str
+    flow_name: str
+    form: str  # the form schema's title: ReviewForm or ApprovalForm
+    schema: dict[str, Any]
+    description: str
+    created: str
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return self.schema.get("properties", {})
+
+
+def _read_input(client, flow_run_id: UUID, key: str) -> Any:
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    try:
+        raw = client.read_flow_run_input(flow_run_id=flow_run_id, key=key)
+    except (ObjectNotFound, PrefectHTTPStatusError):
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def paused_runs(form: str | None = None) -> list[PausedRun]:
+    """Paused runs waiting for input (oldest first), optionally only those with the given form.
+
+    A run whose form schema is not stored yet (it was paused a moment ago) is left out until it is.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    out: list[PausedRun] = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.START_TIME_ASC, limit=200)
+        flow_names: dict[UUID, str] = {}
+        for run in runs:
+            keyset = run.state.state_details.run_input_keyset if run.state else None
+            if not keyset:
+                continue
+            schema = _read_input(client, run.id, keyset["schema"])
+            if not isinstance(schema, dict):
+                continue
+            title = str(schema.get("title", ""))
+            if form and title != form:
+                continue
+            if run.flow_id not in flow_names:
+                flow_names[run.flow_id] = client.read_flow(run.flow_id).name
+            description = _read_input(client, run.id, keyset["description"]) or ""
+            out.append(PausedRun(str(run.id), run.name, flow_names[run.flow_id], title, schema,
+                                 str(description), str(run.start_time or run.created)))
+    return out
+
+
+def resume(flow_run_id: str, values: dict[str, Any]) -> None:
+    """Resume a paused run with form values; the server validates them against the stored schema.
+
+    Raises RuntimeError with the server's reason when the run is not paused (e.g. already resumed) or the
+    values do not fit the form.
+    """
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        resume_flow_run(UUID(flow_run_id), run_input=values)
+    except NotPausedError as e:
+        raise RuntimeError(f"Flow run {flow_run_id} is not paused (already resumed or finished).") from e
+    except FlowPauseTimeout as e:
+        raise RuntimeError(f"Flow run {flow_run_id} timed out before it was resumed.") from e

@@ -1,0 +1,98 @@
+"""What a reviewer sees and answers for one batch: the Markdown description and the form's fields.
+
+Pure functions; `tasks/review.py` turns `form_fields` into a Prefect `RunInput` class, and the terminal
+CLI and the simulated reviewers read the same field names back from the stored form schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hitl.config import Config
+
+REVIEWER_FIELD = "reviewer"
+TRACE_ID_IN_DESCRIPTION = re.compile(r"trace `([^`]+)`")
+
+
+def item_field(i: int) -> str:
+    return f"item_{i + 1:02d}"
+
+
+def rationale_field(i: int) -> str:
+    return f"item_{i + 1:02d}_rationale"
+
+
+def _cell(text: str | None, limit: int = 300) -> str:
+    text = (text or "").replace("\n", " ").replace("|", "\\|").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    title: str
+    description: str
+    choices: tuple[str, ...] | None  # None: free text
+    required: bool
+
+
+def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
+    """Reviewer name, then per item a label choice (required) and a rationale (optional)."""
+    specs = [FieldSpec(REVIEWER_FIELD, "Reviewer", "Your name or handle (recorded with every label).", None, True)]
+    for i, it in enumerate(items):
+        specs.append(FieldSpec(
+            item_field(i), f"Item {i + 1}",
+            f"trace `{it['trace_id']}`: “{_cell(it['input'], 200)}” (model said {it['prediction']}, "
+            f"{it['confidence']:.0%})",
+            tuple(cfg.labels), True,
+        ))
+        specs.append(FieldSpec(rationale_field(i), f"Item {i + 1} rationale",
+                               "Optional: why this label (e.g. what the model missed).", None, False))
+    return specs
+
+
+def describe_batch(batch_id: str, items: list[dict], cfg: Config) -> str:
+    """The Markdown a reviewer reads above the form."""
+    cohort_hdr = " | ".join(cfg.cohorts)
+    lines = [
+        f"## Review batch `{batch_id[:8]}` — {len(items)} items",
+        "Choose the correct intent for each customer message. The model's guess is shown for context only: "
+        "judge the message, not the guess. Add a rationale where the choice was not obvious.",
+        "",
+        f"Allowed labels: {', '.join(f'`{lab}`' for lab in cfg.labels)}",
+        "",
+        f"| # | message | model said | conf. | why selected | {cohort_hdr} |",
+        "|---|---|---|---|---|" + "---|" * len(cfg.cohorts),
+    ]
+    for i, it in enumerate(items):
+        cohorts = " | ".join(_cell(str(it.get(c, ""))) for c in cfg.cohorts)
+        lines.append(
+            f"| {i + 1} | {_cell(it['input'])} | `{it['prediction']}` | {it['confidence']:.0%} | "
+            f"{it['selection_reason']}: {_cell(it.get('evaluator_reasons'), 120)} | {cohorts} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_answer(answer: Mapping[str, object], items: list[dict]) -> tuple[str, dict[str, tuple[str, str | None]]]:
+    """Form values -> (reviewer, {trace_id: (label, rationale)}). Missing labels are left out."""
+    reviewer = str(answer.get(REVIEWER_FIELD) or "").strip()
+    labels: dict[str, tuple[str, str | None]] = {}
+    for i, it in enumerate(items):
+        label = answer.get(item_field(i))
+        if label is None:
+            continue
+        rationale = answer.get(rationale_field(i))
+        labels[it["trace_id"]] = (str(getattr(label, "value", label)), str(rationale) if rationale else None)
+    return reviewer, labels
+
+
+def trace_ids_from_schema(schema: Mapping) -> dict[str, str]:
+    """Map item field name -> trace_id, read from a stored form schema's field descriptions."""
+    out = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        m = TRACE_ID_IN_DESCRIPTION.search(str(prop.get("description", "")))
+        if m and not name.endswith("_rationale"):
+            out[name] = m.group(1)
+    return out

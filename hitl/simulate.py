@@ -1,0 +1,85 @@
+"""Simulated reviewers for the demo and tests: noisy oracles that resolve paused runs via the Prefect API.
+
+They see only what a person sees (the stored form schema and description) plus the synthetic world's
+ground truth, which stands in for a reviewer's knowledge. Each label is wrong with probability `noise`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from hitl import prefect_api, review
+from hitl.config import Config
+
+
+def load_truth(cfg: Config) -> dict[str, str]:
+    """trace_id -> true label from the synthetic world's truth files (kept apart from the traces)."""
+    files = sorted((cfg.world_dir / "truth").glob("*.parquet"))
+    if not files:
+        return {}
+    truth = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return dict(zip(truth["trace_id"], truth["label"], strict=True))
+
+
+@dataclass
+class SimulatedReviewers:
+    cfg: Config
+    truth: dict[str, str]
+    rng: np.random.Generator = field(init=False)
+    turn: int = 0
+    resolved: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.cfg.simulation.seed)
+
+    def _label(self, trace_id: str) -> str:
+        if trace_id not in self.truth:  # a window written after we started
+            self.truth.update(load_truth(self.cfg))
+        true = self.truth.get(trace_id)
+        if true is None:
+            raise KeyError(f"No ground truth for trace {trace_id}: is this the synthetic world's window?")
+        if self.rng.random() < self.cfg.simulation.noise:
+            return str(self.rng.choice([lab for lab in self.cfg.labels if lab != true]))
+        return true
+
+    def answer_review(self, run: prefect_api.PausedRun) -> dict:
+        reviewer = self.cfg.simulation.reviewers[self.turn % len(self.cfg.simulation.reviewers)]
+        self.turn += 1
+        values: dict[str, object] = {review.REVIEWER_FIELD: reviewer}
+        for name, trace_id in review.trace_ids_from_schema(run.schema).items():
+            values[name] = self._label(trace_id)
+            if self.rng.random() < 0.2:
+                values[f"{name}_rationale"] = f"{reviewer}: phrasing points to {values[name]}"
+        return values
+
+    def answer_approval(self, run: prefect_api.PausedRun) -> dict:
+        ok = "Gate: PASS" in run.description
+        return {"decision": "approve" if ok else "reject", "approver": self.cfg.simulation.approver,
+                "reason": "release gate passed on the hold-out" if ok else "release gate did not pass"}
+
+    def step(self) -> int:
+        """Resolve every paused run currently waiting; returns how many were resumed."""
+        n = 0
+        for run in prefect_api.paused_runs():
+            if run.form == prefect_api.REVIEW_FORM:
+                values = self.answer_review(run)
+            elif run.form == prefect_api.APPROVAL_FORM:
+                values = self.answer_approval(run)
+            else:
+                continue
+            prefect_api.resume(run.id, values)
+            self.resolved.append(run.id)
+            n += 1
+        return n
+
+    def run(self, should_stop: Callable[[], bool], poll_s: float = 1.0) -> int:
+        """Keep resolving until `should_stop()` is true; returns the number of runs resumed."""
+        while not should_stop():
+            if not self.step():
+                time.sleep(poll_s)
+        return len(self.resolved)

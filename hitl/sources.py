@@ -1,0 +1,163 @@
+"""Read production traces from JSONL/Parquet files into the Trace contract, quarantining what is broken.
+
+`load_traces` never raises on a bad row: every line read ends up either accepted or quarantined with
+a reason, and `LoadResult.rows_in == len(accepted) + len(quarantined)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from hitl.config import Config
+from hitl.schemas import REASON_COLUMN, trace_schema, validate_split
+
+STRING_COLUMNS = ("trace_id", "input", "output", "model_version", "prediction", "context", "metadata")
+OPTIONAL_COLUMNS = {"context": None, "metadata": "{}", "output": ""}
+
+
+@dataclass
+class LoadResult:
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    rows_in: int
+    files: list[str]
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return {"rows_in": self.rows_in, "accepted": len(self.accepted), "quarantined": len(self.quarantined)}
+
+
+def trace_files(path: Path) -> list[Path]:
+    """All .jsonl/.json/.parquet files under `path` (or `path` itself), in a stable order."""
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"Trace source {path} does not exist. Check source.path in the config.")
+    files = [p for p in sorted(path.rglob("*")) if p.suffix in {".jsonl", ".json", ".parquet"}]
+    return files
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[dict]]:
+    rows, bad = [], []
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path.name}:{lineno}"
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
+                            REASON_COLUMN: f"line is not valid UTF-8 ({e.reason})"})
+                continue
+            except json.JSONDecodeError as e:
+                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
+                            REASON_COLUMN: f"line is not valid JSON ({e.msg} at column {e.colno})"})
+                continue
+            if not isinstance(obj, dict):
+                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
+                            REASON_COLUMN: "line is JSON but not an object"})
+                continue
+            obj["_source"] = where
+            rows.append(obj)
+    return rows, bad
+
+
+def _read_file(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        df["_source"] = [f"{path.name}:{i + 1}" for i in range(len(df))]
+        return df, pd.DataFrame(columns=["_raw", "_source", REASON_COLUMN])
+    rows, bad = _read_jsonl(path)
+    return pd.DataFrame(rows), pd.DataFrame(bad, columns=["_raw", "_source", REASON_COLUMN])
+
+
+def normalize(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Map columns, fill optional ones, check types that pandera would only see column-wide.
+
+    Returns (candidates for schema validation, rows already rejected with a reason).
+    """
+    df = df.rename(columns=cfg.source.column_map).reset_index(drop=True)
+    for col, default in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = default
+    reasons: dict[int, list[str]] = {}
+
+    def reject(mask: pd.Series, why: str) -> None:
+        for i in df.index[mask]:
+            reasons.setdefault(i, []).append(why)
+
+    if "metadata" in df.columns:  # parquet/JSON may carry metadata as an object already
+        df["metadata"] = df["metadata"].map(lambda v: json.dumps(v) if isinstance(v, dict) else v)
+        df["metadata"] = df["metadata"].where(df["metadata"].notna(), "{}")
+    for col in [*STRING_COLUMNS, *cfg.cohorts]:
+        if col not in df.columns:
+            continue
+        values = df[col]
+        wrong = values.notna() & ~values.map(lambda v: isinstance(v, str))
+        reject(wrong, f"column '{col}' must be a string")
+    if "timestamp" in df.columns:
+        raw_ts = df["timestamp"]
+        parsed = pd.to_datetime(raw_ts.astype("string"), utc=True, errors="coerce", format="ISO8601")
+        reject(raw_ts.notna() & parsed.isna(), "column 'timestamp' is not an ISO-8601 date-time")
+        df["timestamp"] = parsed.dt.as_unit("ns")
+    if "confidence" in df.columns:
+        conf = pd.to_numeric(df["confidence"], errors="coerce")
+        reject(df["confidence"].notna() & conf.isna(), "column 'confidence' is not a number")
+        df["confidence"] = conf.astype("float64")
+    if "trace_id" in df.columns:
+        dup = df["trace_id"].notna() & df["trace_id"].duplicated(keep="first")
+        reject(dup, "duplicate trace_id (an earlier row has the same id)")
+    bad_idx = sorted(reasons)
+    bad = df.loc[bad_idx].copy()
+    bad[REASON_COLUMN] = ["; ".join(reasons[i]) for i in bad_idx]
+    good = df.drop(index=bad_idx)
+    for col in [*STRING_COLUMNS, *cfg.cohorts]:
+        if col in good.columns:
+            good[col] = good[col].astype(object).where(good[col].notna(), None)
+    return good, bad
+
+
+def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = None,
+                until: datetime | None = None) -> LoadResult:
+    """Load and validate every trace file under `path` (default: the configured source).
+
+    `since`/`until` (UTC) select a window by timestamp; rows outside it are neither accepted nor
+    quarantined and are not counted in rows_in.
+    """
+    files = trace_files(path or cfg.traces_path)
+    frames, rejected = [], []
+    for f in files:
+        df, bad = _read_file(f)
+        frames.append(df)
+        rejected.append(bad)
+    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    candidates, bad_types = normalize(raw, cfg) if len(raw) else (raw, raw)
+    if len(candidates) and (since or until) and "timestamp" in candidates:
+        ts = candidates["timestamp"]
+        keep = ts.isna() | (((ts >= since) if since else True) & ((ts < until) if until else True))
+        candidates = candidates[keep]
+    schema = trace_schema(cfg)
+    accepted, bad_schema = validate_split(candidates, schema) if len(candidates) else (candidates, candidates)
+    quarantined = pd.concat([*rejected, bad_types, bad_schema], ignore_index=True)
+    if REASON_COLUMN not in quarantined.columns:
+        quarantined[REASON_COLUMN] = pd.Series(dtype=str)
+    rows_in = len(accepted) + len(quarantined)
+    return LoadResult(accepted.reset_index(drop=True), quarantined, rows_in, [str(f) for f in files])
+
+
+def write_quarantine(quarantined: pd.DataFrame, cfg: Config, stage: str) -> Path | None:
+    """Persist quarantined rows (all values as text) with their reasons; returns the parquet path."""
+    if quarantined.empty:
+        return None
+    cfg.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    out = cfg.quarantine_dir / f"{stage}-{stamp}.parquet"
+    as_text = quarantined.astype(object).map(lambda v: None if v is None or (v != v) else str(v))
+    as_text.to_parquet(out, index=False)
+    return out

@@ -1,0 +1,333 @@
+"""The review store: queue of items, batches handed to reviewers, and their annotations (SQLAlchemy).
+
+SQLite by default (WAL), any SQLAlchemy URL (e.g. PostgreSQL) by config. Writes are idempotent:
+enqueueing a trace twice, or submitting the same batch twice, stores nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+QUEUED, RESOLVED, DISPUTED = "queued", "resolved", "disputed"
+OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "review_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(200), unique=True, index=True)
+    input: Mapped[str] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prediction: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(200), default="")
+    cohorts: Mapped[str] = mapped_column(Text, default="{}")  # JSON object: cohort column -> value
+    selection_reason: Mapped[str] = mapped_column(String(40))
+    evaluator_reasons: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    required_annotations: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConsideredTrace(Base):
+    """Every trace a sampling run looked at: each trace is considered for review once."""
+
+    __tablename__ = "considered_traces"
+    trace_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    considered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Batch(Base):
+    __tablename__ = "review_batches"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default=OPEN, index=True)
+    reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class BatchItem(Base):
+    __tablename__ = "review_batch_items"
+    __table_args__ = (UniqueConstraint("batch_id", "item_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class AnnotationRow(Base):
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("item_id", "reviewer"), UniqueConstraint("batch_id", "item_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(200))
+    rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """A batch as a reviewer form needs it: id plus its items in order."""
+
+    id: str
+    items: list[dict]
+    flow_run_id: str | None = None
+    status: str = OPEN
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    batch_id: str
+    stored: int
+    already_submitted: bool
+    skipped: dict[str, str]  # trace_id -> why it was not stored
+
+
+class ReviewError(ValueError):
+    """A submission that was refused as a whole; nothing was stored."""
+
+
+class ReviewStore:
+    def __init__(self, url: str):
+        self.url = url
+        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+        self.engine = create_engine(url, connect_args=connect_args)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # ---- queue ----
+    def enqueue(self, items: pd.DataFrame, cohorts: Iterable[str], considered: Iterable[str] = ()) -> int:
+        """Add review items (ReviewItem rows); traces already known are skipped. Returns how many were new.
+
+        `considered` (all trace ids the sampling run looked at) is recorded in the same transaction, so a
+        later run over the same window neither re-selects nor loses anything.
+        """
+        cohorts = list(cohorts)
+        with self._session.begin() as s:
+            seen = set(s.scalars(select(ConsideredTrace.trace_id)))
+            s.add_all(ConsideredTrace(trace_id=t) for t in dict.fromkeys(considered) if t not in seen)
+            known = set(s.scalars(select(Item.trace_id).where(Item.trace_id.in_(list(items["trace_id"])))))
+            new = [
+                Item(
+                    trace_id=r["trace_id"], input=r["input"], output=r.get("output") or "",
+                    context=r.get("context"), prediction=r["prediction"], confidence=float(r["confidence"]),
+                    model_version=str(r.get("model_version") or ""),
+                    cohorts=json.dumps({c: r[c] for c in cohorts}), selection_reason=r["selection_reason"],
+                    evaluator_reasons=r.get("evaluator_reasons") or "", priority=float(r["priority"]),
+                    required_annotations=int(r["required_annotations"]),
+                )
+                for r in items.to_dict("records")
+                if r["trace_id"] not in known
+            ]
+            s.add_all(new)
+        return len(new)
+
+    def known_trace_ids(self) -> set[str]:
+        """Traces already queued or considered by an earlier sampling run."""
+        with self._session() as s:
+            return set(s.scalars(select(Item.trace_id))) | set(s.scalars(select(ConsideredTrace.trace_id)))
+
+    def _open_assignments(self, s: Session) -> dict[int, int]:
+        rows = s.execute(
+            select(BatchItem.item_id, func.count())
+            .join(Batch, Batch.id == BatchItem.batch_id)
+            .where(Batch.status == OPEN)
+            .group_by(BatchItem.item_id)
+        )
+        return dict(rows.all())
+
+    def _annotation_counts(self, s: Session) -> dict[int, int]:
+        rows = s.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id))
+        return dict(rows.all())
+
+    def take_batch(self, size: int) -> BatchView | None:
+        """Lease up to `size` queued items that still need an annotation into a new open batch."""
+        with self._session.begin() as s:
+            open_n = self._open_assignments(s)
+            done_n = self._annotation_counts(s)
+            queued = s.scalars(
+                select(Item).where(Item.status == QUEUED).order_by(Item.priority.desc(), Item.id)
+            ).all()
+            picked = [
+                it for it in queued
+                if it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0) > 0
+            ][:size]
+            if not picked:
+                return None
+            batch = Batch(id=str(uuid.uuid4()))
+            s.add(batch)
+            s.flush()
+            s.add_all(BatchItem(batch_id=batch.id, item_id=it.id, position=i) for i, it in enumerate(picked))
+            return BatchView(batch.id, [_item_dict(it) for it in picked])
+
+    def attach_flow_run(self, batch_id: str, flow_run_id: str) -> None:
+        with self._session.begin() as s:
+            s.get_one(Batch, batch_id).flow_run_id = flow_run_id
+
+    def expire_batch(self, batch_id: str) -> bool:
+        """Give an open batch's items back to the queue (e.g. its pause timed out). False if not open."""
+        with self._session.begin() as s:
+            batch = s.get_one(Batch, batch_id)
+            if batch.status != OPEN:
+                return False
+            batch.status = EXPIRED
+            return True
+
+    def get_batch(self, batch_id: str) -> BatchView:
+        with self._session() as s:
+            batch = s.get(Batch, batch_id)
+            if batch is None:
+                raise KeyError(f"No review batch {batch_id!r} in the store")
+            items = s.scalars(
+                select(Item).join(BatchItem, BatchItem.item_id == Item.id)
+                .where(BatchItem.batch_id == batch_id).order_by(BatchItem.position)
+            ).all()
+            return BatchView(batch.id, [_item_dict(it) for it in items], batch.flow_run_id, batch.status)
+
+    # ---- annotations ----
+    def submit(self, batch_id: str, reviewer: str, labels: Mapping[str, tuple[str, str | None]],
+               allowed_labels: Iterable[str]) -> SubmitResult:
+        """Store one reviewer's labels for a batch (trace_id -> (label, rationale)), atomically.
+
+        Refused as a whole (ReviewError, nothing stored) for an empty reviewer, a label outside the label
+        set, or a trace that is not in the batch. A batch already submitted stores nothing again.
+        Items this reviewer already labelled in another batch are skipped and stay in the queue.
+        """
+        reviewer = (reviewer or "").strip()
+        if not reviewer:
+            raise ReviewError("Reviewer name is empty: say who labelled this batch.")
+        allowed = set(allowed_labels)
+        bad = {t: lab for t, (lab, _) in labels.items() if lab not in allowed}
+        if bad:
+            raise ReviewError(f"Labels outside the label set {sorted(allowed)}: {bad}")
+        with self._session.begin() as s:
+            batch = s.get(Batch, batch_id, with_for_update=True)
+            if batch is None:
+                raise ReviewError(f"No review batch {batch_id!r} in the store")
+            if batch.status == SUBMITTED:
+                return SubmitResult(batch_id, 0, True, {})
+            members = dict(s.execute(
+                select(Item.trace_id, Item).join(BatchItem, BatchItem.item_id == Item.id)
+                .where(BatchItem.batch_id == batch_id)
+            ).all())
+            strangers = sorted(set(labels) - set(members))
+            if strangers:
+                raise ReviewError(f"Traces not in batch {batch_id}: {strangers}")
+            skipped: dict[str, str] = {}
+            stored = 0
+            for trace_id, (label, rationale) in labels.items():
+                item = members[trace_id]
+                if s.scalar(select(AnnotationRow.id).where(AnnotationRow.item_id == item.id,
+                                                           AnnotationRow.reviewer == reviewer)):
+                    skipped[trace_id] = f"{reviewer} already labelled this item in another batch"
+                    continue
+                s.add(AnnotationRow(item_id=item.id, batch_id=batch_id, reviewer=reviewer, label=label,
+                                    rationale=(rationale or None)))
+                stored += 1
+            for trace_id in set(members) - set(labels):
+                skipped[trace_id] = "no label given"
+            batch.status, batch.reviewer, batch.submitted_at = SUBMITTED, reviewer, _now()
+            s.flush()
+            self._settle(s, [members[t] for t in members])
+            return SubmitResult(batch_id, stored, False, skipped)
+
+    def _settle(self, s: Session, items: list[Item]) -> None:
+        for item in items:
+            labels = list(s.scalars(select(AnnotationRow.label).where(AnnotationRow.item_id == item.id)))
+            if len(labels) < item.required_annotations:
+                continue
+            if len(set(labels)) == 1:
+                item.status, item.label = RESOLVED, labels[0]
+            else:
+                item.status, item.label = DISPUTED, None
+            item.resolved_at = _now()
+
+    # ---- read models ----
+    def counts(self) -> dict[str, int]:
+        with self._session() as s:
+            by_status = dict(s.execute(select(Item.status, func.count()).group_by(Item.status)).all())
+            open_batches = s.scalar(select(func.count()).select_from(Batch).where(Batch.status == OPEN))
+            n_ann = s.scalar(select(func.count()).select_from(AnnotationRow))
+        return {QUEUED: by_status.get(QUEUED, 0), RESOLVED: by_status.get(RESOLVED, 0),
+                DISPUTED: by_status.get(DISPUTED, 0), "open_batches": open_batches or 0,
+                "annotations": n_ann or 0}
+
+    def annotations(self) -> pd.DataFrame:
+        """Every annotation with its trace_id (long format)."""
+        with self._session() as s:
+            rows = s.execute(
+                select(AnnotationRow.id, Item.trace_id, AnnotationRow.reviewer, AnnotationRow.label,
+                       AnnotationRow.rationale, AnnotationRow.batch_id, AnnotationRow.created_at)
+                .join(Item, Item.id == AnnotationRow.item_id).order_by(AnnotationRow.id)
+            ).all()
+        cols = ["annotation_id", "trace_id", "reviewer", "label", "rationale", "batch_id", "created_at"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def resolved(self) -> pd.DataFrame:
+        """Resolved items with their agreed label, reviewers and annotation ids (one row per trace)."""
+        with self._session() as s:
+            items = s.scalars(select(Item).where(Item.status == RESOLVED).order_by(Item.id)).all()
+            recs = [_item_dict(it) | {"label": it.label} for it in items]
+        ann = self.annotations()
+        if not recs:
+            return pd.DataFrame(columns=["trace_id", "label", "reviewers", "annotation_ids"])
+        df = pd.DataFrame(recs)
+        agg = ann.groupby("trace_id").agg(
+            reviewers=("reviewer", lambda r: ",".join(sorted(r))),
+            annotation_ids=("annotation_id", lambda a: ",".join(str(x) for x in sorted(a))),
+        )
+        return df.join(agg, on="trace_id")
+
+
+def _item_dict(it: Item) -> dict:
+    return {
+        "trace_id": it.trace_id, "input": it.input, "output": it.output, "context": it.context,
+        "prediction": it.prediction, "confidence": it.confidence, "model_version": it.model_version,
+        "selection_reason": it.selection_reason, "evaluator_reasons": it.evaluator_reasons,
+        **json.loads(it.cohorts),
+    }
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised through every test
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,47 @@
+"""Tasks of the dataset stage: resolved labels -> validated records -> an MLflow dataset version."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from hitl import datasets, regression
+from hitl.config import Config
+from hitl.sources import write_quarantine
+from hitl.store import ReviewStore
+
+
+@task(name="collect-resolved-labels", cache_policy=NO_CACHE)
+def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
+    """Resolved items as DatasetRecords (invalid ones quarantined), plus agreement on double-labelled items."""
+    store = ReviewStore(cfg.store_url)
+    records, bad = datasets.build_records(store.resolved(), cfg)
+    write_quarantine(bad, cfg, "dataset-records")
+    stats = {**store.counts(), **regression.agreement(store.annotations()), "records": len(records),
+             "quarantined": len(bad)}
+    get_run_logger().info("Labels: %d resolved records, %d quarantined, %d disputed, kappa %.3f on %d pairs",
+                          len(records), len(bad), stats["disputed"], stats["kappa"], stats["pairs"])
+    return records, stats
+
+
+@task(name="register-dataset-version", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def register(records: pd.DataFrame, cfg: Config, stats: dict) -> datasets.DatasetVersion:
+    tags = {datasets.TAG + "kappa": f"{stats['kappa']:.4f}", datasets.TAG + "kappa_pairs": str(stats["pairs"]),
+            datasets.TAG + "disputed": str(stats["disputed"])}
+    dv, created = datasets.register(records, cfg, tags)
+    log = get_run_logger()
+    if created:
+        log.info("Registered %s: %d rows (parent %s), run %s", dv.ref, dv.rows, dv.parent, dv.run_id)
+    else:
+        log.info("Content unchanged since %s: no new version", dv.ref)
+    dist = records.groupby(["split", "label"]).size().unstack("split", fill_value=0)
+    create_markdown_artifact(
+        key="dataset-version",
+        markdown=f"## Dataset {dv.ref}\n\nrows {dv.rows}, parent {dv.parent}, sha256 `{dv.sha256[:16]}`, "
+                 f"kappa {stats['kappa']:.3f} on {stats['pairs']} double-labelled items\n\n"
+                 + "\n".join(f"- {lab}: train {r.get('train', 0)}, holdout {r.get('holdout', 0)}"
+                             for lab, r in dist.iterrows()),
+    )
+    return dv

@@ -1,0 +1,211 @@
+"""End to end on real parts: a real Prefect server and MLflow server, real pauses and resumes, a real
+fine-tune of the packaged MiniLM, a dataset version and model versions read back from MLflow.
+
+The flows run in `hitl` subprocesses (as an engineer would run them); this process plays the reviewer
+and reads results back through the same APIs the UI uses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from hitl import stack
+from hitl.config import Config, load_config
+from hitl.store import ReviewStore
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_config(tmp: Path) -> Path:
+    raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    raw.update({
+        "project": "e2e", "state_dir": str(tmp / "state"),
+        "stack": {"host": "127.0.0.1", "prefect_port": _free_port(), "mlflow_port": _free_port()},
+        "world": {**raw["world"], "launch_per_intent": 12, "production_size": 300},
+        "model": {**raw["model"], "registered_name": "e2e-intent"},
+        "selection": {"budget": 30, "random_share": 0.1, "stratify_by": "channel", "min_per_cohort": 3, "seed": 0},
+        "review": {"batch_size": 30, "overlap_share": 0.0, "poll_interval_s": 1, "timeout_s": 600},
+        "dataset": {"name": "e2e-dataset", "holdout_share": 0.35, "min_rows": 10},
+        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.0001, "seed": 42, "max_steps": 8},
+        # the gate is not under test here (see test_regression.py): let every challenger through to approval
+        "gate": {"max_overall_increase": 1.0, "min_cohort_size": 10_000},
+    })
+    path = tmp / "e2e.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    path = _write_config(tmp)
+    cfg = load_config(path)
+    stack.up(cfg)
+    try:
+        yield cfg, path
+    finally:
+        stack.down(cfg)
+
+
+def hitl(path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `hitl ARGS -c path` in a fresh process; fail the test with its output if it fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    p = subprocess.run([sys.executable, "-m", "hitl.cli", *args, "-c", str(path)], capture_output=True,
+                       text=True, timeout=timeout, cwd=REPO, env=env)
+    assert p.returncode == 0, f"hitl {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p
+
+
+def start(path: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return subprocess.Popen([sys.executable, "-m", "hitl.cli", *args, "-c", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_paused(cfg: Config, form: str, timeout: float = 180):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hitl import prefect_api
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+        while time.monotonic() < deadline:
+            runs = prefect_api.paused_runs(form)
+            if runs:
+                return runs[0]
+            time.sleep(1)
+    raise AssertionError(f"no paused {form} run appeared within {timeout}s")
+
+
+def resume(cfg: Config, run_id: str, values: dict) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hitl import prefect_api
+
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+        prefect_api.resume(run_id, values)
+
+
+def flow_run_state(cfg: Config, run_id: str) -> str:
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}), get_client(sync_client=True) as c:
+        return c.read_flow_run(UUID(run_id)).state.type.value
+
+
+def truth(cfg: Config) -> dict[str, str]:
+    from hitl.simulate import load_truth
+
+    return load_truth(cfg)
+
+
+def test_the_loop_end_to_end(e2e):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hitl import datasets, review
+    from hitl.prefect_api import APPROVAL_FORM, REVIEW_FORM
+
+    cfg, path = e2e
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    client = MlflowClient()
+
+    # 1. bootstrap registers a real fine-tuned model as @champion
+    hitl(path, "bootstrap")
+    assert client.get_model_version_by_alias("e2e-intent", "champion").version == "1"
+
+    # 2. production traffic, then sampling: validated (bad rows quarantined and counted), scored, selected
+    hitl(path, "produce")
+    hitl(path, "sample")
+    store = ReviewStore(cfg.store_url)
+    assert store.counts()["queued"] == 30
+    sampling_run = client.search_runs([mlflow.get_experiment_by_name("e2e-sampling").experiment_id])[0]
+    m = sampling_run.data.metrics
+    assert m["quarantined"] >= 1 and m["rows_in"] == m["accepted"] + m["quarantined"]
+    assert list(cfg.quarantine_dir.glob("traces-*.parquet"))
+    hitl(path, "sample")  # the same window again enqueues nothing twice
+    assert store.counts()["queued"] == 30
+
+    # 3. a review batch pauses a real flow run; the server validates the form; resume stores the labels
+    proc = start(path, "review-batch")
+    try:
+        run = wait_paused(cfg, REVIEW_FORM)
+        assert flow_run_state(cfg, run.id) == "PAUSED"
+        fields = review.trace_ids_from_schema(run.schema)
+        assert len(fields) == 30 and run.description.startswith("## Review batch")
+        known = truth(cfg)
+        values = {"reviewer": "tester", **{f: known[t] for f, t in fields.items()}}
+        with pytest.raises(RuntimeError):  # a label outside the label set is refused by the server
+            resume(cfg, run.id, {**values, next(iter(fields)): "not-a-label"})
+        assert flow_run_state(cfg, run.id) == "PAUSED"
+        resume(cfg, run.id, values)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        proc.kill() if proc.poll() is None else None
+    with pytest.raises(RuntimeError, match="not paused"):  # a replayed resume is rejected
+        resume(cfg, run.id, values)
+    assert store.counts()["resolved"] == 30
+    ann = store.annotations()
+    assert len(ann) == 30 and set(ann["reviewer"]) == {"tester"}
+    assert all(ann.set_index("trace_id")["label"][t] == known[t] for t in fields.values())
+
+    # 4. dataset version in MLflow, digest-checked on the way back; identical content -> no new version
+    hitl(path, "register-dataset")
+    hitl(path, "register-dataset")
+    versions = datasets.list_versions(cfg)
+    assert [v.version for v in versions] == [1]
+    records, dv = datasets.load(cfg)
+    assert dv.rows == len(records) == 30 and set(records["trace_id"]) == set(fields.values())
+    assert set(records["split"]) == {"train", "holdout"}
+    logged = client.get_run(dv.run_id).inputs.dataset_inputs[0].dataset
+    assert logged.name == "e2e-dataset@1" and logged.digest
+
+    # 5. fine-tune from the champion on the train split -> @challenger, linked to the dataset
+    hitl(path, "retrain")
+    chall = client.get_model_version_by_alias("e2e-intent", "challenger")
+    assert chall.version == "2" and chall.tags["hitl.dataset"] == "e2e-dataset@1"
+
+    # 6. regression eval pauses for approval; approving moves @champion, the old one becomes @previous
+    proc = start(path, "eval")
+    try:
+        approval = wait_paused(cfg, APPROVAL_FORM)
+        assert "Fail rate by channel" in approval.description
+        hitl(path, "approve", "--approver", "e2e-manager", "--reason", "looks right")
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert client.get_model_version_by_alias("e2e-intent", "champion").version == "2"
+    assert client.get_model_version_by_alias("e2e-intent", "previous").version == "1"
+    report = (cfg.reports_dir / "latest.md").read_text()
+    assert "approved by e2e-manager" in report and "| voice |" in report
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=client.search_runs([mlflow.get_experiment_by_name("e2e-regression-eval").experiment_id])[0]
+        .info.run_id, artifact_path="report/cohort_regression.csv"))
+    overall = table[table["cohort"] == "overall"].iloc[0]
+    assert overall["n"] == (records["split"] == "holdout").sum()
+
+    # 7. status lists the stack, the queue, the dataset version and the aliases
+    out = hitl(path, "status").stdout
+    for needle in ("prefect", "mlflow", "resolved", "e2e-dataset", "champion", "previous"):
+        assert needle in out
