@@ -188,9 +188,17 @@ def review_batch(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 
 
 # ---------------------------------------------------------------- reviewer
+def _ask(prompt: str) -> str:
+    try:
+        return console.input(prompt)
+    except EOFError:
+        console.print("\n[red]Input ended before the batch was complete: nothing was submitted.[/]")
+        raise typer.Exit(1) from None
+
+
 def _pick_label(prompt: str, labels: list[str]) -> str:
     while True:
-        raw = console.input(prompt).strip()
+        raw = _ask(prompt).strip()
         if raw.isdigit() and 1 <= int(raw) <= len(labels):
             return labels[int(raw) - 1]
         if raw in labels:
@@ -225,7 +233,7 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         console.print(f"[red]Run {run_id} is not a paused review batch.[/]")
         raise typer.Exit(1)
     console.print(Markdown(run.description))
-    name = reviewer or console.input("Your name: ").strip()
+    name = reviewer or _ask("Your name: ").strip()
     values: dict[str, str] = {REVIEWER_FIELD: name}
     labels = list(cfg.labels)
     console.print("Labels: " + "  ".join(f"[bold]{i}[/] {lab}" for i, lab in enumerate(labels, 1)))
@@ -235,7 +243,7 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         console.rule(f"{prop.get('title', field)}  ({n}/{len(fields)})")
         console.print(prop.get("description", ""))
         values[field] = _pick_label("label> ", labels)
-        note = console.input("rationale (Enter to skip)> ").strip()
+        note = _ask("rationale (Enter to skip)> ").strip()
         if note:
             values[f"{field}_rationale"] = note
     try:

@@ -33,7 +33,7 @@ def _result(traces: pd.DataFrame, name: str, version: str, score: pd.Series, pas
         "passed": passed.astype(bool).to_numpy(),
         "reason": reason.astype(str).to_numpy(),
     })
-    return EvaluationResult.validate(out)
+    return EvaluationResult.validate(out, lazy=True)
 
 
 def low_confidence(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:

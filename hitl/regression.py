@@ -60,7 +60,7 @@ def cohort_table(holdout: pd.DataFrame, champion_pred: list[str], challenger_pre
             "challenger_ci_low": blo, "challenger_ci_high": bhi,
             "mcnemar_p": mcnemar_p(a[mask], b[mask]),
         })
-    return CohortRegression.validate(pd.DataFrame(rows))
+    return CohortRegression.validate(pd.DataFrame(rows), lazy=True)
 
 
 @dataclass

@@ -25,7 +25,7 @@ def rationale_field(i: int) -> str:
 
 
 def _cell(text: str | None, limit: int = 300) -> str:
-    text = (text or "").replace("\n", " ").replace("|", "\\|").strip()
+    text = (text or "").replace("\r", " ").replace("\n", " ").replace("|", "\\|").replace("`", "'").strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -36,6 +36,7 @@ class FieldSpec:
     description: str
     choices: tuple[str, ...] | None  # None: free text
     required: bool
+    trace_id: str | None = None  # the item this field labels (also stored in the form schema)
 
 
 def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
@@ -44,9 +45,9 @@ def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
     for i, it in enumerate(items):
         specs.append(FieldSpec(
             item_field(i), f"Item {i + 1}",
-            f"trace `{it['trace_id']}`: “{_cell(it['input'], 200)}” (model said {it['prediction']}, "
-            f"{it['confidence']:.0%})",
-            tuple(cfg.labels), True,
+            f"trace `{_cell(it['trace_id'])}`: “{_cell(it['input'], 200)}” (model said {it['prediction']}, "
+            f"{it['confidence']:.0%}; {_cell(it.get('evaluator_reasons'), 160)})",
+            tuple(cfg.labels), True, str(it["trace_id"]),
         ))
         specs.append(FieldSpec(rationale_field(i), f"Item {i + 1} rationale",
                                "Optional: why this label (e.g. what the model missed).", None, False))
@@ -63,14 +64,14 @@ def describe_batch(batch_id: str, items: list[dict], cfg: Config) -> str:
         "",
         f"Allowed labels: {', '.join(f'`{lab}`' for lab in cfg.labels)}",
         "",
-        f"| # | message | model said | conf. | why selected | {cohort_hdr} |",
+        f"| # | message | model said | conf. | selected as | {cohort_hdr} |",
         "|---|---|---|---|---|" + "---|" * len(cfg.cohorts),
     ]
     for i, it in enumerate(items):
         cohorts = " | ".join(_cell(str(it.get(c, ""))) for c in cfg.cohorts)
         lines.append(
             f"| {i + 1} | {_cell(it['input'])} | `{it['prediction']}` | {it['confidence']:.0%} | "
-            f"{it['selection_reason']}: {_cell(it.get('evaluator_reasons'), 120)} | {cohorts} |"
+            f"{it['selection_reason']} | {cohorts} |"
         )
     return "\n".join(lines)
 
@@ -89,10 +90,14 @@ def parse_answer(answer: Mapping[str, object], items: list[dict]) -> tuple[str, 
 
 
 def trace_ids_from_schema(schema: Mapping) -> dict[str, str]:
-    """Map item field name -> trace_id, read from a stored form schema's field descriptions."""
+    """Map item field name -> trace_id, read from a stored form schema (the field's `trace_id` key, or,
+    for forms without it, the trace id quoted in its description)."""
     out = {}
     for name, prop in (schema.get("properties") or {}).items():
-        m = TRACE_ID_IN_DESCRIPTION.search(str(prop.get("description", "")))
-        if m and not name.endswith("_rationale"):
+        if name.endswith("_rationale") or not isinstance(prop, Mapping):
+            continue
+        if isinstance(prop.get("trace_id"), str):
+            out[name] = prop["trace_id"]
+        elif m := TRACE_ID_IN_DESCRIPTION.search(str(prop.get("description", ""))):
             out[name] = m.group(1)
     return out

@@ -47,7 +47,12 @@ def select_for_review(candidates: pd.DataFrame, cfg: Config, exclude: set[str] |
     pool = pool.iloc[max(n_pri, 0):]
     successes = pool[~pool["flagged"]]
     if n_cal and len(successes):
-        take(successes.sample(n=min(n_cal, len(successes)), random_state=sel.seed), "calibration")
+        picked = successes.sample(n=min(n_cal, len(successes)), random_state=sel.seed)
+        take(picked, "calibration")
+        pool = pool.drop(index=picked.index)
+    shortfall = sel.budget - sum(len(c) for c in chosen)
+    if shortfall > 0:  # calibration slots nobody could fill go back to the priority order
+        take(pool.head(shortfall), "uncertain")
     out = pd.concat(chosen) if chosen else pool.iloc[0:0].assign(selection_reason=pd.Series(dtype=str))
     out["required_annotations"] = [
         2 if stable_fraction(t, "overlap") < cfg.review.overlap_share else 1 for t in out["trace_id"]

@@ -72,7 +72,12 @@ class SimulatedReviewers:
                 values = self.answer_approval(run)
             else:
                 continue
-            prefect_api.resume(run.id, values)
+            try:
+                prefect_api.resume(run.id, values)
+            except RuntimeError as e:  # e.g. resumed by someone else meanwhile: log it and carry on
+                print(f"could not resume {run.id}: {e}", flush=True)
+                continue
+            print(f"resumed {run.form} run {run.id} ({run.name})", flush=True)
             self.resolved.append(run.id)
             n += 1
         return n

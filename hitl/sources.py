@@ -18,6 +18,7 @@ from hitl.schemas import REASON_COLUMN, trace_schema, validate_split
 
 STRING_COLUMNS = ("trace_id", "input", "output", "model_version", "prediction", "context", "metadata")
 OPTIONAL_COLUMNS = {"context": None, "metadata": "{}", "output": ""}
+TS_MIN, TS_MAX = pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2261-12-31", tz="UTC")
 
 
 @dataclass
@@ -63,6 +64,12 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[dict]]:
                 bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
                             REASON_COLUMN: "line is JSON but not an object"})
                 continue
+            try:  # JSON may escape lone surrogates (\ud800) that no UTF-8 text can hold
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
+                            REASON_COLUMN: "line holds invalid Unicode (an escaped lone surrogate)"})
+                continue
             obj["_source"] = where
             rows.append(obj)
     return rows, bad
@@ -86,6 +93,8 @@ def normalize(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame
     for col, default in OPTIONAL_COLUMNS.items():
         if col not in df.columns:
             df[col] = default
+        elif default is not None:  # absent in some rows only
+            df[col] = df[col].astype(object).where(df[col].notna(), default)
     reasons: dict[int, list[str]] = {}
 
     def reject(mask: pd.Series, why: str) -> None:
@@ -103,9 +112,16 @@ def normalize(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame
         reject(wrong, f"column '{col}' must be a string")
     if "timestamp" in df.columns:
         raw_ts = df["timestamp"]
-        parsed = pd.to_datetime(raw_ts.astype("string"), utc=True, errors="coerce", format="ISO8601")
-        reject(raw_ts.notna() & parsed.isna(), "column 'timestamp' is not an ISO-8601 date-time")
-        df["timestamp"] = parsed.dt.as_unit("ns")
+        if pd.api.types.is_datetime64_any_dtype(raw_ts):  # parquet with a real timestamp column
+            parsed = raw_ts.dt.tz_localize("UTC") if raw_ts.dt.tz is None else raw_ts.dt.tz_convert("UTC")
+        else:
+            is_text = raw_ts.map(lambda v: isinstance(v, str))
+            parsed = pd.to_datetime(raw_ts.where(is_text).astype("string"), utc=True, errors="coerce",
+                                    format="ISO8601")
+        reject(raw_ts.notna() & parsed.isna(), "column 'timestamp' is not an ISO-8601 date-time string")
+        out_of_range = parsed.notna() & ((parsed < TS_MIN) | (parsed > TS_MAX))
+        reject(out_of_range, "column 'timestamp' is outside the supported range (1678-2261)")
+        df["timestamp"] = parsed.where(~out_of_range).dt.as_unit("ns")
     if "confidence" in df.columns:
         conf = pd.to_numeric(df["confidence"], errors="coerce")
         reject(df["confidence"].notna() & conf.isna(), "column 'confidence' is not a number")
@@ -123,6 +139,15 @@ def normalize(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame
     return good, bad
 
 
+def _in_window(df: pd.DataFrame, since: datetime | None, until: datetime | None) -> pd.DataFrame:
+    """Rows whose timestamp falls in [since, until); rows without a usable timestamp are kept."""
+    if df.empty or "timestamp" not in df.columns:
+        return df
+    ts = df["timestamp"]
+    keep = ts.isna() | (((ts >= since) if since else True) & ((ts < until) if until else True))
+    return df[keep]
+
+
 def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = None,
                 until: datetime | None = None) -> LoadResult:
     """Load and validate every trace file under `path` (default: the configured source).
@@ -138,12 +163,12 @@ def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = 
         rejected.append(bad)
     raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     candidates, bad_types = normalize(raw, cfg) if len(raw) else (raw, raw)
-    if len(candidates) and (since or until) and "timestamp" in candidates:
-        ts = candidates["timestamp"]
-        keep = ts.isna() | (((ts >= since) if since else True) & ((ts < until) if until else True))
-        candidates = candidates[keep]
+    if since or until:  # rows outside the window are not this run's business, valid or not
+        candidates, bad_types = _in_window(candidates, since, until), _in_window(bad_types, since, until)
     schema = trace_schema(cfg)
     accepted, bad_schema = validate_split(candidates, schema) if len(candidates) else (candidates, candidates)
+    if accepted.empty:
+        accepted = pd.DataFrame(columns=list(schema.columns))
     quarantined = pd.concat([*rejected, bad_types, bad_schema], ignore_index=True)
     if REASON_COLUMN not in quarantined.columns:
         quarantined[REASON_COLUMN] = pd.Series(dtype=str)

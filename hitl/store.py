@@ -129,6 +129,7 @@ class ReviewStore:
         self.engine = create_engine(url, connect_args=connect_args)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
         Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -325,9 +326,16 @@ def _item_dict(it: Item) -> dict:
     }
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - exercised through every test
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself (below)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin_immediate(conn) -> None:
+    """Take SQLite's write lock at the start of every transaction, so read-then-write sequences
+    (leasing a batch, submitting one) are serialized across threads and processes."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

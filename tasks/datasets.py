@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl import datasets, regression
 from hitl.config import Config
+from hitl.schemas import annotation_schema, validate_split
 from hitl.sources import write_quarantine
 from hitl.store import ReviewStore
 
@@ -17,10 +18,13 @@ from hitl.store import ReviewStore
 def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
     """Resolved items as DatasetRecords (invalid ones quarantined), plus agreement on double-labelled items."""
     store = ReviewStore(cfg.store_url)
+    annotations, bad_ann = validate_split(store.annotations(), annotation_schema(cfg))
+    write_quarantine(bad_ann, cfg, "annotations")
     records, bad = datasets.build_records(store.resolved(), cfg)
+    records = records[~records["trace_id"].isin(bad_ann["trace_id"])]  # a bad annotation taints its row
     write_quarantine(bad, cfg, "dataset-records")
-    stats = {**store.counts(), **regression.agreement(store.annotations()), "records": len(records),
-             "quarantined": len(bad)}
+    stats = {**store.counts(), **regression.agreement(annotations), "records": len(records),
+             "quarantined": len(bad) + len(bad_ann)}
     get_run_logger().info("Labels: %d resolved records, %d quarantined, %d disputed, kappa %.3f on %d pairs",
                           len(records), len(bad), stats["disputed"], stats["kappa"], stats["pairs"])
     return records, stats

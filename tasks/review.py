@@ -32,13 +32,15 @@ def build_form(batch: BatchView, cfg: Config) -> type[ReviewForm]:
     """A RunInput subclass for this batch: one required choice per item, optional rationales."""
     fields: dict[str, tuple] = {}
     for spec in review.form_fields(batch.items, cfg):
-        text_type = str if spec.required else (str | None)
-        annotation = Literal[spec.choices] if spec.choices else text_type  # type: ignore[valid-type]
-        limit = 100 if spec.name == review.REVIEWER_FIELD else cfg.review.max_rationale_chars
-        default = ... if spec.required else None
-        fields[spec.name] = (annotation, pydantic.Field(default, title=spec.title, description=spec.description,
-                                                        min_length=1 if spec.required and not spec.choices else None,
-                                                        max_length=None if spec.choices else limit))
+        common = {"title": spec.title, "description": spec.description}
+        if spec.trace_id is not None:
+            common["json_schema_extra"] = {"trace_id": spec.trace_id}
+        if spec.choices:
+            fields[spec.name] = (Literal[spec.choices], pydantic.Field(..., **common))  # type: ignore[valid-type]
+        elif spec.required:
+            fields[spec.name] = (str, pydantic.Field(..., min_length=1, max_length=100, **common))
+        else:  # optional text: a plain textarea in the UI, "" when left empty
+            fields[spec.name] = (str, pydantic.Field("", max_length=cfg.review.max_rationale_chars, **common))
     form = pydantic.create_model("ReviewForm", __base__=ReviewForm, **fields)
     form._description = review.describe_batch(batch.id, batch.items, cfg)
     return form

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl import evaluators, markdown, modeling, selection
 from hitl.config import Config
-from hitl.schemas import review_item_schema
+from hitl.schemas import review_item_schema, validate_split
 from hitl.sources import LoadResult, load_traces, write_quarantine
 from hitl.store import ReviewStore
 
@@ -56,7 +56,8 @@ def evaluate(scored: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFr
 def select_and_enqueue(evaluated: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, int]:
     store = ReviewStore(cfg.store_url)
     selected = selection.select_for_review(evaluated, cfg, exclude=store.known_trace_ids())
-    selected = review_item_schema(cfg).validate(selected)
+    selected, bad = validate_split(selected, review_item_schema(cfg))
+    write_quarantine(bad, cfg, "review-items")
     new = store.enqueue(selected, cfg.cohorts, considered=evaluated["trace_id"])
     get_run_logger().info("Selected %d traces for review, %d new in the queue", len(selected), new)
     return selected, new

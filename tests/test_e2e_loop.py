@@ -209,3 +209,39 @@ def test_the_loop_end_to_end(e2e):
     out = hitl(path, "status").stdout
     for needle in ("prefect", "mlflow", "resolved", "e2e-dataset", "champion", "previous"):
         assert needle in out
+
+
+def test_terminal_review_resumes_the_paused_run(e2e):
+    """A reviewer labels a paused batch item by item in `hitl review`; the run resumes and labels land."""
+    from hitl import review
+    from hitl.prefect_api import REVIEW_FORM
+
+    cfg, path = e2e
+    hitl(path, "bootstrap")  # no-op when the first test already made a champion
+    hitl(path, "produce", "--window", "1")
+    hitl(path, "sample")
+    store = ReviewStore(cfg.store_url)
+    before = store.counts()
+    proc = start(path, "review-batch")
+    try:
+        run = wait_paused(cfg, REVIEW_FORM)
+        fields = review.trace_ids_from_schema(run.schema)
+        known = truth(cfg)
+        labels = list(cfg.labels)
+        # per item: a typo first (re-asked), then the label's number, then a rationale or Enter
+        answers = []
+        for i, trace_id in enumerate(fields.values()):
+            answers += ["no-such-label", str(labels.index(known[trace_id]) + 1), "obvious" if i == 0 else ""]
+        p = subprocess.run([sys.executable, "-m", "hitl.cli", "review", "--reviewer", "carol", "-c", str(path)],
+                           input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        assert "is not a label" in p.stdout and f"Submitted {len(fields)} labels as carol" in p.stdout
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        proc.kill() if proc.poll() is None else None
+    ann = store.annotations()
+    mine = ann[ann["reviewer"] == "carol"].set_index("trace_id")
+    assert len(mine) == len(fields) == before["queued"]
+    assert all(mine.loc[t, "label"] == known[t] for t in fields.values())
+    assert mine["rationale"].notna().sum() == 1

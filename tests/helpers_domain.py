@@ -1,0 +1,80 @@
+"""Small builders shared by the domain unit tests (configs, trace records, review items, JSONL files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hitl.config import Config
+
+LABELS = ["card_lost", "card_arrival", "refund_request"]
+COHORTS = ["channel", "locale", "tier"]
+
+
+def make_cfg(tmp_path: Path, labels: list[str] | None = None, **kw: Any) -> Config:
+    """A Config rooted in tmp_path; keyword arguments are top-level Config fields (dicts for sections)."""
+    return Config(labels=list(labels or LABELS), state_dir=str(tmp_path / "state"), **kw)
+
+
+def trace_record(i: int | str, **overrides: Any) -> dict[str, Any]:
+    """One valid production trace as a logging system writes it (one JSONL object)."""
+    rec: dict[str, Any] = {
+        "trace_id": f"tr-{i}",
+        "timestamp": "2025-03-01T08:00:00.000Z",
+        "input": f"I lost my card number {i}",
+        "output": "I've frozen your card.",
+        "model_version": "v1",
+        "prediction": "card_lost",
+        "confidence": 0.8,
+        "channel": "web_chat",
+        "locale": "en-US",
+        "tier": "free",
+        "context": None,
+        "metadata": json.dumps({"outcome": "resolved"}),
+    }
+    rec.update(overrides)
+    return rec
+
+
+def without(rec: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in keys}
+
+
+def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
+    """Write one line per entry: dicts as JSON, str as UTF-8 text, bytes verbatim."""
+    out = []
+    for line in lines:
+        if isinstance(line, dict):
+            out.append(json.dumps(line).encode())
+        elif isinstance(line, str):
+            out.append(line.encode())
+        else:
+            out.append(line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(out) + b"\n")
+    return path
+
+
+def review_items(n: int, *, prefix: str = "t", required: int | list[int] = 1, channel: str = "web_chat",
+                 priority: float | list[float] = 1.0) -> pd.DataFrame:
+    """n ReviewItem rows ready for ReviewStore.enqueue (with the COHORTS columns)."""
+    ids = [f"{prefix}{i:03d}" for i in range(n)]
+    return pd.DataFrame({
+        "trace_id": ids,
+        "input": [f"message {t}" for t in ids],
+        "output": "reply",
+        "context": None,
+        "prediction": "card_lost",
+        "confidence": 0.5,
+        "model_version": "v1",
+        "channel": channel,
+        "locale": "en-US",
+        "tier": "free",
+        "selection_reason": "uncertain",
+        "evaluator_reasons": "low_confidence: confidence 0.50 < threshold 0.60",
+        "priority": priority,
+        "required_annotations": required,
+    })

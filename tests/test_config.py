@@ -1,0 +1,138 @@
+"""Configuration (hitl/config.py): the demo file loads, mistakes are refused with a clear message."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydantic
+import pytest
+import yaml
+
+from hitl.config import CONFIG_ENV, Config, apply_environment, load_config
+
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+def _write(tmp_path: Path, data) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def _demo_raw() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def test_demo_config_loads():
+    cfg = load_config(DEMO)
+    assert len(cfg.labels) == 10 and len(set(cfg.labels)) == 10
+    assert "card_lost" in cfg.labels
+    assert cfg.cohorts == ["channel", "locale", "tier"]
+    assert cfg.selection.stratify_by in cfg.cohorts
+    assert (cfg.selection.budget, cfg.review.batch_size, cfg.dataset.holdout_share) == (320, 40, 0.35)
+    assert cfg.prefect_api_url == "http://127.0.0.1:4270/api"
+    assert cfg.mlflow_uri == "http://127.0.0.1:5070"
+    assert cfg.state.is_absolute() and cfg.state.parts[-2:] == (".hitl", "demo")
+
+
+def test_config_env_var_is_the_default(tmp_path, monkeypatch):
+    raw = _demo_raw() | {"project": "from-env"}
+    monkeypatch.setenv(CONFIG_ENV, str(_write(tmp_path, raw)))
+    assert load_config().project == "from-env"
+    assert load_config(DEMO).project == "hitl-demo"  # an explicit path wins
+
+
+def test_missing_file_is_a_helpful_error(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(FileNotFoundError) as err:
+        load_config(missing)
+    msg = str(err.value)
+    assert str(missing) in msg and "--config" in msg and CONFIG_ENV in msg
+
+
+@pytest.mark.parametrize("where", [(), ("selection",), ("review",), ("stack",)])
+def test_unknown_keys_are_refused(tmp_path, where):
+    raw = _demo_raw()
+    section = raw
+    for key in where:
+        section = section[key]
+    section["budgett"] = 5
+    with pytest.raises(pydantic.ValidationError, match="budgett"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_duplicate_labels_are_refused(tmp_path):
+    raw = _demo_raw()
+    raw["labels"] = ["card_lost", "refund_request", "card_lost"]
+    with pytest.raises(pydantic.ValidationError, match=r"duplicates: \['card_lost'\]"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_fewer_than_two_labels_are_refused(tmp_path):
+    with pytest.raises(pydantic.ValidationError, match="at least two labels"):
+        Config(labels=["only"], state_dir=str(tmp_path))
+    with pytest.raises(pydantic.ValidationError, match="labels"):
+        load_config(_write(tmp_path, {"project": "x"}))
+
+
+def test_stratify_by_must_be_a_cohort(tmp_path):
+    raw = _demo_raw()
+    raw["selection"]["stratify_by"] = "region"
+    with pytest.raises(pydantic.ValidationError, match="stratify_by='region' is not one of cohorts"):
+        load_config(_write(tmp_path, raw))
+    raw["selection"]["stratify_by"] = None
+    assert load_config(_write(tmp_path, raw)).selection.stratify_by is None
+    raw["cohorts"], raw["selection"]["stratify_by"] = ["channel", "region"], "region"
+    assert load_config(_write(tmp_path, raw)).selection.stratify_by == "region"
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("selection", "random_share", 1.5), ("selection", "budget", 0), ("review", "batch_size", 0),
+    ("dataset", "holdout_share", 1.0), ("world", "invalid_share", 0.9), ("review", "overlap_share", -0.1),
+])
+def test_out_of_range_values_are_refused(tmp_path, section, key, value):
+    raw = _demo_raw()
+    raw[section][key] = value
+    with pytest.raises(pydantic.ValidationError, match=key):
+        load_config(_write(tmp_path, raw))
+
+
+def test_simulation_needs_two_distinct_reviewers(tmp_path):
+    with pytest.raises(pydantic.ValidationError, match="two distinct"):
+        Config(labels=["a", "b"], simulation={"reviewers": ["alice", "alice"]})
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("labels: [a, b\nproject: x", "not valid YAML"),
+    ("- a\n- b\n", "mapping at the top level"),
+])
+def test_malformed_yaml_is_refused(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(_write(tmp_path, text))
+
+
+def test_derived_locations(tmp_path):
+    cfg = Config(labels=["a", "b"], state_dir=str(tmp_path / "s"))
+    assert cfg.state == (tmp_path / "s").resolve()
+    assert cfg.store_url == f"sqlite:///{cfg.state / 'review.db'}"
+    assert cfg.quarantine_dir == cfg.state / "quarantine"
+    assert cfg.traces_path == cfg.state / "world" / "traces"
+    other = Config(labels=["a", "b"], state_dir=str(tmp_path), review={"store_url": "postgresql://db/x"},
+                   source={"kind": "files", "path": str(tmp_path / "in")})
+    assert other.store_url == "postgresql://db/x"
+    assert other.traces_path == (tmp_path / "in").resolve()
+
+
+def test_apply_environment_points_clients_at_the_stack(monkeypatch):
+    keys = ["PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI",
+            "MLFLOW_REGISTRY_URI", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PREFECT_SERVER_ANALYTICS_ENABLED",
+            "PREFECT_LOGGING_LEVEL", "TOKENIZERS_PARALLELISM", "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"]
+    for k in keys:  # monkeypatch restores each of these after the test
+        monkeypatch.setenv(k, "before")
+        monkeypatch.delenv(k)
+    cfg = Config(labels=["a", "b"], stack={"host": "10.0.0.5", "prefect_port": 4300, "mlflow_port": 5300})
+    apply_environment(cfg)
+    assert os.environ["PREFECT_API_URL"] == "http://10.0.0.5:4300/api"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://10.0.0.5:5300"
+    assert os.environ["HF_HUB_OFFLINE"] == "1"

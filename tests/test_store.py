@@ -1,0 +1,291 @@
+"""Review store (hitl/store.py): idempotent queue, leased batches, atomic submissions, overlap resolution."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from helpers_domain import COHORTS, LABELS, review_items
+
+from hitl.store import DISPUTED, QUEUED, RESOLVED, ReviewError, ReviewStore
+
+A, B, C = LABELS
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/r.db"
+
+
+@pytest.fixture
+def store(url) -> ReviewStore:
+    return ReviewStore(url)
+
+
+def _ids(batch) -> list[str]:
+    return [it["trace_id"] for it in batch.items]
+
+
+def _label_all(batch, label: str = A, rationale: str | None = None) -> dict[str, tuple[str, str | None]]:
+    return {t: (label, rationale) for t in _ids(batch)}
+
+
+def _run_together(n: int, fn) -> tuple[list, list[BaseException]]:
+    """Run fn(i) in n threads released at the same moment; returns (results, exceptions)."""
+    barrier = threading.Barrier(n)
+    results, errors, lock = [], [], threading.Lock()
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            r = fn(i)
+            with lock:
+                results.append(r)
+        except BaseException as e:  # collected for the assertion
+            with lock:
+                errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results, errors
+
+
+# ---- queue ----
+
+def test_enqueue_is_idempotent(store):
+    items = review_items(10)
+    assert store.enqueue(items, COHORTS) == 10
+    before = store.counts()
+    assert store.enqueue(items, COHORTS) == 0
+    assert store.counts() == before == {QUEUED: 10, RESOLVED: 0, DISPUTED: 0, "open_batches": 0, "annotations": 0}
+    # a frame overlapping the queue adds only the new traces
+    assert store.enqueue(review_items(15), COHORTS) == 5
+    assert store.counts()[QUEUED] == 15
+
+
+def test_known_trace_ids_cover_queue_and_considered(store):
+    store.enqueue(review_items(3), COHORTS, considered=["t000", "t001", "t002", "seen-only"])
+    assert store.known_trace_ids() == {"t000", "t001", "t002", "seen-only"}
+    store.enqueue(review_items(0), COHORTS, considered=["seen-only", "another"])
+    assert "another" in store.known_trace_ids()
+
+
+def test_take_batch_by_priority_and_size(store):
+    items = review_items(6, priority=[0.1, 1.9, 0.5, 1.2, 0.5, 0.0])
+    store.enqueue(items, COHORTS)
+    batch = store.take_batch(3)
+    assert _ids(batch) == ["t001", "t003", "t002"]
+    item = batch.items[0]
+    assert item["input"] == "message t001" and item["channel"] == "web_chat" and item["tier"] == "free"
+    assert store.counts()["open_batches"] == 1
+
+
+def test_open_batch_items_are_not_handed_out_twice(store):
+    store.enqueue(review_items(5), COHORTS)
+    first = store.take_batch(3)
+    second = store.take_batch(3)
+    assert len(_ids(first)) == 3 and len(_ids(second)) == 2
+    assert not set(_ids(first)) & set(_ids(second))
+    assert store.take_batch(3) is None
+
+
+def test_expire_batch_returns_items_to_the_queue(store):
+    store.enqueue(review_items(2), COHORTS)
+    batch = store.take_batch(5)
+    assert store.take_batch(5) is None
+    assert store.expire_batch(batch.id) is True
+    assert store.expire_batch(batch.id) is False  # no longer open
+    assert store.counts()["open_batches"] == 0
+    again = store.take_batch(5)
+    assert sorted(_ids(again)) == sorted(_ids(batch))
+    assert store.get_batch(batch.id).status == "expired"
+
+
+def test_get_batch(store):
+    store.enqueue(review_items(3), COHORTS)
+    batch = store.take_batch(3)
+    store.attach_flow_run(batch.id, "run-123")
+    view = store.get_batch(batch.id)
+    assert view.id == batch.id and view.flow_run_id == "run-123" and view.status == "open"
+    assert _ids(view) == _ids(batch)
+    with pytest.raises(KeyError, match="nope"):
+        store.get_batch("nope")
+
+
+# ---- submissions ----
+
+def test_submit_stores_and_resolves(store):
+    store.enqueue(review_items(3), COHORTS)
+    batch = store.take_batch(3)
+    labels = {"t000": (A, "obvious"), "t001": (B, ""), "t002": (C, None)}
+    res = store.submit(batch.id, "  alice ", labels, LABELS)
+    assert (res.stored, res.already_submitted, res.skipped) == (3, False, {})
+    ann = store.annotations()
+    assert list(ann["trace_id"]) == ["t000", "t001", "t002"]
+    assert set(ann["reviewer"]) == {"alice"}
+    assert ann["rationale"].iloc[0] == "obvious"
+    assert ann["rationale"].iloc[1:].isna().all()  # empty or missing rationale is stored as NULL
+    resolved = store.resolved().set_index("trace_id")
+    assert resolved["label"].to_dict() == {"t000": A, "t001": B, "t002": C}
+    assert set(resolved["reviewers"]) == {"alice"}
+    assert store.counts() == {QUEUED: 0, RESOLVED: 3, DISPUTED: 0, "open_batches": 0, "annotations": 3}
+    assert store.get_batch(batch.id).status == "submitted"
+
+
+def test_submit_twice_stores_once(store):
+    store.enqueue(review_items(2), COHORTS)
+    batch = store.take_batch(2)
+    first = store.submit(batch.id, "alice", _label_all(batch, A), LABELS)
+    again = store.submit(batch.id, "bob", _label_all(batch, B), LABELS)
+    assert first.stored == 2 and not first.already_submitted
+    assert again.stored == 0 and again.already_submitted
+    assert store.counts()["annotations"] == 2
+    assert set(store.resolved()["label"]) == {A}
+
+
+def test_label_outside_the_label_set_is_refused_whole(store):
+    store.enqueue(review_items(2), COHORTS)
+    batch = store.take_batch(2)
+    with pytest.raises(ReviewError, match="not_a_label"):
+        store.submit(batch.id, "alice", {"t000": (A, None), "t001": ("not_a_label", None)}, LABELS)
+    assert store.counts()["annotations"] == 0
+    assert store.get_batch(batch.id).status == "open"
+    # the batch can still be answered properly afterwards
+    assert store.submit(batch.id, "alice", _label_all(batch), LABELS).stored == 2
+
+
+@pytest.mark.parametrize("reviewer", ["", "   ", None])
+def test_empty_reviewer_is_refused(store, reviewer):
+    store.enqueue(review_items(1), COHORTS)
+    batch = store.take_batch(1)
+    with pytest.raises(ReviewError, match="Reviewer"):
+        store.submit(batch.id, reviewer, _label_all(batch), LABELS)
+    assert store.counts()["annotations"] == 0
+
+
+def test_trace_not_in_batch_is_refused(store):
+    store.enqueue(review_items(4), COHORTS)
+    batch = store.take_batch(2)
+    labels = _label_all(batch) | {"t003": (A, None)}
+    with pytest.raises(ReviewError, match="t003"):
+        store.submit(batch.id, "alice", labels, LABELS)
+    assert store.counts()["annotations"] == 0
+    assert store.get_batch(batch.id).status == "open"
+
+
+def test_unknown_batch_is_refused(store):
+    with pytest.raises(ReviewError, match="No review batch"):
+        store.submit("no-such-batch", "alice", {}, LABELS)
+
+
+def test_unlabelled_items_go_back_to_the_queue(store):
+    store.enqueue(review_items(3), COHORTS)
+    batch = store.take_batch(3)
+    res = store.submit(batch.id, "alice", {"t000": (A, None)}, LABELS)
+    assert res.stored == 1
+    assert res.skipped == {"t001": "no label given", "t002": "no label given"}
+    assert sorted(_ids(store.take_batch(5))) == ["t001", "t002"]
+
+
+# ---- overlap: items that need two annotations ----
+
+def test_overlap_item_is_in_two_batches_but_not_three(store):
+    store.enqueue(review_items(1, required=2), COHORTS)
+    b1, b2 = store.take_batch(5), store.take_batch(5)
+    assert _ids(b1) == _ids(b2) == ["t000"] and b1.id != b2.id
+    assert store.take_batch(5) is None
+
+
+def test_same_reviewer_twice_is_skipped(store):
+    store.enqueue(review_items(1, required=2), COHORTS)
+    b1, b2 = store.take_batch(5), store.take_batch(5)
+    store.submit(b1.id, "alice", _label_all(b1, A), LABELS)
+    res = store.submit(b2.id, "alice", _label_all(b2, A), LABELS)
+    assert res.stored == 0 and not res.already_submitted
+    assert "alice already labelled" in res.skipped["t000"]
+    assert store.counts()[QUEUED] == 1 and store.counts()["annotations"] == 1
+    # still needs a second reviewer: it is offered again
+    b3 = store.take_batch(5)
+    assert _ids(b3) == ["t000"]
+    store.submit(b3.id, "bob", _label_all(b3, A), LABELS)
+    assert store.counts()[RESOLVED] == 1
+
+
+def test_two_agreeing_reviewers_resolve(store):
+    store.enqueue(review_items(1, required=2), COHORTS)
+    b1, b2 = store.take_batch(5), store.take_batch(5)
+    store.submit(b1.id, "alice", _label_all(b1, B), LABELS)
+    assert store.counts()[QUEUED] == 1 and store.resolved().empty  # one of two annotations is not enough
+    store.submit(b2.id, "bob", _label_all(b2, B), LABELS)
+    resolved = store.resolved()
+    assert list(resolved["trace_id"]) == ["t000"]
+    assert resolved["label"].iloc[0] == B
+    assert resolved["reviewers"].iloc[0] == "alice,bob"
+    assert len(resolved["annotation_ids"].iloc[0].split(",")) == 2
+
+
+def test_disagreeing_reviewers_dispute(store):
+    store.enqueue(review_items(2, required=[2, 1]), COHORTS)
+    b1, b2 = store.take_batch(5), store.take_batch(5)
+    assert _ids(b1) == ["t000", "t001"] and _ids(b2) == ["t000"]
+    store.submit(b1.id, "alice", _label_all(b1, A), LABELS)
+    store.submit(b2.id, "bob", _label_all(b2, C), LABELS)
+    counts = store.counts()
+    assert (counts[DISPUTED], counts[RESOLVED], counts[QUEUED]) == (1, 1, 0)
+    assert list(store.resolved()["trace_id"]) == ["t001"]
+    assert store.take_batch(5) is None  # a disputed item is not handed out again
+
+
+# ---- concurrency ----
+
+def test_concurrent_submissions_to_different_batches_lose_nothing(store, url):
+    store.enqueue(review_items(60, required=[1, 2] * 30), COHORTS)
+    batches = [store.take_batch(3) for _ in range(20)]
+    assert all(b is not None for b in batches)
+    expected = sum(len(b.items) for b in batches)
+
+    results, errors = _run_together(
+        20, lambda i: ReviewStore(url).submit(batches[i].id, f"reviewer-{i}", _label_all(batches[i]), LABELS)
+    )
+    assert errors == []
+    assert sum(r.stored for r in results) == expected
+    assert store.counts()["annotations"] == expected
+    assert store.counts()["open_batches"] == 0
+
+
+def test_concurrent_double_submits_store_once(store, url):
+    store.enqueue(review_items(5), COHORTS)
+    batch = store.take_batch(5)
+    _run_together(10, lambda i: ReviewStore(url).submit(batch.id, "alice", _label_all(batch), LABELS))
+    assert store.counts()["annotations"] == 5
+    assert store.counts()[RESOLVED] == 5
+
+
+def test_concurrent_double_submits_report_already_submitted(store, url):
+    """submit's contract for a batch already submitted is SubmitResult(stored=0, already_submitted=True).
+
+    Ten simultaneous submits of the same batch (a UI resume racing the CLI, a task retry) must give one
+    result that stored the labels and nine that say already_submitted; none may raise or report the
+    batch's own items as 'already labelled in another batch'.
+    """
+    store.enqueue(review_items(5), COHORTS)
+    batch = store.take_batch(5)
+    results, errors = _run_together(
+        10, lambda i: ReviewStore(url).submit(batch.id, "alice", _label_all(batch), LABELS)
+    )
+    assert [type(e).__name__ for e in errors] == []
+    assert sorted((r.stored, r.already_submitted) for r in results) == [(0, True)] * 9 + [(5, False)]
+
+
+def test_concurrent_take_batch_never_leases_an_item_twice(store, url):
+    """Several review runs leasing at once must get disjoint batches of single-annotation items."""
+    store.enqueue(review_items(60), COHORTS)
+    results, errors = _run_together(10, lambda i: ReviewStore(url).take_batch(5))
+    assert errors == []
+    leased = Counter(t for b in results if b is not None for t in _ids(b))
+    assert max(leased.values()) == 1, {t: n for t, n in leased.items() if n > 1}
+    assert sum(leased.values()) == 50
