@@ -28,6 +28,8 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     if verdict.passed:
         description = (report.to_markdown(ctx) + "\n\n---\n**Approve** moves `@champion` to version "
                        f"{challenger.version}; **reject** keeps version {champion.version}.")
+        get_run_logger().info("Waiting for approval: Resume this run in the Prefect UI or run `hitl approve -c %s`",
+                              config_path)
         answer = pause_flow_run(wait_for_input=approval_form(description), timeout=cfg.review.timeout_s,
                                 poll_interval=max(1, round(cfg.review.poll_interval_s)))
         ctx.decision = f"{answer.decision}d by {answer.approver}: {answer.reason}"

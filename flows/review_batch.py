@@ -21,6 +21,9 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
         get_run_logger().info("The review queue is empty: nothing to review.")
         return {"status": "empty", "stored": 0}
     form = review.build_form(batch, cfg)
+    get_run_logger().info(
+        "Waiting for a reviewer: open %s/v2/runs/flow-run/%s and use Resume (⋮ menu), or run `hitl review -c %s`",
+        cfg.prefect_ui_url, flow_run_id, config_path)
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s,
                                 poll_interval=max(1, round(cfg.review.poll_interval_s)))

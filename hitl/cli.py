@@ -36,12 +36,13 @@ def _cfg(path: Path) -> Config:
 
 
 def _stack_ready(cfg: Config) -> None:
+    """Fail early, with what to do, when the configured Prefect or MLflow server does not answer."""
     from hitl import stack
 
-    down = [s for s in stack.status(cfg) if not s.healthy]
+    checks = {"Prefect": f"{cfg.prefect_api_url}/health", "MLflow": f"{cfg.mlflow_uri}/health"}
+    down = [f"{name} ({url})" for name, url in checks.items() if not stack.wait_healthy(url, 0)]
     if down:
-        names = ", ".join(s.name for s in down)
-        console.print(f"[red]The stack is not running ({names}).[/] Start it with: hitl up -c <config>")
+        console.print(f"[red]Not reachable: {', '.join(down)}.[/] Start the local stack with: hitl up -c <config>")
         raise typer.Exit(1)
 
 
@@ -124,6 +125,7 @@ def _print_registry(cfg: Config) -> None:
 def _run_flow(name: str, **params):
     import importlib
 
+    _stack_ready(load_config(params["config_path"]))
     module = importlib.import_module(f"flows.{name}")
     return getattr(module, name)(**params)
 
@@ -317,8 +319,9 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, keep_running: bool = True) -> None:
     up(config)
     console.rule("1. bootstrap: launch model -> @champion")
     console.print(_run_flow("bootstrap", config_path=cfg_path))
-    console.rule("2. production traffic (synthetic world, answered by @champion)")
-    console.print(_run_flow("simulate_production", config_path=cfg_path, window=0))
+    window = len(list((cfg.world_dir / "traces").glob("*.jsonl")))  # a re-run brings the next day's traffic
+    console.rule(f"2. production traffic, day {window + 1} (synthetic world, answered by @champion)")
+    console.print(_run_flow("simulate_production", config_path=cfg_path, window=window))
     console.rule("3. HITL cycle with simulated reviewers resolving paused runs via the Prefect API")
     stop = cfg.state / "simulated-reviewers.stop"
     stop.unlink(missing_ok=True)

@@ -115,7 +115,7 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
         output_dir=str(output_dir), num_train_epochs=training.epochs, max_steps=training.max_steps,
         per_device_train_batch_size=training.batch_size, learning_rate=training.learning_rate,
         weight_decay=training.weight_decay, warmup_steps=0.06, seed=training.seed, save_strategy="no",
-        logging_steps=10, report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
+        logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
     )
     trainer = Trainer(model=model.model, args=args, train_dataset=ds,
                       data_collator=DataCollatorWithPadding(model.tokenizer))

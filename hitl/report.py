@@ -15,6 +15,13 @@ from hitl import markdown
 from hitl.regression import OVERALL, GateResult
 
 PCT = ("champion_fail_rate", "challenger_fail_rate", "delta")
+CAVEAT = ("The hold-out is made of reviewed traces, which the sampler picks mostly among uncertain and flagged "
+          "ones: its fail rates are higher than production's. Compare champion and challenger on it, not "
+          "with production dashboards. p is an exact McNemar test on the same items.")
+
+
+def heading(cohort: str) -> str:
+    return "Overall" if cohort == OVERALL else f"Fail rate by {cohort}"
 
 
 @dataclass
@@ -53,10 +60,11 @@ def headline(ctx: ReportContext) -> str:
 def to_markdown(ctx: ReportContext) -> str:
     lines = [f"# {ctx.title}", "", f"**{headline(ctx)}**", "",
              f"Dataset `{ctx.dataset}` hold-out, human labels as truth. Generated {ctx.generated_at}.", "",
+             f"_{CAVEAT}_", "",
              "## Gate: " + ("PASS" if ctx.gate.passed else "FAIL"), *[f"- {r}" for r in ctx.gate.reasons], "",
              f"Promotion decision: **{ctx.decision}**", ""]
     for cohort, part in _display(ctx.table).groupby("cohort", sort=False):
-        lines += [f"## Fail rate by {cohort}", "", markdown.table(part.drop(columns="cohort"), PCT), ""]
+        lines += [f"## {heading(cohort)}", "", markdown.table(part.drop(columns="cohort"), PCT), ""]
     return "\n".join(lines)
 
 
@@ -70,13 +78,15 @@ def chart_png(table: pd.DataFrame, cohort: str) -> bytes:
 
     part = table[table["cohort"] == cohort]
     x = np.arange(len(part))
-    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(part) + 2), 3.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(min(10, max(4, 1.1 * len(part) + 2)), 3.6), dpi=110)
     for off, who, color in ((-0.2, "champion", "#9aa5b1"), (0.2, "challenger", "#2f6fde")):
         rate = part[f"{who}_fail_rate"].to_numpy()
         err = np.vstack([rate - part[f"{who}_ci_low"].to_numpy(), part[f"{who}_ci_high"].to_numpy() - rate])
         err = np.clip(np.nan_to_num(err), 0.0, None)  # Wilson bounds can sit a rounding error past the rate
         ax.bar(x + off, rate, 0.4, yerr=err, capsize=3, label=who, color=color)
-    ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(part["value"], part["n"], strict=True)], fontsize=8)
+    many = len(part) > 6
+    ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(part["value"], part["n"], strict=True)], fontsize=8,
+                  rotation=45 if many else 0, ha="right" if many else "center")
     ax.set_ylabel("fail rate")
     ax.set_ylim(0, 1)
     ax.set_title(f"Fail rate by {cohort} (95% Wilson CI)", fontsize=10)
@@ -91,18 +101,19 @@ def chart_png(table: pd.DataFrame, cohort: str) -> bytes:
 HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ ctx.title }}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#1f2933}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:14px}
-th{background:#f0f4f8}.pass{color:#0b7a3e}.fail{color:#b42318}.better{color:#0b7a3e}.worse{color:#b42318}
+th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}.fail{color:#b42318}.better{color:#0b7a3e}.worse{color:#b42318}
 </style></head><body>
 <h1>{{ ctx.title }}</h1>
 <p><strong>{{ headline }}</strong></p>
 <p>Dataset <code>{{ ctx.dataset }}</code> hold-out (never trained on), human labels as truth.
 Generated {{ ctx.generated_at }}.</p>
+<p class="note">{{ caveat }}</p>
 <h2>Gate: <span class="{{ 'pass' if ctx.gate.passed else 'fail' }}">
 {{- 'PASS' if ctx.gate.passed else 'FAIL' }}</span></h2>
 <ul>{% for r in ctx.gate.reasons %}<li>{{ r }}</li>{% endfor %}</ul>
 <p>Promotion decision: <strong>{{ ctx.decision }}</strong></p>
 {% for cohort, rows, png in sections %}
-<h2>Fail rate by {{ cohort }}</h2>
+<h2>{{ heading(cohort) }}</h2>
 {% if png %}<img alt="fail rate by {{ cohort }}" src="data:image/png;base64,{{ png }}">{% endif %}
 <table><tr><th>value</th><th>n</th><th>champion</th><th>95% CI</th><th>challenger</th><th>95% CI</th>
 <th>delta</th><th>p (McNemar)</th></tr>
@@ -127,7 +138,8 @@ def to_html(ctx: ReportContext) -> str:
         png = None if cohort == OVERALL else base64.b64encode(chart_png(ctx.table, cohort)).decode()
         sections.append((cohort, part.to_dict("records"), png))
     env = Environment(autoescape=select_autoescape(default=True))
-    return env.from_string(HTML).render(ctx=ctx, headline=headline(ctx), sections=sections, pct=_pct)
+    return env.from_string(HTML).render(ctx=ctx, headline=headline(ctx), sections=sections, pct=_pct,
+                                        heading=heading, caveat=CAVEAT)
 
 
 def write(ctx: ReportContext, out_dir: Path, stem: str) -> tuple[Path, Path]:
