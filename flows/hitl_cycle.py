@@ -21,6 +21,9 @@ def hitl_cycle(config_path: str = "configs/demo.yaml", max_batches: int = 100) -
             break
         reviews.append(r)
     dataset = register_dataset(config_path)
+    if not dataset["created"]:
+        print(f"No new labels since {dataset['dataset']}: nothing to fine-tune on, cycle ends here.")
+        return {"sampled": sampled, "review_batches": len(reviews), "dataset": dataset}
     trained = fine_tune(config_path, dataset["version"])
     evaluated = regression_eval(config_path, dataset["version"])
     print(f"Cycle done: {len(reviews)} review batches, dataset {dataset['dataset']}, "

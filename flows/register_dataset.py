@@ -12,8 +12,9 @@ from tasks.common import setup
 def register_dataset(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
     records, stats = datasets.collect(cfg)
-    dv = datasets.register(records, cfg, stats)
-    return {"dataset": dv.ref, "version": dv.version, "rows": dv.rows, "run_id": dv.run_id, **stats}
+    dv, created = datasets.register(records, cfg, stats)
+    return {"dataset": dv.ref, "version": dv.version, "created": created, "rows": dv.rows, "run_id": dv.run_id,
+            **stats}
 
 
 if __name__ == "__main__":

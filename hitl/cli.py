@@ -332,8 +332,15 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, keep_running: bool = True) -> None:
         result = _run_flow("hitl_cycle", config_path=cfg_path)
     finally:
         stop.touch()
-        sim.wait(timeout=60)
+        try:
+            sim.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            sim.kill()
         log.close()
+    if "regression_eval" not in result:
+        console.print("[yellow]No new labels this time, so no fine-tune and no new report.[/]")
+        status(config)
+        return
     ev = result["regression_eval"]
     console.rule("Done")
     console.print(Markdown((cfg.reports_dir / "latest.md").read_text()))

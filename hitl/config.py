@@ -76,6 +76,7 @@ class ReviewConfig(_Strict):
     overlap_share: float = Field(0.15, ge=0.0, le=1.0)
     poll_interval_s: float = Field(2.0, gt=0)
     timeout_s: int = Field(3600, ge=1)
+    lease_grace_s: int = Field(300, ge=0)  # a batch open longer than timeout_s + this has expired
     max_rationale_chars: int = 2000
 
 

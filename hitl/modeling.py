@@ -55,10 +55,11 @@ def base_model_path(cfg: Config) -> Path:
 def load_base(cfg: Config) -> IntentModel:
     """A fresh classifier on the base encoder with the config's label set (new head)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from transformers.utils import logging as hf_logging
 
     path = base_model_path(cfg)
+    set_seed(cfg.training.seed)  # the new head's initial weights: same config, same launch model
     labels = cfg.labels
     hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
     model = AutoModelForSequenceClassification.from_pretrained(

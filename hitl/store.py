@@ -178,9 +178,15 @@ class ReviewStore:
         rows = s.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id))
         return dict(rows.all())
 
-    def take_batch(self, size: int) -> BatchView | None:
-        """Lease up to `size` queued items that still need an annotation into a new open batch."""
+    def take_batch(self, size: int, lease_s: float | None = None) -> BatchView | None:
+        """Lease up to `size` queued items that still need an annotation into a new open batch.
+
+        Open batches older than `lease_s` (their run crashed or was abandoned) expire first, so their
+        items return to the queue instead of being stuck.
+        """
         with self._session.begin() as s:
+            if lease_s is not None:
+                self._expire_stale(s, lease_s)
             open_n = self._open_assignments(s)
             done_n = self._annotation_counts(s)
             queued = s.scalars(
@@ -197,6 +203,13 @@ class ReviewStore:
             s.flush()
             s.add_all(BatchItem(batch_id=batch.id, item_id=it.id, position=i) for i, it in enumerate(picked))
             return BatchView(batch.id, [_item_dict(it) for it in picked])
+
+    def _expire_stale(self, s: Session, lease_s: float) -> None:
+        cutoff = _now().timestamp() - lease_s
+        for batch in s.scalars(select(Batch).where(Batch.status == OPEN)):
+            created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
+            if created.timestamp() < cutoff:
+                batch.status = EXPIRED
 
     def attach_flow_run(self, batch_id: str, flow_run_id: str) -> None:
         with self._session.begin() as s:
@@ -244,6 +257,9 @@ class ReviewStore:
                 raise ReviewError(f"No review batch {batch_id!r} in the store")
             if batch.status == SUBMITTED:
                 return SubmitResult(batch_id, 0, True, {})
+            if batch.status == EXPIRED:
+                raise ReviewError(f"Batch {batch_id} expired before it was submitted and its items went back to "
+                                  "the queue; nothing was stored. Review them in a new batch (hitl review-batch).")
             members = dict(s.execute(
                 select(Item.trace_id, Item).join(BatchItem, BatchItem.item_id == Item.id)
                 .where(BatchItem.batch_id == batch_id)

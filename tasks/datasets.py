@@ -31,7 +31,8 @@ def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
 
 
 @task(name="register-dataset-version", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def register(records: pd.DataFrame, cfg: Config, stats: dict) -> datasets.DatasetVersion:
+def register(records: pd.DataFrame, cfg: Config, stats: dict) -> tuple[datasets.DatasetVersion, bool]:
+    """Register the next version (or find that nothing changed); returns (version, created)."""
     tags = {datasets.TAG + "kappa": f"{stats['kappa']:.4f}", datasets.TAG + "kappa_pairs": str(stats["pairs"]),
             datasets.TAG + "disputed": str(stats["disputed"])}
     dv, created = datasets.register(records, cfg, tags)
@@ -48,4 +49,4 @@ def register(records: pd.DataFrame, cfg: Config, stats: dict) -> datasets.Datase
                  + "\n".join(f"- {lab}: train {r.get('train', 0)}, holdout {r.get('holdout', 0)}"
                              for lab, r in dist.iterrows()),
     )
-    return dv
+    return dv, created

@@ -55,7 +55,7 @@ def approval_form(description: str) -> type[ApprovalForm]:
 @task(name="lease-review-batch", cache_policy=NO_CACHE)
 def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
     store = ReviewStore(cfg.store_url)
-    batch = store.take_batch(cfg.review.batch_size)
+    batch = store.take_batch(cfg.review.batch_size, lease_s=cfg.review.timeout_s + cfg.review.lease_grace_s)
     if batch is not None:
         store.attach_flow_run(batch.id, flow_run_id)
         get_run_logger().info("Leased batch %s with %d items", batch.id, len(batch.items))

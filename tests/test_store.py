@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -103,6 +104,20 @@ def test_expire_batch_returns_items_to_the_queue(store):
     again = store.take_batch(5)
     assert sorted(_ids(again)) == sorted(_ids(batch))
     assert store.get_batch(batch.id).status == "expired"
+
+
+def test_an_abandoned_batch_expires_after_its_lease(store):
+    """A run that crashed while paused never submits: after the lease its items go back to the queue."""
+    store.enqueue(review_items(2), COHORTS)
+    batch = store.take_batch(5, lease_s=3600)
+    assert store.take_batch(5, lease_s=3600) is None  # still leased
+    time.sleep(0.05)
+    again = store.take_batch(5, lease_s=0.01)
+    assert again is not None and sorted(_ids(again)) == sorted(_ids(batch))
+    assert store.get_batch(batch.id).status == "expired"
+    with pytest.raises(ReviewError, match="expired"):  # the late answer is refused, not half-stored
+        store.submit(batch.id, "bob", {t: ("a", None) for t in _ids(batch)}, ["a", "b"])
+    assert store.submit(again.id, "alice", {t: ("a", None) for t in _ids(again)}, ["a", "b"]).stored == 2
 
 
 def test_get_batch(store):
