@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test test-fast lint down clean
+.PHONY: venv demo test test-fast lint down clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/hitl demo --config $(CONFIG)
 
-test: $(STAMP)
+# The browser test drives the Prefect UI in Debian's headless Chromium; install it where we can (root + apt).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "Install chromium and chromium-driver for tests/test_browser_review.py"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: $(STAMP)

@@ -109,9 +109,8 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
     if unknown:
         raise ValueError(f"Training labels {unknown} are not in the model's label set {model.labels}")
     set_seed(training.seed)
-    ds = Dataset.from_dict({"text": texts, "label": [label2id[lab] for lab in labels]})
-    ds = ds.map(lambda b: model.tokenizer(b["text"], truncation=True, max_length=max_length),
-                batched=True, remove_columns=["text"])
+    enc = model.tokenizer(list(texts), truncation=True, max_length=max_length)  # padded per batch by the collator
+    ds = Dataset.from_dict({**enc, "label": [label2id[lab] for lab in labels]})
     args = TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=training.epochs, max_steps=training.max_steps,
         per_device_train_batch_size=training.batch_size, learning_rate=training.learning_rate,

@@ -1,0 +1,110 @@
+"""Helpers for end-to-end tests: a config on free ports, `hitl` subprocesses, the reviewer's side of the
+Prefect API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from hitl import stack
+from hitl.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp: Path, **overrides) -> Path:
+    raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    raw.update({
+        "project": "e2e", "state_dir": str(tmp / "state"),
+        "stack": {"host": "127.0.0.1", "prefect_port": free_port(), "mlflow_port": free_port()},
+        "world": {**raw["world"], "launch_per_intent": 12, "production_size": 300},
+        "model": {**raw["model"], "registered_name": "e2e-intent"},
+        "selection": {"budget": 30, "random_share": 0.1, "stratify_by": "channel", "min_per_cohort": 3, "seed": 0},
+        "review": {"batch_size": 30, "overlap_share": 0.0, "poll_interval_s": 1, "timeout_s": 600},
+        "dataset": {"name": "e2e-dataset", "holdout_share": 0.35, "min_rows": 10},
+        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.0001, "seed": 42, "max_steps": 8},
+        # the gate is not under test here (see test_regression.py): let every challenger through to approval
+        "gate": {"max_overall_increase": 1.0, "min_cohort_size": 10_000},
+    })
+    raw.update(overrides)
+    path = tmp / "e2e.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def running_stack(tmp: Path, **overrides):
+    """Generator for a module fixture: (cfg, config path) with the real stack up; stops it afterwards."""
+    path = write_config(tmp, **overrides)
+    cfg = load_config(path)
+    stack.up(cfg)
+    try:
+        yield cfg, path
+    finally:
+        stack.down(cfg)
+
+
+def hitl(path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `hitl ARGS -c path` in a fresh process; fail the test with its output if it fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    p = subprocess.run([sys.executable, "-m", "hitl.cli", *args, "-c", str(path)], capture_output=True,
+                       text=True, timeout=timeout, cwd=REPO, env=env)
+    assert p.returncode == 0, f"hitl {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p
+
+
+def start(path: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return subprocess.Popen([sys.executable, "-m", "hitl.cli", *args, "-c", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_paused(cfg: Config, form: str, timeout: float = 180):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hitl import prefect_api
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+        while time.monotonic() < deadline:
+            runs = prefect_api.paused_runs(form)
+            if runs:
+                return runs[0]
+            time.sleep(1)
+    raise AssertionError(f"no paused {form} run appeared within {timeout}s")
+
+
+def resume(cfg: Config, run_id: str, values: dict) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hitl import prefect_api
+
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+        prefect_api.resume(run_id, values)
+
+
+def flow_run_state(cfg: Config, run_id: str) -> str:
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}), get_client(sync_client=True) as c:
+        return c.read_flow_run(UUID(run_id)).state.type.value
+
+
+def truth(cfg: Config) -> dict[str, str]:
+    from hitl.simulate import load_truth
+
+    return load_truth(cfg)

@@ -1,0 +1,104 @@
+"""A reviewer resolves a paused review batch in the Prefect UI, in headless Chromium, as a person would:
+open the run page, Resume, pick a label per item, name, submit. The labels land in the review store."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from e2e_helpers import hitl, running_stack, start, truth, wait_paused
+
+from hitl.review import trace_ids_from_schema
+from hitl.store import ReviewStore
+
+pytestmark = pytest.mark.e2e
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    yield from running_stack(
+        tmp_path_factory.mktemp("browser"),
+        project="browser",
+        world={"seed": 3, "launch_per_intent": 6, "production_size": 60, "drift_channel": "voice",
+               "drift_share": 0.3, "invalid_share": 0.0},
+        model={"registered_name": "browser-intent", "max_length": 32},
+        selection={"budget": 2, "random_share": 0.0, "stratify_by": "channel", "min_per_cohort": 0, "seed": 0},
+        review={"batch_size": 2, "overlap_share": 0.0, "poll_interval_s": 1, "timeout_s": 600},
+        training={"epochs": 1, "batch_size": 16, "learning_rate": 0.0001, "seed": 42, "max_steps": 2},
+    )
+
+
+def _browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert CHROMIUM and CHROMEDRIVER, (
+        "This test drives the Prefect UI in headless Chromium: install Debian's `chromium` and "
+        "`chromium-driver` (`.ci/run` and `make test` do this where apt-get is available)."
+    )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--disable-sync", "--window-size=1400,1800"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def _click_text(driver, xpath: str, timeout: float = 30):
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    el = WebDriverWait(driver, timeout).until(ec.element_to_be_clickable(("xpath", xpath)))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    el.click()
+    return el
+
+
+def _open_resume_dialog(driver) -> None:
+    """Resume lives in the run page's ⋮ menu (Prefect 3.9's UI)."""
+    from selenium.webdriver.common.by import By
+
+    menus = [b for b in driver.find_elements(By.XPATH, "//button") if b.get_attribute("aria-haspopup")]
+    assert menus, "the run page has no ⋮ menu: did the Prefect UI load?"
+    menus[0].click()
+    _click_text(driver, "//*[@role='menuitem'][contains(., 'Resume')]")
+    _click_text(driver, "//*[contains(text(),'Resume Flow Run')]")
+
+
+def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    cfg, path = small
+    hitl(path, "bootstrap")
+    hitl(path, "produce")
+    hitl(path, "sample")
+    driver = _browser()
+    proc = start(path, "review-batch")
+    try:
+        run = wait_paused(cfg, "ReviewForm")
+        known = truth(cfg)
+        fields = trace_ids_from_schema(run.schema)
+        driver.get(f"{cfg.prefect_ui_url}/v2/runs/flow-run/{run.id}")
+        # the run graph canvas redraws without pause under software rendering: hide it
+        time.sleep(3)
+        driver.execute_script("document.querySelectorAll('canvas').forEach(c => c.style.display='none')")
+        _open_resume_dialog(driver)
+        for field, trace_id in fields.items():  # field "item_01" has the title "Item 1"
+            title = f"Item {int(field.split('_')[1])}"
+            _click_text(driver, f"//*[normalize-space()='{title}']/following::*[normalize-space()='Select'][1]")
+            _click_text(driver, f"//*[@role='option'][normalize-space()='{known[trace_id]}']")
+        name = driver.find_element(By.XPATH, "//*[normalize-space()='Reviewer']/following::textarea[1]")
+        name.send_keys("ui-reviewer")
+        driver.save_screenshot(str(tmp_path / "filled.png"))
+        driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        driver.save_screenshot(str(tmp_path / "last.png"))
+        driver.quit()
+        proc.kill() if proc.poll() is None else None
+    ann = ReviewStore(cfg.store_url).annotations().set_index("trace_id")
+    assert len(ann) == len(fields) == 2 and set(ann["reviewer"]) == {"ui-reviewer"}
+    assert all(ann.loc[t, "label"] == known[t] for t in fields.values())
