@@ -30,9 +30,10 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
     except FlowPauseTimeout:
         review.release_batch(cfg, batch, f"nobody resumed it within {cfg.review.timeout_s}s")
         raise
-    result = review.store_labels(cfg, batch, answer.model_dump())
+    values = answer.model_dump()
+    result = review.store_labels(cfg, batch, values)
     return {"status": "submitted", "batch_id": batch.id, "stored": result.stored,
-            "skipped": len(result.skipped), "reviewer": answer.model_dump().get("reviewer")}
+            "skipped": len(result.skipped), "reviewer": values["reviewer"]}
 
 
 if __name__ == "__main__":

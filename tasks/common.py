@@ -10,7 +10,8 @@ from hitl.config import Config, apply_environment, load_config
 
 
 def setup(config_path: str) -> Config:
-    """Load the config and point this process's Prefect/MLflow clients at the configured stack."""
+    """Load the config and point this process's MLflow client (and any child process) at the configured
+    stack. Prefect reads its API URL when first imported: `flows/__init__.py` and the CLI set it earlier."""
     cfg = load_config(config_path)
     apply_environment(cfg)
     import mlflow
