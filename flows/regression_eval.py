@@ -22,7 +22,10 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     verdict = regression.gate(table, cfg)
     ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
                                challenger.version, table, verdict,
-                               decision="awaiting approval" if verdict.passed else "not promoted (gate failed)")
+                               decision="awaiting approval" if verdict.passed else "not promoted (gate failed)",
+                               lineage={**datasets.lineage(dv),
+                                        "models": f"{cfg.model.registered_name} champion v{champion.version}, "
+                                                  f"challenger v{challenger.version}"})
     html, run_id = evaluation.publish(ctx, cfg, None)
     promoted = False
     if verdict.passed:

@@ -151,6 +151,21 @@ def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | No
                               latest.version if latest else None), True
 
 
+def lineage(dv: DatasetVersion) -> dict[str, str]:
+    """What a reader of a report needs to know about a version: size, split, reviewers, agreement."""
+    import mlflow
+
+    t = mlflow.MlflowClient().get_run(dv.run_id).data.tags
+    kappa = t.get(TAG + "kappa", "nan")
+    return {
+        "dataset": f"{dv.ref} (parent {dv.parent or 'none'}, sha256 {dv.sha256[:12]}, run {dv.run_id[:12]})",
+        "rows": f"{dv.rows} ({t.get(TAG + 'train_rows', '?')} train, {t.get(TAG + 'holdout_rows', '?')} hold-out)",
+        "reviewers": t.get(TAG + "reviewers", "?"),
+        "agreement": f"Cohen's kappa {kappa} on {t.get(TAG + 'kappa_pairs', '0')} double-labelled items; "
+                     f"{t.get(TAG + 'disputed', '0')} disputed items held back",
+    }
+
+
 def resolve(cfg: Config, version: int | None = None) -> DatasetVersion:
     versions = list_versions(cfg)
     if not versions:

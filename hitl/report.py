@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +34,7 @@ class ReportContext:
     gate: GateResult
     decision: str = "pending"
     generated_at: str = ""
+    lineage: dict[str, str] = field(default_factory=dict)  # where the data and models came from
 
     def __post_init__(self) -> None:
         self.generated_at = self.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -63,6 +64,8 @@ def to_markdown(ctx: ReportContext) -> str:
              f"_{CAVEAT}_", "",
              "## Gate: " + ("PASS" if ctx.gate.passed else "FAIL"), *[f"- {r}" for r in ctx.gate.reasons], "",
              f"Promotion decision: **{ctx.decision}**", ""]
+    if ctx.lineage:
+        lines += ["## Lineage", "", *[f"- {k}: {v}" for k, v in ctx.lineage.items()], ""]
     for cohort, part in _display(ctx.table).groupby("cohort", sort=False):
         lines += [f"## {heading(cohort)}", "", markdown.table(part.drop(columns="cohort"), PCT), ""]
     return "\n".join(lines)
@@ -112,6 +115,8 @@ Generated {{ ctx.generated_at }}.</p>
 {{- 'PASS' if ctx.gate.passed else 'FAIL' }}</span></h2>
 <ul>{% for r in ctx.gate.reasons %}<li>{{ r }}</li>{% endfor %}</ul>
 <p>Promotion decision: <strong>{{ ctx.decision }}</strong></p>
+{% if ctx.lineage %}<h2>Lineage</h2><ul>{% for k, v in ctx.lineage.items() %}<li>{{ k }}: {{ v }}</li>
+{% endfor %}</ul>{% endif %}
 {% for cohort, rows, png in sections %}
 <h2>{{ heading(cohort) }}</h2>
 {% if png %}<img alt="fail rate by {{ cohort }}" src="data:image/png;base64,{{ png }}">{% endif %}

@@ -105,6 +105,7 @@ def test_the_loop_end_to_end(e2e):
     assert client.get_model_version_by_alias("e2e-intent", "previous").version == "1"
     report = (cfg.reports_dir / "latest.md").read_text()
     assert "approved by e2e-manager" in report and "| voice |" in report
+    assert "- dataset: e2e-dataset@1" in report and "- reviewers: tester" in report
     table = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=client.search_runs([mlflow.get_experiment_by_name("e2e-regression-eval").experiment_id])[0]
         .info.run_id, artifact_path="report/cohort_regression.csv"))

@@ -42,3 +42,12 @@ def test_html_escapes_cohort_values():
     ctx = _ctx()
     ctx.table.loc[ctx.table["value"] == "voice", "value"] = "<script>x</script>"
     assert "<script>x</script>" not in report.to_html(ctx)
+
+
+def test_lineage_is_shown_when_given():
+    ctx = _ctx()
+    ctx.lineage = {"dataset": "ds@1 (parent none)", "reviewers": "alice,bob"}
+    md, html = report.to_markdown(ctx), report.to_html(ctx)
+    assert "## Lineage" in md and "- reviewers: alice,bob" in md
+    assert "<li>reviewers: alice,bob</li>" in html
+    assert "Lineage" not in report.to_markdown(_ctx())
