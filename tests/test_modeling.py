@@ -46,3 +46,14 @@ def test_label_set_and_base_path_are_checked(cfg, tmp_path):
     bad = Config(labels=LABELS, state_dir=str(tmp_path), model={"base_path": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
         modeling.base_model_path(bad)
+
+
+def test_any_local_hf_model_folder_works_via_config(tmp_path):
+    import shutil
+
+    folder = tmp_path / "my-encoder"
+    shutil.copytree(modeling.base_model_path(Config(labels=LABELS, state_dir=str(tmp_path))), folder)
+    cfg = Config(labels=LABELS, state_dir=str(tmp_path), model={"base_path": str(folder)})
+    model = modeling.load_base(cfg)
+    assert modeling.base_model_path(cfg) == folder and model.version == "base:my-encoder"
+    assert model.labels == LABELS and len(modeling.score(model, ["hello"]).prediction) == 1
