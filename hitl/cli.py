@@ -5,9 +5,11 @@ Heavy libraries (Prefect, MLflow, torch) are imported inside commands, so `hitl 
 
 from __future__ import annotations
 
+import _thread
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -309,6 +311,15 @@ def report(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 
 
 # ---------------------------------------------------------------- the demo
+def _watch_reviewers(sim: subprocess.Popen, stop: Path, log_path: str) -> None:
+    """If the simulated reviewers die mid-demo, nobody would resume the paused runs: stop the demo."""
+    while sim.poll() is None:
+        time.sleep(1)
+    if not stop.exists():
+        console.print(f"[red]The simulated reviewers stopped unexpectedly (exit {sim.returncode}); see {log_path}.[/]")
+        _thread.interrupt_main()
+
+
 @app.command()
 def demo(config: ConfigOpt = DEFAULT_CONFIG, keep_running: bool = True) -> None:
     """The whole loop on the synthetic world, unattended: stack, launch model, traffic, simulated
@@ -328,6 +339,7 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, keep_running: bool = True) -> None:
     log = (cfg.state / "logs" / "simulated-reviewers.log").open("w")
     sim = subprocess.Popen([sys.executable, "-m", "hitl.cli", "simulate-reviewers", "-c", cfg_path,
                             "--stop-file", str(stop)], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    threading.Thread(target=_watch_reviewers, args=(sim, stop, log.name), daemon=True).start()
     try:
         result = _run_flow("hitl_cycle", config_path=cfg_path)
     finally:

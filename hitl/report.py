@@ -14,7 +14,7 @@ from jinja2 import Environment, select_autoescape
 from hitl import markdown
 from hitl.regression import OVERALL, GateResult
 
-PCT = ("champion_fail_rate", "challenger_fail_rate", "delta")
+PCT = ("champion", "challenger", "delta")  # displayed as percentages
 CAVEAT = ("The hold-out is made of reviewed traces, which the sampler picks mostly among uncertain and flagged "
           "ones: its fail rates are higher than production's. Compare champion and challenger on it, not "
           "with production dashboards. p is an exact McNemar test on the same items.")
@@ -47,8 +47,9 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
     t["challenger 95% CI"] = [f"{lo:.0%}–{hi:.0%}" if lo == lo else "—"
                               for lo, hi in zip(t["challenger_ci_low"], t["challenger_ci_high"], strict=True)]
     t["p (McNemar)"] = t["mcnemar_p"].map(lambda p: f"{p:.3f}")
-    return t[["cohort", "value", "n", "champion_fail_rate", "champion 95% CI", "challenger_fail_rate",
-              "challenger 95% CI", "delta", "p (McNemar)"]]
+    t = t.rename(columns={"champion_fail_rate": "champion", "challenger_fail_rate": "challenger"})
+    return t[["cohort", "value", "n", "champion", "champion 95% CI", "challenger", "challenger 95% CI", "delta",
+              "p (McNemar)"]]
 
 
 def headline(ctx: ReportContext) -> str:
@@ -122,8 +123,8 @@ Generated {{ ctx.generated_at }}.</p>
 {% if png %}<img alt="fail rate by {{ cohort }}" src="data:image/png;base64,{{ png }}">{% endif %}
 <table><tr><th>value</th><th>n</th><th>champion</th><th>95% CI</th><th>challenger</th><th>95% CI</th>
 <th>delta</th><th>p (McNemar)</th></tr>
-{% for r in rows %}<tr><td>{{ r.value }}</td><td>{{ r.n }}</td><td>{{ pct(r.champion_fail_rate) }}</td>
-<td>{{ r['champion 95% CI'] }}</td><td>{{ pct(r.challenger_fail_rate) }}</td><td>{{ r['challenger 95% CI'] }}</td>
+{% for r in rows %}<tr><td>{{ r.value }}</td><td>{{ r.n }}</td><td>{{ pct(r.champion) }}</td>
+<td>{{ r['champion 95% CI'] }}</td><td>{{ pct(r.challenger) }}</td><td>{{ r['challenger 95% CI'] }}</td>
 <td class="{{ 'better' if r.delta < 0 else ('worse' if r.delta > 0 else '') }}">{{ pct(r.delta, True) }}</td>
 <td>{{ r['p (McNemar)'] }}</td></tr>{% endfor %}</table>
 {% endfor %}

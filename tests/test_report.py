@@ -35,6 +35,7 @@ def test_html_is_self_contained_with_a_chart_per_cohort(tmp_path):
     assert len(images) == 2  # channel and label; "overall" has a table only
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert "http://" not in html and "https://" not in html
+    assert "<td>voice</td><td>3</td><td>100.0%</td>" in html.replace("\n", "")
     assert (tmp_path / "latest.html").read_text() == html and md_path.exists()
 
 
