@@ -317,12 +317,15 @@ class ReviewStore:
         cols = ["annotation_id", "trace_id", "reviewer", "label", "rationale", "batch_id", "created_at"]
         return pd.DataFrame(rows, columns=cols)
 
-    def resolved(self) -> pd.DataFrame:
-        """Resolved items with their agreed label, reviewers and annotation ids (one row per trace)."""
+    def resolved(self, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Resolved items with their agreed label, reviewers and annotation ids (one row per trace).
+
+        Pass `annotations()` if you already have it, to save reading them again.
+        """
         with self._session() as s:
             items = s.scalars(select(Item).where(Item.status == RESOLVED).order_by(Item.id)).all()
             recs = [_item_dict(it) | {"label": it.label} for it in items]
-        ann = self.annotations()
+        ann = self.annotations() if annotations is None else annotations
         if not recs:
             return pd.DataFrame(columns=["trace_id", "label", "reviewers", "annotation_ids"])
         df = pd.DataFrame(recs)

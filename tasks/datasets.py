@@ -18,9 +18,10 @@ from hitl.store import ReviewStore
 def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
     """Resolved items as DatasetRecords (invalid ones quarantined), plus agreement on double-labelled items."""
     store = ReviewStore(cfg.store_url)
-    annotations, bad_ann = validate_split(store.annotations(), annotation_schema(cfg))
+    all_annotations = store.annotations()
+    annotations, bad_ann = validate_split(all_annotations, annotation_schema(cfg))
     write_quarantine(bad_ann, cfg, "annotations")
-    records, bad = datasets.build_records(store.resolved(), cfg)
+    records, bad = datasets.build_records(store.resolved(all_annotations), cfg)
     records = records[~records["trace_id"].isin(bad_ann["trace_id"])]  # a bad annotation taints its row
     write_quarantine(bad, cfg, "dataset-records")
     stats = {**store.counts(), **regression.agreement(annotations), "records": len(records),
