@@ -124,71 +124,64 @@ def _print_registry(cfg: Config) -> None:
 
 
 # ---------------------------------------------------------------- ML engineer: the flows
-def _run_flow(name: str, **params):
+def _run_flow(name: str, config: Path, **params):
+    """Run flow `flows.<name>` in this process against the configured (and reachable) stack."""
     import importlib
 
-    _stack_ready(load_config(params["config_path"]))
+    _stack_ready(_cfg(config))
     module = importlib.import_module(f"flows.{name}")
-    return getattr(module, name)(**params)
+    return getattr(module, name)(config_path=str(config.resolve()), **params)
 
 
 @app.command()
 def bootstrap(config: ConfigOpt = DEFAULT_CONFIG, force: bool = False) -> None:
     """Fine-tune the launch model and register it as @champion."""
-    _cfg(config)
-    console.print(_run_flow("bootstrap", config_path=str(config.resolve()), force=force))
+    console.print(_run_flow("bootstrap", config, force=force))
 
 
 @app.command()
 def produce(config: ConfigOpt = DEFAULT_CONFIG, window: int = 0) -> None:
     """(synthetic world) Write one day of production traces answered by @champion."""
-    _cfg(config)
-    console.print(_run_flow("simulate_production", config_path=str(config.resolve()), window=window))
+    console.print(_run_flow("simulate_production", config, window=window))
 
 
 @app.command()
 def sample(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Sample traces for review: validate, score, evaluate, select, enqueue."""
-    _cfg(config)
-    console.print(_run_flow("sample_traces", config_path=str(config.resolve())))
+    console.print(_run_flow("sample_traces", config))
 
 
 @app.command("register-dataset")
 def register_dataset(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Register resolved labels as a new dataset version in MLflow."""
-    _cfg(config)
-    console.print(_run_flow("register_dataset", config_path=str(config.resolve())))
+    console.print(_run_flow("register_dataset", config))
 
 
 @app.command()
 def retrain(config: ConfigOpt = DEFAULT_CONFIG,
             dataset_version: Annotated[int | None, typer.Option(help="default: latest")] = None) -> None:
     """Fine-tune the champion on a dataset version and register it as @challenger."""
-    _cfg(config)
-    console.print(_run_flow("fine_tune", config_path=str(config.resolve()), dataset_version=dataset_version))
+    console.print(_run_flow("fine_tune", config, dataset_version=dataset_version))
 
 
 @app.command("eval")
 def eval_(config: ConfigOpt = DEFAULT_CONFIG,
           dataset_version: Annotated[int | None, typer.Option(help="default: latest")] = None) -> None:
     """Champion vs challenger on the hold-out; pauses for approval before promotion."""
-    _cfg(config)
-    r = _run_flow("regression_eval", config_path=str(config.resolve()), dataset_version=dataset_version)
+    r = _run_flow("regression_eval", config, dataset_version=dataset_version)
     console.print({k: v for k, v in r.items() if k != "table"})
 
 
 @app.command()
 def cycle(config: ConfigOpt = DEFAULT_CONFIG, max_batches: int = 100) -> None:
     """One turn of the loop: sample -> review batches -> dataset -> fine-tune -> regression eval."""
-    _cfg(config)
-    console.print(_run_flow("hitl_cycle", config_path=str(config.resolve()), max_batches=max_batches))
+    console.print(_run_flow("hitl_cycle", config, max_batches=max_batches))
 
 
 @app.command("review-batch")
 def review_batch(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Start one review-batch flow run (it pauses until a reviewer answers)."""
-    _cfg(config)
-    console.print(_run_flow("review_batch", config_path=str(config.resolve())))
+    console.print(_run_flow("review_batch", config))
 
 
 # ---------------------------------------------------------------- reviewer
@@ -329,10 +322,10 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, keep_running: bool = True) -> None:
     started = time.monotonic()
     up(config)
     console.rule("1. bootstrap: launch model -> @champion")
-    console.print(_run_flow("bootstrap", config_path=cfg_path))
+    console.print(_run_flow("bootstrap", config))
     window = len(list((cfg.world_dir / "traces").glob("*.jsonl")))  # a re-run brings the next day's traffic
     console.rule(f"2. production traffic, day {window + 1} (synthetic world, answered by @champion)")
-    console.print(_run_flow("simulate_production", config_path=cfg_path, window=window))
+    console.print(_run_flow("simulate_production", config, window=window))
     console.rule("3. HITL cycle with simulated reviewers resolving paused runs via the Prefect API")
     stop = cfg.state / "simulated-reviewers.stop"
     stop.unlink(missing_ok=True)
@@ -341,7 +334,7 @@ def demo(config: ConfigOpt = DEFAULT_CONFIG, keep_running: bool = True) -> None:
                             "--stop-file", str(stop)], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     threading.Thread(target=_watch_reviewers, args=(sim, stop, log.name), daemon=True).start()
     try:
-        result = _run_flow("hitl_cycle", config_path=cfg_path)
+        result = _run_flow("hitl_cycle", config)
     finally:
         stop.touch()
         try:

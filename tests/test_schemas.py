@@ -42,9 +42,7 @@ def _traces(n: int, **cols) -> pd.DataFrame:
         "locale": "en-US",
         "tier": "free",
     })
-    for k, v in cols.items():
-        df[k] = v
-    return df
+    return df.assign(**cols)
 
 
 def _records(n: int, cfg, **cols) -> pd.DataFrame:
@@ -60,9 +58,7 @@ def _records(n: int, cfg, **cols) -> pd.DataFrame:
         "locale": "en-US",
         "tier": "free",
     })
-    for k, v in cols.items():
-        df[k] = v
-    return df
+    return df.assign(**cols)
 
 
 def test_trace_schema_adds_configured_cohorts(tmp_path):
