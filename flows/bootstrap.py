@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 from prefect import flow
 
-from hitl import modeling
+from hitl.learning import modeling
 from tasks import training
 from tasks.common import setup
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.flow_runs import pause_flow_run
 
-from hitl import datasets, regression, report
+from hitl.datasets import versions
+from hitl.evaluation import regression, report
 from tasks import evaluation
 from tasks.common import load_model, setup
 from tasks.review import approval_form
@@ -15,7 +16,7 @@ from tasks.training import CHALLENGER, CHAMPION
 @flow(name="regression-eval", log_prints=True)
 def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
     cfg = setup(config_path)
-    records, dv = datasets.load(cfg, dataset_version)
+    records, dv = versions.load(cfg, dataset_version)
     holdout = records[records["split"] == "holdout"].reset_index(drop=True)
     champion, challenger = load_model(cfg, CHAMPION), load_model(cfg, CHALLENGER)
     table = evaluation.compare(holdout, champion, challenger, cfg)
@@ -23,7 +24,7 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
                                challenger.version, table, verdict,
                                decision="awaiting approval" if verdict.passed else "not promoted (gate failed)",
-                               lineage={**datasets.lineage(dv),
+                               lineage={**versions.lineage(dv),
                                         "models": f"{cfg.model.registered_name} champion v{champion.version}, "
                                                   f"challenger v{challenger.version}"})
     html, run_id = evaluation.publish(ctx, cfg, None)

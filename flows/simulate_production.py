@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from hitl import modeling, world
 from hitl.config import Config
+from hitl.learning import modeling
+from hitl.sim import world
 from tasks.common import load_model, setup
 from tasks.training import CHAMPION
 

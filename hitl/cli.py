@@ -39,7 +39,7 @@ def _cfg(path: Path) -> Config:
 
 def _stack_ready(cfg: Config) -> None:
     """Fail early, with what to do, when the configured Prefect or MLflow server does not answer."""
-    from hitl import stack
+    from hitl.ops import stack
 
     checks = {"Prefect": f"{cfg.prefect_api_url}/health", "MLflow": f"{cfg.mlflow_uri}/health"}
     down = [f"{name} ({url})" for name, url in checks.items() if not stack.wait_healthy(url, 0)]
@@ -52,7 +52,7 @@ def _stack_ready(cfg: Config) -> None:
 @app.command()
 def up(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Start (or reuse) the local Prefect and MLflow servers."""
-    from hitl import stack
+    from hitl.ops import stack
 
     cfg = _cfg(config)
     try:
@@ -67,7 +67,7 @@ def up(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 @app.command()
 def down(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Stop the local servers."""
-    from hitl import stack
+    from hitl.ops import stack
 
     stopped = stack.down(_cfg(config))
     console.print(f"Stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -76,8 +76,8 @@ def down(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 @app.command()
 def status(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """The stack, the review queue, dataset versions and model aliases."""
-    from hitl import stack
-    from hitl.store import ReviewStore
+    from hitl.ops import stack
+    from hitl.review.store import ReviewStore
 
     cfg = _cfg(config)
     t = Table(title="Stack")
@@ -103,12 +103,12 @@ def _print_registry(cfg: Config) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from hitl import datasets
+    from hitl.datasets import versions
 
     d = Table(title=f"Dataset versions: {cfg.dataset.name}")
     for col in ("version", "rows", "parent", "sha256", "run"):
         d.add_column(col)
-    for v in datasets.list_versions(cfg):
+    for v in versions.list_versions(cfg):
         d.add_row(str(v.version), str(v.rows), str(v.parent or "-"), v.sha256[:12], v.run_id[:12])
     console.print(d)
     m = Table(title=f"Model: {cfg.model.registered_name}")
@@ -209,8 +209,8 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
            run_id: Annotated[str | None, typer.Option("--run", help="a paused run id (default: oldest)")] = None,
            list_only: Annotated[bool, typer.Option("--list", help="only list open batches")] = False) -> None:
     """Label a paused review batch in the terminal; submits by resuming its flow run."""
-    from hitl import prefect_api
-    from hitl.review import REVIEWER_FIELD, trace_ids_from_schema
+    from hitl.review import prefect_api
+    from hitl.review.forms import REVIEWER_FIELD, trace_ids_from_schema
 
     cfg = _cfg(config)
     _stack_ready(cfg)
@@ -258,7 +258,7 @@ def approve(config: ConfigOpt = DEFAULT_CONFIG,
             reason: Annotated[str, typer.Option(prompt=True)] = "",
             run_id: Annotated[str | None, typer.Option("--run")] = None) -> None:
     """Approve or reject a paused high-risk step (e.g. promoting the challenger)."""
-    from hitl import prefect_api
+    from hitl.review import prefect_api
 
     cfg = _cfg(config)
     _stack_ready(cfg)
@@ -281,7 +281,7 @@ def simulate_reviewers(config: ConfigOpt = DEFAULT_CONFIG,
                        stop_file: Annotated[Path | None, typer.Option(help="stop when this file exists")] = None,
                        max_seconds: float = 3600.0) -> None:
     """(demo) Noisy-oracle reviewers and an approver that resolve paused runs through the Prefect API."""
-    from hitl.simulate import SimulatedReviewers, load_truth
+    from hitl.sim.reviewers import SimulatedReviewers, load_truth
 
     cfg = _cfg(config)
     sim = SimulatedReviewers(cfg, load_truth(cfg))

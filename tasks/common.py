@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from hitl import modeling
 from hitl.config import Config, apply_environment, load_config
+from hitl.learning import modeling
 
 
 def setup(config_path: str) -> Config:

@@ -7,11 +7,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hitl import datasets, regression
 from hitl.config import Config
+from hitl.datasets import versions
+from hitl.evaluation import regression
+from hitl.review.store import ReviewStore
+from hitl.sampling.sources import write_quarantine
 from hitl.schemas import annotation_schema, validate_split
-from hitl.sources import write_quarantine
-from hitl.store import ReviewStore
 
 
 @task(name="collect-resolved-labels", cache_policy=NO_CACHE)
@@ -21,7 +22,7 @@ def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
     all_annotations = store.annotations()
     annotations, bad_ann = validate_split(all_annotations, annotation_schema(cfg))
     write_quarantine(bad_ann, cfg, "annotations")
-    records, bad = datasets.build_records(store.resolved(all_annotations), cfg)
+    records, bad = versions.build_records(store.resolved(all_annotations), cfg)
     records = records[~records["trace_id"].isin(bad_ann["trace_id"])]  # a bad annotation taints its row
     write_quarantine(bad, cfg, "dataset-records")
     stats = {**store.counts(), **regression.agreement(annotations), "records": len(records),
@@ -32,11 +33,11 @@ def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
 
 
 @task(name="register-dataset-version", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def register(records: pd.DataFrame, cfg: Config, stats: dict) -> tuple[datasets.DatasetVersion, bool]:
+def register(records: pd.DataFrame, cfg: Config, stats: dict) -> tuple[versions.DatasetVersion, bool]:
     """Register the next version (or find that nothing changed); returns (version, created)."""
-    tags = {datasets.TAG + "kappa": f"{stats['kappa']:.4f}", datasets.TAG + "kappa_pairs": str(stats["pairs"]),
-            datasets.TAG + "disputed": str(stats["disputed"])}
-    dv, created = datasets.register(records, cfg, tags)
+    tags = {versions.TAG + "kappa": f"{stats['kappa']:.4f}", versions.TAG + "kappa_pairs": str(stats["pairs"]),
+            versions.TAG + "disputed": str(stats["disputed"])}
+    dv, created = versions.register(records, cfg, tags)
     log = get_run_logger()
     if created:
         log.info("Registered %s: %d rows (parent %s), run %s", dv.ref, dv.rows, dv.parent, dv.run_id)

@@ -9,8 +9,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hitl import modeling, regression, report
 from hitl.config import Config
+from hitl.evaluation import regression, report
+from hitl.learning import modeling
 from tasks.training import CHALLENGER, CHAMPION, PREVIOUS
 
 

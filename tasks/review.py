@@ -9,9 +9,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 
-from hitl import review
 from hitl.config import Config
-from hitl.store import BatchView, ReviewStore, SubmitResult
+from hitl.review import forms
+from hitl.review.store import BatchView, ReviewStore, SubmitResult
 
 
 class ReviewForm(RunInput):
@@ -31,7 +31,7 @@ class ApprovalForm(RunInput):
 def build_form(batch: BatchView, cfg: Config) -> type[ReviewForm]:
     """A RunInput subclass for this batch: one required choice per item, optional rationales."""
     fields: dict[str, tuple] = {}
-    for spec in review.form_fields(batch.items, cfg):
+    for spec in forms.form_fields(batch.items, cfg):
         common = {"title": spec.title, "description": spec.description}
         if spec.trace_id is not None:
             common["json_schema_extra"] = {"trace_id": spec.trace_id}
@@ -42,7 +42,7 @@ def build_form(batch: BatchView, cfg: Config) -> type[ReviewForm]:
         else:  # optional text: a plain textarea in the UI, "" when left empty
             fields[spec.name] = (str, pydantic.Field("", max_length=cfg.review.max_rationale_chars, **common))
     form = pydantic.create_model("ReviewForm", __base__=ReviewForm, **fields)
-    form._description = review.describe_batch(batch.id, batch.items, cfg)
+    form._description = forms.describe_batch(batch.id, batch.items, cfg)
     return form
 
 
@@ -64,7 +64,7 @@ def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
 
 @task(name="store-labels", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
-    reviewer, labels = review.parse_answer(answer, batch.items)
+    reviewer, labels = forms.parse_answer(answer, batch.items)
     result = ReviewStore(cfg.store_url).submit(batch.id, reviewer, labels, cfg.labels)
     log = get_run_logger()
     log.info("Batch %s: stored %d labels from %s%s", batch.id, result.stored, reviewer,

@@ -9,11 +9,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hitl import evaluators, markdown, modeling, selection
+from hitl import markdown
 from hitl.config import Config
+from hitl.learning import modeling
+from hitl.review.store import ReviewStore
+from hitl.sampling import evaluators, selection
+from hitl.sampling.sources import LoadResult, load_traces, write_quarantine
 from hitl.schemas import review_item_schema, validate_split
-from hitl.sources import LoadResult, load_traces, write_quarantine
-from hitl.store import ReviewStore
 
 
 @task(name="load-traces", cache_policy=NO_CACHE)

@@ -8,8 +8,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from hitl import modeling, world
 from hitl.config import Config
+from hitl.learning import modeling
+from hitl.sim import world
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from hitl import stack
 from hitl.config import Config, load_config
+from hitl.ops import stack
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def start(path: Path, *args: str) -> subprocess.Popen:
 def wait_paused(cfg: Config, form: str, timeout: float = 180):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hitl import prefect_api
+    from hitl.review import prefect_api
 
     deadline = time.monotonic() + timeout
     with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
@@ -88,7 +88,7 @@ def wait_paused(cfg: Config, form: str, timeout: float = 180):
 def resume(cfg: Config, run_id: str, values: dict) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hitl import prefect_api
+    from hitl.review import prefect_api
 
     with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
         prefect_api.resume(run_id, values)
@@ -105,6 +105,6 @@ def flow_run_state(cfg: Config, run_id: str) -> str:
 
 
 def truth(cfg: Config) -> dict[str, str]:
-    from hitl.simulate import load_truth
+    from hitl.sim.reviewers import load_truth
 
     return load_truth(cfg)

@@ -9,8 +9,8 @@ import time
 import pytest
 from e2e_helpers import hitl, running_stack, start, truth, wait_paused
 
-from hitl.review import trace_ids_from_schema
-from hitl.store import ReviewStore
+from hitl.review.forms import trace_ids_from_schema
+from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -1,4 +1,4 @@
-"""Dataset records (hitl/datasets.py, pure parts): stable train/hold-out split and label validation."""
+"""Dataset records (hitl/datasets/versions.py, pure parts): stable train/hold-out split and label validation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitl.datasets import assign_split, build_records
+from hitl.datasets.versions import assign_split, build_records
+from hitl.review.store import ReviewStore
 from hitl.schemas import REASON_COLUMN
-from hitl.store import ReviewStore
 
 
 def _ids(n: int, prefix: str = "tr") -> pd.Series:

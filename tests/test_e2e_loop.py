@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from e2e_helpers import REPO, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
 
-from hitl.store import ReviewStore
+from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +28,9 @@ def e2e(tmp_path_factory):
 def test_the_loop_end_to_end(e2e):
     from mlflow import MlflowClient
 
-    from hitl import datasets, review
-    from hitl.prefect_api import APPROVAL_FORM, REVIEW_FORM
+    from hitl.datasets import versions
+    from hitl.review import forms
+    from hitl.review.prefect_api import APPROVAL_FORM, REVIEW_FORM
 
     cfg, path = e2e
     mlflow.set_tracking_uri(cfg.mlflow_uri)
@@ -56,7 +57,7 @@ def test_the_loop_end_to_end(e2e):
     try:
         run = wait_paused(cfg, REVIEW_FORM)
         assert flow_run_state(cfg, run.id) == "PAUSED"
-        fields = review.trace_ids_from_schema(run.schema)
+        fields = forms.trace_ids_from_schema(run.schema)
         assert len(fields) == 30 and run.description.startswith("## Review batch")
         known = truth(cfg)
         values = {"reviewer": "tester", **{f: known[t] for f, t in fields.items()}}
@@ -78,9 +79,9 @@ def test_the_loop_end_to_end(e2e):
     # 4. dataset version in MLflow, digest-checked on the way back; identical content -> no new version
     hitl(path, "register-dataset")
     hitl(path, "register-dataset")
-    versions = datasets.list_versions(cfg)
-    assert [v.version for v in versions] == [1]
-    records, dv = datasets.load(cfg)
+    found = versions.list_versions(cfg)
+    assert [v.version for v in found] == [1]
+    records, dv = versions.load(cfg)
     assert dv.rows == len(records) == 30 and set(records["trace_id"]) == set(fields.values())
     assert set(records["split"]) == {"train", "holdout"}
     logged = client.get_run(dv.run_id).inputs.dataset_inputs[0].dataset
@@ -120,8 +121,8 @@ def test_the_loop_end_to_end(e2e):
 
 def test_terminal_review_resumes_the_paused_run(e2e):
     """A reviewer labels a paused batch item by item in `hitl review`; the run resumes and labels land."""
-    from hitl import review
-    from hitl.prefect_api import REVIEW_FORM
+    from hitl.review import forms
+    from hitl.review.prefect_api import REVIEW_FORM
 
     cfg, path = e2e
     hitl(path, "bootstrap")  # no-op when the first test already made a champion
@@ -132,7 +133,7 @@ def test_terminal_review_resumes_the_paused_run(e2e):
     proc = start(path, "review-batch")
     try:
         run = wait_paused(cfg, REVIEW_FORM)
-        fields = review.trace_ids_from_schema(run.schema)
+        fields = forms.trace_ids_from_schema(run.schema)
         known = truth(cfg)
         labels = list(cfg.labels)
         # per item: a typo first (re-asked), then the label's number, then a rationale or Enter

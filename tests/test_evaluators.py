@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from helpers_domain import make_cfg
 
-from hitl.evaluators import EVALUATORS, low_confidence, run_evaluators, summarize, task_completion
+from hitl.sampling.evaluators import EVALUATORS, low_confidence, run_evaluators, summarize, task_completion
 from hitl.schemas import EvaluationResult
 
 

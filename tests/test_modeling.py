@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hitl import modeling
 from hitl.config import Config, TrainingConfig
+from hitl.learning import modeling
 
 LABELS = ["card_lost", "balance_inquiry", "transfer_failed"]
 

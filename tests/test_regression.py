@@ -13,7 +13,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from hitl.regression import OVERALL, agreement, cohort_table, gate, mcnemar_p, wilson
+from hitl.evaluation.regression import OVERALL, agreement, cohort_table, gate, mcnemar_p, wilson
 
 # ---- wilson / mcnemar ----
 

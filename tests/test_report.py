@@ -7,8 +7,8 @@ import re
 
 import pandas as pd
 
-from hitl import regression, report
 from hitl.config import Config
+from hitl.evaluation import regression, report
 
 
 def _ctx(decision: str = "pending") -> report.ReportContext:

@@ -1,4 +1,4 @@
-"""What a reviewer sees and answers (hitl/review.py, tasks/review.build_form): fields, text, round trips."""
+"""What a reviewer sees and answers (hitl/review/forms.py, tasks/review.build_form): fields, text, round trips."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from helpers_domain import make_cfg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hitl.review import (
+from hitl.review.forms import (
     REVIEWER_FIELD,
     describe_batch,
     form_fields,
@@ -20,7 +20,7 @@ from hitl.review import (
     rationale_field,
     trace_ids_from_schema,
 )
-from hitl.store import BatchView
+from hitl.review.store import BatchView
 from tasks.review import build_form
 
 

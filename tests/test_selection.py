@@ -1,4 +1,4 @@
-"""Selection policy (hitl/selection.py): budget, cohort minimum, flagged first, uncertainty, calibration."""
+"""Selection policy (hitl/sampling/selection.py): budget, cohort minimum, flagged first, uncertainty, calibration."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from helpers_domain import make_cfg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hitl.sampling.selection import counts_by_reason, priority, select_for_review
 from hitl.schemas import SELECTION_REASONS
-from hitl.selection import counts_by_reason, priority, select_for_review
 
 
 def _candidates(n: int, seed: int = 0, flagged_share: float = 0.3,

@@ -1,4 +1,4 @@
-"""Loading production traces (hitl/sources.py): every line ends up accepted or quarantined with a reason."""
+"""Loading production traces (hitl/sampling/sources.py): every line ends up accepted or quarantined with a reason."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from helpers_domain import make_cfg, trace_record, without, write_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hitl import world
 from hitl.config import WorldConfig
+from hitl.sampling.sources import load_traces, normalize, trace_files, write_quarantine
 from hitl.schemas import REASON_COLUMN
-from hitl.sources import load_traces, normalize, trace_files, write_quarantine
+from hitl.sim import world
 
 
 @pytest.fixture

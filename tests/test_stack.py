@@ -1,4 +1,4 @@
-"""Tests for hitl.stack: PID files, port checks, failure reports, and (e2e) the real servers."""
+"""Tests for hitl.ops.stack: PID files, port checks, failure reports, and (e2e) the real servers."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hitl import stack
 from hitl.config import Config, StackConfig
+from hitl.ops import stack
 
 
 def _free_port() -> int:

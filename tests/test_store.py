@@ -1,4 +1,4 @@
-"""Review store (hitl/store.py): idempotent queue, leased batches, atomic submissions, overlap resolution."""
+"""Review store (hitl/review/store.py): idempotent queue, leased batches, atomic submissions, overlap resolution."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from helpers_domain import COHORTS, LABELS, review_items
 
-from hitl.store import DISPUTED, QUEUED, RESOLVED, ReviewError, ReviewStore
+from hitl.review.store import DISPUTED, QUEUED, RESOLVED, ReviewError, ReviewStore
 
 A, B, C = LABELS
 

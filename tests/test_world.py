@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hitl import world
 from hitl.config import WorldConfig
+from hitl.sim import world
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 

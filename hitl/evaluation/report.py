@@ -12,7 +12,7 @@ import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from hitl import markdown
-from hitl.regression import OVERALL, GateResult
+from hitl.evaluation.regression import OVERALL, GateResult
 
 PCT = ("champion", "challenger", "delta")  # displayed as percentages
 CAVEAT = ("The hold-out is made of reviewed traces, which the sampler picks mostly among uncertain and flagged "

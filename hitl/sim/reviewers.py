@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hitl import prefect_api, review
 from hitl.config import Config
+from hitl.review import forms, prefect_api
 
 
 def load_truth(cfg: Config) -> dict[str, str]:
@@ -50,8 +50,8 @@ class SimulatedReviewers:
     def answer_review(self, run: prefect_api.PausedRun) -> dict:
         reviewer = self.cfg.simulation.reviewers[self.turn % len(self.cfg.simulation.reviewers)]
         self.turn += 1
-        values: dict[str, object] = {review.REVIEWER_FIELD: reviewer}
-        for name, trace_id in review.trace_ids_from_schema(run.schema).items():
+        values: dict[str, object] = {forms.REVIEWER_FIELD: reviewer}
+        for name, trace_id in forms.trace_ids_from_schema(run.schema).items():
             values[name] = self._label(trace_id)
             if self.rng.random() < 0.2:
                 values[f"{name}_rationale"] = f"{reviewer}: phrasing points to {values[name]}"
