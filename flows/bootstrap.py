@@ -22,8 +22,8 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     model = modeling.load_base(cfg)
     metrics = training.train(model, data, cfg, "launch")
     ds = mlflow.data.from_pandas(data, name="launch-data", targets="label")
-    params = {"base_model": str(modeling.base_model_path(cfg)), "epochs": cfg.training.epochs,
-              "learning_rate": cfg.training.learning_rate, "rows": len(data)}
+    params = {"base_model": str(modeling.base_model_path(cfg)), "rows": len(data),
+              **training.recipe_params(cfg)}
     version = training.register_model(model, cfg, training.CHAMPION, params, metrics,
                                       {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds)
     return {"champion_version": version, "rows": len(data), **metrics}

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from prefect import flow
 
 from hitl.datasets import versions
+from hitl.learning import modeling
 from tasks import training
 from tasks.common import load_model, setup
 
 
 @flow(name="fine-tune", log_prints=True)
 def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
-    """Dataset version (digest-checked) -> train split (+ launch replay) -> Trainer -> `@challenger`."""
+    """Dataset version (digest-checked) -> train split (+ launch replay) -> leakage guard -> Trainer ->
+    abstention threshold -> `@challenger`."""
     cfg = setup(config_path)
     records, dv = versions.load(cfg, dataset_version)
-    train = records[records["split"] == "train"][["text", "label"]]
-    if cfg.training.replay_launch:
-        train = pd.concat([train, training.launch_data(cfg)[["text", "label"]]], ignore_index=True)
-    model = load_model(cfg, training.CHAMPION)
+    train, leakage = training.training_rows(records, training.launch_data(cfg), cfg, dv.ref)
+    model = modeling.align_labels(load_model(cfg, training.CHAMPION), cfg.labels)
     parent = model.version
     metrics = training.train(model, train, cfg, f"{dv.name}-v{dv.version}")
+    threshold = training.calibrate_abstention(model, records, cfg)
     ds = versions.as_mlflow_dataset(records, dv.ref, dv.run_id)
-    params = {"dataset": dv.ref, "parent_model_version": parent, "epochs": cfg.training.epochs,
-              "learning_rate": cfg.training.learning_rate, "train_rows": len(train),
-              "replay_launch": cfg.training.replay_launch}
+    params = {"dataset": dv.ref, "parent_model_version": parent, "train_rows": len(train),
+              "abstain_threshold": threshold, **training.recipe_params(cfg)}
     tags = {"hitl.stage": "fine_tune", "hitl.dataset": dv.ref, "hitl.dataset_run_id": dv.run_id,
-            "hitl.parent_model_version": parent}
+            "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
     version = training.register_model(model, cfg, training.CHALLENGER, params, metrics, tags, ds)
     return {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
 

@@ -1,4 +1,4 @@
-"""Flow: champion vs challenger on the human-labelled hold-out, by cohort; gate; approval; promotion."""
+"""Flow: champion vs challenger as production estimates by cohort; gate; approval; promotion."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from prefect.flow_runs import pause_flow_run
 
 from hitl.datasets import versions
 from hitl.evaluation import regression, report
-from tasks import evaluation
+from tasks import evaluation, training
 from tasks.common import load_model, setup
 from tasks.review import approval_form
 from tasks.training import CHALLENGER, CHAMPION
@@ -15,18 +15,22 @@ from tasks.training import CHALLENGER, CHAMPION
 
 @flow(name="regression-eval", log_prints=True)
 def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
+    """The challenger's dataset version (or the one given) -> both models on its regression set (the random
+    draw) and hard cases -> the baseline on the same training rows -> report -> gate -> approval -> promote."""
     cfg = setup(config_path)
-    records, dv = versions.load(cfg, dataset_version)
-    holdout = records[records["split"] == "holdout"].reset_index(drop=True)
     champion, challenger = load_model(cfg, CHAMPION), load_model(cfg, CHALLENGER)
-    table = evaluation.compare(holdout, champion, challenger, cfg)
-    verdict = regression.gate(table, cfg)
+    records, dv = versions.load(cfg, dataset_version or training.dataset_of(cfg, challenger.version))
+    train, leakage = training.training_rows(records, training.launch_data(cfg), cfg, dv.ref)
+    compared = evaluation.compare(records, champion, challenger, cfg)
+    verdict = regression.gate(compared.table, cfg)
+    lineage = {**versions.lineage(dv), "random draw": evaluation.completeness(cfg, records),
+               "leakage guard": leakage.summary,
+               "models": f"{cfg.model.registered_name} champion v{champion.version}, challenger v{challenger.version}"}
     ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
-                               challenger.version, table, verdict,
-                               decision="awaiting approval" if verdict.passed else "not promoted (gate failed)",
-                               lineage={**versions.lineage(dv),
-                                        "models": f"{cfg.model.registered_name} champion v{champion.version}, "
-                                                  f"challenger v{challenger.version}"})
+                               challenger.version, compared.table, verdict,
+                               "awaiting approval" if verdict.passed else "not promoted (gate failed)",
+                               compared.latest, compared.latest_window, compared.hard,
+                               evaluation.baseline(train, records, cfg), evaluation.trend(cfg), lineage)
     html, run_id = evaluation.publish(ctx, cfg, None)
     promoted = False
     if verdict.passed:
@@ -42,11 +46,10 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
             promoted = True
         html, run_id = evaluation.publish(ctx, cfg, run_id)
     get_run_logger().info("%s | decision: %s", report.headline(ctx), ctx.decision)
-    overall = table[table["cohort"] == regression.OVERALL].iloc[0]
+    o = regression.overall(compared.table)
     return {"report": str(html), "gate": verdict.passed, "promoted": promoted, "decision": ctx.decision,
-            "champion_fail_rate": float(overall["champion_fail_rate"]),
-            "challenger_fail_rate": float(overall["challenger_fail_rate"]), "eval_run_id": run_id,
-            "table": table.to_dict("records")}
+            "champion_fail_rate": float(o["champion"]), "challenger_fail_rate": float(o["challenger"]),
+            "regression_n": int(o["n"]), "eval_run_id": run_id, "table": compared.table.to_dict("records")}
 
 
 if __name__ == "__main__":

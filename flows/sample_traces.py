@@ -1,6 +1,7 @@
 """Flow: sample production traces for human review.
 
-load + validate (quarantine) -> score with @champion -> evaluators -> selection policy -> review queue
+load + validate (quarantine) -> score with @champion -> evaluators -> representative draw per window + selection
+policy -> review queue
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from datetime import datetime
 
 from prefect import flow
 
-from tasks import sampling
+from tasks import sampling, training
 from tasks.common import load_model, setup
 from tasks.training import CHAMPION
 
@@ -25,8 +26,9 @@ def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None
         return {**loaded.summary, "selected": 0, "enqueued": 0}
     scored = sampling.score(load_model(cfg, CHAMPION), fresh, cfg)
     results, evaluated = sampling.evaluate(scored, cfg)
-    selected, new = sampling.select_and_enqueue(evaluated, cfg)
-    return sampling.publish(cfg, loaded, results, evaluated, selected, new)
+    reference = sampling.reference_rows(cfg, training.launch_data(cfg))
+    chosen, new = sampling.select_and_enqueue(evaluated, reference, cfg, sampling.run_window_key())
+    return sampling.publish(cfg, loaded, results, evaluated, chosen, new)
 
 
 if __name__ == "__main__":

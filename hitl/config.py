@@ -58,16 +58,36 @@ class ModelConfig(_Strict):
 
 
 class EvaluatorConfig(_Strict):
-    low_confidence_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    uncertain_quantile: float = Field(0.2, gt=0.0, lt=1.0)  # the most uncertain share of each window fails
     task_completion_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class SelectionConfig(_Strict):
-    budget: int = Field(300, ge=1)
-    random_share: float = Field(0.1, ge=0.0, le=1.0)
-    stratify_by: str | None = "channel"
-    min_per_cohort: int = Field(10, ge=0)
+    """How one sampling run spends its review budget (hitl/sampling/selection.py)."""
+
+    budget: int = Field(300, ge=1)  # annotations per sampling run: random draw, overlap and policy picks
+    random_share: float = Field(0.25, ge=0.0, le=1.0)  # of the budget: the representative random draw
+    random_annotations: int = Field(2, ge=1, le=2)  # labels per random item (the verdict set is double-checked)
+    strata: list[str] = Field(default_factory=lambda: ["channel"])  # random draw strata: cohorts, never the label
+    min_per_stratum: int = Field(2, ge=0)
+    window: Literal["day", "run"] = "day"  # random-draw windows: UTC days of the trace timestamps, or the run
+    components: dict[str, float] = Field(default_factory=lambda: {
+        "uncertain": 0.35, "novel": 0.3, "disagreement": 0.2, "flagged": 0.15})
+    uncertainty: Literal["margin", "entropy"] = "margin"
+    cluster_quota: int = Field(3, ge=1)  # diversity: policy picks per k-means cluster of the window
+    near_duplicate_cosine: float = Field(0.95, gt=0.0, le=1.0)  # frozen-space cosine that makes a near-duplicate
+    neighbors: int = Field(10, ge=1)  # k of the density-shift and nearest-neighbour components
     seed: int = 0
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"uncertain", "novel", "disagreement", "flagged"}
+        if set(v) - known:
+            raise ValueError(f"unknown selection components {sorted(set(v) - known)}; known: {sorted(known)}")
+        if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+            raise ValueError("selection.components weights must be >= 0 with a positive sum")
+        return v
 
 
 class ReviewConfig(_Strict):
@@ -82,26 +102,50 @@ class ReviewConfig(_Strict):
 
 class DatasetConfig(_Strict):
     name: str = "support-hitl"
-    holdout_share: float = Field(0.3, gt=0.0, lt=1.0)
+    hard_case_share: float = Field(0.2, ge=0.0, lt=1.0)  # policy picks held out (by text group) as hard cases
     min_rows: int = Field(20, ge=1)
 
 
 class TrainingConfig(_Strict):
-    epochs: float = 4
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
+    """The recipe of hitl/learning/recipe.py: prototype-initialised cosine head, class-balanced sampling,
+    epochs by early stopping on a validation split of the training rows."""
+
+    epochs: float = Field(8, gt=0)  # at most; early stopping usually ends sooner
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)  # encoder
+    head_learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    logit_scale: float = Field(20.0, gt=0)  # initial scale of the cosine logits (learned)
+    balance_power: float = Field(1.0, ge=0.0, le=1.0)  # sampling weight 1/count^p: 0 natural, 1 balanced labels
+    validation_share: float = Field(0.15, ge=0.0, lt=0.5)
+    validation_min_per_class: int = Field(5, ge=2)  # rarer labels keep all their rows for training
+    early_stopping_patience: int = Field(2, ge=1)
     seed: int = 42
     replay_launch: bool = True  # mix the launch data into every fine-tune to avoid forgetting
     max_steps: int = -1  # >0 caps training (tests)
 
 
 class GateConfig(_Strict):
-    max_overall_increase: float = 0.0  # fail-rate points the challenger may add overall
-    min_cohort_size: int = 5
+    """Release gate: non-inferiority per cohort, on production estimates from the regression set."""
+
+    margin: float = Field(0.02, ge=0.0, le=1.0)  # challenger may be at most this much worse (upper 95% bound)
+    max_detectable_change: float = Field(0.10, gt=0.0, le=1.0)  # above this, a cohort is too small to judge
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    power: float = Field(0.8, gt=0.0, lt=1.0)
+
+
+class EvaluationConfig(_Strict):
+    """Domains of estimation in the regression report besides the cohort columns."""
+
+    label_groups: dict[str, list[str]] = Field(default_factory=dict)  # e.g. {launch: [...], new: [...]}
+    per_label: bool = True  # one row per label (many labels: prefer label_groups)
+    baseline: bool = True  # also estimate the frozen-embedding + logistic-regression anchor on the same rows
 
 
 class SimulationConfig(_Strict):
+    """Simulated reviewers (demo, tests, benchmarks): noisy oracles reading ground truth kept apart from traces."""
+
+    truth_path: str | None = None  # JSONL/Parquet/CSV (file or folder) with trace_id,label; None = synthetic world
     reviewers: list[str] = Field(default_factory=lambda: ["alice", "bob"])
     noise: float = Field(0.05, ge=0.0, le=1.0)
     approver: str = "manager-sim"
@@ -119,6 +163,7 @@ class Config(_Strict):
     project: str = "hitl-demo"
     state_dir: str = ".hitl"
     labels: list[str]
+    fallback_label: str | None = None  # e.g. "out_of_scope": predicted when the model abstains
     cohorts: list[str] = Field(default_factory=lambda: ["channel", "locale", "tier"])
     stack: StackConfig = Field(default_factory=StackConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
@@ -130,6 +175,7 @@ class Config(_Strict):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @field_validator("labels")
@@ -143,10 +189,23 @@ class Config(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _stratify_is_cohort(self) -> Config:
-        s = self.selection.stratify_by
-        if s is not None and s not in self.cohorts:
-            raise ValueError(f"selection.stratify_by={s!r} is not one of cohorts {self.cohorts}")
+    def _fallback_is_label(self) -> Config:
+        if self.fallback_label is not None and self.fallback_label not in self.labels:
+            raise ValueError(f"fallback_label={self.fallback_label!r} is not one of labels")
+        return self
+
+    @model_validator(mode="after")
+    def _label_groups_use_labels(self) -> Config:
+        unknown = sorted({lab for labs in self.evaluation.label_groups.values() for lab in labs} - set(self.labels))
+        if unknown:
+            raise ValueError(f"evaluation.label_groups name labels that are not in labels: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _strata_are_cohorts(self) -> Config:
+        unknown = [c for c in self.selection.strata if c not in self.cohorts]
+        if unknown:
+            raise ValueError(f"selection.strata {unknown} are not among cohorts {self.cohorts}")
         return self
 
     # ---- derived locations: one place names every path and URL ----

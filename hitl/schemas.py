@@ -19,8 +19,8 @@ from pandera.typing import Series
 from hitl.config import Config
 
 MAX_TEXT_CHARS = 10_000
-SELECTION_REASONS = ("flagged", "uncertain", "calibration", "cohort_quota")
-SPLITS = ("train", "holdout")
+SELECTION_REASONS = ("random", "uncertain", "novel", "disagreement", "flagged")
+SPLITS = ("train", "hard_case", "regression")
 REASON_COLUMN = "_quarantine_reason"
 
 
@@ -38,9 +38,9 @@ class Trace(pa.DataFrameModel):
     timestamp: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs={"unit": "ns", "tz": "UTC"})
     input: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": MAX_TEXT_CHARS})
     output: Series[str] = pa.Field(str_length={"max_value": MAX_TEXT_CHARS})
-    model_version: Series[str]
-    prediction: Series[str] = pa.Field(str_length={"min_value": 1})
-    confidence: Series[float] = pa.Field(ge=0.0, le=1.0, coerce=True)
+    model_version: Series[str] = pa.Field(nullable=True)  # what production logged; optional: the
+    prediction: Series[str] = pa.Field(nullable=True, str_length={"min_value": 1})  # champion re-scores
+    confidence: Series[float] = pa.Field(nullable=True, ge=0.0, le=1.0, coerce=True)  # every trace anyway
     context: Series[str] = pa.Field(nullable=True, str_length={"max_value": MAX_TEXT_CHARS})
     metadata: Series[str]
 
@@ -76,6 +76,9 @@ class ReviewItem(pa.DataFrameModel):
     evaluator_reasons: Series[str]
     priority: Series[float]
     required_annotations: Series[int] = pa.Field(ge=1, le=2)
+    inclusion_prob: Series[float] = pa.Field(nullable=True, gt=0.0, le=1.0)  # the random draw's items only
+    window: Series[str] = pa.Field(nullable=True)
+    stratum: Series[str] = pa.Field(nullable=True)
 
 
 class Annotation(pa.DataFrameModel):
@@ -95,6 +98,11 @@ class DatasetRecord(pa.DataFrameModel):
     text: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": MAX_TEXT_CHARS})
     label: Series[str]
     split: Series[str] = pa.Field(isin=list(SPLITS))
+    selection_reason: Series[str] = pa.Field(isin=list(SELECTION_REASONS))
+    text_group: Series[str] = pa.Field(str_length={"min_value": 1})
+    inclusion_prob: Series[float] = pa.Field(nullable=True, gt=0.0, le=1.0)
+    window: Series[str] = pa.Field(nullable=True)
+    stratum: Series[str] = pa.Field(nullable=True)
     reviewers: Series[str]
     annotation_ids: Series[str]
     source: Series[str]

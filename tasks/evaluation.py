@@ -1,27 +1,110 @@
-"""Tasks of the regression-eval stage: compare champion and challenger, publish the report, promote."""
+"""Tasks of the regression-eval stage: score both models on the regression set and the hard cases, the
+frozen-embedding baseline on the challenger's training rows, the trend of earlier evals, publish, promote."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
-from hitl.evaluation import regression, report
-from hitl.learning import modeling
+from hitl.evaluation import estimates, regression, report
+from hitl.learning import anchor, modeling
+from hitl.learning.embeddings import FrozenEncoder
+from hitl.review.store import ReviewStore
 from tasks.training import CHALLENGER, CHAMPION, PREVIOUS
 
+RANDOM = "random"
 
-@task(name="compare-on-holdout", cache_policy=NO_CACHE)
-def compare(holdout: pd.DataFrame, champion: modeling.IntentModel, challenger: modeling.IntentModel,
-            cfg: Config) -> pd.DataFrame:
-    texts = holdout["text"].tolist()
-    a = modeling.score(champion, texts, cfg.model.score_batch_size, cfg.model.max_length).prediction
-    b = modeling.score(challenger, texts, cfg.model.score_batch_size, cfg.model.max_length).prediction
-    return regression.cohort_table(holdout, a, b, cfg.cohorts)
+
+@dataclass
+class Comparison:
+    table: pd.DataFrame  # production estimates by domain (the random draw)
+    latest: pd.DataFrame  # the same, latest window only
+    latest_window: str
+    hard: pd.DataFrame  # hard-case hold-out (policy picks)
+
+
+@task(name="compare-champion-and-challenger", cache_policy=NO_CACHE)
+def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: modeling.IntentModel,
+            cfg: Config) -> Comparison:
+    sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
+    hard = records[records["split"] == "hard_case"].reset_index(drop=True)
+    texts = [*sample["text"], *hard["text"]]
+    a = np.asarray(modeling.score(champion, texts, cfg.model.score_batch_size, cfg.model.max_length).prediction)
+    b = np.asarray(modeling.score(challenger, texts, cfg.model.score_batch_size, cfg.model.max_length).prediction)
+    k = len(sample)
+    table = regression.production_table(sample, list(a[:k]), list(b[:k]), cfg)
+    latest_window = str(sample["window"].dropna().max()) if k else ""
+    m = (sample["window"] == latest_window).to_numpy()
+    latest = regression.production_table(sample[m].reset_index(drop=True), list(a[:k][m]), list(b[:k][m]), cfg) \
+        if m.any() else pd.DataFrame()
+    hard_table = regression.hard_case_table(hard, list(a[k:]), list(b[k:])) if len(hard) else pd.DataFrame()
+    o = regression.overall(table) if len(table) else None
+    if o is not None:
+        get_run_logger().info("Production estimate on %d random-draw traces: %.1f%% -> %.1f%% (change %+.1f pts, "
+                              "95%% CI %+.1f to %+.1f)", o["n"], 100 * o["champion"], 100 * o["challenger"],
+                              100 * o["delta"], 100 * o["delta_low"], 100 * o["delta_high"])
+    return Comparison(table, latest, latest_window, hard_table)
+
+
+@task(name="frozen-embedding-baseline", cache_policy=NO_CACHE)
+def baseline(train: pd.DataFrame, records: pd.DataFrame, cfg: Config) -> dict | None:
+    """The anchor (frozen MiniLM + logistic regression, C by cross-validation) trained on exactly the rows the
+    challenger was trained on, estimated on the same random draw."""
+    sample = records[records["selection_reason"] == RANDOM]
+    if not cfg.evaluation.baseline or sample.empty or train["label"].nunique() < 2:
+        return None
+    encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length)
+    fitted = anchor.fit(encoder.encode(train["text"].tolist()), train["label"].to_numpy())
+    pred = fitted.predict(encoder.encode(sample["text"].tolist()))
+    encoder.save()
+    est = estimates.hajek_rate(pred != sample["label"].to_numpy(), 1.0 / sample["inclusion_prob"].to_numpy(float))
+    return {"name": f"frozen embeddings + logistic regression (C={fitted.C:g}) on the challenger's "
+                    f"{len(train)} training rows", "estimate": est.value, "low": est.low, "high": est.high,
+            "n": est.n}
+
+
+@task(name="random-draw-completeness", cache_policy=NO_CACHE)
+def completeness(cfg: Config, records: pd.DataFrame) -> str:
+    """How much of the random draw is in this dataset version, and what is still missing (never dropped
+    silently: disputed and unreviewed random items are counted here)."""
+    drawn = ReviewStore(cfg.store_url).random_items()
+    if drawn.empty:
+        return "no random draw yet"
+    labelled = int(drawn["trace_id"].isin(records["trace_id"]).sum())
+    missing = drawn[~drawn["trace_id"].isin(records["trace_id"])]
+    by_status = ", ".join(f"{n} {s}" for s, n in missing["status"].value_counts().items()) or "none"
+    return f"{len(drawn)} traces drawn, {labelled} labelled in this version, {len(missing)} missing ({by_status})"
+
+
+@task(name="earlier-evals", cache_policy=NO_CACHE)
+def trend(cfg: Config) -> pd.DataFrame:
+    """Overall estimates of every earlier regression eval (MLflow eval runs), oldest first."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(cfg.eval_experiment)
+    if exp is None:
+        return pd.DataFrame()
+    runs = mlflow.MlflowClient().search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
+                                             max_results=500)
+    rows = []
+    for r in runs:
+        m, t = r.data.metrics, r.data.tags
+        if "champion_fail_rate" not in m or "champion_fail_rate_low" not in m:
+            continue
+        rows.append({"when": pd.Timestamp(r.info.start_time, unit="ms").strftime("%m-%d %H:%M"),
+                     "champion_version": t.get("hitl.champion_version", "?"),
+                     "challenger_version": t.get("hitl.challenger_version", "?"),
+                     **{f"{who}{suffix}": m.get(f"{who}_fail_rate{suffix}") for who in ("champion", "challenger")
+                        for suffix in ("", "_low", "_high")},
+                     "n": int(m.get("regression_n", 0)), "decision": t.get("hitl.decision", "")})
+    return pd.DataFrame(rows)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
@@ -35,16 +118,19 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
                              description=report.headline(ctx))
     mlflow.set_experiment(cfg.eval_experiment)
     with mlflow.start_run(run_id=run_id, run_name=stem) as run:
-        overall = ctx.table[ctx.table["cohort"] == regression.OVERALL].iloc[0]
-        mlflow.log_metrics({"champion_fail_rate": overall["champion_fail_rate"],
-                            "challenger_fail_rate": overall["challenger_fail_rate"],
-                            "delta": overall["delta"], "holdout_n": float(overall["n"])})
+        o = regression.overall(ctx.table)
+        mlflow.log_metrics({f"{who}_fail_rate{suffix}": float(o[f"{who}{suffix}"])
+                            for who in ("champion", "challenger") for suffix in ("", "_low", "_high")})
+        mlflow.log_metrics({"delta": float(o["delta"]), "delta_low": float(o["delta_low"]),
+                            "delta_high": float(o["delta_high"]), "regression_n": float(o["n"])})
         mlflow.set_tags({"hitl.dataset": ctx.dataset, "hitl.champion_version": ctx.champion_version,
                          "hitl.challenger_version": ctx.challenger_version,
                          "hitl.gate": "pass" if ctx.gate.passed else "fail", "hitl.decision": ctx.decision})
         mlflow.log_artifact(str(md_path), "report")
         mlflow.log_artifact(str(html_path), "report")
-        mlflow.log_text(ctx.table.to_csv(index=False), "report/cohort_regression.csv")
+        mlflow.log_text(ctx.table.to_csv(index=False), "report/production_estimates.csv")
+        if ctx.hard is not None and len(ctx.hard):
+            mlflow.log_text(ctx.hard.to_csv(index=False), "report/hard_cases.csv")
     get_run_logger().info("Report: %s", html_path)
     return html_path, run.info.run_id
 

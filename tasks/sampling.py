@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -12,10 +14,19 @@ from prefect.cache_policies import NO_CACHE
 from hitl import markdown
 from hitl.config import Config
 from hitl.learning import modeling
+from hitl.learning.embeddings import FrozenEncoder
 from hitl.review.store import ReviewStore
-from hitl.sampling import evaluators, selection
+from hitl.sampling import evaluators, selection, windows
 from hitl.sampling.sources import LoadResult, load_traces, write_quarantine
 from hitl.schemas import review_item_schema, validate_split
+
+
+def run_window_key() -> str:
+    """The random-draw window of a run when `selection.window` is "run": the flow run's start (UTC)."""
+    from prefect.context import get_run_context
+
+    run = get_run_context().flow_run
+    return "run-" + (run.start_time or run.expected_start_time).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @task(name="load-traces", cache_policy=NO_CACHE)
@@ -39,10 +50,11 @@ def drop_considered(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 @task(name="score-traces", cache_policy=NO_CACHE)
 def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Re-score with the champion; keep what production said in production_* columns."""
+    """Re-score with the champion; keep what production said (if it logged it) in production_* columns."""
     s = modeling.score(model, traces["input"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
     out = traces.rename(columns={"prediction": "production_prediction", "confidence": "production_confidence"})
-    out["prediction"], out["confidence"], out["margin"] = s.prediction, s.confidence.astype(float), s.margin
+    out["prediction"], out["confidence"] = s.prediction, s.confidence.astype(float)
+    out["margin"], out["entropy"] = s.margin.astype(float), s.entropy.astype(float)
     out["model_version"] = model.version
     return out
 
@@ -54,38 +66,73 @@ def evaluate(scored: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFr
     return results, scored.merge(summary, on="trace_id", how="left")
 
 
+@task(name="reference-rows", cache_policy=NO_CACHE)
+def reference_rows(cfg: Config, launch: pd.DataFrame) -> pd.DataFrame:
+    """What the model was trained on, as (text, label): the launch data and the labelled policy picks."""
+    resolved = ReviewStore(cfg.store_url).resolved()
+    if len(resolved):
+        resolved = resolved[resolved["selection_reason"] != selection.RANDOM]
+    labelled = pd.DataFrame({"text": resolved.get("input", pd.Series(dtype=str)),
+                             "label": resolved.get("label", pd.Series(dtype=str))})
+    return pd.concat([launch[["text", "label"]], labelled], ignore_index=True)
+
+
 @task(name="select-and-enqueue", cache_policy=NO_CACHE)
-def select_and_enqueue(evaluated: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, int]:
+def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Config, run_key: str
+                       ) -> tuple[selection.Selection, int]:
+    """The representative draw of each window, then the policy's picks; both enqueued atomically with the
+    draw's records and every trace considered."""
     store = ReviewStore(cfg.store_url)
-    selected = selection.select_for_review(evaluated, cfg, exclude=store.known_trace_ids())
-    selected, bad = validate_split(selected, review_item_schema(cfg))
+    encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length)
+    frozen = encoder.encode(evaluated["input"].tolist())
+    ref_vectors = encoder.encode(reference["text"].tolist())
+    encoder.save()
+    sel_cfg = cfg.selection
+    pool = evaluated.assign(window=windows.window_keys(evaluated["timestamp"], sel_cfg.window, run_key))
+    prior = {w: store.draw_rates(w) for w in pool["window"].unique()}
+    n_random = int(sel_cfg.budget * sel_cfg.random_share) // sel_cfg.random_annotations
+    rng = np.random.default_rng([sel_cfg.seed, zlib.crc32(",".join(sorted(pool["window"].unique())).encode())])
+    drawn = windows.draw(pool, sel_cfg.strata, n_random, prior, rng, sel_cfg.min_per_stratum)
+    cand = selection.Candidates(pool, frozen, ref_vectors, reference["label"].to_numpy(), store.known_text_groups())
+    chosen = selection.select_for_review(cand, cfg, drawn.items)
+    items, bad = validate_split(chosen.items, review_item_schema(cfg))
     write_quarantine(bad, cfg, "review-items")
-    new = store.enqueue(selected, cfg.cohorts, considered=evaluated["trace_id"])
-    get_run_logger().info("Selected %d traces for review, %d new in the queue", len(selected), new)
-    return selected, new
+    new = store.enqueue(items, cfg.cohorts, considered=evaluated["trace_id"], draws=drawn.records)
+    log = get_run_logger()
+    log.info("Random draw: %d traces over %d windows (%d late); policy: %d picks; %d new in the queue",
+             len(drawn.items), pool["window"].nunique(), sum(1 for r in drawn.records if r["kind"] != "main"),
+             int((items["selection_reason"] != selection.RANDOM).sum()), new)
+    log.info("Budget spent (annotations): %s", chosen.spend)
+    return selection.Selection(items, chosen.spend), new
 
 
 @task(name="publish-sampling-summary", cache_policy=NO_CACHE)
 def publish(cfg: Config, loaded: LoadResult, results: pd.DataFrame, evaluated: pd.DataFrame,
-            selected: pd.DataFrame, new: int) -> dict:
-    """Prefect artifacts (selection counts, evaluator fail rates by cohort) and the same in MLflow."""
+            chosen: selection.Selection, new: int) -> dict:
+    """Prefect artifacts (budget spend, selection counts, evaluator fail rates by cohort) and the same in MLflow."""
     import mlflow
 
-    counts = selection.counts_by_reason(selected, cfg.selection.stratify_by)
+    selected = chosen.items
+    col = cfg.selection.strata[0] if cfg.selection.strata else (cfg.cohorts[0] if cfg.cohorts else None)
+    counts = selection.counts_by_reason(selected, col)
     create_table_artifact(key="selection-by-reason", table=counts.astype(str).to_dict("records"),
                           description="Traces selected for review: reason x cohort")
-    fails = results.merge(evaluated[["trace_id", *cfg.cohorts]], on="trace_id")
-    col = cfg.selection.stratify_by or cfg.cohorts[0]
-    rates = (1 - fails.groupby(["evaluator", col])["passed"].mean()).unstack(col).round(3)
     md = ["## Sampling run", f"rows in {loaded.rows_in} = accepted {len(loaded.accepted)} + "
           f"quarantined {len(loaded.quarantined)}", f"selected {len(selected)}, new in queue {new}", "",
-          f"### Evaluator fail rate by {col}", markdown.table(rates.reset_index(), pct_columns=tuple(rates.columns))]
+          "### Budget spent (annotations)", "",
+          markdown.table(pd.DataFrame([chosen.spend]))]
+    if col is not None:
+        fails = results.merge(evaluated[["trace_id", col]], on="trace_id")
+        rates = (1 - fails.groupby(["evaluator", col])["passed"].mean()).unstack(col).round(3)
+        md += ["", f"### Evaluator fail rate by {col}",
+               markdown.table(rates.reset_index(), pct_columns=tuple(rates.columns))]
     create_markdown_artifact(key="sampling-summary", markdown="\n".join(md))
     summary = {**loaded.summary, "selected": len(selected), "enqueued": new,
-               "flagged": int(evaluated["flagged"].sum())}
+               "flagged": int(evaluated["flagged"].sum()),
+               "random": int((selected["selection_reason"] == selection.RANDOM).sum())}
     mlflow.set_experiment(cfg.sampling_experiment)
     with mlflow.start_run(run_name="sample-traces"):
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
-        mlflow.log_text(rates.to_csv(), "evaluator_fail_rates.csv")
+        mlflow.log_metrics({f"spend_{k}": float(v) for k, v in chosen.spend.items()})
         mlflow.log_text(counts.to_csv(index=False), "selection_counts.csv")
-    return summary
+    return {**summary, "spend": chosen.spend}

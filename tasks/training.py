@@ -4,15 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
-from hitl.learning import modeling
+from hitl.datasets import splits
+from hitl.hashing import text_group
+from hitl.learning import abstention, modeling, recipe
 from hitl.sim import world
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+
+
+def dataset_of(cfg: Config, model_version: str) -> int:
+    """The dataset version a registered model was fine-tuned on (its `hitl.dataset` tag)."""
+    from mlflow import MlflowClient
+
+    ref = MlflowClient().get_model_version(cfg.model.registered_name, model_version).tags.get("hitl.dataset", "")
+    if "@" not in ref:
+        raise LookupError(f"{cfg.model.registered_name} v{model_version} has no dataset tag: pass --dataset-version")
+    return int(ref.rsplit("@", 1)[1])
+
+
+def recipe_params(cfg: Config) -> dict[str, object]:
+    """The training recipe's settings as MLflow params (`training.*`)."""
+    return {f"training.{k}": v for k, v in cfg.training.model_dump().items()}
 
 
 @task(name="launch-data", cache_policy=NO_CACHE)
@@ -29,16 +47,69 @@ def launch_data(cfg: Config) -> pd.DataFrame:
     return df
 
 
+@task(name="training-rows", cache_policy=NO_CACHE)
+def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, dataset_ref: str
+                  ) -> tuple[pd.DataFrame, splits.LeakageCheck]:
+    """The train split (+ launch replay without texts of the regression set), checked against the regression
+    set by trace id and normalised text: any overlap stops the fine-tune, names the ids and is recorded."""
+    import mlflow
+
+    log = get_run_logger()
+    train = records.loc[records["split"] == "train", ["trace_id", "text", "label"]]
+    regression = records[records["split"] == "regression"]
+    if cfg.training.replay_launch:
+        replay = launch[["text", "label"]].assign(trace_id=[f"launch:{i}" for i in range(len(launch))])
+        held = replay["text"].map(text_group).isin(set(regression["text"].map(text_group)))
+        if held.any():
+            log.info("Launch replay: %d of %d rows left out because their text is in the regression set",
+                     int(held.sum()), len(replay))
+        train = pd.concat([train, replay[~held]], ignore_index=True)
+    check = splits.check_leakage(train, regression)
+    log.info("Leakage guard %s", check.summary)
+    if not check.passed:
+        mlflow.set_experiment(cfg.training_experiment)
+        with mlflow.start_run(run_name="train-challenger (stopped: leakage)",
+                              tags={"hitl.stage": "fine_tune", "hitl.dataset": dataset_ref,
+                                    "hitl.leakage_check": check.summary}):
+            mlflow.log_dict({"shared_ids": check.shared_ids, "shared_texts": check.shared_texts}, "leakage.json")
+        splits.require_no_leakage(check)
+    return train.reset_index(drop=True), check
+
+
+@task(name="calibrate-abstention", cache_policy=NO_CACHE)
+def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
+    """With a fallback label: the abstention threshold that maximises weighted accuracy on the random draw."""
+    sample = records[records["selection_reason"] == "random"]
+    if cfg.fallback_label is None or sample.empty:
+        return None
+    model.abstain_threshold = None
+    s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
+    thr = abstention.calibrate(s.confidence, np.asarray(s.prediction), sample["label"].to_numpy(),
+                               cfg.fallback_label, 1.0 / sample["inclusion_prob"].to_numpy(float))
+    model.abstain_threshold = thr
+    get_run_logger().info("Abstention threshold %.3f (predict %s below it), calibrated on %d random-draw rows",
+                          thr, cfg.fallback_label, len(sample))
+    return thr
+
+
 @task(name="fine-tune-model", cache_policy=NO_CACHE)
 def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str) -> dict[str, float]:
+    """The recipe (hitl/learning/recipe.py) on `data` (text, label); the model learns in place."""
     out = cfg.work_dir / "trainer" / tag
     out.mkdir(parents=True, exist_ok=True)
     log = get_run_logger()
-    log.info("Fine-tuning %s on %d rows for %s epochs", model.version, len(data), cfg.training.epochs)
-    metrics = modeling.fine_tune(model, data["text"].tolist(), data["label"].tolist(), cfg.training, out,
-                                 cfg.model.max_length)
-    log.info("Trained: loss %.4f, %.1f samples/s, %.1fs", metrics.get("train_loss", float("nan")),
-             metrics.get("train_samples_per_second", 0.0), metrics.get("train_runtime", 0.0))
+    counts = data["label"].value_counts()
+    log.info("Fine-tuning %s on %d rows of %d labels (fewest: %d rows) for at most %s epochs",
+             model.version, len(data), len(counts), int(counts.min()), cfg.training.epochs)
+    metrics = recipe.fine_tune(model, data["text"].tolist(), data["label"].tolist(), cfg.training, out,
+                               cfg.model.max_length, cfg.fallback_label)
+    for lab, n in counts.items():
+        model.trained_counts[str(lab)] = model.trained_counts.get(str(lab), 0) + int(n)
+    log.info("Trained: best epoch %s of %s (validation balanced accuracy %.3f on %d rows), %d new head rows, "
+             "%.1f samples/s, %.0fs", metrics.get("best_epoch", "-"), metrics.get("epoch", "-"),
+             metrics.get("best_validation_balanced_accuracy", float("nan")), int(metrics["validation_rows"]),
+             int(metrics["new_head_rows"]), metrics.get("train_samples_per_second", 0.0),
+             metrics.get("train_runtime", 0.0))
     return metrics
 
 

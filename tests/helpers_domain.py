@@ -74,7 +74,7 @@ def review_items(n: int, *, prefix: str = "t", required: int | list[int] = 1, ch
         "locale": "en-US",
         "tier": "free",
         "selection_reason": "uncertain",
-        "evaluator_reasons": "low_confidence: confidence 0.50 < threshold 0.60",
+        "evaluator_reasons": "uncertainty: 1 - margin 0.90 >= window p80 0.85",
         "priority": priority,
         "required_annotations": required,
     })

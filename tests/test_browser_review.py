@@ -24,9 +24,9 @@ def small(tmp_path_factory):
         world={"seed": 3, "launch_per_intent": 6, "production_size": 60, "drift_channel": "voice",
                "drift_share": 0.3, "invalid_share": 0.0},
         model={"registered_name": "browser-intent", "max_length": 32},
-        selection={"budget": 2, "random_share": 0.0, "stratify_by": "channel", "min_per_cohort": 0, "seed": 0},
+        selection={"budget": 2, "random_share": 0.0, "strata": ["channel"], "seed": 0},
         review={"batch_size": 2, "overlap_share": 0.0, "poll_interval_s": 1, "timeout_s": 600},
-        training={"epochs": 1, "batch_size": 16, "learning_rate": 0.0001, "seed": 42, "max_steps": 2},
+        training={"epochs": 1, "batch_size": 16, "seed": 42, "max_steps": 2},
     )
 
 

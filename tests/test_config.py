@@ -29,8 +29,8 @@ def test_demo_config_loads():
     assert len(cfg.labels) == 10 and len(set(cfg.labels)) == 10
     assert "card_lost" in cfg.labels
     assert cfg.cohorts == ["channel", "locale", "tier"]
-    assert cfg.selection.stratify_by in cfg.cohorts
-    assert (cfg.selection.budget, cfg.review.batch_size, cfg.dataset.holdout_share) == (320, 40, 0.35)
+    assert set(cfg.selection.strata) <= set(cfg.cohorts)
+    assert (cfg.selection.budget, cfg.review.batch_size, cfg.dataset.hard_case_share) == (900, 40, 0.2)
     assert cfg.prefect_api_url == "http://127.0.0.1:4270/api"
     assert cfg.mlflow_uri == "http://127.0.0.1:5070"
     assert cfg.state.is_absolute() and cfg.state.parts[-2:] == (".hitl", "demo")
@@ -76,20 +76,36 @@ def test_fewer_than_two_labels_are_refused(tmp_path):
         load_config(_write(tmp_path, {"project": "x"}))
 
 
-def test_stratify_by_must_be_a_cohort(tmp_path):
+def test_random_draw_strata_must_be_cohorts(tmp_path):
     raw = _demo_raw()
-    raw["selection"]["stratify_by"] = "region"
-    with pytest.raises(pydantic.ValidationError, match="stratify_by='region' is not one of cohorts"):
+    raw["selection"]["strata"] = ["region"]
+    with pytest.raises(pydantic.ValidationError, match=r"selection.strata \['region'\] are not among cohorts"):
         load_config(_write(tmp_path, raw))
-    raw["selection"]["stratify_by"] = None
-    assert load_config(_write(tmp_path, raw)).selection.stratify_by is None
-    raw["cohorts"], raw["selection"]["stratify_by"] = ["channel", "region"], "region"
-    assert load_config(_write(tmp_path, raw)).selection.stratify_by == "region"
+    raw["selection"]["strata"] = []
+    assert load_config(_write(tmp_path, raw)).selection.strata == []
+    raw["cohorts"], raw["selection"]["strata"] = ["channel", "region"], ["region", "channel"]
+    assert load_config(_write(tmp_path, raw)).selection.strata == ["region", "channel"]
+
+
+def test_fallback_label_and_label_groups_must_name_labels(tmp_path):
+    raw = _demo_raw() | {"fallback_label": "out_of_scope"}
+    with pytest.raises(pydantic.ValidationError, match="fallback_label='out_of_scope' is not one of labels"):
+        load_config(_write(tmp_path, raw))
+    raw = _demo_raw() | {"evaluation": {"label_groups": {"new": ["card_lost", "crypto"]}}}
+    with pytest.raises(pydantic.ValidationError, match=r"label_groups name labels that are not in labels"):
+        load_config(_write(tmp_path, raw))
+
+
+def test_unknown_selection_components_are_refused(tmp_path):
+    raw = _demo_raw()
+    raw["selection"]["components"] = {"uncertain": 1.0, "vibes": 0.5}
+    with pytest.raises(pydantic.ValidationError, match="unknown selection components"):
+        load_config(_write(tmp_path, raw))
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [
     ("selection", "random_share", 1.5), ("selection", "budget", 0), ("review", "batch_size", 0),
-    ("dataset", "holdout_share", 1.0), ("world", "invalid_share", 0.9), ("review", "overlap_share", -0.1),
+    ("dataset", "hard_case_share", 1.0), ("world", "invalid_share", 0.9), ("review", "overlap_share", -0.1),
 ])
 def test_out_of_range_values_are_refused(tmp_path, section, key, value):
     raw = _demo_raw()

@@ -83,7 +83,9 @@ def test_the_loop_end_to_end(e2e):
     assert [v.version for v in found] == [1]
     records, dv = versions.load(cfg)
     assert dv.rows == len(records) == 30 and set(records["trace_id"]) == set(fields.values())
-    assert set(records["split"]) == {"train", "holdout"}
+    random = records[records["selection_reason"] == "random"]
+    assert len(random) == 15 and (random["split"] == "regression").all() and random["inclusion_prob"].gt(0).all()
+    assert set(records["split"]) <= {"train", "hard_case", "regression"} and (records["split"] == "train").any()
     logged = client.get_run(dv.run_id).inputs.dataset_inputs[0].dataset
     assert logged.name == "e2e-dataset@1" and logged.digest
 
@@ -96,7 +98,7 @@ def test_the_loop_end_to_end(e2e):
     proc = start(path, "eval")
     try:
         approval = wait_paused(cfg, APPROVAL_FORM)
-        assert "Fail rate by channel" in approval.description
+        assert "Estimated production fail rate" in approval.description and "By channel" in approval.description
         hitl(path, "approve", "--approver", "e2e-manager", "--reason", "looks right")
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out[-3000:]
@@ -107,11 +109,13 @@ def test_the_loop_end_to_end(e2e):
     report = (cfg.reports_dir / "latest.md").read_text()
     assert "approved by e2e-manager" in report and "| voice |" in report
     assert "- dataset: e2e-dataset@1" in report and "- reviewers: tester" in report
+    assert "- leakage guard: passed" in report and "Strongest simple baseline" in report
     table = pd.read_csv(mlflow.artifacts.download_artifacts(
         run_id=client.search_runs([mlflow.get_experiment_by_name("e2e-regression-eval").experiment_id])[0]
-        .info.run_id, artifact_path="report/cohort_regression.csv"))
+        .info.run_id, artifact_path="report/production_estimates.csv"))
     overall = table[table["cohort"] == "overall"].iloc[0]
-    assert overall["n"] == (records["split"] == "holdout").sum()
+    assert overall["n"] == len(random)
+    assert chall.tags["hitl.leakage_check"].startswith("passed")
 
     # 7. status lists the stack, the queue, the dataset version and the aliases
     out = hitl(path, "status").stdout

@@ -1,4 +1,4 @@
-"""Automated evaluators (hitl/evaluators.py) on fixed traces with known verdicts."""
+"""Automated evaluators (hitl/sampling/evaluators.py) on fixed traces with known verdicts."""
 
 from __future__ import annotations
 
@@ -8,33 +8,32 @@ import pandas as pd
 import pytest
 from helpers_domain import make_cfg
 
-from hitl.sampling.evaluators import EVALUATORS, low_confidence, run_evaluators, summarize, task_completion
+from hitl.sampling.evaluators import EVALUATORS, run_evaluators, summarize, task_completion, uncertainty
 from hitl.schemas import EvaluationResult
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    return make_cfg(tmp_path, evaluators={"low_confidence_threshold": 0.6, "task_completion_threshold": 0.5})
+    return make_cfg(tmp_path, evaluators={"uncertain_quantile": 0.25, "task_completion_threshold": 0.5})
 
 
 def _traces(rows: list[dict]) -> pd.DataFrame:
-    base = {"confidence": 0.9, "output": "Done.", "metadata": json.dumps({"outcome": "resolved"})}
+    base = {"margin": 0.9, "entropy": 0.1, "output": "Done.", "metadata": json.dumps({"outcome": "resolved"})}
     return pd.DataFrame([{"trace_id": f"t{i}", **base, **r} for i, r in enumerate(rows)])
 
 
-def test_low_confidence_threshold_edge(cfg):
-    traces = _traces([{"confidence": c} for c in (0.0, 0.5999, 0.6, 0.61, 1.0)])
-    res = low_confidence(traces, cfg)
-    assert list(res["passed"]) == [False, False, True, True, True]
-    assert list(res["score"]) == pytest.approx([0.0, 0.5999, 0.6, 0.61, 1.0])
-    assert set(res["evaluator"]) == {"low_confidence"} and set(res["evaluator_version"]) == {"1"}
-    assert res["reason"].iloc[1] == "confidence 0.60 < threshold 0.60"
-    assert res["reason"].iloc[2] == "confidence 0.60 >= threshold 0.60"
+def test_uncertainty_fails_the_most_uncertain_quantile_of_the_window(cfg):
+    traces = _traces([{"margin": m} for m in (0.05, 0.3, 0.5, 0.7, 0.9, 0.95, 0.96, 0.99)])
+    res = uncertainty(traces, cfg)
+    assert list(res["passed"]) == [False, False, True, True, True, True, True, True]  # top 25% of 1 - margin
+    assert list(res["score"]) == pytest.approx([0.95, 0.7, 0.5, 0.3, 0.1, 0.05, 0.04, 0.01])
+    assert set(res["evaluator"]) == {"uncertainty"} and set(res["evaluator_version"]) == {"2"}
+    assert res["reason"].iloc[0].startswith("1 - margin 0.95 >= window p75")
 
 
-def test_low_confidence_follows_the_configured_threshold(tmp_path):
-    cfg = make_cfg(tmp_path, evaluators={"low_confidence_threshold": 0.9})
-    res = low_confidence(_traces([{"confidence": 0.85}, {"confidence": 0.95}]), cfg)
+def test_uncertainty_can_rank_by_entropy(tmp_path):
+    cfg = make_cfg(tmp_path, evaluators={"uncertain_quantile": 0.5}, selection={"uncertainty": "entropy"})
+    res = uncertainty(_traces([{"entropy": 0.9, "margin": 0.9}, {"entropy": 0.1, "margin": 0.0}]), cfg)
     assert list(res["passed"]) == [False, True]
 
 
@@ -84,22 +83,23 @@ def test_run_evaluators_stacks_all_and_validates(cfg):
     only = run_evaluators(traces, cfg, ["task_completion"])
     assert set(only["evaluator"]) == {"task_completion"}
     with pytest.raises(ValueError, match="nope"):
-        run_evaluators(traces, cfg, ["low_confidence", "nope"])
+        run_evaluators(traces, cfg, ["uncertainty", "nope"])
 
 
-def test_summarize_flags_any_failure_and_joins_reasons(cfg):
+def test_summarize_flags_outcome_failures_and_joins_every_reason(tmp_path):
+    cfg = make_cfg(tmp_path, evaluators={"uncertain_quantile": 0.5})
     traces = _traces([
-        {"confidence": 0.9},                                              # passes both
-        {"confidence": 0.2},                                              # low confidence only
-        {"confidence": 0.2, "metadata": json.dumps({"outcome": "escalated"})},  # fails both
-        {"confidence": 0.95, "output": "Let me transfer you to a human agent."},  # cue only
+        {"margin": 0.9},                                                  # passes both
+        {"margin": 0.01},                                                 # uncertain only: a model signal
+        {"margin": 0.02, "metadata": json.dumps({"outcome": "escalated"})},  # fails both
+        {"margin": 0.95, "output": "Let me transfer you to a human agent."},  # cue only
     ])
     out = summarize(traces, run_evaluators(traces, cfg)).set_index("trace_id")
-    assert out["flagged"].to_dict() == {"t0": False, "t1": True, "t2": True, "t3": True}
+    assert out["flagged"].to_dict() == {"t0": False, "t1": False, "t2": True, "t3": True}
     assert out.loc["t0", "evaluator_reasons"] == "all evaluators passed"
-    assert out.loc["t1", "evaluator_reasons"] == "low_confidence: confidence 0.20 < threshold 0.60"
+    assert out.loc["t1", "evaluator_reasons"].startswith("uncertainty: 1 - margin 0.99 >= window")
     assert out.loc["t2", "evaluator_reasons"].count("; ") == 1
-    assert "low_confidence: " in out.loc["t2", "evaluator_reasons"]
+    assert "uncertainty: " in out.loc["t2", "evaluator_reasons"]
     assert "task_completion: conversation outcome was 'escalated'" in out.loc["t2", "evaluator_reasons"]
     assert out.loc["t3", "evaluator_reasons"].startswith("task_completion: reply contains escalation cue")
     assert list(out.index) == list(traces["trace_id"])  # one row per trace, in trace order

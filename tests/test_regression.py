@@ -1,4 +1,5 @@
-"""Regression statistics and the release gate (hitl/regression.py) on data with known answers."""
+"""Regression statistics (hitl/evaluation/regression.py): production estimates by domain, verdicts, the
+non-inferiority gate on constructed cases, hard cases, reviewer agreement."""
 
 from __future__ import annotations
 
@@ -8,175 +9,150 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers_domain import make_cfg
-from scipy.stats import binomtest
 from sklearn.metrics import cohen_kappa_score
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.proportion import proportion_confint
 
-from hitl.evaluation.regression import OVERALL, agreement, cohort_table, gate, mcnemar_p, wilson
-
-# ---- wilson / mcnemar ----
-
-@pytest.mark.parametrize(("fails", "n"), [(0, 10), (5, 10), (10, 10), (3, 47), (1, 1), (120, 400)])
-def test_wilson_matches_statsmodels(fails, n):
-    lo, hi = proportion_confint(fails, n, alpha=0.05, method="wilson")
-    assert wilson(fails, n) == pytest.approx((lo, hi), abs=1e-12)
-
-
-def test_wilson_known_values():
-    assert wilson(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-4)
-    assert wilson(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-4)
-    lo, hi = wilson(0, 0)
-    assert math.isnan(lo) and math.isnan(hi)
+from hitl.evaluation import estimates, paired
+from hitl.evaluation.regression import (
+    BETTER,
+    NO_CHANGE,
+    OVERALL,
+    TOO_SMALL,
+    WORSE,
+    agreement,
+    domains,
+    gate,
+    hard_case_table,
+    overall,
+    production_table,
+)
 
 
-def test_mcnemar_matches_statsmodels_exact():
-    # paired outcomes: b = champion fails & challenger passes, c = the reverse
-    champ = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0], dtype=bool)
-    chall = np.array([0, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0], dtype=bool)
-    b, c = int(np.sum(champ & ~chall)), int(np.sum(~champ & chall))
-    assert (b, c) == (3, 6)
-    expected = mcnemar([[99, b], [c, 99]], exact=True).pvalue  # the diagonal does not enter the exact test
-    assert mcnemar_p(champ, chall) == pytest.approx(expected, abs=1e-12)
-    assert mcnemar_p(champ, chall) == pytest.approx(binomtest(3, 9, 0.5).pvalue, abs=1e-12)
-    assert mcnemar_p(chall, champ) == pytest.approx(expected, abs=1e-12)  # symmetric
+def _cfg(tmp_path, **gate_kw):
+    return make_cfg(tmp_path, labels=["a", "b", "c"], cohorts=["channel"], selection={"strata": ["channel"]},
+                    evaluation={"label_groups": {"new": ["c"]}, "per_label": False}, gate=gate_kw)
 
 
-def test_mcnemar_known_values():
-    none = np.zeros(5, dtype=bool)
-    assert mcnemar_p(none, none) == 1.0  # no discordant pairs
-    one_way = np.array([True] * 7)
-    assert mcnemar_p(~one_way, one_way) == pytest.approx(2 / 2**7)  # 0 vs 7
-    champ = np.array([True, False, False, False, False, False, False])
-    chall = np.array([False, True, True, True, True, True, True])
-    assert mcnemar_p(champ, chall) == pytest.approx(2 * (1 + 7) / 2**7)  # 1 vs 6: p = 0.125
+def _sample(n_voice: int, n_app: int, p_voice: float = 0.1, p_app: float = 0.02) -> pd.DataFrame:
+    return pd.DataFrame({"label": (["a", "c"] * n_voice)[:n_voice] + ["b"] * n_app,
+                         "channel": ["voice"] * n_voice + ["app"] * n_app,
+                         "inclusion_prob": [p_voice] * n_voice + [p_app] * n_app})
 
 
-# ---- cohort_table ----
-
-@pytest.fixture
-def holdout():
-    """8 items: the champion fails two voice items, the challenger fails one web item."""
-    return pd.DataFrame({
-        "label":   ["a", "a", "b", "b", "a", "b", "a", "b"],
-        "channel": ["web", "web", "web", "web", "voice", "voice", "voice", "voice"],
-        "tier":    ["free", "pro", "free", "pro", "free", "pro", "free", "pro"],
-    })
+def _preds(sample: pd.DataFrame, wrong: np.ndarray) -> list[str]:
+    """The true label where `wrong` is False, another label where it is True."""
+    other = {"a": "b", "b": "a", "c": "a"}
+    return [other[y] if w else y for y, w in zip(sample["label"], wrong, strict=True)]
 
 
-CHAMPION = ["a", "a", "b", "b", "b", "a", "a", "b"]    # wrong on rows 4, 5
-CHALLENGER = ["b", "a", "b", "b", "a", "b", "a", "b"]  # wrong on row 0
+def test_domains_cover_overall_cohorts_label_groups_and_labels():
+    frame = pd.DataFrame({"label": ["a", "c", "b"], "channel": ["x", "y", "x"]})
+    names = [(c, v, list(m)) for c, v, m in domains(frame, ["channel"], {"new": ["c"]}, per_label=True)]
+    assert names[0] == (OVERALL, "all", [True, True, True])
+    assert ("channel", "x", [True, False, True]) in names and ("label_group", "new", [False, True, False]) in names
+    assert ("label", "b", [False, False, True]) in names
 
 
-def test_cohort_table_by_hand(holdout):
-    t = cohort_table(holdout, CHAMPION, CHALLENGER, ["channel", "tier"]).set_index(["cohort", "value"])
-    assert list(t.index) == [(OVERALL, "all"), ("channel", "voice"), ("channel", "web"),
-                             ("tier", "free"), ("tier", "pro"), ("label", "a"), ("label", "b")]
-    expected = {  # (n, champion fail rate, challenger fail rate)
-        (OVERALL, "all"): (8, 2 / 8, 1 / 8),
-        ("channel", "voice"): (4, 2 / 4, 0.0),
-        ("channel", "web"): (4, 0.0, 1 / 4),
-        ("tier", "free"): (4, 1 / 4, 1 / 4),   # rows 0, 2, 4, 6: champion row 4, challenger row 0
-        ("tier", "pro"): (4, 1 / 4, 0.0),      # rows 1, 3, 5, 7: champion row 5
-        ("label", "a"): (4, 1 / 4, 1 / 4),     # rows 0, 1, 4, 6
-        ("label", "b"): (4, 1 / 4, 0.0),       # rows 2, 3, 5, 7
-    }
-    for key, (n, ra, rb) in expected.items():
-        row = t.loc[key]
-        assert row["n"] == n
-        assert row["champion_fail_rate"] == pytest.approx(ra)
-        assert row["challenger_fail_rate"] == pytest.approx(rb)
-        assert row["delta"] == pytest.approx(rb - ra)
-        assert (row["champion_ci_low"], row["champion_ci_high"]) == pytest.approx(wilson(round(ra * n), n))
-    assert t.loc[("channel", "voice"), "mcnemar_p"] == pytest.approx(0.5)  # b=2, c=0
-    assert t.loc[("tier", "free"), "mcnemar_p"] == pytest.approx(1.0)     # b=1, c=1
+def test_production_table_by_hand(tmp_path):
+    """Weights 1/p: voice rows weigh 10, app rows 50. Champion fails 4 of 10 voice and 1 of 4 app rows."""
+    cfg = _cfg(tmp_path)
+    s = _sample(10, 4)
+    champ_wrong = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0], bool)
+    chall_wrong = np.array([0, 0, 0, 1, 0, 0, 0, 0, 0, 1] + [1, 0, 0, 0], bool)
+    t = production_table(s, _preds(s, champ_wrong), _preds(s, chall_wrong), cfg).set_index(["cohort", "value"])
+    o = t.loc[(OVERALL, "all")]
+    assert o["n"] == 14
+    assert o["champion"] == pytest.approx((4 * 10 + 1 * 50) / (10 * 10 + 4 * 50))
+    assert o["challenger"] == pytest.approx((2 * 10 + 1 * 50) / 300)
+    assert (o["b"], o["c"]) == (3, 1)
+    assert o["p"] == pytest.approx(paired.mcnemar_midp(3, 1))
+    assert o["n_eff"] == pytest.approx(estimates.kish_n_eff([10] * 10 + [50] * 4))
+    assert o["delta"] == pytest.approx(o["challenger"] - o["champion"])
+    v = t.loc[("channel", "voice")]
+    assert v["champion"] == pytest.approx(0.4) and v["challenger"] == pytest.approx(0.2)
+    assert t.loc[("label_group", "new"), "n"] == 5  # the "c" rows cut across no stratum here
+    p_raw = t["p"].to_numpy()
+    assert np.allclose(t["p_adjusted"], paired.holm(p_raw))
 
 
-def test_cohort_table_identical_models_have_zero_delta(holdout):
-    t = cohort_table(holdout, CHAMPION, CHAMPION, ["channel"])
-    assert (t["delta"] == 0).all()
-    assert (t["mcnemar_p"] == 1.0).all()
+def _constructed(n: int, both: int, b: int, c: int, seed: int = 0) -> tuple:
+    """n app rows: both models fail `both`, only the champion fails `b`, only the challenger fails `c`."""
+    s = _sample(0, n)
+    idx = np.random.default_rng(seed).permutation(n)
+    champ_wrong, chall_wrong = np.zeros(n, bool), np.zeros(n, bool)
+    champ_wrong[idx[:both + b]] = True
+    chall_wrong[idx[:both]] = True
+    chall_wrong[idx[both + b:both + b + c]] = True
+    return s, _preds(s, champ_wrong), _preds(s, chall_wrong)
 
 
-# ---- gate ----
-
-def _table(rows: list[tuple[str, str, int, float, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["cohort", "value", "n", "champion_fail_rate", "challenger_fail_rate",
-                                       "mcnemar_p"]).assign(
-        delta=lambda d: d["challenger_fail_rate"] - d["champion_fail_rate"])
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    return make_cfg(tmp_path, cohorts=["channel"], selection={"stratify_by": "channel"},
-                    gate={"max_overall_increase": 0.0, "min_cohort_size": 5})
+def test_gate_passes_a_clear_improvement(tmp_path):
+    cfg = _cfg(tmp_path)
+    s, a, b = _constructed(600, both=60, b=120, c=0)
+    t = production_table(s, a, b, cfg)
+    assert overall(t)["verdict"] == BETTER
+    g = gate(t, cfg)
+    assert g.passed and "non-inferior" in g.reasons[0]
 
 
-def test_gate_passes_when_nothing_got_worse(cfg):
-    res = gate(_table([(OVERALL, "all", 100, 0.20, 0.15, 0.04),
-                       ("channel", "web", 60, 0.10, 0.10, 1.0),
-                       ("channel", "voice", 40, 0.35, 0.22, 0.01)]), cfg)
-    assert res.passed
-    assert res.reasons == ["overall fail rate did not rise; no cohort rose significantly"]
+def test_gate_fails_when_the_challenger_may_be_worse_by_more_than_the_margin(tmp_path):
+    cfg = _cfg(tmp_path, margin=0.02)
+    s, a, b = _constructed(800, both=80, b=0, c=48)
+    t = production_table(s, a, b, cfg)
+    o = overall(t)
+    assert o["verdict"] == WORSE and o["delta_high"] > 0.02
+    g = gate(t, cfg)
+    assert not g.passed and any("may be worse" in r for r in g.reasons)
 
 
-def test_gate_fails_when_overall_rises(cfg):
-    res = gate(_table([(OVERALL, "all", 100, 0.20, 0.21, 0.9),
-                       ("channel", "web", 100, 0.20, 0.21, 0.9)]), cfg)
-    assert not res.passed
-    assert len(res.reasons) == 1 and res.reasons[0].startswith("overall fail rate rose 20.0% -> 21.0%")
+def test_no_significant_rise_is_not_enough_non_inferiority_is_asked(tmp_path):
+    """+2.5 points on 1,500 traces is not significant, but its upper bound is above a 2-point margin: the old
+    "no significant rise" gate would pass it; non-inferiority does not."""
+    cfg = _cfg(tmp_path, margin=0.02)
+    s, a, b = _constructed(1500, both=100, b=200, c=237)
+    t = production_table(s, a, b, cfg)
+    o = overall(t)
+    assert o["p_adjusted"] > 0.05 and o["verdict"] == NO_CHANGE
+    assert o["delta_high"] > 0.02
+    assert not gate(t, cfg).passed
 
 
-def test_gate_allows_the_configured_overall_increase(tmp_path):
-    cfg = make_cfg(tmp_path, gate={"max_overall_increase": 0.02})
-    assert gate(_table([(OVERALL, "all", 100, 0.20, 0.22, 0.5)]), cfg).passed
-    assert not gate(_table([(OVERALL, "all", 100, 0.20, 0.23, 0.5)]), cfg).passed
+def test_small_samples_are_too_small_to_judge_and_listed(tmp_path):
+    cfg = _cfg(tmp_path, margin=0.02, max_detectable_change=0.10)
+    s, a, b = _constructed(40, both=8, b=2, c=3)
+    t = production_table(s, a, b, cfg)
+    o = overall(t)
+    assert o["verdict"] == TOO_SMALL and o["mdc"] > 0.10 and o["labels_needed"] > 0
+    g = gate(t, cfg)
+    assert not g.passed and "overall is too small to judge" in g.reasons[0]
+    assert any(x.startswith("overall=all (n=40") for x in g.too_small)
 
 
-def test_gate_fails_on_a_significant_cohort_rise(cfg):
-    res = gate(_table([(OVERALL, "all", 100, 0.30, 0.20, 0.01),
-                       ("channel", "web", 80, 0.35, 0.10, 0.001),
-                       ("channel", "voice", 20, 0.10, 0.60, 0.002)]), cfg)
-    assert not res.passed
-    assert len(res.reasons) == 1 and res.reasons[0].startswith("channel=voice fail rate rose significantly")
+def test_a_too_small_cohort_is_listed_not_passed_silently(tmp_path):
+    cfg = _cfg(tmp_path, margin=0.02)
+    big, a, b = _constructed(1200, both=120, b=240, c=0)
+    small = pd.DataFrame({"label": ["a"] * 12, "channel": ["voice"] * 12, "inclusion_prob": 0.02})
+    wrong = np.array([1, 0] * 6, bool)
+    s = pd.concat([big, small], ignore_index=True)
+    t = production_table(s, a + _preds(small, wrong), b + _preds(small, wrong[::-1]), cfg)
+    voice = t.set_index(["cohort", "value"]).loc[("channel", "voice")]
+    assert voice["verdict"] == TOO_SMALL
+    g = gate(t, cfg)
+    assert g.passed and any(x.startswith("channel=voice") for x in g.too_small)
 
 
-def test_gate_ignores_insignificant_and_small_cohorts(cfg):
-    table = _table([(OVERALL, "all", 100, 0.30, 0.20, 0.01),
-                    ("channel", "web", 96, 0.30, 0.15, 0.001),
-                    ("channel", "voice", 30, 0.10, 0.20, 0.30),   # rose, but not significantly
-                    ("channel", "fax", 4, 0.0, 1.0, 0.01)])       # significant, but below min_cohort_size
-    assert gate(table, cfg).passed
+def test_gate_refuses_an_empty_regression_set(tmp_path):
+    cfg = _cfg(tmp_path)
+    t = production_table(_sample(0, 0), [], [], cfg)
+    assert not gate(t, cfg).passed
 
 
-def test_gate_on_a_real_cohort_table(tmp_path):
-    """Overall better, but 10 of 12 voice items newly fail (exact McNemar p = 0.002)."""
-    n_voice, n_web = 12, 30
-    holdout = pd.DataFrame({"label": ["a", "b"] * ((n_voice + n_web) // 2),
-                            "channel": ["voice"] * n_voice + ["web"] * n_web})
-    truth = list(holdout["label"])
-    flip = {"a": "b", "b": "a"}
-    champion = [flip[y] if n_voice <= i < n_voice + 12 else y for i, y in enumerate(truth)]  # 12 web fails
-    challenger = [flip[y] if i < 10 else y for i, y in enumerate(truth)]                     # 10 voice fails
-    table = cohort_table(holdout, champion, challenger, ["channel"])
-    voice = table[(table["cohort"] == "channel") & (table["value"] == "voice")].iloc[0]
-    assert voice["mcnemar_p"] == pytest.approx(2 / 2**10)
-    assert table[table["cohort"] == OVERALL].iloc[0]["delta"] < 0
+def test_hard_cases_are_plain_rates_by_reason():
+    hard = pd.DataFrame({"label": ["a", "a", "b", "b"], "selection_reason": ["novel", "novel", "uncertain", "novel"]})
+    t = hard_case_table(hard, ["b", "b", "b", "a"], ["a", "b", "b", "b"]).set_index(["cohort", "value"])
+    assert t.loc[(OVERALL, "all"), "champion"] == pytest.approx(3 / 4)
+    assert t.loc[(OVERALL, "all"), "challenger"] == pytest.approx(1 / 4)
+    assert t.loc[("selection_reason", "novel"), "n"] == 3
 
-    strict = make_cfg(tmp_path, cohorts=["channel"], gate={"min_cohort_size": 5})
-    res = gate(table, strict)
-    assert not res.passed and any(r.startswith("channel=voice") for r in res.reasons)
-    lenient = make_cfg(tmp_path, cohorts=["channel"], gate={"min_cohort_size": 13})
-    assert gate(table, lenient).passed  # the voice cohort (12) is now too small to judge
-
-
-def test_gate_refuses_an_empty_holdout(cfg):
-    table = cohort_table(pd.DataFrame({"label": [], "channel": []}, dtype=str), [], [], ["channel"])
-    res = gate(table, cfg)
-    assert not res.passed and "empty" in res.reasons[0]
-
-
-# ---- agreement ----
 
 def _annotations(pairs: list[tuple[str, str]], singles: int = 0) -> pd.DataFrame:
     rows, aid = [], 0

@@ -31,7 +31,7 @@ def cfg(tmp_path):
 
 def _item(i: int, **kw) -> dict:
     return {"trace_id": f"tr-{i}", "input": f"message number {i}", "output": "reply", "prediction": "card_lost",
-            "confidence": 0.42, "selection_reason": "flagged", "evaluator_reasons": "low_confidence: low",
+            "confidence": 0.42, "selection_reason": "flagged", "evaluator_reasons": "uncertainty: high",
             "channel": "voice", "locale": "en-GB", "tier": "premium", **kw}
 
 

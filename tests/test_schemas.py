@@ -50,7 +50,12 @@ def _records(n: int, cfg, **cols) -> pd.DataFrame:
         "trace_id": [f"tr-{i}" for i in range(n)],
         "text": [f"text {i}" for i in range(n)],
         "label": [cfg.labels[i % len(cfg.labels)] for i in range(n)],
-        "split": ["train" if i % 2 else "holdout" for i in range(n)],
+        "split": ["train" if i % 2 else "regression" for i in range(n)],
+        "selection_reason": ["uncertain" if i % 2 else "random" for i in range(n)],
+        "text_group": [f"g{i}" for i in range(n)],
+        "inclusion_prob": [None if i % 2 else 0.1 for i in range(n)],
+        "window": [None if i % 2 else "2026-01-01" for i in range(n)],
+        "stratum": [None if i % 2 else "channel=web_chat" for i in range(n)],
         "reviewers": "alice",
         "annotation_ids": [str(i) for i in range(n)],
         "source": "human_review",
@@ -62,7 +67,7 @@ def _records(n: int, cfg, **cols) -> pd.DataFrame:
 
 
 def test_trace_schema_adds_configured_cohorts(tmp_path):
-    cfg = make_cfg(tmp_path, cohorts=["channel", "region"], selection={"stratify_by": "region"})
+    cfg = make_cfg(tmp_path, cohorts=["channel", "region"], selection={"strata": ["region"]})
     cols = set(trace_schema(cfg).columns)
     assert {"trace_id", "timestamp", "input", "confidence", "metadata", "channel", "region"} <= cols
     assert "tier" not in cols
@@ -146,16 +151,17 @@ def test_review_item_schema_restricts_reason_and_annotations(cfg):
         "trace_id": ["a", "b", "c"], "input": "x", "output": "y", "prediction": "card_lost",
         "confidence": 0.4, "selection_reason": ["flagged", "because", "calibration"],
         "evaluator_reasons": "", "priority": 1.0, "required_annotations": [1, 2, 3],
+        "inclusion_prob": float("nan"), "window": None, "stratum": None,
         "channel": "web_chat", "locale": "en-US", "tier": "free",
     })
     good, bad = validate_split(items, review_item_schema(cfg))
     assert list(good["trace_id"]) == ["a"]
     assert sorted(bad["trace_id"]) == ["b", "c"]
-    assert set(SELECTION_REASONS) == {"flagged", "uncertain", "calibration", "cohort_quota"}
+    assert set(SELECTION_REASONS) == {"random", "uncertain", "novel", "disagreement", "flagged"}
 
 
 _bad_values = {
-    "confidence": st.sampled_from([1.7, -0.1, 12.0, float("nan")]),
+    "confidence": st.sampled_from([1.7, -0.1, 12.0]),  # NaN is allowed: the champion re-scores every trace
     "input": st.sampled_from(["", "x" * 10_001, None]),
     "metadata": st.sampled_from(["{oops", "null", "[1]", '"str"', ""]),
     "channel": st.just(None),

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from hitl.config import Config
-from hitl.hashing import stable_fraction
+from hitl.datasets.splits import assign_splits
+from hitl.hashing import text_group
 from hitl.schemas import dataset_schema, validate_split
 
 TAG = "hitl.dataset."
@@ -39,27 +40,32 @@ class DatasetVersion:
         return f"{self.name}@{self.version}"
 
 
-def assign_split(trace_ids: pd.Series, holdout_share: float) -> pd.Series:
-    """'holdout' or 'train' from a stable hash of trace_id: a trace never changes side across versions."""
-    return trace_ids.map(lambda t: "holdout" if stable_fraction(t, "holdout") < holdout_share else "train")
+RECORD_COLUMNS = ["trace_id", "text", "label", "split", "selection_reason", "text_group", "inclusion_prob", "window",
+                  "stratum", "reviewers", "annotation_ids", "source"]
 
 
 def build_records(resolved: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Resolved review items -> (valid DatasetRecord rows, quarantined rows with reasons)."""
+    """Resolved review items -> (valid DatasetRecord rows with their split, quarantined rows with reasons)."""
     if resolved.empty:
-        cols = ["trace_id", "text", "label", "split", "reviewers", "annotation_ids", "source", *cfg.cohorts]
+        cols = [*RECORD_COLUMNS, *cfg.cohorts]
         return pd.DataFrame(columns=cols), pd.DataFrame(columns=cols)
     df = pd.DataFrame({
         "trace_id": resolved["trace_id"].astype(str),
         "text": resolved["input"],
         "label": resolved["label"],
-        "split": assign_split(resolved["trace_id"].astype(str), cfg.dataset.holdout_share),
+        "selection_reason": resolved["selection_reason"].astype(str),
+        "text_group": resolved["input"].map(text_group),
+        "inclusion_prob": pd.to_numeric(resolved["inclusion_prob"], errors="coerce").astype(float),
+        "window": resolved["window"], "stratum": resolved["stratum"],
         "reviewers": resolved["reviewers"].astype(str),
         "annotation_ids": resolved["annotation_ids"].astype(str),
         "source": "human_review",
         **{c: resolved[c].astype(str) for c in cfg.cohorts},
     })
-    df = df.sort_values("trace_id").reset_index(drop=True)
+    for c in ("window", "stratum"):
+        df[c] = df[c].astype(object).where(df[c].notna(), None)
+    df["split"] = assign_splits(df, cfg.dataset.hard_case_share)
+    df = df[[*RECORD_COLUMNS, *cfg.cohorts]].sort_values("trace_id").reset_index(drop=True)
     return validate_split(df, dataset_schema(cfg))
 
 
@@ -135,7 +141,8 @@ def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | No
             TAG + "name": cfg.dataset.name, TAG + "version": str(version),
             TAG + "parent": str(latest.version) if latest else "none", TAG + "sha256": digest,
             TAG + "rows": str(len(records)), TAG + "train_rows": str(split_counts.get("train", 0)),
-            TAG + "holdout_rows": str(split_counts.get("holdout", 0)),
+            TAG + "hard_case_rows": str(split_counts.get("hard_case", 0)),
+            TAG + "regression_rows": str(split_counts.get("regression", 0)),
             TAG + "reviewers": ",".join(sorted({r for rs in records["reviewers"] for r in rs.split(",")})),
             TAG + "status": "writing", **(extra_tags or {}),
         }
@@ -159,7 +166,8 @@ def lineage(dv: DatasetVersion) -> dict[str, str]:
     kappa = t.get(TAG + "kappa", "nan")
     return {
         "dataset": f"{dv.ref} (parent {dv.parent or 'none'}, sha256 {dv.sha256[:12]}, run {dv.run_id[:12]})",
-        "rows": f"{dv.rows} ({t.get(TAG + 'train_rows', '?')} train, {t.get(TAG + 'holdout_rows', '?')} hold-out)",
+        "rows": f"{dv.rows} ({t.get(TAG + 'train_rows', '?')} train, {t.get(TAG + 'hard_case_rows', '?')} hard-case "
+                f"hold-out, {t.get(TAG + 'regression_rows', '?')} regression set)",
         "reviewers": t.get(TAG + "reviewers", "?"),
         "agreement": f"Cohen's kappa {kappa} on {t.get(TAG + 'kappa_pairs', '0')} double-labelled items; "
                      f"{t.get(TAG + 'disputed', '0')} disputed items held back",

@@ -1,4 +1,7 @@
-"""The post-retrain eval delta report: Markdown (Prefect/MLflow artifact) and a self-contained HTML page."""
+"""The post-retrain eval delta report, in the order a manager asks: what is the production fail rate before
+and after, per cohort, is the change real or too small to judge, how has it moved across releases; then the
+hard cases, the gate and the lineage. Markdown (Prefect/MLflow artifact) and a self-contained HTML page.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from hitl import markdown
-from hitl.evaluation.regression import OVERALL, GateResult
+from hitl.evaluation.estimates import OVERALL
+from hitl.evaluation.regression import TOO_SMALL, GateResult, overall
 
-PCT = ("champion", "challenger", "delta")  # displayed as percentages
-CAVEAT = ("The hold-out is made of reviewed traces, which the sampler picks mostly among uncertain and flagged "
-          "ones: its fail rates are higher than production's. Compare champion and challenger on it, not "
-          "with production dashboards. p is an exact McNemar test on the same items.")
+ESTIMATE_NOTE = ("Fail rates are estimates of production: the regression set is a stratified random sample of "
+                 "each window's traffic, weighted by 1/inclusion probability (Hajek), with 95% Wilson intervals at "
+                 "the Kish effective sample size. The change is paired (same traces, both models; Agresti-Min "
+                 "interval); p is McNemar mid-p, Holm-adjusted across every row of this report.")
+HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
+             "training. They are not production: their fail rates are far above it by design.")
 
 
 def heading(cohort: str) -> str:
-    return "Overall" if cohort == OVERALL else f"Fail rate by {cohort}"
+    return "Overall" if cohort == OVERALL else f"By {cohort.replace('_', ' ')}"
 
 
 @dataclass
@@ -30,122 +37,214 @@ class ReportContext:
     dataset: str
     champion_version: str
     challenger_version: str
-    table: pd.DataFrame
+    table: pd.DataFrame  # regression.production_table
     gate: GateResult
     decision: str = "pending"
+    latest: pd.DataFrame | None = None  # the same table on the latest window only
+    latest_window: str = ""
+    hard: pd.DataFrame | None = None  # regression.hard_case_table
+    baseline: dict | None = None  # name, estimate, low, high, n (the anchor on the regression set)
+    trend: pd.DataFrame | None = None  # earlier reports: when, champion/challenger versions and estimates
+    lineage: dict[str, str] = field(default_factory=dict)
     generated_at: str = ""
-    lineage: dict[str, str] = field(default_factory=dict)  # where the data and models came from
 
     def __post_init__(self) -> None:
         self.generated_at = self.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _display(table: pd.DataFrame) -> pd.DataFrame:
-    t = table.copy()
-    t["champion 95% CI"] = [f"{lo:.0%}–{hi:.0%}" if lo == lo else "—"
-                            for lo, hi in zip(t["champion_ci_low"], t["champion_ci_high"], strict=True)]
-    t["challenger 95% CI"] = [f"{lo:.0%}–{hi:.0%}" if lo == lo else "—"
-                              for lo, hi in zip(t["challenger_ci_low"], t["challenger_ci_high"], strict=True)]
-    t["p (McNemar)"] = t["mcnemar_p"].map(lambda p: f"{p:.3f}")
-    t = t.rename(columns={"champion_fail_rate": "champion", "challenger_fail_rate": "challenger"})
-    return t[["cohort", "value", "n", "champion", "champion 95% CI", "challenger", "challenger 95% CI", "delta",
-              "p (McNemar)"]]
+def _pct(v: float, signed: bool = False) -> str:
+    if v != v:
+        return "—"
+    return f"{100 * v:+.1f} pts" if signed else f"{v:.1%}"
+
+
+def _ci(lo: float, hi: float, signed: bool = False) -> str:
+    if lo != lo:
+        return "—"
+    return f"{100 * lo:+.1f} to {100 * hi:+.1f}" if signed else f"{lo:.1%}–{hi:.1%}"
+
+
+def verdict_text(r) -> str:
+    if r.verdict == TOO_SMALL:
+        need = f"; ~{r.labels_needed} more random labels" if r.labels_needed > 0 else ""
+        return f"too small to judge (detects ≥{100 * r.mdc:.0f} pts{need})" if np.isfinite(r.mdc) else \
+            f"too small to judge{need}"
+    return f"{r.verdict} (p={r.p_adjusted:.3g})"
+
+
+def display_rows(ctx: ReportContext) -> pd.DataFrame:
+    """One printable row per domain: before -> after with intervals, change, verdict, latest window."""
+    latest = ctx.latest.set_index(["cohort", "value"]) if ctx.latest is not None and len(ctx.latest) else None
+    rows = []
+    for r in ctx.table.itertuples():
+        row = {"cohort": r.cohort, "value": r.value, "n": r.n,
+               "champion": _pct(r.champion), "champion 95% CI": _ci(r.champion_low, r.champion_high),
+               "challenger": _pct(r.challenger), "challenger 95% CI": _ci(r.challenger_low, r.challenger_high),
+               "change": _pct(r.delta, True), "change 95% CI": _ci(r.delta_low, r.delta_high, True),
+               "b / c": f"{r.b} / {r.c}", "verdict": verdict_text(r)}
+        if latest is not None:
+            key = (r.cohort, r.value)
+            row["latest window"] = (f"{_pct(latest.loc[key, 'champion'])} → {_pct(latest.loc[key, 'challenger'])} "
+                                    f"(n={latest.loc[key, 'n']})") if key in latest.index else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def headline(ctx: ReportContext) -> str:
-    o = ctx.table[ctx.table["cohort"] == OVERALL].iloc[0]
-    return (f"Overall fail rate {o['champion_fail_rate']:.1%} (champion v{ctx.champion_version}) -> "
-            f"{o['challenger_fail_rate']:.1%} (challenger v{ctx.challenger_version}) on {o['n']} hold-out "
-            f"items; gate {'PASS' if ctx.gate.passed else 'FAIL'}")
+    o = overall(ctx.table)
+    return (f"Estimated production fail rate {_pct(o['champion'])} ({_ci(o['champion_low'], o['champion_high'])}) "
+            f"for champion v{ctx.champion_version} -> {_pct(o['challenger'])} "
+            f"({_ci(o['challenger_low'], o['challenger_high'])}) for challenger v{ctx.challenger_version}: "
+            f"{_pct(o['delta'], True)} ({_ci(o['delta_low'], o['delta_high'], True)}), {verdict_text(o)}, "
+            f"on {o['n']} random-sample traces; gate {'PASS' if ctx.gate.passed else 'FAIL'}")
+
+
+def _hard_rows(hard: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{"reason": r.value, "n": r.n, "champion": _pct(r.champion), "challenger": _pct(r.challenger),
+                          "change": _pct(r.delta, True), "b / c": f"{r.b} / {r.c}", "p (mid-p)": f"{r.p:.3g}"}
+                         for r in hard.itertuples()])
+
+
+def _baseline_line(ctx: ReportContext) -> str | None:
+    b = ctx.baseline
+    if not b:
+        return None
+    o = overall(ctx.table)
+    return (f"Strongest simple baseline ({b['name']}): estimated fail rate {_pct(b['estimate'])} "
+            f"({_ci(b['low'], b['high'])}) on the same {b['n']} traces; challenger minus baseline "
+            f"{_pct(o['challenger'] - b['estimate'], True)}.")
 
 
 def to_markdown(ctx: ReportContext) -> str:
-    lines = [f"# {ctx.title}", "", f"**{headline(ctx)}**", "",
-             f"Dataset `{ctx.dataset}` hold-out, human labels as truth. Generated {ctx.generated_at}.", "",
-             f"_{CAVEAT}_", "",
-             "## Gate: " + ("PASS" if ctx.gate.passed else "FAIL"), *[f"- {r}" for r in ctx.gate.reasons], "",
-             f"Promotion decision: **{ctx.decision}**", ""]
+    rows = display_rows(ctx)
+    lines = [f"# {ctx.title}", "", f"**{headline(ctx)}**", "", f"Promotion decision: **{ctx.decision}**", "",
+             f"_{ESTIMATE_NOTE}_", ""]
+    if base := _baseline_line(ctx):
+        lines += [base, ""]
+    for cohort, part in rows.groupby("cohort", sort=False):
+        lines += [f"## {heading(cohort)}", "", markdown.table(part.drop(columns="cohort")), ""]
+    if ctx.trend is not None and len(ctx.trend):
+        lines += ["## Across releases", "", markdown.table(ctx.trend, pct_columns=("champion", "challenger")), ""]
+    if ctx.hard is not None and len(ctx.hard):
+        lines += ["## Hard cases (not production)", "", f"_{HARD_NOTE}_", "", markdown.table(_hard_rows(ctx.hard)), ""]
+    lines += ["## Gate: " + ("PASS" if ctx.gate.passed else "FAIL"), *[f"- {r}" for r in ctx.gate.reasons]]
+    if ctx.gate.too_small:
+        lines += ["", "Too small to judge (listed, not passed):", *[f"- {r}" for r in ctx.gate.too_small]]
+    lines.append("")
     if ctx.lineage:
         lines += ["## Lineage", "", *[f"- {k}: {v}" for k, v in ctx.lineage.items()], ""]
-    for cohort, part in _display(ctx.table).groupby("cohort", sort=False):
-        lines += [f"## {heading(cohort)}", "", markdown.table(part.drop(columns="cohort"), PCT), ""]
+    lines.append(f"Dataset `{ctx.dataset}`. Generated {ctx.generated_at}.")
     return "\n".join(lines)
 
 
-def chart_png(table: pd.DataFrame, cohort: str) -> bytes:
-    """Grouped bars: champion vs challenger fail rate per value of one cohort, with Wilson intervals."""
+def _figure(width: float, height: float = 3.6):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    part = table[table["cohort"] == cohort]
-    x = np.arange(len(part))
-    fig, ax = plt.subplots(figsize=(min(10, max(4, 1.1 * len(part) + 2)), 3.6), dpi=110)
-    for off, who, color in ((-0.2, "champion", "#9aa5b1"), (0.2, "challenger", "#2f6fde")):
-        rate = part[f"{who}_fail_rate"].to_numpy()
-        err = np.vstack([rate - part[f"{who}_ci_low"].to_numpy(), part[f"{who}_ci_high"].to_numpy() - rate])
-        err = np.clip(np.nan_to_num(err), 0.0, None)  # Wilson bounds can sit a rounding error past the rate
-        ax.bar(x + off, rate, 0.4, yerr=err, capsize=3, label=who, color=color)
-    many = len(part) > 6
-    ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(part["value"], part["n"], strict=True)], fontsize=8,
-                  rotation=45 if many else 0, ha="right" if many else "center")
-    ax.set_ylabel("fail rate")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Fail rate by {cohort} (95% Wilson CI)", fontsize=10)
-    ax.legend(fontsize=8)
+    return plt, *plt.subplots(figsize=(width, height), dpi=110)
+
+
+def _png(plt, fig) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return buf.getvalue()
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def chart_png(table: pd.DataFrame, cohort: str) -> str:
+    """Grouped bars: estimated fail rate of champion and challenger per value of one cohort, 95% intervals."""
+    part = table[table["cohort"] == cohort]
+    x = np.arange(len(part))
+    plt, fig, ax = _figure(min(10, max(4, 1.1 * len(part) + 2)))
+    for off, who, color in ((-0.2, "champion", "#9aa5b1"), (0.2, "challenger", "#2f6fde")):
+        rate = part[who].to_numpy(float)
+        err = np.vstack([rate - part[f"{who}_low"].to_numpy(float), part[f"{who}_high"].to_numpy(float) - rate])
+        ax.bar(x + off, rate, 0.4, yerr=np.clip(np.nan_to_num(err), 0.0, None), capsize=3, label=who, color=color)
+    many = len(part) > 6
+    ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(part["value"], part["n"], strict=True)], fontsize=8,
+                  rotation=45 if many else 0, ha="right" if many else "center")
+    ax.set_ylabel("estimated production fail rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{heading(cohort)} (95% intervals)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def trend_png(trend: pd.DataFrame) -> str:
+    """Estimated overall fail rate of the champion and the challenger at every regression eval so far."""
+    plt, fig, ax = _figure(min(10, max(5, 0.8 * len(trend) + 3)))
+    x = np.arange(len(trend))
+    for who, color, off in (("champion", "#9aa5b1", -0.08), ("challenger", "#2f6fde", 0.08)):
+        rate = trend[who].to_numpy(float)
+        err = np.vstack([rate - trend[f"{who}_low"].to_numpy(float), trend[f"{who}_high"].to_numpy(float) - rate])
+        ax.errorbar(x + off, rate, yerr=np.clip(np.nan_to_num(err), 0, None), fmt="o-", color=color, label=who,
+                    capsize=3)
+    ax.set_xticks(x, [f"{w}\nv{a}→v{b}" for w, a, b in zip(trend["when"], trend["champion_version"],
+                                                          trend["challenger_version"], strict=True)], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("estimated production fail rate")
+    ax.set_title("Overall, across regression evals (95% intervals)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
 
 
 HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ ctx.title }}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#1f2933}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:14px}
-th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}.fail{color:#b42318}.better{color:#0b7a3e}.worse{color:#b42318}
+<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#1f2933}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:13px}
+th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}
+.fail{color:#b42318}.better{color:#0b7a3e}.worse{color:#b42318}.small{color:#8a6d00}
 </style></head><body>
 <h1>{{ ctx.title }}</h1>
 <p><strong>{{ headline }}</strong></p>
-<p>Dataset <code>{{ ctx.dataset }}</code> hold-out (never trained on), human labels as truth.
-Generated {{ ctx.generated_at }}.</p>
-<p class="note">{{ caveat }}</p>
-<h2>Gate: <span class="{{ 'pass' if ctx.gate.passed else 'fail' }}">
-{{- 'PASS' if ctx.gate.passed else 'FAIL' }}</span></h2>
-<ul>{% for r in ctx.gate.reasons %}<li>{{ r }}</li>{% endfor %}</ul>
 <p>Promotion decision: <strong>{{ ctx.decision }}</strong></p>
-{% if ctx.lineage %}<h2>Lineage</h2><ul>{% for k, v in ctx.lineage.items() %}<li>{{ k }}: {{ v }}</li>
-{% endfor %}</ul>{% endif %}
+<p class="note">{{ estimate_note }}</p>
+{% if baseline %}<p>{{ baseline }}</p>{% endif %}
 {% for cohort, rows, png in sections %}
 <h2>{{ heading(cohort) }}</h2>
 {% if png %}<img alt="fail rate by {{ cohort }}" src="data:image/png;base64,{{ png }}">{% endif %}
-<table><tr><th>value</th><th>n</th><th>champion</th><th>95% CI</th><th>challenger</th><th>95% CI</th>
-<th>delta</th><th>p (McNemar)</th></tr>
-{% for r in rows %}<tr><td>{{ r.value }}</td><td>{{ r.n }}</td><td>{{ pct(r.champion) }}</td>
-<td>{{ r['champion 95% CI'] }}</td><td>{{ pct(r.challenger) }}</td><td>{{ r['challenger 95% CI'] }}</td>
-<td class="{{ 'better' if r.delta < 0 else ('worse' if r.delta > 0 else '') }}">{{ pct(r.delta, True) }}</td>
-<td>{{ r['p (McNemar)'] }}</td></tr>{% endfor %}</table>
+<table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in rows %}<tr>{% for c in columns %}<td class="{{ css(c, r) }}">{{ r[c] }}</td>{% endfor %}</tr>
+{% endfor %}</table>
 {% endfor %}
+{% if trend_png %}<h2>Across releases</h2><img alt="trend" src="data:image/png;base64,{{ trend_png }}">{% endif %}
+{% if hard %}<h2>Hard cases (not production)</h2><p class="note">{{ hard_note }}</p>
+<table><tr>{% for c in hard[0] %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in hard %}<tr>{% for c in r %}<td>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
+<h2>Gate: <span class="{{ 'pass' if ctx.gate.passed else 'fail' }}">
+{{- 'PASS' if ctx.gate.passed else 'FAIL' }}</span></h2>
+<ul>{% for r in ctx.gate.reasons %}<li>{{ r }}</li>{% endfor %}</ul>
+{% if ctx.gate.too_small %}<p>Too small to judge (listed, not passed):</p>
+<ul>{% for r in ctx.gate.too_small %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
+{% if ctx.lineage %}<h2>Lineage</h2><ul>{% for k, v in ctx.lineage.items() %}<li>{{ k }}: {{ v }}</li>
+{% endfor %}</ul>{% endif %}
+<p class="note">Dataset <code>{{ ctx.dataset }}</code>. Generated {{ ctx.generated_at }}.</p>
 </body></html>"""
 
 
-def _pct(v: float, signed: bool = False) -> str:
-    if v != v:
-        return "—"
-    return f"{v:+.1%}" if signed else f"{v:.1%}"
+def _css(column: str, row: dict) -> str:
+    if column != "verdict":
+        return ""
+    v = str(row[column])
+    return "better" if v.startswith("better") else "worse" if v.startswith("worse") else \
+        "small" if v.startswith("too small") else ""
 
 
 def to_html(ctx: ReportContext) -> str:
-    disp = _display(ctx.table)
+    rows = display_rows(ctx)
     sections = []
-    for cohort, part in disp.groupby("cohort", sort=False):
-        png = None if cohort == OVERALL else base64.b64encode(chart_png(ctx.table, cohort)).decode()
-        sections.append((cohort, part.to_dict("records"), png))
+    for cohort, part in rows.groupby("cohort", sort=False):
+        png = None if cohort == OVERALL else chart_png(ctx.table, cohort)
+        sections.append((cohort, part.drop(columns="cohort").to_dict("records"), png))
+    columns = [c for c in rows.columns if c != "cohort"]
+    hard = _hard_rows(ctx.hard).to_dict("records") if ctx.hard is not None and len(ctx.hard) else []
+    trend = trend_png(ctx.trend) if ctx.trend is not None and len(ctx.trend) else None
     env = Environment(autoescape=select_autoescape(default=True))
-    return env.from_string(HTML).render(ctx=ctx, headline=headline(ctx), sections=sections, pct=_pct,
-                                        heading=heading, caveat=CAVEAT)
+    return env.from_string(HTML).render(ctx=ctx, headline=headline(ctx), sections=sections, columns=columns,
+                                        heading=heading, css=_css, estimate_note=ESTIMATE_NOTE, hard=hard,
+                                        hard_note=HARD_NOTE, baseline=_baseline_line(ctx), trend_png=trend)
 
 
 def write(ctx: ReportContext, out_dir: Path, stem: str) -> tuple[Path, Path]:

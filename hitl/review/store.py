@@ -28,7 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from hitl.hashing import text_group
+
 QUEUED, RESOLVED, DISPUTED = "queued", "resolved", "disputed"
+SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata) and text groups
 OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
 
 
@@ -52,6 +55,10 @@ class Item(Base):
     model_version: Mapped[str] = mapped_column(String(200), default="")
     cohorts: Mapped[str] = mapped_column(Text, default="{}")  # JSON object: cohort column -> value
     selection_reason: Mapped[str] = mapped_column(String(40))
+    inclusion_prob: Mapped[float | None] = mapped_column(Float, nullable=True)  # random draw only
+    window: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the draw's window (random only)
+    stratum: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    text_group: Mapped[str] = mapped_column(String(16), default="", index=True)  # hitl.hashing.text_group
     evaluator_reasons: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[float] = mapped_column(Float, default=0.0)
     required_annotations: Mapped[int] = mapped_column(Integer, default=1)
@@ -59,6 +66,26 @@ class Item(Base):
     label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Draw(Base):
+    """One stratum of one random draw: the population it was drawn from and the inclusion probability."""
+
+    __tablename__ = "random_draws"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    window: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # main | supplemental (late traces)
+    stratum: Mapped[str] = mapped_column(String(400))
+    population: Mapped[int] = mapped_column(Integer)
+    drawn: Mapped[int] = mapped_column(Integer)
+    rate: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class StoreMeta(Base):
+    __tablename__ = "store_meta"
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class ConsideredTrace(Base):
@@ -130,15 +157,34 @@ class ReviewStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
-        Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        """Create the tables of a new store; refuse one written by an incompatible version."""
+        from sqlalchemy import inspect
+
+        existing = set(inspect(self.engine).get_table_names())
+        if existing and "store_meta" not in existing:
+            raise ReviewError(f"The review store at {self.url} was written by an older hitl-loop (schema 1). "
+                              f"Move it away (or `make clean` for the demo) and sample again.")
+        Base.metadata.create_all(self.engine)
+        with self._session.begin() as s:
+            row = s.get(StoreMeta, "schema_version")
+            if row is None:
+                s.add(StoreMeta(key="schema_version", value=SCHEMA_VERSION))
+            elif row.value != SCHEMA_VERSION:
+                raise ReviewError(f"The review store at {self.url} has schema {row.value}; this hitl-loop needs "
+                                  f"{SCHEMA_VERSION}. Move it away and sample again.")
 
     # ---- queue ----
-    def enqueue(self, items: pd.DataFrame, cohorts: Iterable[str], considered: Iterable[str] = ()) -> int:
+    def enqueue(self, items: pd.DataFrame, cohorts: Iterable[str], considered: Iterable[str] = (),
+                draws: Iterable[dict] = ()) -> int:
         """Add review items (ReviewItem rows); traces already known are skipped. Returns how many were new.
 
-        `considered` (all trace ids the sampling run looked at) is recorded in the same transaction, so a
-        later run over the same window neither re-selects nor loses anything.
+        `considered` (all trace ids the sampling run looked at) and `draws` (the random draw's strata) are
+        recorded in the same transaction, so a later run over the same window neither re-selects nor loses
+        anything, and a crash leaves either all of it or none.
         """
         cohorts = list(cohorts)
         with self._session.begin() as s:
@@ -153,12 +199,40 @@ class ReviewStore:
                     cohorts=json.dumps({c: r[c] for c in cohorts}), selection_reason=r["selection_reason"],
                     evaluator_reasons=r.get("evaluator_reasons") or "", priority=float(r["priority"]),
                     required_annotations=int(r["required_annotations"]),
+                    inclusion_prob=_float_or_none(r.get("inclusion_prob")), window=_str_or_none(r.get("window")),
+                    stratum=_str_or_none(r.get("stratum")), text_group=text_group(r["input"]),
                 )
                 for r in items.to_dict("records")
                 if r["trace_id"] not in known
             ]
             s.add_all(new)
+            s.add_all(Draw(**d) for d in draws)
         return len(new)
+
+    def draw_rates(self, window: str) -> dict[str, float]:
+        """Stratum -> inclusion probability of the main random draw of `window` ({} if none yet)."""
+        with self._session() as s:
+            rows = s.execute(select(Draw.stratum, Draw.rate).where(Draw.window == window, Draw.kind == "main"))
+            return dict(rows.all())
+
+    def draws(self) -> pd.DataFrame:
+        """Every random draw stratum recorded so far."""
+        with self._session() as s:
+            rows = s.execute(select(Draw.window, Draw.kind, Draw.stratum, Draw.population, Draw.drawn, Draw.rate,
+                                    Draw.created_at).order_by(Draw.id)).all()
+        return pd.DataFrame(rows, columns=["window", "kind", "stratum", "population", "drawn", "rate", "created_at"])
+
+    def known_text_groups(self) -> set[str]:
+        """Text groups (normalised texts) already in the queue, labelled or not."""
+        with self._session() as s:
+            return set(s.scalars(select(Item.text_group)))
+
+    def random_items(self) -> pd.DataFrame:
+        """Every item of the random draw with its status: the regression set, including what is missing."""
+        with self._session() as s:
+            rows = s.execute(select(Item.trace_id, Item.window, Item.stratum, Item.inclusion_prob, Item.status,
+                                    Item.label).where(Item.selection_reason == "random").order_by(Item.id)).all()
+        return pd.DataFrame(rows, columns=["trace_id", "window", "stratum", "inclusion_prob", "status", "label"])
 
     def known_trace_ids(self) -> set[str]:
         """Traces already queued or considered by an earlier sampling run."""
@@ -336,11 +410,20 @@ class ReviewStore:
         return df.join(agg, on="trace_id")
 
 
+def _float_or_none(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and v != v) else float(v)
+
+
+def _str_or_none(v) -> str | None:
+    return None if v is None or (isinstance(v, float) and v != v) else str(v)
+
+
 def _item_dict(it: Item) -> dict:
     return {
         "trace_id": it.trace_id, "input": it.input, "output": it.output, "context": it.context,
         "prediction": it.prediction, "confidence": it.confidence, "model_version": it.model_version,
         "selection_reason": it.selection_reason, "evaluator_reasons": it.evaluator_reasons,
+        "inclusion_prob": it.inclusion_prob, "window": it.window, "stratum": it.stratum,
         **json.loads(it.cohorts),
     }
 

@@ -1,7 +1,7 @@
 """Automated evaluators: each looks at scored traces and returns one EvaluationResult row per trace.
 
 An evaluator is a plain function `(traces, cfg) -> DataFrame[EvaluationResult]`, registered by name in
-`EVALUATORS`. A trace is *flagged* when any evaluator fails it.
+`EVALUATORS`. A trace is *flagged* when an evaluator of the outcome (not a model signal) fails it.
 """
 
 from __future__ import annotations
@@ -36,13 +36,18 @@ def _result(traces: pd.DataFrame, name: str, version: str, score: pd.Series, pas
     return EvaluationResult.validate(out, lazy=True)
 
 
-def low_confidence(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Fails predictions whose champion confidence is below the configured threshold."""
-    thr = cfg.evaluators.low_confidence_threshold
-    conf = traces["confidence"].astype(float)
-    passed = conf >= thr
-    reason = conf.map(lambda c: f"confidence {c:.2f} {'>=' if c >= thr else '<'} threshold {thr:.2f}")
-    return _result(traces, "low_confidence", "1", conf, passed, reason)
+def uncertainty(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Fails the most uncertain `uncertain_quantile` share of the window (1 - margin between the champion's
+    top two labels, or normalised entropy, per `selection.uncertainty`). A quantile of the window, not a
+    fixed probability: with many labels top-1 confidence is low everywhere and a fixed cut flags it all."""
+    kind = cfg.selection.uncertainty
+    raw = (1.0 - traces["margin"].astype(float)) if kind == "margin" else traces["entropy"].astype(float)
+    cut = float(raw.quantile(1.0 - cfg.evaluators.uncertain_quantile)) if len(raw) else 1.0
+    passed = raw < cut
+    label = "1 - margin" if kind == "margin" else "normalised entropy"
+    reason = raw.map(lambda u: f"{label} {u:.2f} {'<' if u < cut else '>='} window "
+                               f"p{100 * (1 - cfg.evaluators.uncertain_quantile):.0f} {cut:.2f}")
+    return _result(traces, "uncertainty", "2", raw, passed, reason)
 
 
 def _completion(metadata: str, output: str) -> tuple[float, str]:
@@ -70,7 +75,8 @@ def task_completion(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return _result(traces, "task_completion", "1", score, passed, reason)
 
 
-EVALUATORS: dict[str, Evaluator] = {"low_confidence": low_confidence, "task_completion": task_completion}
+EVALUATORS: dict[str, Evaluator] = {"uncertainty": uncertainty, "task_completion": task_completion}
+MODEL_SIGNALS = frozenset({"uncertainty"})  # the selection policy ranks these itself; they do not flag a trace
 
 
 def run_evaluators(traces: pd.DataFrame, cfg: Config, names: list[str] | None = None) -> pd.DataFrame:
@@ -83,12 +89,14 @@ def run_evaluators(traces: pd.DataFrame, cfg: Config, names: list[str] | None = 
 
 
 def summarize(traces: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """Per trace: flagged (any evaluator failed) and the failing evaluators' reasons joined."""
+    """Per trace: flagged (an evaluator of the outcome failed it; model signals such as uncertainty do not
+    flag) and every failing evaluator's reason joined."""
     failing = results[~results["passed"]]
     reasons = failing.groupby("trace_id")["reason"].agg(
         lambda s: "; ".join(f"{e}: {r}" for e, r in zip(failing.loc[s.index, "evaluator"], s, strict=True))
     )
     out = traces[["trace_id"]].copy()
-    out["flagged"] = out["trace_id"].isin(reasons.index)
+    flagging = failing[~failing["evaluator"].isin(MODEL_SIGNALS)]
+    out["flagged"] = out["trace_id"].isin(set(flagging["trace_id"]))
     out["evaluator_reasons"] = out["trace_id"].map(reasons).fillna("all evaluators passed")
     return out

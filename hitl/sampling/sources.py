@@ -17,7 +17,8 @@ from hitl.config import Config
 from hitl.schemas import REASON_COLUMN, trace_schema, validate_split
 
 STRING_COLUMNS = ("trace_id", "input", "output", "model_version", "prediction", "context", "metadata")
-OPTIONAL_COLUMNS = {"context": None, "metadata": "{}", "output": ""}
+OPTIONAL_COLUMNS = {"context": None, "metadata": "{}", "output": "", "model_version": None, "prediction": None,
+                    "confidence": None}
 TS_MIN, TS_MAX = pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2261-12-31", tz="UTC")
 
 

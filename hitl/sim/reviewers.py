@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,13 +18,32 @@ from hitl.config import Config
 from hitl.review import forms, prefect_api
 
 
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype=str)
+    return pd.read_json(path, lines=True, dtype=False)
+
+
 def load_truth(cfg: Config) -> dict[str, str]:
-    """trace_id -> true label from the synthetic world's truth files (kept apart from the traces)."""
-    files = sorted((cfg.world_dir / "truth").glob("*.parquet"))
+    """trace_id -> true label: `simulation.truth_path` (a file or folder of JSONL/Parquet/CSV with trace_id and
+    label, for any `files` source) or the synthetic world's truth files. Kept apart from the traces."""
+    if cfg.simulation.truth_path:
+        root = Path(cfg.simulation.truth_path).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"simulation.truth_path={root} does not exist")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
+                                                      if p.suffix in {".parquet", ".jsonl", ".json", ".csv"})
+    else:
+        files = sorted((cfg.world_dir / "truth").glob("*.parquet"))
     if not files:
         return {}
-    truth = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    return dict(zip(truth["trace_id"], truth["label"], strict=True))
+    truth = pd.concat([_read(f) for f in files], ignore_index=True)
+    missing = {"trace_id", "label"} - set(truth.columns)
+    if missing:
+        raise ValueError(f"Ground truth {files[0]} lacks columns {sorted(missing)}; it needs trace_id and label")
+    return dict(zip(truth["trace_id"].astype(str), truth["label"].astype(str), strict=True))
 
 
 @dataclass
@@ -42,7 +62,7 @@ class SimulatedReviewers:
             self.truth.update(load_truth(self.cfg))
         true = self.truth.get(trace_id)
         if true is None:
-            raise KeyError(f"No ground truth for trace {trace_id}: is this the synthetic world's window?")
+            raise KeyError(f"No ground truth for trace {trace_id}: set simulation.truth_path to a file that has it")
         if self.rng.random() < self.cfg.simulation.noise:
             return str(self.rng.choice([lab for lab in self.cfg.labels if lab != true]))
         return true
@@ -60,7 +80,7 @@ class SimulatedReviewers:
     def answer_approval(self, run: prefect_api.PausedRun) -> dict:
         ok = "Gate: PASS" in run.description
         return {"decision": "approve" if ok else "reject", "approver": self.cfg.simulation.approver,
-                "reason": "release gate passed on the hold-out" if ok else "release gate did not pass"}
+                "reason": "release gate passed on the production estimate" if ok else "release gate did not pass"}
 
     def step(self) -> int:
         """Resolve every paused run currently waiting; returns how many were resumed."""

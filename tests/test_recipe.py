@@ -1,0 +1,102 @@
+"""The training recipe: pure helpers, and a tiny encoder that learns a new label from five examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hitl.config import Config, TrainingConfig
+from hitl.learning import modeling, recipe
+
+LAUNCH = {
+    "card_lost": ["i lost my card", "my card is lost", "card lost please block it", "lost the card yesterday",
+                  "i have lost my bank card", "block my lost card", "my card got lost", "card lost on the bus"],
+    "balance_inquiry": ["what is my balance", "show my balance", "balance please", "how much balance is left",
+                        "check my balance", "my account balance", "tell me the balance", "current balance"],
+    "transfer_failed": ["my transfer failed", "the transfer did not go through", "transfer failed again",
+                        "why did my transfer fail", "failed transfer to john", "transfer error failed",
+                        "my bank transfer failed", "transfer keeps failing"],
+}
+NEW = ("crypto_wallet", ["link my crypto wallet", "crypto wallet connect", "add a crypto wallet",
+                         "my crypto wallet is missing", "crypto wallet setup"])
+NEW_HELD_OUT = ["how do i use a crypto wallet", "crypto wallet help", "open crypto wallet", "crypto wallet please"]
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer: trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    base = modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(folder)))
+    tok = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_validation_split_keeps_rare_labels_whole():
+    labels = ["a"] * 20 + ["b"] * 5 + ["c"] * 3
+    held = recipe.validation_split(labels, 0.15, 5, seed=1)
+    y = np.array(labels)
+    assert held[y == "a"].sum() == 3 and held[y == "b"].sum() == 1 and held[y == "c"].sum() == 0
+    assert np.array_equal(held, recipe.validation_split(labels, 0.15, 5, seed=1))
+    assert not recipe.validation_split(labels, 0.0, 5, seed=1).any()
+
+
+@given(st.lists(st.sampled_from("abcdef"), min_size=1, max_size=200), st.floats(0.0, 1.0))
+def test_sample_weights_balance_labels(labels, power):
+    w = recipe.sample_weights(labels, power)
+    y = np.array(labels)
+    mass = {lab: w[y == lab].sum() for lab in set(labels)}
+    counts = {lab: (y == lab).sum() for lab in set(labels)}
+    for lab in mass:  # a label's total weight is count^(1 - power)
+        assert mass[lab] == pytest.approx(counts[lab] ** (1 - power))
+
+
+def test_prototypes_are_class_means():
+    v = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    p = recipe.prototypes(v, ["x", "x", "y"])
+    assert np.allclose(p["x"], [0.5, 0.5]) and np.allclose(p["y"], [1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory) -> Config:
+    folder = tiny_encoder(tmp_path_factory.mktemp("tiny"))
+    return Config(labels=list(LAUNCH), state_dir=str(folder.parent), model={"base_path": str(folder)},
+                  training=TrainingConfig(epochs=6, batch_size=8, learning_rate=1e-3, head_learning_rate=1e-2,
+                                          validation_share=0.15))
+
+
+def _data(groups: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    return [t for ts in groups.values() for t in ts], [lab for lab, ts in groups.items() for _ in ts]
+
+
+def test_recipe_learns_a_new_label_from_five_examples(tiny_cfg, tmp_path):
+    model = modeling.load_base(tiny_cfg)
+    texts, labels = _data(LAUNCH)
+    metrics = recipe.fine_tune(model, texts, labels, tiny_cfg.training, tmp_path)
+    assert metrics["new_head_rows"] == 3 and metrics["validation_rows"] == 3 and "best_epoch" in metrics
+    assert modeling.score(model, NEW_HELD_OUT).prediction.count("crypto_wallet") == 0  # not a label yet
+
+    grown_cfg = tiny_cfg.model_copy(update={"labels": [*LAUNCH, NEW[0]]})
+    model = modeling.align_labels(model, grown_cfg.labels)  # the label added to the config later
+    assert NEW[0] not in model.known_labels
+    texts, labels = _data({**LAUNCH, NEW[0]: NEW[1]})  # launch replay + five reviewed examples
+    metrics = recipe.fine_tune(model, texts, labels, tiny_cfg.training, tmp_path)
+    assert metrics["new_head_rows"] == 1
+    learned = modeling.score(model, NEW_HELD_OUT).prediction
+    assert learned.count(NEW[0]) >= 3, learned
+    kept = modeling.score(model, ["i lost my card on the train", "what is the balance", "transfer failed today"])
+    assert kept.prediction == ["card_lost", "balance_inquiry", "transfer_failed"]
+
+
+def test_unknown_training_label_is_refused(tiny_cfg, tmp_path):
+    model = modeling.load_base(tiny_cfg)
+    with pytest.raises(ValueError, match="not in the model's label set"):
+        recipe.fine_tune(model, ["x"], ["unknown"], tiny_cfg.training, tmp_path)
