@@ -1,13 +1,14 @@
 # hitl-loop: two commands on a fresh machine.
 #   make demo   set up .venv, start the local stack, run the whole loop on the synthetic world
 #   make test   set up .venv and run the test suite (what CI runs)
+#   make bench  the benchmarks behind docs/benchmarks.md (45 min on 2 cores; bench-quick: under 5)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test test-fast lint down clean browser
+.PHONY: venv demo test test-fast lint down clean browser bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,12 @@ test: $(STAMP) browser
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,9 +1,11 @@
-"""Flow: one turn of the loop. sample -> review (until the queue is drained) -> dataset -> fine-tune -> eval."""
+"""Flow: one turn of the loop. sample -> review (until the queue is drained) -> adjudicate disputes -> dataset ->
+fine-tune -> eval."""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from flows.adjudicate import adjudicate
 from flows.fine_tune import fine_tune
 from flows.register_dataset import register_dataset
 from flows.regression_eval import regression_eval
@@ -20,15 +22,24 @@ def hitl_cycle(config_path: str = "configs/demo.yaml", max_batches: int = 100) -
         if r["status"] == "empty":
             break
         reviews.append(r)
+    adjudications = []
+    for _ in range(max_batches):
+        a = adjudicate(config_path)
+        if a["status"] == "empty":
+            break
+        adjudications.append(a)
     dataset = register_dataset(config_path)
     if not dataset["created"]:
         print(f"No new labels since {dataset['dataset']}: nothing to fine-tune on, cycle ends here.")
-        return {"sampled": sampled, "review_batches": len(reviews), "dataset": dataset}
+        return {"sampled": sampled, "review_batches": len(reviews), "adjudications": len(adjudications),
+                "dataset": dataset}
     trained = fine_tune(config_path, dataset["version"])
     evaluated = regression_eval(config_path, dataset["version"])
-    print(f"Cycle done: {len(reviews)} review batches, dataset {dataset['dataset']}, "
+    print(f"Cycle done: {len(reviews)} review batches, {len(adjudications)} adjudication batches, "
+          f"dataset {dataset['dataset']}, "
           f"challenger v{trained['challenger_version']}, report {evaluated['report']}")
-    return {"sampled": sampled, "review_batches": len(reviews), "dataset": dataset, "fine_tune": trained,
+    return {"sampled": sampled, "review_batches": len(reviews), "adjudications": len(adjudications),
+            "dataset": dataset, "fine_tune": trained,
             "regression_eval": {k: v for k, v in evaluated.items() if k != "table"}}
 
 

@@ -37,6 +37,20 @@ class SourceConfig(_Strict):
     launch_path: str | None = None  # CSV/Parquet with text,label (+cohorts) for bootstrap; None = synthetic
 
 
+class ScenarioConfig(_Strict):
+    """A drift scenario built from a public labelled dataset (hitl/sim/banking77.py), written as files the
+    pipeline reads as its `files` source: launch data, daily traces, and ground truth for simulated reviewers."""
+
+    kind: Literal["none", "banking77"] = "none"
+    data_dir: str = "../shared/data/banking77"
+    seed: int = 0
+    new_intents: list[str] = Field(default_factory=list)  # empty: n_new_intents chosen at random (seeded)
+    n_new_intents: int = Field(20, ge=1)
+    launch_per_intent: int = Field(20, ge=1)
+    days: int = Field(28, ge=1)
+    new_from_day: int = Field(7, ge=0)
+
+
 class WorldConfig(_Strict):
     """The seeded synthetic customer-support world used by the demo and the tests."""
 
@@ -98,6 +112,7 @@ class ReviewConfig(_Strict):
     timeout_s: int = Field(3600, ge=1)
     lease_grace_s: int = Field(300, ge=0)  # a batch open longer than timeout_s + this has expired
     max_rationale_chars: int = 2000
+    adjudicators: list[str] = Field(default_factory=list)  # who may settle disputes; empty: any reviewer
 
 
 class DatasetConfig(_Strict):
@@ -112,7 +127,8 @@ class TrainingConfig(_Strict):
 
     epochs: float = Field(8, gt=0)  # at most; early stopping usually ends sooner
     batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)  # encoder
+    learning_rate: float = Field(5e-5, gt=0)  # encoder, training from the base model (bootstrap)
+    continue_learning_rate: float = Field(1e-5, gt=0)  # encoder, continuing from a trained champion (less forgetting)
     head_learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     logit_scale: float = Field(20.0, gt=0)  # initial scale of the cosine logits (learned)
@@ -120,6 +136,7 @@ class TrainingConfig(_Strict):
     validation_share: float = Field(0.15, ge=0.0, lt=0.5)
     validation_min_per_class: int = Field(5, ge=2)  # rarer labels keep all their rows for training
     early_stopping_patience: int = Field(2, ge=1)
+    refit: bool = True  # after early stopping picks the epochs, train again on every row (validation included)
     seed: int = 42
     replay_launch: bool = True  # mix the launch data into every fine-tune to avoid forgetting
     max_steps: int = -1  # >0 caps training (tests)
@@ -149,6 +166,7 @@ class SimulationConfig(_Strict):
     reviewers: list[str] = Field(default_factory=lambda: ["alice", "bob"])
     noise: float = Field(0.05, ge=0.0, le=1.0)
     approver: str = "manager-sim"
+    adjudicator: str = "adjudicator-sim"  # answers adjudication forms (must be in review.adjudicators if set)
     seed: int = 11
 
     @field_validator("reviewers")
@@ -168,6 +186,7 @@ class Config(_Strict):
     stack: StackConfig = Field(default_factory=StackConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
+    scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     evaluators: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
@@ -234,10 +253,36 @@ class Config(_Strict):
         return self.state / "world"
 
     @property
+    def scenario_dir(self) -> Path:
+        return self.state / "scenario"
+
+    @property
     def traces_path(self) -> Path:
         if self.source.path:
             return Path(self.source.path).expanduser().resolve()
+        if self.scenario.kind != "none":
+            return self.scenario_dir / "traces"
         return self.world_dir / "traces"
+
+    @property
+    def launch_path(self) -> Path | None:
+        """Labelled launch data (text, label, cohorts): the configured file, the scenario's, or None for the
+        synthetic world's."""
+        if self.source.launch_path:
+            return Path(self.source.launch_path).expanduser().resolve()
+        if self.scenario.kind != "none":
+            return self.scenario_dir / "launch.csv"
+        return None
+
+    @property
+    def truth_path(self) -> Path | None:
+        """Ground truth for simulated reviewers: the configured file or folder, the scenario's, or None for the
+        synthetic world's."""
+        if self.simulation.truth_path:
+            return Path(self.simulation.truth_path).expanduser().resolve()
+        if self.scenario.kind != "none":
+            return self.scenario_dir / "truth.parquet"
+        return None
 
     @property
     def quarantine_dir(self) -> Path:

@@ -42,8 +42,9 @@ def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: m
     table = regression.production_table(sample, list(a[:k]), list(b[:k]), cfg)
     latest_window = str(sample["window"].dropna().max()) if k else ""
     m = (sample["window"] == latest_window).to_numpy()
+    several = sample["window"].nunique() > 1  # with one window, the latest estimate is the cumulative one
     latest = regression.production_table(sample[m].reset_index(drop=True), list(a[:k][m]), list(b[:k][m]), cfg) \
-        if m.any() else pd.DataFrame()
+        if several and m.any() else pd.DataFrame()
     hard_table = regression.hard_case_table(hard, list(a[k:]), list(b[k:])) if len(hard) else pd.DataFrame()
     o = regression.overall(table) if len(table) else None
     if o is not None:

@@ -11,7 +11,7 @@ from prefect.input import RunInput
 
 from hitl.config import Config
 from hitl.review import forms
-from hitl.review.store import BatchView, ReviewStore, SubmitResult
+from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
 
 
 class ReviewForm(RunInput):
@@ -28,10 +28,16 @@ class ApprovalForm(RunInput):
     reason: str = pydantic.Field(title="Reason", min_length=1, max_length=2000)
 
 
-def build_form(batch: BatchView, cfg: Config) -> type[ReviewForm]:
-    """A RunInput subclass for this batch: one required choice per item, optional rationales."""
+class AdjudicationForm(RunInput):
+    """Base class of every adjudication form (fields are added per batch of disputed items)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def _form(name: str, base: type[RunInput], specs: list[forms.FieldSpec], description: str, cfg: Config):
+    """A RunInput subclass: a required choice per item (and per choice field), optional rationales."""
     fields: dict[str, tuple] = {}
-    for spec in forms.form_fields(batch.items, cfg):
+    for spec in specs:
         common = {"title": spec.title, "description": spec.description}
         if spec.trace_id is not None:
             common["json_schema_extra"] = {"trace_id": spec.trace_id}
@@ -41,9 +47,21 @@ def build_form(batch: BatchView, cfg: Config) -> type[ReviewForm]:
             fields[spec.name] = (str, pydantic.Field(..., min_length=1, max_length=100, **common))
         else:  # optional text: a plain textarea in the UI, "" when left empty
             fields[spec.name] = (str, pydantic.Field("", max_length=cfg.review.max_rationale_chars, **common))
-    form = pydantic.create_model("ReviewForm", __base__=ReviewForm, **fields)
-    form._description = forms.describe_batch(batch.id, batch.items, cfg)
+    form = pydantic.create_model(name, __base__=base, **fields)
+    form._description = description
     return form
+
+
+def build_form(batch: BatchView, cfg: Config) -> type[ReviewForm]:
+    """The reviewer's form for a batch: one required label per item, optional rationales."""
+    return _form("ReviewForm", ReviewForm, forms.form_fields(batch.items, cfg),
+                 forms.describe_batch(batch.id, batch.items, cfg), cfg)
+
+
+def build_adjudication_form(items: list[dict], cfg: Config) -> type[AdjudicationForm]:
+    """The adjudicator's form: the deciding label per disputed item, with every earlier label shown."""
+    return _form("AdjudicationForm", AdjudicationForm, forms.adjudication_fields(items, cfg),
+                 forms.describe_adjudication(items, cfg), cfg)
 
 
 def approval_form(description: str) -> type[ApprovalForm]:
@@ -72,6 +90,33 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     for trace_id, why in result.skipped.items():
         log.warning("Trace %s not stored: %s", trace_id, why)
     return result
+
+
+@task(name="take-disputed-items", cache_policy=NO_CACHE)
+def disputed_items(cfg: Config) -> list[dict]:
+    """Up to one batch of disputed items, random-draw items first (they are the release verdict)."""
+    items = ReviewStore(cfg.store_url).disputed()
+    items.sort(key=lambda it: it["selection_reason"] != "random")
+    return items[:cfg.review.batch_size]
+
+
+@task(name="store-adjudications", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def store_adjudications(cfg: Config, items: list[dict], answer: dict) -> dict[str, int]:
+    """Resolve each disputed item with the adjudicator's label; items settled meanwhile are skipped."""
+    adjudicator, labels = forms.parse_answer(answer, items)
+    if cfg.review.adjudicators and adjudicator not in cfg.review.adjudicators:
+        raise ReviewError(f"{adjudicator!r} is not an adjudicator (review.adjudicators: {cfg.review.adjudicators})")
+    store, log = ReviewStore(cfg.store_url), get_run_logger()
+    stored = skipped = 0
+    for trace_id, (label, reason) in labels.items():
+        try:
+            store.resolve(trace_id, label, adjudicator, reason, "adjudication", cfg.labels)
+            stored += 1
+        except ReviewError as e:  # e.g. settled by another adjudication meanwhile
+            log.warning("Trace %s not adjudicated: %s", trace_id, e)
+            skipped += 1
+    log.info("Adjudicated %d disputed items as %s (%d skipped)", stored, adjudicator, skipped)
+    return {"stored": stored, "skipped": skipped}
 
 
 @task(name="release-review-batch", cache_policy=NO_CACHE)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
@@ -36,8 +34,11 @@ def recipe_params(cfg: Config) -> dict[str, object]:
 @task(name="launch-data", cache_policy=NO_CACHE)
 def launch_data(cfg: Config) -> pd.DataFrame:
     """The labelled data the launch model is trained on: a file from config, or the synthetic world's."""
-    if cfg.source.launch_path:
-        p = Path(cfg.source.launch_path)
+    if cfg.launch_path is not None:
+        p = cfg.launch_path
+        if not p.exists():
+            raise FileNotFoundError(f"Launch data {p} not found: set source.launch_path (or run `hitl scenario` "
+                                    "for a scenario config)")
         df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
     else:
         df = world.launch_data(cfg.world)
@@ -105,11 +106,13 @@ def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str
                                cfg.model.max_length, cfg.fallback_label)
     for lab, n in counts.items():
         model.trained_counts[str(lab)] = model.trained_counts.get(str(lab), 0) + int(n)
-    log.info("Trained: best epoch %s of %s (validation balanced accuracy %.3f on %d rows), %d new head rows, "
-             "%.1f samples/s, %.0fs", metrics.get("best_epoch", "-"), metrics.get("epoch", "-"),
-             metrics.get("best_validation_balanced_accuracy", float("nan")), int(metrics["validation_rows"]),
+    if "best_epoch" in metrics:
+        log.info("Early stopping chose %.0f epoch(s) (validation balanced accuracy %.3f on %d held-out rows)%s",
+                 metrics["best_epoch"], metrics["best_validation_balanced_accuracy"], int(metrics["validation_rows"]),
+                 "; refitted on every row" if "refit_train_runtime" in metrics else "")
+    log.info("Trained on %d rows: %d new head rows, %.1f samples/s, %.0fs in all", int(metrics["train_rows"]),
              int(metrics["new_head_rows"]), metrics.get("train_samples_per_second", 0.0),
-             metrics.get("train_runtime", 0.0))
+             metrics.get("train_runtime", 0.0) + metrics.get("refit_train_runtime", 0.0))
     return metrics
 
 

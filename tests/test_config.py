@@ -152,3 +152,20 @@ def test_apply_environment_points_clients_at_the_stack(monkeypatch):
     assert os.environ["PREFECT_API_URL"] == "http://10.0.0.5:4300/api"
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://10.0.0.5:5300"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_banking77_config_matches_the_dataset_and_writes_its_scenario(tmp_path):
+    """The label set is BANKING77's own; the scenario's new intents are the report's "new" label group; the
+    scenario's files land where the `files` source, the launch data and the simulated reviewers look."""
+    from hitl.sim import banking77
+
+    raw = yaml.safe_load((DEMO.parent / "banking77.yaml").read_text())
+    data_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+    raw |= {"state_dir": str(tmp_path / "state")}
+    raw["scenario"]["data_dir"] = str(data_dir)
+    cfg = load_config(_write(tmp_path, raw))
+    assert cfg.labels == banking77.load_labels(data_dir)
+    assert cfg.evaluation.label_groups["new"] == cfg.scenario.new_intents and len(cfg.scenario.new_intents) == 20
+    written = banking77.write(banking77.build(banking77.from_config(cfg.scenario)), cfg.scenario_dir)
+    assert Path(written["traces"]) == cfg.traces_path and Path(written["launch"]) == cfg.launch_path
+    assert Path(written["truth"]) == cfg.truth_path

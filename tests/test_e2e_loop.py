@@ -157,3 +157,60 @@ def test_terminal_review_resumes_the_paused_run(e2e):
     assert len(mine) == len(fields) == before["queued"]
     assert all(mine.loc[t, "label"] == known[t] for t in fields.values())
     assert mine["rationale"].notna().sum() == 1
+
+
+def test_disputes_are_adjudicated_and_corrections_supersede_labels(e2e):
+    """Two reviewers disagree; a real paused adjudication run settles it and the adjudicated label enters the
+    next dataset version; a later correction supersedes it in the version after, leaving older ones as they
+    were; `hitl datasets diff` reports the relabelling."""
+    from helpers_domain import review_items
+
+    from hitl.datasets import versions
+    from hitl.review import forms
+    from hitl.review.prefect_api import ADJUDICATION_FORM
+
+    cfg, path = e2e
+    hitl(path, "bootstrap")  # no-op when an earlier test already made a champion
+    store = ReviewStore(cfg.store_url)
+    items = review_items(2, prefix="dispute-", required=2)
+    store.enqueue(items, cfg.cohorts)
+    first, second = cfg.labels[0], cfg.labels[1]
+    for who, lab in (("alice", first), ("bob", second)):
+        batch = store.take_batch(100)
+        mine = {it["trace_id"]: (lab, f"{who}'s reading") for it in batch.items if it["trace_id"].startswith("d")}
+        store.submit(batch.id, who, mine, cfg.labels)
+    assert {it["trace_id"] for it in store.disputed()} == set(items["trace_id"])
+
+    proc = start(path, "adjudicate")
+    try:
+        run = wait_paused(cfg, ADJUDICATION_FORM)
+        assert f"alice: `{first}` (alice's reading)" in run.description and f"bob: `{second}`" in run.description
+        fields = forms.trace_ids_from_schema(run.schema)
+        assert set(fields.values()) == set(items["trace_id"])
+        resume(cfg, run.id, {"reviewer": "erin", **dict.fromkeys(fields, second)})
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert not store.disputed()
+
+    hitl(path, "register-dataset")
+    adjudicated = versions.list_versions(cfg)[-1]
+    records, _ = versions.load(cfg, adjudicated.version)
+    rows = records.set_index("trace_id").loc[list(items["trace_id"])]
+    assert (rows["label"] == second).all() and rows["reviewers"].str.contains("erin").all()
+    assert len(store.annotations().query("trace_id.str.startswith('dispute-')")) == 4  # originals kept
+
+    target = items["trace_id"].iloc[0]
+    hitl(path, "relabel", target, cfg.labels[2], "--reviewer", "dave", "--reason", "policy changed")
+    hitl(path, "register-dataset")
+    corrected = versions.list_versions(cfg)[-1]
+    assert corrected.version == adjudicated.version + 1
+    new_records, _ = versions.load(cfg, corrected.version)
+    assert new_records.set_index("trace_id").loc[target, "label"] == cfg.labels[2]
+    old_records, _ = versions.load(cfg, adjudicated.version)  # digest-checked: the old version is unchanged
+    assert old_records.set_index("trace_id").loc[target, "label"] == second
+    out = hitl(path, "datasets", "diff", adjudicated.ref, corrected.ref).stdout
+    assert "relabelled 1" in out and target in out
+    assert adjudicated.ref in hitl(path, "datasets", "list").stdout
+    assert "Labels by split" in hitl(path, "datasets", "show", corrected.ref).stdout

@@ -69,7 +69,8 @@ def test_prototypes_are_class_means():
 def tiny_cfg(tmp_path_factory) -> Config:
     folder = tiny_encoder(tmp_path_factory.mktemp("tiny"))
     return Config(labels=list(LAUNCH), state_dir=str(folder.parent), model={"base_path": str(folder)},
-                  training=TrainingConfig(epochs=6, batch_size=8, learning_rate=1e-3, head_learning_rate=1e-2,
+                  training=TrainingConfig(epochs=6, batch_size=8, learning_rate=1e-3, continue_learning_rate=1e-3,
+                                          head_learning_rate=1e-2,
                                           validation_share=0.15))
 
 

@@ -34,7 +34,7 @@ def test_markdown_leads_with_the_production_estimate_and_decision(tmp_path):
     assert "better (p=" in first and "gate PASS" in first
     assert "approved by ann: ok" in md
     assert md.index("## By channel") < md.index("## Hard cases (not production)") < md.index("## Gate: PASS")
-    assert "| voice | 100 | 80.0% |" in md
+    assert "| voice | 100 | 80.0% (71.1–86.7%) |" in md
 
 
 def test_html_is_self_contained_with_charts(tmp_path):

@@ -304,3 +304,51 @@ def test_concurrent_take_batch_never_leases_an_item_twice(store, url):
     leased = Counter(t for b in results if b is not None for t in _ids(b))
     assert max(leased.values()) == 1, {t: n for t, n in leased.items() if n > 1}
     assert sum(leased.values()) == 50
+
+
+def _disputed_store(tmp_path) -> tuple[ReviewStore, str]:
+    store = ReviewStore(f"sqlite:///{tmp_path}/adj.db")
+    store.enqueue(review_items(1, required=2), COHORTS)
+    trace = "t000"
+    for who, lab in (("alice", LABELS[0]), ("bob", LABELS[1])):
+        batch = store.take_batch(5)
+        store.submit(batch.id, who, {trace: (lab, f"{who} thinks so")}, LABELS)
+    assert store.counts()[DISPUTED] == 1
+    return store, trace
+
+
+def test_adjudication_settles_a_dispute_and_keeps_the_annotations(tmp_path):
+    store, trace = _disputed_store(tmp_path)
+    [item] = store.disputed()
+    assert [(a["reviewer"], a["label"]) for a in item["annotations"]] == [("alice", LABELS[0]), ("bob", LABELS[1])]
+    rid = store.resolve(trace, LABELS[1], "carol", "bob is right", "adjudication", LABELS)
+    assert store.counts()[DISPUTED] == 0 and store.counts()[RESOLVED] == 1
+    row = store.resolved().set_index("trace_id").loc[trace]
+    assert row["label"] == LABELS[1] and row["resolution"] == "adjudication"
+    assert row["reviewers"] == "alice,bob,carol" and row["annotation_ids"].endswith(f"r{rid}")
+    assert len(store.annotations()) == 2  # the original labels stay in the store
+    with pytest.raises(ReviewError, match="needs it to be disputed"):  # nothing left to adjudicate
+        store.resolve(trace, LABELS[0], "carol", None, "adjudication", LABELS)
+
+
+def test_a_correction_supersedes_a_resolved_label(tmp_path):
+    store, trace = _disputed_store(tmp_path)
+    store.resolve(trace, LABELS[1], "carol", None, "adjudication", LABELS)
+    store.resolve(trace, LABELS[2], "dave", "policy changed", "correction", LABELS)
+    row = store.resolved().set_index("trace_id").loc[trace]
+    assert row["label"] == LABELS[2] and row["resolution"] == "correction"
+    assert list(store.resolutions()["kind"]) == ["adjudication", "correction"]
+
+
+@pytest.mark.parametrize(("label", "who", "kind", "match"), [
+    ("not_a_label", "carol", "correction", "not in the label set"),
+    (LABELS[0], " ", "correction", "Reviewer name is empty"),
+    (LABELS[0], "carol", "whim", "Unknown resolution kind"),
+])
+def test_bad_resolutions_are_refused_and_store_nothing(tmp_path, label, who, kind, match):
+    store, trace = _disputed_store(tmp_path)
+    with pytest.raises(ReviewError, match=match):
+        store.resolve(trace, label, who, None, kind, LABELS)
+    assert store.resolutions().empty and store.counts()[DISPUTED] == 1
+    with pytest.raises(ReviewError, match="No review item"):
+        store.resolve("nope", LABELS[0], "carol", None, "correction", LABELS)

@@ -61,7 +61,11 @@ def _pct(v: float, signed: bool = False) -> str:
 def _ci(lo: float, hi: float, signed: bool = False) -> str:
     if lo != lo:
         return "—"
-    return f"{100 * lo:+.1f} to {100 * hi:+.1f}" if signed else f"{lo:.1%}–{hi:.1%}"
+    return f"{100 * lo:+.1f} to {100 * hi:+.1f}" if signed else f"{100 * lo:.1f}–{100 * hi:.1f}%"
+
+
+def _with_ci(v: float, lo: float, hi: float) -> str:
+    return f"{_pct(v)} ({_ci(lo, hi)})" if v == v else "—"
 
 
 def verdict_text(r) -> str:
@@ -69,34 +73,37 @@ def verdict_text(r) -> str:
         need = f"; ~{r.labels_needed} more random labels" if r.labels_needed > 0 else ""
         return f"too small to judge (detects ≥{100 * r.mdc:.0f} pts{need})" if np.isfinite(r.mdc) else \
             f"too small to judge{need}"
-    return f"{r.verdict} (p={r.p_adjusted:.3g})"
+    return f"{r.verdict} (p={r.p_adjusted:.2g})"
 
 
 def display_rows(ctx: ReportContext) -> pd.DataFrame:
-    """One printable row per domain: before -> after with intervals, change, verdict, latest window."""
+    """One printable row per domain: before -> after with intervals, the change, the verdict, and the latest
+    window beside the cumulative estimate when the regression set spans several windows."""
     latest = ctx.latest.set_index(["cohort", "value"]) if ctx.latest is not None and len(ctx.latest) else None
     rows = []
     for r in ctx.table.itertuples():
         row = {"cohort": r.cohort, "value": r.value, "n": r.n,
-               "champion": _pct(r.champion), "champion 95% CI": _ci(r.champion_low, r.champion_high),
-               "challenger": _pct(r.challenger), "challenger 95% CI": _ci(r.challenger_low, r.challenger_high),
-               "change": _pct(r.delta, True), "change 95% CI": _ci(r.delta_low, r.delta_high, True),
+               "champion (95% CI)": _with_ci(r.champion, r.champion_low, r.champion_high),
+               "challenger (95% CI)": _with_ci(r.challenger, r.challenger_low, r.challenger_high),
+               "change (95% CI)": f"{_pct(r.delta, True)} ({_ci(r.delta_low, r.delta_high, True)})",
                "b / c": f"{r.b} / {r.c}", "verdict": verdict_text(r)}
         if latest is not None:
             key = (r.cohort, r.value)
-            row["latest window"] = (f"{_pct(latest.loc[key, 'champion'])} → {_pct(latest.loc[key, 'challenger'])} "
-                                    f"(n={latest.loc[key, 'n']})") if key in latest.index else "—"
+            row[f"latest window {ctx.latest_window}"] = (
+                f"{_pct(latest.loc[key, 'champion'])} → {_pct(latest.loc[key, 'challenger'])} "
+                f"(n={latest.loc[key, 'n']})") if key in latest.index else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def headline(ctx: ReportContext) -> str:
     o = overall(ctx.table)
-    return (f"Estimated production fail rate {_pct(o['champion'])} ({_ci(o['champion_low'], o['champion_high'])}) "
-            f"for champion v{ctx.champion_version} -> {_pct(o['challenger'])} "
-            f"({_ci(o['challenger_low'], o['challenger_high'])}) for challenger v{ctx.challenger_version}: "
-            f"{_pct(o['delta'], True)} ({_ci(o['delta_low'], o['delta_high'], True)}), {verdict_text(o)}, "
-            f"on {o['n']} random-sample traces; gate {'PASS' if ctx.gate.passed else 'FAIL'}")
+    before = _with_ci(o["champion"], o["champion_low"], o["champion_high"])
+    after = _with_ci(o["challenger"], o["challenger_low"], o["challenger_high"])
+    return (f"Estimated production fail rate {before} for champion v{ctx.champion_version} -> {after} for "
+            f"challenger v{ctx.challenger_version}: {_pct(o['delta'], True)} "
+            f"({_ci(o['delta_low'], o['delta_high'], True)}), {verdict_text(o)}, on {o['n']} random-sample traces; "
+            f"gate {'PASS' if ctx.gate.passed else 'FAIL'}")
 
 
 def _hard_rows(hard: pd.DataFrame) -> pd.DataFrame:
@@ -110,8 +117,9 @@ def _baseline_line(ctx: ReportContext) -> str | None:
     if not b:
         return None
     o = overall(ctx.table)
-    return (f"Strongest simple baseline ({b['name']}): estimated fail rate {_pct(b['estimate'])} "
-            f"({_ci(b['low'], b['high'])}) on the same {b['n']} traces; challenger minus baseline "
+    rate = _with_ci(b["estimate"], b["low"], b["high"])
+    return (f"Strongest simple baseline ({b['name']}): estimated fail rate {rate} on the same {b['n']} traces; "
+            "challenger minus baseline "
             f"{_pct(o['challenger'] - b['estimate'], True)}.")
 
 

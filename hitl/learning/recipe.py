@@ -6,7 +6,9 @@
 2. Class-balanced sampling (weights 1/count^balance_power): a label with six reviewed examples is drawn
    about as often as one with two hundred replayed launch rows, so new intents are not drowned.
 3. Epochs by early stopping on a stratified validation split of the training rows (balanced accuracy,
-   patience), the best state kept in memory; the encoder and the head have their own learning rates.
+   patience), the best state kept in memory; then (`refit`) a second pass on every row for that many
+   epochs. The encoder and the head have their own learning rates; continuing from a trained champion, the
+   encoder's is lower (`continue_learning_rate`), so the launch intents are not forgotten.
 
 Pure helpers (`validation_split`, `sample_weights`, `prototypes`) are separate so they can be unit-tested
 without a model. torch/transformers are imported inside functions.
@@ -62,52 +64,92 @@ def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training: TrainingConfig,
               output_dir: Path, max_length: int = 64, fallback_label: str | None = None) -> dict[str, float]:
-    """Fine-tune `model` in place on (texts, labels) with the recipe above; returns training metrics."""
-    import torch
-    from datasets import Dataset
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
-    from transformers.utils import logging as hf_logging
+    """Fine-tune `model` in place on (texts, labels) with the recipe above; returns training metrics.
 
-    from hitl.learning.modeling import encode
-
+    With a validation split: a first pass picks the epoch count by early stopping; with `training.refit`
+    the model then restarts from where it began and trains on every row for that many epochs, so no label
+    is spent on validation only."""
     index = {lab: i for i, lab in enumerate(model.labels)}
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise ValueError(f"Training labels {unknown} are not in the model's label set; add them to `labels` in "
                          "the config (a label added after the champion was trained gets its head row at the next "
                          "fine-tune)")
-    set_seed(training.seed)
     net = model.network
     new = sorted({lab for lab in labels if not bool(net.active[index[lab]])})
-    with_mean = [lab for lab in new if lab != fallback_label]
-    if with_mean:
-        rows = [i for i, lab in enumerate(labels) if lab in with_mean]
-        vecs = encode(model, [texts[i] for i in rows], max_length=max_length)
-        protos = prototypes(vecs, [labels[i] for i in rows])
-        net.set_prototypes({index[lab]: torch.from_numpy(v) for lab, v in protos.items()})
-    if fallback_label in new:
-        net.activate_without_prototype([index[fallback_label]])
-
+    if bool(net.active.any()):  # continuing from a trained model: a gentler encoder rate forgets less
+        training = training.model_copy(update={"learning_rate": training.continue_learning_rate})
     held = validation_split(labels, training.validation_share, training.validation_min_per_class, training.seed)
     if training.max_steps > 0:  # a capped run (tests) has no room for early stopping
         held[:] = False
-    tok = model.tokenizer
+    everything = np.ones(len(labels), dtype=bool)
+    if not held.any():
+        _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
+        out = _train(model, texts, labels, everything, None, training.epochs, training, output_dir, max_length)
+        return {**out, "validation_rows": 0.0, "new_head_rows": float(len(new))}
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()} if training.refit else None
+    _init_new_rows(model, texts, labels, ~held, new, fallback_label, max_length)
+    first = _train(model, texts, labels, ~held, held, training.epochs, training, output_dir, max_length)
+    out = {**first, "validation_rows": float(held.sum()), "new_head_rows": float(len(new))}
+    if start is not None:
+        net.load_state_dict(start)
+        _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
+        epochs = max(1.0, float(np.ceil(first["best_epoch"])))
+        final = _train(model, texts, labels, everything, None, epochs, training, output_dir, max_length)
+        out.update({f"refit_{k}": v for k, v in final.items()}, train_rows=final["train_rows"])
+    return out
+
+
+def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows: np.ndarray, new: list[str],
+                   fallback_label: str | None, max_length: int) -> None:
+    """Head rows of labels never trained: the prototype of their examples among `rows` (a fallback label
+    starts near zero instead)."""
+    import torch
+
+    from hitl.learning.modeling import encode
+
+    index = {lab: i for i, lab in enumerate(model.labels)}
+    with_mean = set(new) - {fallback_label}
+    pick = [i for i in np.flatnonzero(rows) if labels[i] in with_mean]
+    if pick:
+        vecs = encode(model, [texts[i] for i in pick], max_length=max_length)
+        protos = prototypes(vecs, [labels[i] for i in pick])
+        model.network.set_prototypes({index[lab]: torch.from_numpy(v) for lab, v in protos.items()})
+    if fallback_label in new:
+        model.network.activate_without_prototype([index[fallback_label]])
+
+
+def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: np.ndarray,
+           val_rows: np.ndarray | None, epochs: float, training: TrainingConfig, output_dir: Path,
+           max_length: int) -> dict[str, float]:
+    """One Trainer pass on `train_rows` (balanced sampling); with `val_rows`, early stopping restores the
+    best epoch's weights."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers.utils import logging as hf_logging
+
+    set_seed(training.seed)
+    net, tok = model.network, model.tokenizer
+    index = {lab: i for i, lab in enumerate(model.labels)}
 
     def dataset(mask: np.ndarray) -> Dataset:
         rows = np.flatnonzero(mask)
         enc = tok([texts[i] for i in rows], truncation=True, max_length=max_length)
         return Dataset.from_dict({**enc, "labels": [index[labels[i]] for i in rows]})
 
-    train_ds, val_ds = dataset(~held), (dataset(held) if held.any() else None)
-    weights = sample_weights([labels[i] for i in np.flatnonzero(~held)], training.balance_power)
+    validate = val_rows is not None and val_rows.any()
+    train_ds, val_ds = dataset(train_rows), (dataset(val_rows) if validate else None)
+    weights = sample_weights([labels[i] for i in np.flatnonzero(train_rows)], training.balance_power)
     best = _best_state(training.early_stopping_patience)
     args = TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=training.epochs, max_steps=training.max_steps,
+        output_dir=str(output_dir), num_train_epochs=epochs, max_steps=training.max_steps,
         per_device_train_batch_size=training.batch_size, per_device_eval_batch_size=64,
         learning_rate=training.learning_rate, weight_decay=training.weight_decay, warmup_steps=0.06,
         seed=training.seed, data_seed=training.seed, save_strategy="no",
-        eval_strategy="epoch" if val_ds is not None else "no", logging_steps=50, report_to=[], disable_tqdm=True,
+        eval_strategy="epoch" if validate else "no", logging_steps=50, report_to=[], disable_tqdm=True,
         use_cpu=True, dataloader_num_workers=0,
+        remove_unused_columns=False,  # the columns are the network's inputs already; skips a datasets map
     )
 
     class _Trainer(Trainer):
@@ -136,16 +178,15 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
     hf_logging.set_verbosity_error()
     logging.getLogger("transformers.trainer").setLevel(logging.ERROR)
     trainer = _Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                       data_collator=DataCollatorWithPadding(tok), compute_metrics=metrics if val_ds else None,
-                       callbacks=[best] if val_ds is not None else [])
+                       data_collator=DataCollatorWithPadding(tok), compute_metrics=metrics if validate else None,
+                       callbacks=[best] if validate else [])
     trainer.remove_callback(PrinterCallback)  # metrics go to the caller's log, not stdout
     result = trainer.train()
     if best.state is not None:
         net.load_state_dict(best.state)
     net.eval()
     out = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
-    out.update(train_rows=float(int((~held).sum())), validation_rows=float(int(held.sum())),
-               new_head_rows=float(len(new)), logit_scale=float(net.log_scale.detach().exp()))
+    out.update(train_rows=float(train_rows.sum()), logit_scale=float(net.log_scale.detach().exp()))
     if best.state is not None:
         out.update(best_epoch=float(best.epoch), best_validation_balanced_accuracy=best.score[0])
     return out

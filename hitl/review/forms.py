@@ -54,6 +54,38 @@ def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
     return specs
 
 
+def adjudication_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
+    """The adjudicator (one of `review.adjudicators` when configured), then per disputed item the deciding
+    label (required) and a reason (optional). Each item's description quotes every earlier label."""
+    who = tuple(cfg.review.adjudicators) or None
+    specs = [FieldSpec(REVIEWER_FIELD, "Adjudicator", "Your name (an adjudicator in the config).", who, True)]
+    for i, it in enumerate(items):
+        earlier = "; ".join(f"{a['reviewer']} said {a['label']}" + (f" ({_cell(a['rationale'], 80)})"
+                                                                     if a.get("rationale") else "")
+                            for a in it["annotations"])
+        specs.append(FieldSpec(item_field(i), f"Item {i + 1}",
+                               f"trace `{_cell(it['trace_id'])}`: “{_cell(it['input'], 200)}” — {earlier}",
+                               tuple(cfg.labels), True, str(it["trace_id"])))
+        specs.append(FieldSpec(rationale_field(i), f"Item {i + 1} reason",
+                               "Optional: why this label settles the disagreement.", None, False))
+    return specs
+
+
+def describe_adjudication(items: list[dict], cfg: Config) -> str:
+    """The Markdown an adjudicator reads above the form: each disputed message with every earlier label."""
+    lines = [f"## Adjudication — {len(items)} disputed items",
+             "Reviewers disagreed on these messages. Decide the correct intent; your label is the one that enters "
+             "the dataset (the earlier labels stay on record).", "",
+             f"Allowed labels: {', '.join(f'`{lab}`' for lab in cfg.labels)}", "",
+             "| # | message | earlier labels (rationale) |", "|---|---|---|"]
+    for i, it in enumerate(items):
+        earlier = "; ".join(f"{_cell(a['reviewer'])}: `{a['label']}`" + (f" ({_cell(a['rationale'], 80)})"
+                                                                          if a.get("rationale") else "")
+                            for a in it["annotations"])
+        lines.append(f"| {i + 1} | {_cell(it['input'])} | {earlier} |")
+    return "\n".join(lines)
+
+
 def describe_batch(batch_id: str, items: list[dict], cfg: Config) -> str:
     """The Markdown a reviewer reads above the form."""
     cohort_hdr = " | ".join(cfg.cohorts)

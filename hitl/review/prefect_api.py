@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-REVIEW_FORM, APPROVAL_FORM = "ReviewForm", "ApprovalForm"
+REVIEW_FORM, APPROVAL_FORM, ADJUDICATION_FORM = "ReviewForm", "ApprovalForm", "AdjudicationForm"
 
 
 @dataclass
@@ -42,8 +42,8 @@ def _read_input(client, flow_run_id: UUID, key: str) -> Any:
         return raw
 
 
-def paused_runs(form: str | None = None) -> list[PausedRun]:
-    """Paused runs waiting for input (oldest first), optionally only those with the given form.
+def paused_runs(form: str | tuple[str, ...] | None = None) -> list[PausedRun]:
+    """Paused runs waiting for input (oldest first), optionally only those with the given form(s).
 
     A run whose form schema is not stored yet (it was paused a moment ago) is left out until it is.
     """
@@ -65,7 +65,7 @@ def paused_runs(form: str | None = None) -> list[PausedRun]:
             if not isinstance(schema, dict):
                 continue
             title = str(schema.get("title", ""))
-            if form and title != form:
+            if form and title not in ((form,) if isinstance(form, str) else form):
                 continue
             if run.flow_id not in flow_names:
                 flow_names[run.flow_id] = client.read_flow(run.flow_id).name

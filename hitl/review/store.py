@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from hitl.hashing import text_group
 
 QUEUED, RESOLVED, DISPUTED = "queued", "resolved", "disputed"
-SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata) and text groups
+SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
 OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
 
 
@@ -124,6 +124,20 @@ class AnnotationRow(Base):
     reviewer: Mapped[str] = mapped_column(String(100))
     label: Mapped[str] = mapped_column(String(200))
     rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Resolution(Base):
+    """A label decided over the annotations: an adjudication of a dispute, or a later correction. The
+    annotations stay; the item's label becomes this one (the next dataset version carries it)."""
+
+    __tablename__ = "resolutions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # adjudication | correction
+    reviewer: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -370,6 +384,52 @@ class ReviewStore:
                 item.status, item.label = DISPUTED, None
             item.resolved_at = _now()
 
+    # ---- resolutions: adjudications and corrections ----
+    def resolve(self, trace_id: str, label: str, reviewer: str, reason: str | None, kind: str,
+                allowed_labels: Iterable[str]) -> int:
+        """Decide an item's label over its annotations (kind "adjudication" for a disputed item, "correction"
+        for one already resolved). The annotations stay in the store. Returns the resolution id."""
+        reviewer = (reviewer or "").strip()
+        if not reviewer:
+            raise ReviewError("Reviewer name is empty: say who decided this label.")
+        if label not in set(allowed_labels):
+            raise ReviewError(f"Label {label!r} is not in the label set")
+        allowed_status = {"adjudication": {DISPUTED}, "correction": {RESOLVED, DISPUTED}}
+        if kind not in allowed_status:
+            raise ReviewError(f"Unknown resolution kind {kind!r}")
+        with self._session.begin() as s:
+            item = s.scalar(select(Item).where(Item.trace_id == trace_id).with_for_update())
+            if item is None:
+                raise ReviewError(f"No review item for trace {trace_id!r}")
+            if item.status not in allowed_status[kind]:
+                raise ReviewError(f"Trace {trace_id} is {item.status}; a {kind} needs it to be "
+                                  f"{' or '.join(sorted(allowed_status[kind]))}")
+            res = Resolution(item_id=item.id, kind=kind, reviewer=reviewer, label=label, reason=reason or None)
+            s.add(res)
+            item.status, item.label, item.resolved_at = RESOLVED, label, _now()
+            s.flush()
+            return res.id
+
+    def resolutions(self) -> pd.DataFrame:
+        with self._session() as s:
+            rows = s.execute(select(Resolution.id, Item.trace_id, Resolution.kind, Resolution.reviewer,
+                                    Resolution.label, Resolution.reason, Resolution.created_at)
+                             .join(Item, Item.id == Resolution.item_id).order_by(Resolution.id)).all()
+        return pd.DataFrame(rows, columns=["resolution_id", "trace_id", "kind", "reviewer", "label", "reason",
+                                           "created_at"])
+
+    def disputed(self) -> list[dict]:
+        """Disputed items with every annotation (reviewer, label, rationale), oldest first."""
+        with self._session() as s:
+            items = s.scalars(select(Item).where(Item.status == DISPUTED).order_by(Item.priority.desc(),
+                                                                                   Item.id)).all()
+            out = []
+            for it in items:
+                anns = s.execute(select(AnnotationRow.reviewer, AnnotationRow.label, AnnotationRow.rationale)
+                                 .where(AnnotationRow.item_id == it.id).order_by(AnnotationRow.id)).all()
+                out.append(_item_dict(it) | {"annotations": [dict(r._mapping) for r in anns]})
+            return out
+
     # ---- read models ----
     def counts(self) -> dict[str, int]:
         with self._session() as s:
@@ -403,11 +463,14 @@ class ReviewStore:
         if not recs:
             return pd.DataFrame(columns=["trace_id", "label", "reviewers", "annotation_ids"])
         df = pd.DataFrame(recs)
-        agg = ann.groupby("trace_id").agg(
-            reviewers=("reviewer", lambda r: ",".join(sorted(r))),
-            annotation_ids=("annotation_id", lambda a: ",".join(str(x) for x in sorted(a))),
-        )
-        return df.join(agg, on="trace_id")
+        res = self.resolutions().drop_duplicates("trace_id", keep="last")  # the latest decision holds
+        people = pd.concat([ann[["trace_id", "reviewer"]], res[["trace_id", "reviewer"]]])
+        ids = pd.concat([ann.assign(ref=ann["annotation_id"].astype(str))[["trace_id", "ref"]],
+                         res.assign(ref="r" + res["resolution_id"].astype(str))[["trace_id", "ref"]]])
+        df = df.join(people.groupby("trace_id")["reviewer"].agg(lambda r: ",".join(sorted(set(r))))
+                     .rename("reviewers"), on="trace_id")
+        df = df.join(ids.groupby("trace_id")["ref"].agg(",".join).rename("annotation_ids"), on="trace_id")
+        return df.join(res.set_index("trace_id")["kind"].rename("resolution"), on="trace_id")
 
 
 def _float_or_none(v) -> float | None:

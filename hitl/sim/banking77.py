@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hitl.config import ScenarioConfig
 from hitl.sim.world import _iso, _to_utc, write_jsonl
 
 ATTRIBUTION = (
@@ -40,6 +41,7 @@ class Banking77Scenario:
     data_dir: Path  # folder with train.csv, test.csv, categories.json
     seed: int = 0
     n_new_intents: int = 20  # intents absent at launch, chosen at random (seeded) among the 77
+    new_intents: tuple[str, ...] = ()  # or exactly these (then n_new_intents is ignored)
     launch_per_intent: int = 20  # launch training rows per launch intent, drawn from train.csv
     days: int = 28  # production days
     new_from_day: int = 7  # 0-based day from which new-intent traffic appears
@@ -101,7 +103,7 @@ def _read_split(path: Path, labels: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------------
 def _check(s: Banking77Scenario, n_labels: int) -> pd.Timestamp:
     """Validate the scenario parameters; returns the start day as a UTC timestamp."""
-    if not 0 < s.n_new_intents < n_labels:
+    if not s.new_intents and not 0 < s.n_new_intents < n_labels:
         raise ValueError(f"n_new_intents must be in [1, {n_labels - 1}], got {s.n_new_intents}")
     if s.launch_per_intent < 1:
         raise ValueError(f"launch_per_intent must be >= 1, got {s.launch_per_intent}")
@@ -145,7 +147,13 @@ def build(s: Banking77Scenario) -> ScenarioData:
     test = _read_split(data_dir / "test.csv", labels)
     rng = np.random.default_rng(s.seed)
 
-    picked = set(rng.choice(len(labels), size=s.n_new_intents, replace=False).tolist())
+    if s.new_intents:
+        unknown = sorted(set(s.new_intents) - set(labels))
+        if unknown or len(set(s.new_intents)) >= len(labels):
+            raise ValueError(f"new_intents must be distinct BANKING77 intents, leaving some for launch: {unknown}")
+        picked = {labels.index(lab) for lab in s.new_intents}
+    else:
+        picked = set(rng.choice(len(labels), size=s.n_new_intents, replace=False).tolist())
     new_intents = [lab for i, lab in enumerate(labels) if i in picked]
     launch_intents = [lab for i, lab in enumerate(labels) if i not in picked]
 
@@ -285,3 +293,10 @@ def write(data: ScenarioData, out_dir: Path) -> dict[str, str]:
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     paths["scenario"] = _atomic(out_dir / "scenario.json", lambda p: p.write_text(text, encoding="utf-8"))
     return {k: str(v) for k, v in paths.items()}
+
+
+def from_config(cfg: ScenarioConfig) -> Banking77Scenario:
+    """The scenario a config's `scenario` section describes."""
+    return Banking77Scenario(Path(cfg.data_dir).expanduser(), seed=cfg.seed, n_new_intents=cfg.n_new_intents,
+                             new_intents=tuple(cfg.new_intents), launch_per_intent=cfg.launch_per_intent,
+                             days=cfg.days, new_from_day=cfg.new_from_day)

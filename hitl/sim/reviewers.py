@@ -29,10 +29,10 @@ def _read(path: Path) -> pd.DataFrame:
 def load_truth(cfg: Config) -> dict[str, str]:
     """trace_id -> true label: `simulation.truth_path` (a file or folder of JSONL/Parquet/CSV with trace_id and
     label, for any `files` source) or the synthetic world's truth files. Kept apart from the traces."""
-    if cfg.simulation.truth_path:
-        root = Path(cfg.simulation.truth_path).expanduser()
+    if cfg.truth_path is not None:
+        root = cfg.truth_path
         if not root.exists():
-            raise FileNotFoundError(f"simulation.truth_path={root} does not exist")
+            raise FileNotFoundError(f"Ground truth {root} does not exist (simulation.truth_path)")
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
                                                       if p.suffix in {".parquet", ".jsonl", ".json", ".csv"})
     else:
@@ -77,6 +77,12 @@ class SimulatedReviewers:
                 values[f"{name}_rationale"] = f"{reviewer}: phrasing points to {values[name]}"
         return values
 
+    def answer_adjudication(self, run: prefect_api.PausedRun) -> dict:
+        values: dict[str, object] = {forms.REVIEWER_FIELD: self.cfg.simulation.adjudicator}
+        for name, trace_id in forms.trace_ids_from_schema(run.schema).items():
+            values[name] = self._label(trace_id)
+        return values
+
     def answer_approval(self, run: prefect_api.PausedRun) -> dict:
         ok = "Gate: PASS" in run.description
         return {"decision": "approve" if ok else "reject", "approver": self.cfg.simulation.approver,
@@ -88,6 +94,8 @@ class SimulatedReviewers:
         for run in prefect_api.paused_runs():
             if run.form == prefect_api.REVIEW_FORM:
                 values = self.answer_review(run)
+            elif run.form == prefect_api.ADJUDICATION_FORM:
+                values = self.answer_adjudication(run)
             elif run.form == prefect_api.APPROVAL_FORM:
                 values = self.answer_approval(run)
             else:

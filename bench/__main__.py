@@ -1,0 +1,97 @@
+"""`make bench` (python -m bench [--quick]): the proof, side by side, in one run, written to docs/benchmarks.md.
+
+1. Learning curves on the BANKING77 drift scenario, several seeds: uniform random, class-stratified random,
+   margin, the project's policy and its ablations (bench/learning_curves.py).
+2. The real recipe at the final budget for the policy's and random's picks, beside the pinned anchor on the
+   same rows; the bootstrap champion beside the anchor on the launch rows (bench/finetune.py).
+3. The report's production estimate against an independent sample of the same traffic, on BANKING77 and on
+   the synthetic world (bench/estimate_check.py).
+4. Speed: scoring and training throughput against raw torch loops and a default pipeline() (bench/speed.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "banking77"
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quick = "--quick" in argv
+    out_md = REPO / "docs" / ("benchmarks-quick.md" if quick else "benchmarks.md")
+    art = REPO / "docs" / "bench"
+    art.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    from bench import estimate_check, finetune, learning_curves, report, speed, world_check
+    from hitl.config import Config, TrainingConfig
+    from hitl.learning import modeling
+    from hitl.learning.embeddings import FrozenEncoder
+
+    cache = REPO / ".hitl" / "bench-cache"
+    encoder = FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
+
+    setup = learning_curves.Setup(seeds=[0, 1], rounds=4, per_round=30, n_new_intents=10, launch_per_intent=10,
+                                  strategies=["random", "margin", "policy"], traffic_cap=600) if quick else \
+        learning_curves.Setup(seeds=[0, 1, 2, 3, 4])
+    _log(f"learning curves: {len(setup.seeds)} seeds x {len(setup.strategies)} strategies x {setup.rounds} rounds "
+         f"of {setup.per_round} labels")
+    curves, seeded, picks = learning_curves.run(setup, encoder.encode, DATA, log=_log)
+    encoder.save()
+
+    # quick: one pass, no early stopping (a smoke run of the whole bench, not evidence)
+    training = TrainingConfig(epochs=1, validation_share=0.0) if quick else TrainingConfig()
+    ft_seed = setup.seeds[0]
+    _log(f"real fine-tunes on seed {ft_seed}: champion, challengers on the policy's and random's picks")
+    ft_table, models = finetune.run(seeded[ft_seed], {k: picks[(ft_seed, k)] for k in ("policy", "random")},
+                                    training, log=_log)
+
+    _log("estimate check: BANKING77 traffic, then the synthetic world")
+    s = seeded[ft_seed]
+    b77_cfg = learning_curves.bench_config(s.data.labels)
+    unseen = s.data.traffic.drop(index=s.data.traffic.index[picks[(ft_seed, "policy")]]).reset_index(drop=True)
+    if quick:
+        unseen = unseen.sample(n=min(3000, len(unseen)), random_state=0).sort_values("timestamp").reset_index(drop=True)
+    champ = np.asarray(modeling.score(models["champion"], unseen["input"].tolist()).prediction)
+    chall = np.asarray(modeling.score(models["policy"], unseen["input"].tolist()).prediction)
+    checks = [estimate_check.run(unseen, champ, chall, b77_cfg, n_random=150 if quick else 400,
+                                 n_independent=800 if quick else 2000, noise=0.05, seed=ft_seed)
+              .assign(scenario="BANKING77")]
+    checks.append(world_check.run(training, quick, log=_log).assign(scenario="synthetic world"))
+    check_table = pd.concat(checks, ignore_index=True)
+
+    sanity = finetune.anchor_sanity(encoder.encode, DATA, seeds=(0,) if quick else (0, 1, 2))
+    encoder.save()
+    _log(f"anchor sanity (8 per intent, all 77): {sanity}")
+
+    _log("speed")
+    speed_result = speed.run(quick=quick)
+
+    elapsed = time.monotonic() - started
+    curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)
+    (art / f"results{'-quick' if quick else ''}.json").write_text(json.dumps({
+        "finetune": ft_table.to_dict("records"), "estimate_check": check_table.to_dict("records"),
+        "anchor_sanity": sanity,
+        "speed": speed_result, "seconds": elapsed}, indent=2, default=str))
+    out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
+                                      art))
+    _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,36 @@
+"""Flow: settle disputed items. One batch of items two reviewers labelled differently pauses until an
+adjudicator resumes it with the deciding labels (Prefect UI or `hitl review`); those labels enter datasets,
+the earlier ones stay in the store."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+
+from tasks import review
+from tasks.common import setup
+
+
+@flow(name="adjudicate", log_prints=True)
+def adjudicate(config_path: str = "configs/demo.yaml") -> dict:
+    cfg = setup(config_path)
+    items = review.disputed_items(cfg)
+    if not items:
+        get_run_logger().info("No disputed items: nothing to adjudicate.")
+        return {"status": "empty", "stored": 0}
+    form = review.build_adjudication_form(items, cfg)
+    get_run_logger().info("Waiting for an adjudicator: open %s/v2/runs/flow-run/%s and use Resume (⋮ menu), or run "
+                          "`hitl review -c %s`", cfg.prefect_ui_url, get_run_context().flow_run.id, config_path)
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s,
+                                poll_interval=max(1, round(cfg.review.poll_interval_s)))
+    except FlowPauseTimeout:
+        get_run_logger().warning("Nobody adjudicated within %ss; the items stay disputed.", cfg.review.timeout_s)
+        raise
+    return {"status": "adjudicated", **review.store_adjudications(cfg, items, answer.model_dump())}
+
+
+if __name__ == "__main__":
+    adjudicate()

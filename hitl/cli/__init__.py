@@ -1,0 +1,53 @@
+"""`hitl`: the command line of hitl-loop, one module per user: ML engineers (`engineer`), reviewers
+(`reviewer`), managers (`manager`), and the local stack and demo (`ops`), sharing this app.
+
+Heavy libraries (Prefect, MLflow, torch) are imported inside commands, so `hitl --help` is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hitl.config import CONFIG_ENV, Config, apply_environment, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="hitl-loop: sample traces, review with humans, version data, fine-tune, gate releases.")
+console = Console()
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config", envvar=CONFIG_ENV)]
+
+
+def _cfg(path: Path) -> Config:
+    try:
+        cfg = load_config(path)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]Config error:[/] {e}")
+        raise typer.Exit(2) from e
+    apply_environment(cfg)
+    return cfg
+
+
+def _stack_ready(cfg: Config) -> None:
+    """Fail early, with what to do, when the configured Prefect or MLflow server does not answer."""
+    from hitl.ops import stack
+
+    checks = {"Prefect": f"{cfg.prefect_api_url}/health", "MLflow": f"{cfg.mlflow_uri}/health"}
+    down = [f"{name} ({url})" for name, url in checks.items() if not stack.wait_healthy(url, 0)]
+    if down:
+        console.print(f"[red]Not reachable: {', '.join(down)}.[/] Start the local stack with: hitl up -c <config>")
+        raise typer.Exit(1)
+
+
+def _run_flow(name: str, config: Path, **params):
+    """Run flow `flows.<name>` in this process against the configured (and reachable) stack."""
+    import importlib
+
+    _stack_ready(_cfg(config))
+    module = importlib.import_module(f"flows.{name}")
+    return getattr(module, name)(config_path=str(config.resolve()), **params)
+
+
+from hitl.cli import engineer, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,186 @@
+"""Commands of the ML engineer: the flows of the loop, scenarios, and dataset versions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hitl.cli import ConfigOpt, _cfg, _run_flow, _stack_ready, app, console
+from hitl.config import DEFAULT_CONFIG, Config
+
+
+@app.command()
+def bootstrap(config: ConfigOpt = DEFAULT_CONFIG, force: bool = False) -> None:
+    """Fine-tune the launch model and register it as @champion."""
+    console.print(_run_flow("bootstrap", config, force=force))
+
+
+@app.command()
+def produce(config: ConfigOpt = DEFAULT_CONFIG, window: int = 0) -> None:
+    """(synthetic world) Write one day of production traces answered by @champion."""
+    console.print(_run_flow("simulate_production", config, window=window))
+
+
+@app.command()
+def scenario(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """(scenario configs) Write the drift scenario's launch data, daily traces and ground truth."""
+    cfg = _cfg(config)
+    if cfg.scenario.kind == "none":
+        console.print("[red]This config has no `scenario` section (scenario.kind is none).[/]")
+        raise typer.Exit(2)
+    console.print(_write_scenario(cfg))
+
+
+def _write_scenario(cfg: Config) -> dict[str, str]:
+    from hitl.sim import banking77
+
+    try:
+        data = banking77.build(banking77.from_config(cfg.scenario))
+        return banking77.write(data, cfg.scenario_dir)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]Scenario not written:[/] {e}")
+        raise typer.Exit(1) from e
+
+
+@app.command()
+def sample(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Sample traces for review: validate, score, evaluate, select, enqueue."""
+    console.print(_run_flow("sample_traces", config))
+
+
+@app.command("register-dataset")
+def register_dataset(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Register resolved labels as a new dataset version in MLflow."""
+    console.print(_run_flow("register_dataset", config))
+
+
+@app.command()
+def retrain(config: ConfigOpt = DEFAULT_CONFIG,
+            dataset_version: Annotated[int | None, typer.Option(help="default: latest")] = None) -> None:
+    """Fine-tune the champion on a dataset version and register it as @challenger."""
+    console.print(_run_flow("fine_tune", config, dataset_version=dataset_version))
+
+
+@app.command("eval")
+def eval_(config: ConfigOpt = DEFAULT_CONFIG,
+          dataset_version: Annotated[int | None, typer.Option(help="default: latest")] = None) -> None:
+    """Champion vs challenger on the hold-out; pauses for approval before promotion."""
+    r = _run_flow("regression_eval", config, dataset_version=dataset_version)
+    console.print({k: v for k, v in r.items() if k != "table"})
+
+
+@app.command()
+def cycle(config: ConfigOpt = DEFAULT_CONFIG, max_batches: int = 100) -> None:
+    """One turn of the loop: sample -> review batches -> dataset -> fine-tune -> regression eval."""
+    console.print(_run_flow("hitl_cycle", config, max_batches=max_batches))
+
+
+@app.command()
+def adjudicate(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Start one adjudication run for disputed items (it pauses until an adjudicator answers)."""
+    console.print(_run_flow("adjudicate", config))
+
+
+@app.command("review-batch")
+def review_batch(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Start one review-batch flow run (it pauses until a reviewer answers)."""
+    console.print(_run_flow("review_batch", config))
+
+
+
+
+# ---------------------------------------------------------------- dataset versions
+datasets_app = typer.Typer(no_args_is_help=True, help="Dataset versions in MLflow: list, show one, diff two.")
+app.add_typer(datasets_app, name="datasets")
+
+
+def _version(cfg: Config, ref: str) -> int:
+    name, _, number = ref.rpartition("@")
+    if not number.isdigit() or (name and name != cfg.dataset.name):
+        console.print(f"[red]{ref!r} is not a version of {cfg.dataset.name}:[/] write {cfg.dataset.name}@N")
+        raise typer.Exit(2)
+    return int(number)
+
+
+def _load(cfg: Config, ref: str):
+    from hitl.datasets import versions
+
+    try:
+        return versions.load(cfg, _version(cfg, ref))
+    except (LookupError, ValueError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from e
+
+
+def _frame_table(df, title: str) -> Table:
+    t = Table(title=title)
+    for col in df.columns:
+        t.add_column(str(col))
+    for row in df.itertuples(index=False):
+        t.add_row(*[str(v) for v in row])
+    return t
+
+
+@datasets_app.command("list")
+def datasets_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Every version: rows, splits, parent, digest, agreement."""
+    import pandas as pd
+
+    from hitl.datasets import versions
+
+    cfg = _cfg(config)
+    _stack_ready(cfg)
+    rows = [{"version": v.ref, "parent": v.parent or "-", "sha256": v.sha256[:12],
+             **{k: s for k, s in versions.lineage(v).items() if k in ("rows", "agreement")}}
+            for v in versions.list_versions(cfg)]
+    if not rows:
+        console.print(f"No versions of {cfg.dataset.name} yet: run `hitl register-dataset`.")
+        return
+    console.print(_frame_table(pd.DataFrame(rows), f"Dataset versions: {cfg.dataset.name}"))
+
+
+@datasets_app.command("show")
+def datasets_show(ref: Annotated[str, typer.Argument(help="NAME@VERSION, e.g. support-hitl-demo@2")],
+                  config: ConfigOpt = DEFAULT_CONFIG,
+                  rows: Annotated[int, typer.Option(help="also print this many rows")] = 0) -> None:
+    """One version: lineage, split sizes, label and cohort distributions (digest checked on load)."""
+    from hitl.datasets import versions
+
+    cfg = _cfg(config)
+    _stack_ready(cfg)
+    records, dv = _load(cfg, ref)
+    for k, v in versions.lineage(dv).items():
+        console.print(f"[bold]{k}[/]: {v}")
+    console.print(_frame_table(records.groupby(["split", "selection_reason"]).size().rename("rows").reset_index(),
+                               "Rows by split and selection reason"))
+    labels = records.pivot_table(index="label", columns="split", values="trace_id", aggfunc="count", fill_value=0)
+    console.print(_frame_table(labels.reset_index(), "Labels by split"))
+    for col in cfg.cohorts:
+        console.print(_frame_table(records[col].value_counts().rename("rows").reset_index(), f"Rows by {col}"))
+    if rows:
+        console.print(_frame_table(records[["trace_id", "label", "split", "selection_reason", "text"]].head(rows),
+                                   f"First {rows} rows"))
+
+
+@datasets_app.command("diff")
+def datasets_diff(a: Annotated[str, typer.Argument(help="the older version, NAME@A")],
+                  b: Annotated[str, typer.Argument(help="the newer version, NAME@B")],
+                  config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """What changed from A to B: rows added, removed, relabelled (superseded labels), split moves, and the
+    shift of the label and cohort distributions."""
+    from hitl.datasets import diff
+
+    cfg = _cfg(config)
+    _stack_ready(cfg)
+    (ra, va), (rb, vb) = _load(cfg, a), _load(cfg, b)
+    d = diff.diff(ra, rb, cfg.cohorts)
+    console.print(f"{va.ref} -> {vb.ref}: " + ", ".join(f"{k} {v}" for k, v in d.summary.items()))
+    if len(d.relabelled):
+        console.print(_frame_table(d.relabelled, "Relabelled (the newer label supersedes the older)"))
+    if len(d.moved):
+        console.print(_frame_table(d.moved, "Moved split"))
+    changed = d.labels[d.labels["change"] != 0]
+    console.print(_frame_table(changed if len(changed) else d.labels, "Label distribution (rows)"))
+    console.print(_frame_table(d.cohorts, "Cohort distribution (rows)"))

@@ -1,0 +1,121 @@
+"""Commands of the reviewer: label paused review batches in the terminal; the simulated reviewers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markdown import Markdown
+from rich.table import Table
+
+from hitl.cli import ConfigOpt, _cfg, _stack_ready, app, console
+from hitl.config import DEFAULT_CONFIG
+
+
+def _ask(prompt: str) -> str:
+    try:
+        return console.input(prompt)
+    except EOFError:
+        console.print("\n[red]Input ended before the batch was complete: nothing was submitted.[/]")
+        raise typer.Exit(1) from None
+
+
+def _pick_label(prompt: str, labels: list[str]) -> str:
+    while True:
+        raw = _ask(prompt).strip()
+        if raw.isdigit() and 1 <= int(raw) <= len(labels):
+            return labels[int(raw) - 1]
+        if raw in labels:
+            return raw
+        console.print(f"[red]'{raw}' is not a label.[/] Type a number 1-{len(labels)} or a label name.")
+
+
+@app.command()
+def review(config: ConfigOpt = DEFAULT_CONFIG,
+           reviewer: Annotated[str | None, typer.Option(help="your name (asked if not given)")] = None,
+           run_id: Annotated[str | None, typer.Option("--run", help="a paused run id (default: oldest)")] = None,
+           list_only: Annotated[bool, typer.Option("--list", help="only list open batches")] = False) -> None:
+    """Label a paused review or adjudication batch in the terminal; submits by resuming its flow run."""
+    from hitl.review import prefect_api
+    from hitl.review.forms import REVIEWER_FIELD, trace_ids_from_schema
+
+    cfg = _cfg(config)
+    _stack_ready(cfg)
+    runs = prefect_api.paused_runs((prefect_api.REVIEW_FORM, prefect_api.ADJUDICATION_FORM))
+    t = Table(title="Open review and adjudication batches (paused flow runs)")
+    for col in ("#", "run id", "name", "kind", "items", "paused since"):
+        t.add_column(col)
+    for i, r in enumerate(runs, 1):
+        kind = "adjudication" if r.form == prefect_api.ADJUDICATION_FORM else "review"
+        t.add_row(str(i), r.id, r.name, kind, str(len(trace_ids_from_schema(r.schema))), r.created[:19])
+    console.print(t)
+    if list_only or not runs:
+        if not runs:
+            console.print("No batch is waiting for review. Start one with: hitl review-batch")
+        return
+    run = next((r for r in runs if r.id == run_id), None) if run_id else runs[0]
+    if run is None:
+        console.print(f"[red]Run {run_id} is not a paused review batch.[/]")
+        raise typer.Exit(1)
+    console.print(Markdown(run.description))
+    choices = run.fields.get(REVIEWER_FIELD, {}).get("enum")
+    if choices:
+        console.print(f"Adjudicators: {', '.join(choices)}")
+    name = reviewer or _ask("Your name: ").strip()
+    values: dict[str, str] = {REVIEWER_FIELD: name}
+    labels = list(cfg.labels)
+    console.print("Labels: " + "  ".join(f"[bold]{i}[/] {lab}" for i, lab in enumerate(labels, 1)))
+    fields = trace_ids_from_schema(run.schema)
+    for n, (field, _trace_id) in enumerate(fields.items(), 1):
+        prop = run.fields[field]
+        console.rule(f"{prop.get('title', field)}  ({n}/{len(fields)})")
+        console.print(prop.get("description", ""))
+        values[field] = _pick_label("label> ", labels)
+        note = _ask("rationale (Enter to skip)> ").strip()
+        if note:
+            values[f"{field}_rationale"] = note
+    try:
+        prefect_api.resume(run.id, values)
+    except RuntimeError as e:
+        console.print(f"[red]Not submitted:[/] {e}")
+        raise typer.Exit(1) from e
+    console.print(f"[green]Submitted {len(fields)} labels as {name}; flow run {run.id} resumed.[/]")
+
+
+
+@app.command()
+def relabel(trace_id: Annotated[str, typer.Argument(help="the trace whose label is wrong")],
+            label: Annotated[str, typer.Argument(help="the correct label")],
+            config: ConfigOpt = DEFAULT_CONFIG,
+            reviewer: Annotated[str, typer.Option(prompt=True)] = "",
+            reason: Annotated[str, typer.Option(prompt=True)] = "") -> None:
+    """Correct a resolved label. The correction supersedes it in the next dataset version; earlier versions
+    and the original annotations stay unchanged."""
+    from hitl.review.store import ReviewError, ReviewStore
+
+    cfg = _cfg(config)
+    try:
+        rid = ReviewStore(cfg.store_url).resolve(trace_id, label, reviewer, reason, "correction", cfg.labels)
+    except ReviewError as e:
+        console.print(f"[red]Not corrected:[/] {e}")
+        raise typer.Exit(1) from e
+    console.print(f"[green]Trace {trace_id} is now {label} (correction r{rid} by {reviewer}); the next "
+                  "`hitl register-dataset` carries it.[/]")
+
+
+@app.command("simulate-reviewers")
+def simulate_reviewers(config: ConfigOpt = DEFAULT_CONFIG,
+                       stop_file: Annotated[Path | None, typer.Option(help="stop when this file exists")] = None,
+                       max_seconds: float = 3600.0) -> None:
+    """(demo) Noisy-oracle reviewers and an approver that resolve paused runs through the Prefect API."""
+    from hitl.sim.reviewers import SimulatedReviewers, load_truth
+
+    cfg = _cfg(config)
+    sim = SimulatedReviewers(cfg, load_truth(cfg))
+    deadline = time.monotonic() + max_seconds
+    n = sim.run(lambda: (stop_file is not None and stop_file.exists()) or time.monotonic() > deadline)
+    console.print(f"Simulated reviewers resolved {n} paused runs")
+
+

@@ -1,0 +1,61 @@
+"""The benchmark's own machinery (bench/): the warm-started learner, curve summaries, the estimate check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers_domain import make_cfg
+
+from bench import estimate_check
+from bench import learning_curves as lc
+
+
+def test_warm_lr_matches_scikit_learn_and_keeps_weights_across_rounds():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(5, 8))
+    y = rng.integers(0, 5, 400)
+    X = centers[y] + 0.8 * rng.normal(size=(400, 8))
+    labels = np.array([f"c{i}" for i in y])
+    ours = lc.WarmLR(C=10.0).fit(X[:300], labels[:300])
+    ref = LogisticRegression(C=10.0, max_iter=2000, tol=1e-8).fit(X[:300], labels[:300])
+    assert (ours.predict(X[300:]) == ref.predict(X[300:])).mean() >= 0.98
+    assert np.allclose(ours.predict_proba(X[300:]), ref.predict_proba(X[300:]), atol=0.02)
+    more = np.r_[labels[:300], ["new"] * 20]
+    ours.fit(np.vstack([X[:300], rng.normal(5, 0.3, size=(20, 8))]), more)  # a class appears: warm start grows
+    assert list(ours.classes_) == sorted(set(more)) and ours.predict(np.full((1, 8), 5.0))[0] == "new"
+
+
+def test_auc_reach_and_paired_difference_on_fixed_curves():
+    curves = pd.DataFrame([
+        {"seed": s, "strategy": k, "labels": x, "acc_new": a}
+        for s in (0, 1, 2) for k, pts in (("a", [0.0, 0.5, 0.8]), ("b", [0.0, 0.3, 0.6]))
+        for x, a in zip((0, 100, 200), np.asarray(pts) + 0.01 * s, strict=True)
+    ])
+    one = curves[(curves["seed"] == 0) & (curves["strategy"] == "a")]
+    assert lc.auc(one) == pytest.approx((0.25 * 100 + 0.65 * 100) / 200)
+    assert lc.labels_to_reach(one, 0.65) == pytest.approx(150.0)
+    assert lc.labels_to_reach(one, 0.9) == float("inf")
+    m, lo, hi = lc.paired_auc_difference(curves, "a", "b")
+    assert m == pytest.approx(100 * (0.45 - 0.30)) and lo == pytest.approx(m) == pytest.approx(hi)  # no spread
+
+
+def test_estimate_check_agrees_with_an_independent_sample(tmp_path):
+    """A population with a known fail pattern: the report's estimate and the independent sample agree."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    cfg = make_cfg(tmp_path, labels=["a", "b", "c"], cohorts=["channel"],
+                   selection={"strata": ["channel"], "window": "day"})
+    traffic = pd.DataFrame({
+        "trace_id": [f"t{i}" for i in range(n)],
+        "timestamp": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 3 * 86400, n), "s"),
+        "label": rng.choice(["a", "b", "c"], n), "channel": rng.choice(["app", "web"], n, p=[0.2, 0.8])})
+    wrong = rng.random(n) < np.where(traffic["channel"] == "app", 0.4, 0.1)
+    champion = np.where(wrong, np.where(traffic["label"] == "a", "b", "a"), traffic["label"])
+    challenger = traffic["label"].to_numpy().copy()
+    out = estimate_check.run(traffic, champion, challenger, cfg, n_random=400, n_independent=2000, noise=0.05,
+                             seed=3).set_index("model")
+    assert out.loc["champion", "independent_fail_rate"] == pytest.approx(0.16, abs=0.03)
+    assert out["within"].all(), out
