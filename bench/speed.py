@@ -229,7 +229,7 @@ def to_markdown(result: dict) -> str:
     """Scoring and training tables (with ratios to the product path) and the peak RSS figures."""
     s, t = result["scoring"], result["training"]
     lines = [
-        f"## Scoring ({s['texts']} BANKING77 test texts; pipeline on {s['pipeline_texts']}; "
+        f"### Scoring ({s['texts']} BANKING77 test texts; pipeline on {s['pipeline_texts']}; "
         f"torch threads {result['torch_threads']})", "",
         "| path | texts/s | product / path |", "|---|---:|---:|",
         f"| product `modeling.score` | {s['product']:.1f} | 1.00 |",
@@ -240,13 +240,13 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| product, fresh process | {s['product_fresh_process']:.1f} | "
                      f"{s['product'] / s['product_fresh_process']:.2f} |")
     lines += [
-        "", f"## Training ({t['rows']} BANKING77 rows, {t['epochs']} epoch, batch {TRAIN_BATCH})", "",
+        "", f"### Training ({t['rows']} BANKING77 rows, {t['epochs']} epoch, batch {TRAIN_BATCH})", "",
         "| path | samples/s | product / path |", "|---|---:|---:|",
         f"| product `recipe.fine_tune` (Trainer, fused AdamW) | {t['product']:.1f} | 1.00 |",
         f"| product, wall time of `fine_tune` | {t['product_wall']:.1f} | {t['product'] / t['product_wall']:.2f} |",
         f"| raw torch loop, AdamW | {t['raw_torch_adamw']:.1f} | {t['ratio_product_vs_raw']:.2f} |",
         f"| raw torch loop, AdamW fused | {t['raw_torch_adamw_fused']:.1f} | {t['ratio_product_vs_raw_fused']:.2f} |",
-        "", "## Peak RSS (MiB: the process's running maximum after each phase; a fresh scoring process)", "",
+        "", "### Peak RSS (MiB: the process's running maximum after each phase; a fresh scoring process)", "",
         "| phase | MiB |", "|---|---:|",
         *(f"| {k.replace('_', ' ')} | {v:.0f} |" for k, v in result["peak_rss_mib"].items()),
         "", f"Wall time: {result['wall_s']:.0f} s ({'quick' if result['quick'] else 'full'} mode; "

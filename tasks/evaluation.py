@@ -123,7 +123,8 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
         mlflow.log_metrics({f"{who}_fail_rate{suffix}": float(o[f"{who}{suffix}"])
                             for who in ("champion", "challenger") for suffix in ("", "_low", "_high")})
         mlflow.log_metrics({"delta": float(o["delta"]), "delta_low": float(o["delta_low"]),
-                            "delta_high": float(o["delta_high"]), "regression_n": float(o["n"])})
+                            "delta_high": float(o["delta_high"]), "regression_n": float(o["n"]),
+                            "regression_n_eff": float(o["n_eff"])})
         mlflow.set_tags({"hitl.dataset": ctx.dataset, "hitl.champion_version": ctx.champion_version,
                          "hitl.challenger_version": ctx.challenger_version,
                          "hitl.gate": "pass" if ctx.gate.passed else "fail", "hitl.decision": ctx.decision})

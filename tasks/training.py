@@ -9,7 +9,6 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
 from hitl.datasets import splits
-from hitl.hashing import text_group
 from hitl.learning import abstention, modeling, recipe
 from hitl.sim import world
 
@@ -56,16 +55,10 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
     import mlflow
 
     log = get_run_logger()
-    train = records.loc[records["split"] == "train", ["trace_id", "text", "label"]]
-    regression = records[records["split"] == "regression"]
-    if cfg.training.replay_launch:
-        replay = launch[["text", "label"]].assign(trace_id=[f"launch:{i}" for i in range(len(launch))])
-        held = replay["text"].map(text_group).isin(set(regression["text"].map(text_group)))
-        if held.any():
-            log.info("Launch replay: %d of %d rows left out because their text is in the regression set",
-                     int(held.sum()), len(replay))
-        train = pd.concat([train, replay[~held]], ignore_index=True)
-    check = splits.check_leakage(train, regression)
+    train, held_out, check = splits.training_rows(records, launch if cfg.training.replay_launch else None)
+    if held_out:
+        log.info("Launch replay: %d of %d rows left out because their text is in the regression set", held_out,
+                 len(launch))
     log.info("Leakage guard %s", check.summary)
     if not check.passed:
         mlflow.set_experiment(cfg.training_experiment)
@@ -74,7 +67,7 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
                                     "hitl.leakage_check": check.summary}):
             mlflow.log_dict({"shared_ids": check.shared_ids, "shared_texts": check.shared_texts}, "leakage.json")
         splits.require_no_leakage(check)
-    return train.reset_index(drop=True), check
+    return train, check
 
 
 @task(name="calibrate-abstention", cache_policy=NO_CACHE)

@@ -139,3 +139,36 @@ def test_build_records_from_the_review_store(cfg, tmp_path):
     assert set(bad["label"]) == {LABELS[2]}
     assert set(good["channel"]) == {"voice"} and set(good["reviewers"]) == {"alice"}
     assert good["annotation_ids"].str.fullmatch(r"\d+").all()
+
+
+def _version(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    """A dataset version's records: (trace_id, text, label, split)."""
+    return pd.DataFrame(rows, columns=["trace_id", "text", "label", "split"])
+
+
+def test_a_fine_tune_is_stopped_by_a_planted_overlap_by_id_and_by_near_identical_text():
+    from hitl.datasets.splits import training_rows
+
+    records = _version([("r1", "Where is my new card?", "card_arrival", "regression"),
+                        ("r2", "I want to close my account", "close_account", "regression"),
+                        ("t1", "refund please", "refund_request", "train")])
+    planted = pd.concat([records, _version([("r1", "an edited copy", "card_lost", "train"),  # same trace id
+                                            ("t9", "where is my NEW card", "card_arrival", "train")])])  # same text
+    _, _, check = training_rows(planted, launch=None)
+    with pytest.raises(LeakageError, match=r"by trace id: r1; by normalised text: t9"):
+        require_no_leakage(check)
+    rows, _, clean = training_rows(records, launch=None)
+    assert clean.passed and list(rows["trace_id"]) == ["t1"]
+
+
+def test_launch_replay_leaves_out_texts_of_the_regression_set():
+    """A natural repeat in the launch data is not a leak to stop on: it is left out of the replay."""
+    from hitl.datasets.splits import training_rows
+
+    records = _version([("r1", "What is my balance?", "balance_inquiry", "regression"),
+                        ("t1", "refund please", "refund_request", "train")])
+    launch = pd.DataFrame({"text": ["what is my balance", "I lost my card"],
+                           "label": ["balance_inquiry", "card_lost"]})
+    rows, held_out, check = training_rows(records, launch)
+    assert held_out == 1 and check.passed
+    assert list(rows["text"]) == ["refund please", "I lost my card"]

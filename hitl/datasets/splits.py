@@ -68,6 +68,21 @@ def check_leakage(train: pd.DataFrame, regression: pd.DataFrame, id_column: str 
     return LeakageCheck(len(train), len(regression), by_id, by_text)
 
 
+def training_rows(records: pd.DataFrame, launch: pd.DataFrame | None) -> tuple[pd.DataFrame, int, LeakageCheck]:
+    """What a fine-tune trains on: a version's train split, plus the launch rows as replay (`launch`, or None for
+    no replay) minus any whose text is in the regression set. Returns (rows, launch rows left out, the leakage
+    check of the rows against the regression set)."""
+    train = records.loc[records["split"] == "train", ["trace_id", "text", "label"]]
+    regression = records[records["split"] == "regression"]
+    held_out = 0
+    if launch is not None:
+        replay = launch[["text", "label"]].assign(trace_id=[f"launch:{i}" for i in range(len(launch))])
+        held = replay["text"].map(text_group).isin(set(regression["text"].map(text_group)))
+        held_out = int(held.sum())
+        train = pd.concat([train, replay[~held]], ignore_index=True)
+    return train.reset_index(drop=True), held_out, check_leakage(train, regression)
+
+
 def require_no_leakage(check: LeakageCheck) -> None:
     """Stop with the offending ids named."""
     if not check.passed:
