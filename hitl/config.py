@@ -122,7 +122,7 @@ class DatasetConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    """The recipe of hitl/learning/recipe.py: prototype-initialised cosine head, class-balanced sampling,
+    """The recipe of hitl/learning/recipe.py: prototype-initialised cosine head, square-root-balanced sampling,
     epochs by early stopping on a validation split of the training rows."""
 
     epochs: float = Field(8, gt=0)  # at most; early stopping usually ends sooner
@@ -132,7 +132,7 @@ class TrainingConfig(_Strict):
     head_learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     logit_scale: float = Field(20.0, gt=0)  # initial scale of the cosine logits (learned)
-    balance_power: float = Field(1.0, ge=0.0, le=1.0)  # sampling weight 1/count^p: 0 natural, 1 balanced labels
+    balance_power: float = Field(0.5, ge=0.0, le=1.0)  # sampling weight 1/count^p: 0 natural, 1 balanced labels
     validation_share: float = Field(0.15, ge=0.0, lt=0.5)
     validation_min_per_class: int = Field(5, ge=2)  # rarer labels keep all their rows for training
     early_stopping_patience: int = Field(2, ge=1)
