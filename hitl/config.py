@@ -113,6 +113,7 @@ class ReviewConfig(_Strict):
     lease_grace_s: int = Field(300, ge=0)  # a batch open longer than timeout_s + this has expired
     max_rationale_chars: int = 2000
     adjudicators: list[str] = Field(default_factory=list)  # who may settle disputes; empty: any reviewer
+    mask_pii: bool = True  # emails, phones, cards, IBANs masked in everything reviewers and Prefect see
 
 
 class DatasetConfig(_Strict):

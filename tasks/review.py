@@ -86,7 +86,8 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     result = ReviewStore(cfg.store_url).submit(batch.id, reviewer, labels, cfg.labels)
     log = get_run_logger()
     log.info("Batch %s: stored %d labels from %s%s", batch.id, result.stored, reviewer,
-             " (already submitted: nothing new)" if result.already_submitted else "")
+             " (already submitted: nothing new)" if result.already_submitted else
+             " (late: the batch had expired; merged where items still needed labels)" if result.late else "")
     for trace_id, why in result.skipped.items():
         log.warning("Trace %s not stored: %s", trace_id, why)
     return result

@@ -115,9 +115,27 @@ def test_an_abandoned_batch_expires_after_its_lease(store):
     again = store.take_batch(5, lease_s=0.01)
     assert again is not None and sorted(_ids(again)) == sorted(_ids(batch))
     assert store.get_batch(batch.id).status == "expired"
-    with pytest.raises(ReviewError, match="expired"):  # the late answer is refused, not half-stored
-        store.submit(batch.id, "bob", {t: ("a", None) for t in _ids(batch)}, ["a", "b"])
     assert store.submit(again.id, "alice", {t: ("a", None) for t in _ids(again)}, ["a", "b"]).stored == 2
+
+
+def test_a_late_submission_is_merged_where_items_still_need_labels_and_reported(store):
+    """The reviewer worked past the lease: the batch expired and one item went to a new batch. The late labels
+    are merged where no one else has labelled the item yet; the rest are reported, nothing is duplicated."""
+    store.enqueue(review_items(3), COHORTS)
+    first = store.take_batch(5)
+    ids = _ids(first)
+    store.expire_batch(first.id)
+    second = store.take_batch(1)
+    assert _ids(second) == ids[:1]
+    assert store.submit(second.id, "alice", {ids[0]: ("a", None)}, ["a", "b"]).stored == 1
+    late = store.submit(first.id, "bob", {t: ("b", "late") for t in ids}, ["a", "b"])
+    assert late.late and late.stored == 2 and set(late.skipped) == {ids[0]}
+    assert "expired" in late.skipped[ids[0]]
+    assert store.submit(first.id, "bob", {t: ("b", None) for t in ids}, ["a", "b"]).already_submitted  # replay
+    assert store.take_batch(5) is None  # bob's late labels settled the other two
+    ann = store.annotations()
+    assert len(ann) == 3 and ann.groupby("trace_id").size().max() == 1
+    assert dict(zip(ann.trace_id, ann.reviewer, strict=True)) == {ids[0]: "alice", ids[1]: "bob", ids[2]: "bob"}
 
 
 def test_get_batch(store):

@@ -79,9 +79,37 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
     try:
         prefect_api.resume(run.id, values)
     except RuntimeError as e:
+        if run.form == prefect_api.REVIEW_FORM and _submit_late(cfg, run, values):
+            return
         console.print(f"[red]Not submitted:[/] {e}")
         raise typer.Exit(1) from e
     console.print(f"[green]Submitted {len(fields)} labels as {name}; flow run {run.id} resumed.[/]")
+
+
+def _submit_late(cfg, run, values: dict[str, str]) -> bool:
+    """The run's wait ended while the reviewer was labelling: merge the labels into the store where the items
+    still need them, and say so. False when the store has no batch for the run (nothing merged)."""
+    from hitl.review.forms import item_field, parse_answer, trace_ids_from_schema
+    from hitl.review.store import ReviewError, ReviewStore
+
+    store = ReviewStore(cfg.store_url)
+    batch_id = store.batch_of_run(run.id)
+    if batch_id is None:
+        return False
+    fields = trace_ids_from_schema(run.schema)
+    items = [{"trace_id": fields[item_field(i)]} for i in range(len(fields))]
+    reviewer, labels = parse_answer(values, items)
+    try:
+        result = store.submit(batch_id, reviewer, labels, cfg.labels)
+    except ReviewError as e:
+        console.print(f"[red]Not submitted:[/] {e}")
+        raise typer.Exit(1) from e
+    console.print(f"[yellow]Late:[/] flow run {run.id} stopped waiting before you submitted. Merged "
+                  f"{result.stored} of your {len(labels)} labels into the review store where items still needed "
+                  f"them; {len(result.skipped)} not stored:")
+    for trace_id, why in result.skipped.items():
+        console.print(f"  {trace_id}: {why}")
+    return True
 
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hitl.config import Config
+from hitl.review import pii
 
 REVIEWER_FIELD = "reviewer"
 TRACE_ID_IN_DESCRIPTION = re.compile(r"trace `([^`]+)`")
@@ -29,6 +30,12 @@ def _cell(text: str | None, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _message(it: Mapping, cfg: Config, limit: int = 300) -> str:
+    """A trace's text as reviewers see it: personal data masked (`review.mask_pii`), one table cell."""
+    text = str(it.get("input") or "")
+    return _cell(pii.mask(text) if cfg.review.mask_pii else text, limit)
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
@@ -45,7 +52,7 @@ def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
     for i, it in enumerate(items):
         specs.append(FieldSpec(
             item_field(i), f"Item {i + 1}",
-            f"trace `{_cell(it['trace_id'])}`: “{_cell(it['input'], 200)}” (model said {it['prediction']}, "
+            f"trace `{_cell(it['trace_id'])}`: “{_message(it, cfg, 200)}” (model said {it['prediction']}, "
             f"{it['confidence']:.0%}; {_cell(it.get('evaluator_reasons'), 160)})",
             tuple(cfg.labels), True, str(it["trace_id"]),
         ))
@@ -60,11 +67,11 @@ def adjudication_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
     who = tuple(cfg.review.adjudicators) or None
     specs = [FieldSpec(REVIEWER_FIELD, "Adjudicator", "Your name (an adjudicator in the config).", who, True)]
     for i, it in enumerate(items):
-        earlier = "; ".join(f"{a['reviewer']} said {a['label']}" + (f" ({_cell(a['rationale'], 80)})"
+        earlier = "; ".join(f"{a['reviewer']} said {a['label']}" + (f" ({_cell(pii.mask(a['rationale']), 80)})"
                                                                      if a.get("rationale") else "")
                             for a in it["annotations"])
         specs.append(FieldSpec(item_field(i), f"Item {i + 1}",
-                               f"trace `{_cell(it['trace_id'])}`: “{_cell(it['input'], 200)}” — {earlier}",
+                               f"trace `{_cell(it['trace_id'])}`: “{_message(it, cfg, 200)}” — {earlier}",
                                tuple(cfg.labels), True, str(it["trace_id"])))
         specs.append(FieldSpec(rationale_field(i), f"Item {i + 1} reason",
                                "Optional: why this label settles the disagreement.", None, False))
@@ -79,10 +86,10 @@ def describe_adjudication(items: list[dict], cfg: Config) -> str:
              f"Allowed labels: {', '.join(f'`{lab}`' for lab in cfg.labels)}", "",
              "| # | message | earlier labels (rationale) |", "|---|---|---|"]
     for i, it in enumerate(items):
-        earlier = "; ".join(f"{_cell(a['reviewer'])}: `{a['label']}`" + (f" ({_cell(a['rationale'], 80)})"
+        earlier = "; ".join(f"{_cell(a['reviewer'])}: `{a['label']}`" + (f" ({_cell(pii.mask(a['rationale']), 80)})"
                                                                           if a.get("rationale") else "")
                             for a in it["annotations"])
-        lines.append(f"| {i + 1} | {_cell(it['input'])} | {earlier} |")
+        lines.append(f"| {i + 1} | {_message(it, cfg)} | {earlier} |")
     return "\n".join(lines)
 
 
@@ -102,7 +109,7 @@ def describe_batch(batch_id: str, items: list[dict], cfg: Config) -> str:
     for i, it in enumerate(items):
         cohorts = " | ".join(_cell(str(it.get(c, ""))) for c in cfg.cohorts)
         lines.append(
-            f"| {i + 1} | {_cell(it['input'])} | `{it['prediction']}` | {it['confidence']:.0%} | "
+            f"| {i + 1} | {_message(it, cfg)} | `{it['prediction']}` | {it['confidence']:.0%} | "
             f"{it['selection_reason']} | {cohorts} |"
         )
     return "\n".join(lines)

@@ -157,6 +157,7 @@ class SubmitResult:
     stored: int
     already_submitted: bool
     skipped: dict[str, str]  # trace_id -> why it was not stored
+    late: bool = False  # the batch had expired: labels merged where items still needed them
 
 
 class ReviewError(ValueError):
@@ -312,6 +313,11 @@ class ReviewStore:
             batch.status = EXPIRED
             return True
 
+    def batch_of_run(self, flow_run_id: str) -> str | None:
+        """The review batch a (paused or timed-out) flow run was opened for."""
+        with self._session() as s:
+            return s.scalar(select(Batch.id).where(Batch.flow_run_id == flow_run_id))
+
     def get_batch(self, batch_id: str) -> BatchView:
         with self._session() as s:
             batch = s.get(Batch, batch_id)
@@ -330,7 +336,9 @@ class ReviewStore:
 
         Refused as a whole (ReviewError, nothing stored) for an empty reviewer, a label outside the label
         set, or a trace that is not in the batch. A batch already submitted stores nothing again.
-        Items this reviewer already labelled in another batch are skipped and stay in the queue.
+        Items this reviewer already labelled in another batch are skipped and stay in the queue; so are items
+        that meanwhile got all their labels elsewhere. A late submission (the batch expired while the reviewer
+        worked) is merged where items still need a label and reported as late, never silently dropped.
         """
         reviewer = (reviewer or "").strip()
         if not reviewer:
@@ -345,9 +353,7 @@ class ReviewStore:
                 raise ReviewError(f"No review batch {batch_id!r} in the store")
             if batch.status == SUBMITTED:
                 return SubmitResult(batch_id, 0, True, {})
-            if batch.status == EXPIRED:
-                raise ReviewError(f"Batch {batch_id} expired before it was submitted and its items went back to "
-                                  "the queue; nothing was stored. Review them in a new batch (hitl review-batch).")
+            late = batch.status == EXPIRED
             members = dict(s.execute(
                 select(Item.trace_id, Item).join(BatchItem, BatchItem.item_id == Item.id)
                 .where(BatchItem.batch_id == batch_id)
@@ -357,11 +363,16 @@ class ReviewStore:
                 raise ReviewError(f"Traces not in batch {batch_id}: {strangers}")
             skipped: dict[str, str] = {}
             stored = 0
+            done_n = self._annotation_counts(s)
             for trace_id, (label, rationale) in labels.items():
                 item = members[trace_id]
                 if s.scalar(select(AnnotationRow.id).where(AnnotationRow.item_id == item.id,
                                                            AnnotationRow.reviewer == reviewer)):
                     skipped[trace_id] = f"{reviewer} already labelled this item in another batch"
+                    continue
+                if done_n.get(item.id, 0) >= item.required_annotations or item.status != QUEUED:
+                    skipped[trace_id] = "already has its labels from other reviewers" + (
+                        " (this batch had expired)" if late else "")
                     continue
                 s.add(AnnotationRow(item_id=item.id, batch_id=batch_id, reviewer=reviewer, label=label,
                                     rationale=(rationale or None)))
@@ -371,7 +382,7 @@ class ReviewStore:
             batch.status, batch.reviewer, batch.submitted_at = SUBMITTED, reviewer, _now()
             s.flush()
             self._settle(s, [members[t] for t in members])
-            return SubmitResult(batch_id, stored, False, skipped)
+            return SubmitResult(batch_id, stored, False, skipped, late)
 
     def _settle(self, s: Session, items: list[Item]) -> None:
         for item in items:
