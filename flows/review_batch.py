@@ -32,6 +32,7 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
         raise
     values = answer.model_dump()
     result = review.store_labels(cfg, batch, values)
+    review.publish_metrics(cfg, batch.id)
     return {"status": "submitted", "batch_id": batch.id, "stored": result.stored,
             "skipped": len(result.skipped), "reviewer": values["reviewer"]}
 

@@ -313,6 +313,10 @@ class Config(_Strict):
     def sampling_experiment(self) -> str:
         return f"{self.project}-sampling"
 
+    @property
+    def review_experiment(self) -> str:
+        return f"{self.project}-review"
+
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate a YAML config; `path` defaults to $HITL_CONFIG, then configs/demo.yaml."""

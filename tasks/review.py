@@ -93,6 +93,27 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     return result
 
 
+@task(name="publish-review-metrics", cache_policy=NO_CACHE)
+def publish_metrics(cfg: Config, batch_id: str) -> dict[str, float]:
+    """Reviewer metrics after a batch: a Prefect artifact and an MLflow run in the review experiment."""
+    from datetime import UTC, datetime
+
+    import mlflow
+    from prefect.artifacts import create_markdown_artifact
+
+    from hitl.review import metrics
+
+    store = ReviewStore(cfg.store_url)
+    m = metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(), datetime.now(UTC))
+    page = metrics.markdown(m)
+    create_markdown_artifact(key="reviewer-metrics", markdown=page, description=f"After batch {batch_id[:8]}")
+    mlflow.set_experiment(cfg.review_experiment)
+    with mlflow.start_run(run_name=f"review-batch-{batch_id[:8]}"):
+        mlflow.log_metrics(m.as_mlflow_metrics())
+        mlflow.log_text(page, "reviewer_metrics.md")
+    return m.as_mlflow_metrics()
+
+
 @task(name="take-disputed-items", cache_policy=NO_CACHE)
 def disputed_items(cfg: Config) -> list[dict]:
     """Up to one batch of disputed items, random-draw items first (they are the release verdict)."""

@@ -122,6 +122,12 @@ def test_the_loop_end_to_end(e2e):
     for needle in ("prefect", "mlflow", "resolved", "e2e-dataset", "champion", "previous"):
         assert needle in out
 
+    # 8. reviewer metrics: after every batch in MLflow (and a Prefect artifact), and on demand
+    review_runs = client.search_runs([mlflow.get_experiment_by_name("e2e-review").experiment_id])
+    assert review_runs and review_runs[0].data.metrics["review_backlog"] >= 0
+    out = hitl(path, "metrics").stdout
+    assert "Krippendorff" in out and "tester" in out
+
 
 def test_terminal_review_resumes_the_paused_run(e2e):
     """A reviewer labels a paused batch item by item in `hitl review`; the run resumes and labels land."""

@@ -114,6 +114,34 @@ def _submit_late(cfg, run, values: dict[str, str]) -> bool:
 
 
 @app.command()
+def metrics(config: ConfigOpt = DEFAULT_CONFIG,
+            as_markdown: Annotated[bool, typer.Option("--markdown", help="print Markdown instead of tables")] = False
+            ) -> None:
+    """Reviewer metrics: backlog, time to resolution, throughput, agreement (Krippendorff's alpha, Cohen's kappa
+    per pair and per label), agreement of each reviewer with adjudicated labels."""
+    from datetime import UTC, datetime
+
+    from hitl.review import metrics as review_metrics
+    from hitl.review.store import ReviewStore
+
+    cfg = _cfg(config)
+    store = ReviewStore(cfg.store_url)
+    m = review_metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(),
+                               datetime.now(UTC))
+    if as_markdown:
+        console.print(review_metrics.markdown(m), markup=False, highlight=False)
+        return
+    console.print(Markdown(review_metrics.markdown(m)))
+    if len(m.per_label):
+        t = Table(title="Agreement per label (Cohen's kappa, this label vs the rest, double-labelled items)")
+        for col in ("label", "items with label", "kappa"):
+            t.add_column(col)
+        for r in m.per_label.itertuples():
+            t.add_row(r.label, str(r.items_with_label), "—" if r.kappa != r.kappa else f"{r.kappa:.2f}")
+        console.print(t)
+
+
+@app.command()
 def relabel(trace_id: Annotated[str, typer.Argument(help="the trace whose label is wrong")],
             label: Annotated[str, typer.Argument(help="the correct label")],
             config: ConfigOpt = DEFAULT_CONFIG,

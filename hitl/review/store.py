@@ -451,6 +451,20 @@ class ReviewStore:
                 DISPUTED: by_status.get(DISPUTED, 0), "open_batches": open_batches or 0,
                 "annotations": n_ann or 0}
 
+    def items(self) -> pd.DataFrame:
+        """Every review item's lifecycle: trace_id, selection_reason, status, created_at, resolved_at."""
+        with self._session() as s:
+            rows = s.execute(select(Item.trace_id, Item.selection_reason, Item.status, Item.created_at,
+                                    Item.resolved_at).order_by(Item.id)).all()
+        return pd.DataFrame(rows, columns=["trace_id", "selection_reason", "status", "created_at", "resolved_at"])
+
+    def batches(self) -> pd.DataFrame:
+        """Every review batch: id, flow_run_id, status, reviewer, created_at, submitted_at."""
+        with self._session() as s:
+            rows = s.execute(select(Batch.id, Batch.flow_run_id, Batch.status, Batch.reviewer, Batch.created_at,
+                                    Batch.submitted_at).order_by(Batch.created_at)).all()
+        return pd.DataFrame(rows, columns=["id", "flow_run_id", "status", "reviewer", "created_at", "submitted_at"])
+
     def annotations(self) -> pd.DataFrame:
         """Every annotation with its trace_id (long format)."""
         with self._session() as s:

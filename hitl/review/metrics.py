@@ -1,0 +1,160 @@
+"""Reviewer metrics: throughput, backlog, time to resolution, agreement (Krippendorff's alpha for the rotating
+pool, Cohen's kappa per fixed pair and per label), and each reviewer's agreement with adjudicated labels.
+
+Pure functions over the review store's read models (`ReviewStore.annotations`, `items`, `batches`,
+`resolutions`), so they are tested on scripted batches without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from hitl.evaluation.estimates import wilson_interval
+
+
+@dataclass
+class ReviewMetrics:
+    backlog: int  # items waiting for a label
+    backlog_oldest_h: float  # age of the oldest waiting item (hours)
+    backlog_median_h: float
+    resolution_p50_h: float  # enqueue -> resolved, resolved items
+    resolution_p90_h: float
+    items_per_hour: float  # all reviewers, over the time their submitted batches were open
+    alpha: float  # Krippendorff's alpha (nominal) over every item with two or more labels
+    alpha_items: int
+    reviewers: pd.DataFrame = field(default_factory=pd.DataFrame)  # per reviewer
+    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # Cohen's kappa per fixed pair
+    per_label: pd.DataFrame = field(default_factory=pd.DataFrame)  # kappa of "label vs the rest" per label
+
+    def as_mlflow_metrics(self) -> dict[str, float]:
+        out = {"review_backlog": float(self.backlog), "review_backlog_oldest_h": self.backlog_oldest_h,
+               "review_resolution_p50_h": self.resolution_p50_h, "review_resolution_p90_h": self.resolution_p90_h,
+               "review_items_per_hour": self.items_per_hour, "review_krippendorff_alpha": self.alpha}
+        return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def _hours(delta: pd.Series) -> pd.Series:
+    return delta.dt.total_seconds() / 3600.0
+
+
+def _utc(s: pd.Series) -> pd.Series:
+    s = pd.to_datetime(s)
+    return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+
+
+def krippendorff_alpha(annotations: pd.DataFrame) -> tuple[float, int]:
+    """Nominal alpha over items with at least two labels (reviewers x items, missing where not labelled)."""
+    multi = annotations.groupby("trace_id").filter(lambda g: len(g) >= 2)
+    if multi.empty or multi["label"].nunique() < 2:
+        return float("nan"), int(multi["trace_id"].nunique())
+    import krippendorff
+
+    codes = {lab: i for i, lab in enumerate(sorted(multi["label"].unique()))}
+    table = multi.assign(code=multi["label"].map(codes)).pivot_table(index="reviewer", columns="trace_id",
+                                                                     values="code", aggfunc="first")
+    value = krippendorff.alpha(reliability_data=table.to_numpy(dtype=float), level_of_measurement="nominal")
+    return float(value), int(table.shape[1])
+
+
+def pair_kappas(annotations: pd.DataFrame, min_items: int = 1) -> pd.DataFrame:
+    """Cohen's kappa for every pair of reviewers that labelled at least `min_items` common items."""
+    from sklearn.metrics import cohen_kappa_score
+
+    wide = annotations.pivot_table(index="trace_id", columns="reviewer", values="label", aggfunc="first")
+    rows = []
+    for a, b in combinations(sorted(wide.columns), 2):
+        both = wide[[a, b]].dropna()
+        if len(both) < min_items:
+            continue
+        same = both[a] == both[b]
+        kappa = (float(cohen_kappa_score(both[a], both[b])) if len(set(both[a]) | set(both[b])) > 1
+                 else float("nan"))
+        rows.append({"reviewer_a": a, "reviewer_b": b, "items": len(both), "agreement": float(same.mean()),
+                     "kappa": kappa})
+    return pd.DataFrame(rows, columns=["reviewer_a", "reviewer_b", "items", "agreement", "kappa"])
+
+
+def label_kappas(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Per label, Cohen's kappa of "this label or not" over the first two labels of each double-labelled item
+    (which labels reviewers confuse)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    firsts = annotations.sort_values("annotation_id").groupby("trace_id").head(2)
+    pairs = firsts.groupby("trace_id")["label"].agg(list)
+    pairs = pairs[pairs.map(len) == 2]
+    rows = []
+    for lab in sorted(set(annotations["label"])):
+        a = np.array([p[0] == lab for p in pairs])
+        b = np.array([p[1] == lab for p in pairs])
+        used = int((a | b).sum())
+        kappa = float(cohen_kappa_score(a, b)) if len(pairs) and len(set(a) | set(b)) > 1 else float("nan")
+        rows.append({"label": lab, "items_with_label": used, "kappa": kappa})
+    return pd.DataFrame(rows, columns=["label", "items_with_label", "kappa"])
+
+
+def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFrame,
+            resolutions: pd.DataFrame, now: datetime) -> ReviewMetrics:
+    """Everything `hitl metrics` shows. `items`: trace_id, status, created_at, resolved_at; `batches`: id,
+    status, reviewer, created_at, submitted_at; `resolutions`: trace_id, kind, label, created_at."""
+    now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    waiting = items[items["status"] == "queued"]
+    ages = _hours(now_ts - _utc(waiting["created_at"])) if len(waiting) else pd.Series(dtype=float)
+    done = items[items["status"] == "resolved"].dropna(subset=["resolved_at"])
+    ttr = _hours(_utc(done["resolved_at"]) - _utc(done["created_at"])) if len(done) else pd.Series(dtype=float)
+    sub = batches[batches["status"] == "submitted"].dropna(subset=["submitted_at"])
+    open_h = _hours(_utc(sub["submitted_at"]) - _utc(sub["created_at"])) if len(sub) else pd.Series(dtype=float)
+    per_batch = annotations.groupby("batch_id").size()
+    alpha, alpha_items = krippendorff_alpha(annotations)
+
+    # the decided label of every adjudicated or corrected item: what each reviewer is measured against
+    final = resolutions.drop_duplicates("trace_id", keep="last").set_index("trace_id")["label"] \
+        if len(resolutions) else pd.Series(dtype=object)
+    rows = []
+    for who, g in annotations.groupby("reviewer"):
+        mine = sub[sub["reviewer"] == who]
+        hours = float(open_h[mine.index].sum()) if len(mine) else 0.0
+        judged = g[g["trace_id"].isin(final.index)]
+        agree = int((judged["label"].to_numpy() == final.reindex(judged["trace_id"]).to_numpy()).sum())
+        lo, hi = wilson_interval(agree / len(judged), len(judged)) if len(judged) else (float("nan"), float("nan"))
+        rows.append({"reviewer": who, "labels": len(g), "batches": int(g["batch_id"].nunique()),
+                     "items_per_hour": len(g) / hours if hours > 0 else float("nan"),
+                     "adjudicated": len(judged), "agrees_with_adjudication": agree / len(judged) if len(judged)
+                     else float("nan"), "agreement_low": lo, "agreement_high": hi})
+    total_h = float(open_h[sub["id"].isin(per_batch.index).to_numpy()].sum()) if len(sub) else 0.0
+    return ReviewMetrics(
+        backlog=len(waiting), backlog_oldest_h=float(ages.max()) if len(ages) else 0.0,
+        backlog_median_h=float(ages.median()) if len(ages) else 0.0,
+        resolution_p50_h=float(ttr.quantile(0.5)) if len(ttr) else float("nan"),
+        resolution_p90_h=float(ttr.quantile(0.9)) if len(ttr) else float("nan"),
+        items_per_hour=len(annotations) / total_h if total_h > 0 else float("nan"),
+        alpha=alpha, alpha_items=alpha_items, reviewers=pd.DataFrame(rows),
+        pairs=pair_kappas(annotations), per_label=label_kappas(annotations))
+
+
+def markdown(m: ReviewMetrics) -> str:
+    """The metrics as a Markdown page (Prefect artifact, `hitl metrics --markdown`)."""
+    def f(v: float, pct: bool = False) -> str:
+        return "—" if not np.isfinite(v) else (f"{v:.0%}" if pct else f"{v:.2f}")
+
+    lines = ["## Reviewer metrics", "",
+             f"- Backlog: {m.backlog} items waiting (oldest {f(m.backlog_oldest_h)} h, "
+             f"median {f(m.backlog_median_h)} h)",
+             f"- Time to resolution: p50 {f(m.resolution_p50_h)} h, p90 {f(m.resolution_p90_h)} h",
+             f"- Throughput: {f(m.items_per_hour)} labels per hour of open batches",
+             f"- Krippendorff's alpha (nominal): {f(m.alpha)} on {m.alpha_items} items with two or more labels", "",
+             "| reviewer | labels | batches | labels/hour | adjudicated | agrees with adjudication (95% CI) |",
+             "|---|---|---|---|---|---|"]
+    for r in m.reviewers.itertuples():
+        ci = (f"{f(r.agrees_with_adjudication, True)} [{f(r.agreement_low, True)}, {f(r.agreement_high, True)}]"
+              if r.adjudicated else "—")
+        lines.append(f"| {r.reviewer} | {r.labels} | {r.batches} | {f(r.items_per_hour)} | {r.adjudicated} | {ci} |")
+    if len(m.pairs):
+        lines += ["", "| pair | common items | raw agreement | Cohen's kappa |", "|---|---|---|---|"]
+        lines += [f"| {p.reviewer_a} / {p.reviewer_b} | {p.items} | {f(p.agreement, True)} | {f(p.kappa)} |"
+                  for p in m.pairs.itertuples()]
+    return "\n".join(lines)
