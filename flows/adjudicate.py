@@ -29,7 +29,9 @@ def adjudicate(config_path: str = "configs/demo.yaml") -> dict:
     except FlowPauseTimeout:
         get_run_logger().warning("Nobody adjudicated within %ss; the items stay disputed.", cfg.review.timeout_s)
         raise
-    return {"status": "adjudicated", **review.store_adjudications(cfg, items, answer.model_dump())}
+    stored = review.store_adjudications(cfg, items, answer.model_dump())
+    review.write_back_labels(cfg)
+    return {"status": "adjudicated", **stored}
 
 
 if __name__ == "__main__":

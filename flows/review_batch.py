@@ -33,6 +33,7 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
     values = answer.model_dump()
     result = review.store_labels(cfg, batch, values)
     review.publish_metrics(cfg, batch.id)
+    review.write_back_labels(cfg)
     return {"status": "submitted", "batch_id": batch.id, "stored": result.stored,
             "skipped": len(result.skipped), "reviewer": values["reviewer"]}
 

@@ -29,12 +29,19 @@ class StackConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    """Where production traces come from: the synthetic world or a directory of JSONL/Parquet files."""
+    """Where production traces come from: the synthetic world, a directory of JSONL/Parquet files, or the traces
+    an application logs to an MLflow experiment (hitl/sampling/mlflow_traces.py)."""
 
-    kind: Literal["synthetic", "files"] = "synthetic"
+    kind: Literal["synthetic", "files", "mlflow"] = "synthetic"
     path: str | None = None  # files: a directory or a file; synthetic: defaults to <state>/world/traces
     column_map: dict[str, str] = Field(default_factory=dict)  # their column -> our column
     launch_path: str | None = None  # CSV/Parquet with text,label (+cohorts) for bootstrap; None = synthetic
+    experiment: str | None = None  # mlflow: the experiment holding the production traces
+    request_key: str | None = None  # mlflow: the request input holding the message (None: the only string)
+    prediction_key: str = "intent"  # mlflow: the response field holding the model's label
+    confidence_key: str = "confidence"
+    assessment_name: str = "human_label"  # mlflow: the assessment resolved labels are written back as
+    max_traces: int = Field(100_000, ge=1)
 
 
 class ScenarioConfig(_Strict):

@@ -93,6 +93,24 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     return result
 
 
+@task(name="write-labels-to-mlflow-traces", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def write_back_labels(cfg: Config) -> int:
+    """With an MLflow trace source: every resolved label as a HUMAN assessment on its trace (idempotent)."""
+    if cfg.source.kind != "mlflow":
+        return 0
+    import mlflow
+
+    from hitl.sampling import mlflow_traces
+
+    store = ReviewStore(cfg.store_url)
+    ann = store.annotations()
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    n = mlflow_traces.write_back(cfg, mlflow_traces.verdicts(store.resolved(ann), ann, store.resolutions()))
+    get_run_logger().info("Wrote %d human assessments ('%s') to MLflow traces of %s", n,
+                          cfg.source.assessment_name, cfg.source.experiment)
+    return n
+
+
 @task(name="publish-review-metrics", cache_policy=NO_CACHE)
 def publish_metrics(cfg: Config, batch_id: str) -> dict[str, float]:
     """Reviewer metrics after a batch: a Prefect artifact and an MLflow run in the review experiment."""

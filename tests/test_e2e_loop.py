@@ -20,6 +20,41 @@ from hitl.review.store import ReviewStore
 pytestmark = pytest.mark.e2e
 
 
+CANARIES = ("4111 1111 1111 1111", "canary.pii@example.org", "+44 20 7946 0958")
+
+
+def _plant_canaries(cfg) -> list[str]:
+    """Append personal data to every valid trace of the day's traffic; returns the trace ids planted."""
+    import json
+
+    planted = []
+    for f in sorted((cfg.world_dir / "traces").glob("*.jsonl")):
+        lines = []
+        for line in f.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                lines.append(line)
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("input"), str) and rec.get("trace_id"):
+                rec["input"] += f" (card {CANARIES[0]}, mail {CANARIES[1]}, call {CANARIES[2]})"
+                planted.append(str(rec["trace_id"]))
+                line = json.dumps(rec)
+            lines.append(line)
+        f.write_text("\n".join(lines) + "\n")
+    return planted
+
+
+def _assert_no_canary(cfg) -> None:
+    """grep the Prefect database (WAL included), the servers' and reviewers' logs for the planted strings."""
+    files = [p for d in (cfg.state / "prefect", cfg.state / "logs") for p in d.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("prefect.db") for p in files)
+    for p in files:
+        data = p.read_bytes()
+        for canary in CANARIES:
+            assert canary.encode() not in data, f"{canary!r} leaked into {p}"
+
+
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     yield from running_stack(tmp_path_factory.mktemp("e2e"))
@@ -42,6 +77,7 @@ def test_the_loop_end_to_end(e2e):
 
     # 2. production traffic, then sampling: validated (bad rows quarantined and counted), scored, selected
     hitl(path, "produce")
+    planted = _plant_canaries(cfg)
     hitl(path, "sample")
     store = ReviewStore(cfg.store_url)
     assert store.counts()["queued"] == 30
@@ -72,6 +108,9 @@ def test_the_loop_end_to_end(e2e):
     with pytest.raises(RuntimeError, match="not paused"):  # a replayed resume is rejected
         resume(cfg, run.id, values)
     assert store.counts()["resolved"] == 30
+    # personal data planted in the traces reached the batch masked, and is nowhere in Prefect or the logs
+    assert set(planted) & set(fields.values()) and "<CARD>" in run.description
+    _assert_no_canary(cfg)
     ann = store.annotations()
     assert len(ann) == 30 and set(ann["reviewer"]) == {"tester"}
     assert all(ann.set_index("trace_id")["label"][t] == known[t] for t in fields.values())
@@ -220,3 +259,50 @@ def test_disputes_are_adjudicated_and_corrections_supersede_labels(e2e):
     assert "relabelled 1" in out and target in out
     assert adjudicated.ref in hitl(path, "datasets", "list").stdout
     assert "Labels by split" in hitl(path, "datasets", "show", corrected.ref).stdout
+
+
+def test_mlflow_traces_in_and_out(e2e, tmp_path):
+    """Traces an application logged to MLflow are a trace source; resolved labels go back onto those traces as
+    HUMAN assessments, once."""
+    from helpers_domain import COHORTS, review_items
+
+    from hitl.config import SourceConfig
+    from hitl.sampling import mlflow_traces
+    from hitl.sampling.sources import load_traces
+    from hitl.schemas import REASON_COLUMN
+
+    cfg, _ = e2e
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    mlflow.set_experiment("e2e-app-traces")
+    texts = ["my card still hasn't arrived", "i lost my card yesterday", "please refund my order",
+             "how do I reset my password", "the transfer failed again"]
+    for text in [*texts, None]:
+        with mlflow.start_span(name="classify-intent") as span:
+            span.set_inputs({"query": text} if text else {"query": 7, "other": 8})  # the last has no message
+            span.set_outputs({"intent": "card_lost", "confidence": 0.61})
+            mlflow.update_current_trace(tags={"channel": "app", "locale": "en-GB", "tier": "free"})
+    src = cfg.model_copy(update={"source": SourceConfig(kind="mlflow", experiment="e2e-app-traces")})
+    loaded = load_traces(src)
+    assert len(loaded.accepted) == 5 and len(loaded.quarantined) == 1 and loaded.rows_in == 6
+    assert "input" in loaded.quarantined.iloc[0][REASON_COLUMN]
+    acc = loaded.accepted.set_index("input").loc[texts]
+    assert (acc["channel"] == "app").all() and (acc["prediction"] == "card_lost").all()
+    assert acc["confidence"].eq(0.61).all()
+
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+    items = review_items(5).assign(trace_id=acc["trace_id"].to_numpy(), input=texts)
+    store.enqueue(items, COHORTS)
+    batch = store.take_batch(10)
+    truth_labels = dict(zip(acc["trace_id"], ["card_arrival", "card_lost", "refund_request", "password_reset",
+                                              "transfer_failed"], strict=True))
+    store.submit(batch.id, "rita", {t: (truth_labels[t], "clear from the text") for t in truth_labels},
+                 list(set(truth_labels.values())))
+    ann = store.annotations()
+    verdicts = mlflow_traces.verdicts(store.resolved(ann), ann, store.resolutions())
+    assert mlflow_traces.write_back(src, verdicts) == 5
+    assert mlflow_traces.write_back(src, verdicts) == 0  # a re-run writes nothing twice
+    for trace_id, label in truth_labels.items():
+        found = [a for a in mlflow.get_trace(trace_id).info.assessments if a.name == "human_label"]
+        assert len(found) == 1 and found[0].feedback.value == label
+        assert found[0].source.source_type == "HUMAN" and found[0].source.source_id == "rita"
+        assert found[0].rationale == "clear from the text"

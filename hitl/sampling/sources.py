@@ -151,17 +151,21 @@ def _in_window(df: pd.DataFrame, since: datetime | None, until: datetime | None)
 
 def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = None,
                 until: datetime | None = None) -> LoadResult:
-    """Load and validate every trace file under `path` (default: the configured source).
+    """Load and validate every trace under `path` (default: the configured source: files, or the traces of an
+    MLflow experiment).
 
     `since`/`until` (UTC) select a window by timestamp; rows outside it are neither accepted nor
     quarantined and are not counted in rows_in.
     """
-    files = trace_files(path or cfg.traces_path)
-    frames, rejected = [], []
-    for f in files:
-        df, bad = _read_file(f)
-        frames.append(df)
-        rejected.append(bad)
+    if cfg.source.kind == "mlflow" and path is None:
+        from hitl.sampling import mlflow_traces
+
+        files: list = [f"mlflow experiment {cfg.source.experiment}"]
+        frames, rejected = [mlflow_traces.read(cfg)], []
+    else:
+        files = trace_files(path or cfg.traces_path)
+        read = [_read_file(f) for f in files]
+        frames, rejected = [df for df, _ in read], [bad for _, bad in read]
     raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     candidates, bad_types = normalize(raw, cfg) if len(raw) else (raw, raw)
     if since or until:  # rows outside the window are not this run's business, valid or not
