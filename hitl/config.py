@@ -121,6 +121,10 @@ class ReviewConfig(_Strict):
     max_rationale_chars: int = 2000
     adjudicators: list[str] = Field(default_factory=list)  # who may settle disputes; empty: any reviewer
     mask_pii: bool = True  # emails, phones, cards, IBANs masked in everything reviewers and Prefect see
+    gold_share: float = Field(0.1, ge=0.0, lt=0.5)  # of every batch: items with a known label, measuring reviewers
+    gold_path: str | None = None  # a labelled JSONL/CSV/Parquet file seeding gold items (adjudications add more)
+    gold_min_answers: int = Field(20, ge=1)  # no verdict on a reviewer before this many gold answers
+    gold_min_accuracy: float = Field(0.8, gt=0.0, le=1.0)  # flagged when the upper 95% bound falls below this
 
 
 class DatasetConfig(_Strict):

@@ -73,7 +73,12 @@ def approval_form(description: str) -> type[ApprovalForm]:
 @task(name="lease-review-batch", cache_policy=NO_CACHE)
 def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
     store = ReviewStore(cfg.store_url)
-    batch = store.take_batch(cfg.review.batch_size, lease_s=cfg.review.timeout_s + cfg.review.lease_grace_s)
+    if cfg.review.gold_path:
+        from hitl.review import gold
+
+        store.seed_gold(gold.read_seed_file(cfg.review.gold_path), cfg.cohorts)
+    batch = store.take_batch(cfg.review.batch_size, lease_s=cfg.review.timeout_s + cfg.review.lease_grace_s,
+                             gold_share=cfg.review.gold_share)
     if batch is not None:
         store.attach_flow_run(batch.id, flow_run_id)
         get_run_logger().info("Leased batch %s with %d items", batch.id, len(batch.items))
@@ -83,8 +88,15 @@ def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
 @task(name="store-labels", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     reviewer, labels = forms.parse_answer(answer, batch.items)
-    result = ReviewStore(cfg.store_url).submit(batch.id, reviewer, labels, cfg.labels)
+    result = ReviewStore(cfg.store_url).submit(batch.id, reviewer, labels, cfg.labels,
+                                               gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
     log = get_run_logger()
+    if result.check is not None and not result.check.ok:  # which items were gold is never logged
+        c = result.check
+        log.warning("Reviewer %s: gold accuracy %d/%d (95%% CI %.0f%%-%.0f%%) is below %.0f%%; %d of their labels "
+                    "since their last good check went to adjudication (run `hitl adjudicate`).", reviewer, c.correct,
+                    c.answers, 100 * c.low, 100 * c.high, 100 * cfg.review.gold_min_accuracy,
+                    result.sent_to_adjudication)
     log.info("Batch %s: stored %d labels from %s%s", batch.id, result.stored, reviewer,
              " (already submitted: nothing new)" if result.already_submitted else
              " (late: the batch had expired; merged where items still needed labels)" if result.late else "")
@@ -122,7 +134,8 @@ def publish_metrics(cfg: Config, batch_id: str) -> dict[str, float]:
     from hitl.review import metrics
 
     store = ReviewStore(cfg.store_url)
-    m = metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(), datetime.now(UTC))
+    m = metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(), datetime.now(UTC),
+                        store.gold_answers(), (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
     page = metrics.markdown(m)
     create_markdown_artifact(key="reviewer-metrics", markdown=page, description=f"After batch {batch_id[:8]}")
     mlflow.set_experiment(cfg.review_experiment)

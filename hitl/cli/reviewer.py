@@ -127,7 +127,14 @@ def metrics(config: ConfigOpt = DEFAULT_CONFIG,
     cfg = _cfg(config)
     store = ReviewStore(cfg.store_url)
     m = review_metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(),
-                               datetime.now(UTC))
+                               datetime.now(UTC), store.gold_answers(),
+                               (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+    for r in m.reviewers.itertuples():
+        if r.flagged:
+            console.print(f"[red]Warning:[/] {r.reviewer}'s gold accuracy is {r.gold_accuracy:.0%} on "
+                          f"{r.gold_answers} gold items (95% CI {r.gold_low:.0%}-{r.gold_high:.0%}), below "
+                          f"{cfg.review.gold_min_accuracy:.0%}: their labels since the last good check went to "
+                          "adjudication (`hitl adjudicate`).")
     if as_markdown:
         console.print(review_metrics.markdown(m), markup=False, highlight=False)
         return

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hitl.evaluation.estimates import wilson_interval
+from hitl.review import gold
 
 
 @dataclass
@@ -98,9 +99,11 @@ def label_kappas(annotations: pd.DataFrame) -> pd.DataFrame:
 
 
 def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFrame,
-            resolutions: pd.DataFrame, now: datetime) -> ReviewMetrics:
+            resolutions: pd.DataFrame, now: datetime, gold_answers: pd.DataFrame | None = None,
+            gold_policy: tuple[int, float] = (20, 0.8)) -> ReviewMetrics:
     """Everything `hitl metrics` shows. `items`: trace_id, status, created_at, resolved_at; `batches`: id,
-    status, reviewer, created_at, submitted_at; `resolutions`: trace_id, kind, label, created_at."""
+    status, reviewer, created_at, submitted_at; `resolutions`: trace_id, kind, label, created_at;
+    `gold_answers`: reviewer, correct (cumulative gold accuracy, checked with `gold_policy`)."""
     now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
     waiting = items[items["status"] == "queued"]
     ages = _hours(now_ts - _utc(waiting["created_at"])) if len(waiting) else pd.Series(dtype=float)
@@ -121,7 +124,11 @@ def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFram
         judged = g[g["trace_id"].isin(final.index)]
         agree = int((judged["label"].to_numpy() == final.reindex(judged["trace_id"]).to_numpy()).sum())
         lo, hi = wilson_interval(agree / len(judged), len(judged)) if len(judged) else (float("nan"), float("nan"))
+        answers = gold_answers[gold_answers["reviewer"] == who] if gold_answers is not None else []
+        chk = gold.check(str(who), len(answers), int(answers["correct"].sum()) if len(answers) else 0, *gold_policy)
         rows.append({"reviewer": who, "labels": len(g), "batches": int(g["batch_id"].nunique()),
+                     "gold_answers": chk.answers, "gold_accuracy": chk.accuracy, "gold_low": chk.low,
+                     "gold_high": chk.high, "flagged": not chk.ok,
                      "items_per_hour": len(g) / hours if hours > 0 else float("nan"),
                      "adjudicated": len(judged), "agrees_with_adjudication": agree / len(judged) if len(judged)
                      else float("nan"), "agreement_low": lo, "agreement_high": hi})
@@ -147,12 +154,16 @@ def markdown(m: ReviewMetrics) -> str:
              f"- Time to resolution: p50 {f(m.resolution_p50_h)} h, p90 {f(m.resolution_p90_h)} h",
              f"- Throughput: {f(m.items_per_hour)} labels per hour of open batches",
              f"- Krippendorff's alpha (nominal): {f(m.alpha)} on {m.alpha_items} items with two or more labels", "",
-             "| reviewer | labels | batches | labels/hour | adjudicated | agrees with adjudication (95% CI) |",
-             "|---|---|---|---|---|---|"]
+             "| reviewer | labels | batches | labels/hour | gold answers | gold accuracy (95% CI) | adjudicated "
+             "| agrees with adjudication (95% CI) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in m.reviewers.itertuples():
         ci = (f"{f(r.agrees_with_adjudication, True)} [{f(r.agreement_low, True)}, {f(r.agreement_high, True)}]"
               if r.adjudicated else "—")
-        lines.append(f"| {r.reviewer} | {r.labels} | {r.batches} | {f(r.items_per_hour)} | {r.adjudicated} | {ci} |")
+        acc = (f"{f(r.gold_accuracy, True)} [{f(r.gold_low, True)}, {f(r.gold_high, True)}]"
+               + (" **below the bar: labels sent to adjudication**" if r.flagged else "")) if r.gold_answers else "—"
+        lines.append(f"| {r.reviewer} | {r.labels} | {r.batches} | {f(r.items_per_hour)} | {r.gold_answers} | "
+                     f"{acc} | {r.adjudicated} | {ci} |")
     if len(m.pairs):
         lines += ["", "| pair | common items | raw agreement | Cohen's kappa |", "|---|---|---|---|"]
         lines += [f"| {p.reviewer_a} / {p.reviewer_b} | {p.items} | {f(p.agreement, True)} | {f(p.kappa)} |"

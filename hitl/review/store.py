@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -29,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from hitl.hashing import text_group
+from hitl.review import gold
 
 QUEUED, RESOLVED, DISPUTED = "queued", "resolved", "disputed"
 SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
@@ -141,6 +144,58 @@ class Resolution(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class GoldItem(Base):
+    """A message with a known label (an adjudicated item, or a row of a seeded labelled file)."""
+
+    __tablename__ = "gold_items"
+    __table_args__ = (UniqueConstraint("source", "source_ref"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(20))  # adjudicated | seeded
+    source_ref: Mapped[str] = mapped_column(String(200))  # the trace id it came from (shown as the item's id)
+    input: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(200))
+    item: Mapped[str] = mapped_column(Text, default="{}")  # JSON: what the form shows (prediction, cohorts...)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class BatchGold(Base):
+    __tablename__ = "review_batch_gold"
+    __table_args__ = (UniqueConstraint("batch_id", "gold_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
+    gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    shown: Mapped[str] = mapped_column(Text)  # JSON: the item exactly as the form shows it
+
+
+class GoldAnswer(Base):
+    """A reviewer's answer to a gold item: measures the reviewer, never enters a dataset."""
+
+    __tablename__ = "gold_answers"
+    __table_args__ = (UniqueConstraint("batch_id", "gold_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(100), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    correct: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ReviewerCheck(Base):
+    """One gold check of a reviewer; a failed one sends their labels since the last good check to adjudication."""
+
+    __tablename__ = "reviewer_checks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reviewer: Mapped[str] = mapped_column(String(100), index=True)
+    answers: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[int] = mapped_column(Integer)
+    upper: Mapped[float] = mapped_column(Float)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    sent_to_adjudication: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 @dataclass(frozen=True)
 class BatchView:
     """A batch as a reviewer form needs it: id plus its items in order."""
@@ -158,6 +213,10 @@ class SubmitResult:
     already_submitted: bool
     skipped: dict[str, str]  # trace_id -> why it was not stored
     late: bool = False  # the batch had expired: labels merged where items still needed them
+    gold_answered: int = 0
+    gold_correct: int = 0
+    check: gold.GoldCheck | None = None  # the reviewer's cumulative gold check after this submission
+    sent_to_adjudication: int = 0  # labels of a flagged reviewer sent to adjudication
 
 
 class ReviewError(ValueError):
@@ -267,8 +326,9 @@ class ReviewStore:
         rows = s.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id))
         return dict(rows.all())
 
-    def take_batch(self, size: int, lease_s: float | None = None) -> BatchView | None:
-        """Lease up to `size` queued items that still need an annotation into a new open batch.
+    def take_batch(self, size: int, lease_s: float | None = None, gold_share: float = 0.0) -> BatchView | None:
+        """Lease up to `size` queued items that still need an annotation into a new open batch; about
+        `gold_share` of the batch are gold items (known labels), shuffled among the others.
 
         Open batches older than `lease_s` (their run crashed or was abandoned) expire first, so their
         items return to the queue instead of being stuck.
@@ -281,17 +341,52 @@ class ReviewStore:
             queued = s.scalars(
                 select(Item).where(Item.status == QUEUED).order_by(Item.priority.desc(), Item.id)
             ).all()
+            has_gold = gold_share > 0 and s.scalar(select(func.count()).select_from(GoldItem)) > 0
+            room = max(1, size - round(size * gold_share)) if has_gold else size
             picked = [
                 it for it in queued
                 if it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0) > 0
-            ][:size]
+            ][:room]
             if not picked:
                 return None
             batch = Batch(id=str(uuid.uuid4()))
             s.add(batch)
             s.flush()
-            s.add_all(BatchItem(batch_id=batch.id, item_id=it.id, position=i) for i, it in enumerate(picked))
-            return BatchView(batch.id, [_item_dict(it) for it in picked])
+            golds = self._choose_gold(s, picked, gold_share, seed=uuid.UUID(batch.id).int % 2**32)
+            real_pos, gold_pos = gold.positions(len(picked), len(golds), seed=uuid.UUID(batch.id).int % 2**32)
+            s.add_all(BatchItem(batch_id=batch.id, item_id=it.id, position=p) for it, p in zip(picked, real_pos,
+                                                                                               strict=True))
+            s.add_all(BatchGold(batch_id=batch.id, gold_id=g.id, position=p, shown=json.dumps(shown))
+                      for (g, shown), p in zip(golds, gold_pos, strict=True))
+            s.flush()
+            return BatchView(batch.id, self._batch_items(s, batch.id))
+
+    def _choose_gold(self, s: Session, picked: list[Item], share: float, seed: int) -> list[tuple[GoldItem, dict]]:
+        """The least-shown gold items for a batch, each with the item the form will show: what the model said
+        and why it was selected come from its original item, or (seeded gold without them) from one of the
+        batch's real items, so nothing sets a gold item apart."""
+        pool = [g for g in s.scalars(select(GoldItem)).all() if g.source_ref not in {it.trace_id for it in picked}]
+        k = gold.how_many(len(picked), share, len(pool))
+        if k == 0:
+            return []
+        shown_n = dict(s.execute(select(BatchGold.gold_id, func.count()).group_by(BatchGold.gold_id)).all())
+        rng = np.random.default_rng(seed)
+        ties = rng.random(len(pool))
+        chosen = [pool[i] for i in sorted(range(len(pool)), key=lambda i: (shown_n.get(pool[i].id, 0), ties[i]))[:k]]
+        out = []
+        for g in chosen:
+            like = _item_dict(picked[int(rng.integers(len(picked)))])
+            item = {**like, **{key: v for key, v in json.loads(g.item).items() if v is not None}}
+            out.append((g, {**item, "trace_id": g.source_ref, "input": g.input}))
+        return out
+
+    def _batch_items(self, s: Session, batch_id: str) -> list[dict]:
+        """A batch's items in form order: review items and gold items (as shown) by position."""
+        real = s.execute(select(Item, BatchItem.position).join(BatchItem, BatchItem.item_id == Item.id)
+                         .where(BatchItem.batch_id == batch_id)).all()
+        golds = s.execute(select(BatchGold.shown, BatchGold.position).where(BatchGold.batch_id == batch_id)).all()
+        rows = [(pos, _item_dict(it)) for it, pos in real] + [(pos, json.loads(shown)) for shown, pos in golds]
+        return [d for _, d in sorted(rows, key=lambda r: r[0])]
 
     def _expire_stale(self, s: Session, lease_s: float) -> None:
         cutoff = _now().timestamp() - lease_s
@@ -323,15 +418,11 @@ class ReviewStore:
             batch = s.get(Batch, batch_id)
             if batch is None:
                 raise KeyError(f"No review batch {batch_id!r} in the store")
-            items = s.scalars(
-                select(Item).join(BatchItem, BatchItem.item_id == Item.id)
-                .where(BatchItem.batch_id == batch_id).order_by(BatchItem.position)
-            ).all()
-            return BatchView(batch.id, [_item_dict(it) for it in items], batch.flow_run_id, batch.status)
+            return BatchView(batch.id, self._batch_items(s, batch_id), batch.flow_run_id, batch.status)
 
     # ---- annotations ----
     def submit(self, batch_id: str, reviewer: str, labels: Mapping[str, tuple[str, str | None]],
-               allowed_labels: Iterable[str]) -> SubmitResult:
+               allowed_labels: Iterable[str], gold_policy: tuple[int, float] | None = None) -> SubmitResult:
         """Store one reviewer's labels for a batch (trace_id -> (label, rationale)), atomically.
 
         Refused as a whole (ReviewError, nothing stored) for an empty reviewer, a label outside the label
@@ -339,6 +430,9 @@ class ReviewStore:
         Items this reviewer already labelled in another batch are skipped and stay in the queue; so are items
         that meanwhile got all their labels elsewhere. A late submission (the batch expired while the reviewer
         worked) is merged where items still need a label and reported as late, never silently dropped.
+        Answers to gold items go to the gold answers; with `gold_policy` (min answers, min accuracy) the
+        reviewer's cumulative gold accuracy is checked, and a flagged reviewer's labels since their last good
+        check go to adjudication.
         """
         reviewer = (reviewer or "").strip()
         if not reviewer:
@@ -358,13 +452,19 @@ class ReviewStore:
                 select(Item.trace_id, Item).join(BatchItem, BatchItem.item_id == Item.id)
                 .where(BatchItem.batch_id == batch_id)
             ).all())
-            strangers = sorted(set(labels) - set(members))
+            golds = dict(s.execute(
+                select(GoldItem.source_ref, GoldItem).join(BatchGold, BatchGold.gold_id == GoldItem.id)
+                .where(BatchGold.batch_id == batch_id)
+            ).all())
+            strangers = sorted(set(labels) - set(members) - set(golds))
             if strangers:
                 raise ReviewError(f"Traces not in batch {batch_id}: {strangers}")
             skipped: dict[str, str] = {}
             stored = 0
             done_n = self._annotation_counts(s)
             for trace_id, (label, rationale) in labels.items():
+                if trace_id in golds:
+                    continue
                 item = members[trace_id]
                 if s.scalar(select(AnnotationRow.id).where(AnnotationRow.item_id == item.id,
                                                            AnnotationRow.reviewer == reviewer)):
@@ -379,10 +479,41 @@ class ReviewStore:
                 stored += 1
             for trace_id in set(members) - set(labels):
                 skipped[trace_id] = "no label given"
+            answered = [GoldAnswer(gold_id=g.id, batch_id=batch_id, reviewer=reviewer, label=labels[ref][0],
+                                   correct=labels[ref][0] == g.label) for ref, g in golds.items() if ref in labels]
+            s.add_all(answered)
             batch.status, batch.reviewer, batch.submitted_at = SUBMITTED, reviewer, _now()
             s.flush()
             self._settle(s, [members[t] for t in members])
-            return SubmitResult(batch_id, stored, False, skipped, late)
+            chk, sent = (self._check_reviewer(s, reviewer, *gold_policy) if answered and gold_policy
+                         else (None, 0))
+            return SubmitResult(batch_id, stored, False, skipped, late, len(answered),
+                                sum(a.correct for a in answered), chk, sent)
+
+    def _check_reviewer(self, s: Session, reviewer: str, min_answers: int, min_accuracy: float
+                        ) -> tuple[gold.GoldCheck, int]:
+        """Check a reviewer's cumulative gold accuracy; when flagged, send the items they labelled since their
+        last good check (and that nobody adjudicated since) to adjudication. Records the check."""
+        answers = list(s.scalars(select(GoldAnswer.correct).where(GoldAnswer.reviewer == reviewer)))
+        chk = gold.check(reviewer, len(answers), sum(answers), min_answers, min_accuracy)
+        sent = 0
+        if not chk.ok:
+            since = s.scalar(select(func.max(ReviewerCheck.created_at))  # good: passed on enough evidence
+                             .where(ReviewerCheck.reviewer == reviewer, ReviewerCheck.ok.is_(True),
+                                    ReviewerCheck.answers >= min_answers))
+            mine = select(AnnotationRow.item_id, AnnotationRow.created_at).where(AnnotationRow.reviewer == reviewer)
+            if since is not None:
+                mine = mine.where(AnnotationRow.created_at > since)
+            for item_id, at in s.execute(mine).all():
+                item = s.get_one(Item, item_id)
+                decided_after = s.scalar(select(Resolution.id).where(Resolution.item_id == item_id,
+                                                                     Resolution.created_at >= at))
+                if item.status in (RESOLVED, QUEUED) and decided_after is None:
+                    item.status, item.label, item.resolved_at = DISPUTED, None, None
+                    sent += 1
+        s.add(ReviewerCheck(reviewer=reviewer, answers=chk.answers, correct=chk.correct,
+                            upper=chk.high, ok=chk.ok, sent_to_adjudication=sent))
+        return chk, sent
 
     def _settle(self, s: Session, items: list[Item]) -> None:
         for item in items:
@@ -418,6 +549,13 @@ class ReviewStore:
             res = Resolution(item_id=item.id, kind=kind, reviewer=reviewer, label=label, reason=reason or None)
             s.add(res)
             item.status, item.label, item.resolved_at = RESOLVED, label, _now()
+            known = s.scalar(select(GoldItem).where(GoldItem.source == "adjudicated",
+                                                    GoldItem.source_ref == item.trace_id))
+            if known is not None:  # a correction of a gold item's label corrects the gold too
+                known.label = label
+            elif kind == "adjudication":
+                s.add(GoldItem(source="adjudicated", source_ref=item.trace_id, input=item.input, label=label,
+                               item=json.dumps(_item_dict(item))))
             s.flush()
             return res.id
 
@@ -450,6 +588,43 @@ class ReviewStore:
         return {QUEUED: by_status.get(QUEUED, 0), RESOLVED: by_status.get(RESOLVED, 0),
                 DISPUTED: by_status.get(DISPUTED, 0), "open_batches": open_batches or 0,
                 "annotations": n_ann or 0}
+
+    def seed_gold(self, rows: pd.DataFrame, cohorts: Iterable[str]) -> int:
+        """Add gold items from a labelled file's rows (`gold.read_seed_file`); rows already known are skipped.
+        Returns how many were new."""
+        cohorts = list(cohorts)
+        with self._session.begin() as s:
+            known = set(s.scalars(select(GoldItem.source_ref).where(GoldItem.source == "seeded")))
+            new = []
+            for r in rows.to_dict("records"):
+                ref = str(r["trace_id"])
+                if ref in known:
+                    continue
+                shown = {c: _str_or_none(r.get(c)) for c in cohorts if c in r}
+                if "prediction" in r and r.get("prediction") is not None:
+                    shown |= {"prediction": str(r["prediction"]), "confidence": _float_or_none(r.get("confidence"))}
+                new.append(GoldItem(source="seeded", source_ref=ref, input=str(r["input"]), label=str(r["label"]),
+                                    item=json.dumps(shown)))
+                known.add(ref)
+            s.add_all(new)
+        return len(new)
+
+    def gold_answers(self) -> pd.DataFrame:
+        """Every answer to a gold item: reviewer, batch, the known label, the answer, whether it was right."""
+        with self._session() as s:
+            rows = s.execute(select(GoldAnswer.reviewer, GoldAnswer.batch_id, GoldItem.source_ref, GoldItem.label,
+                                    GoldAnswer.label, GoldAnswer.correct, GoldAnswer.created_at)
+                             .join(GoldItem, GoldItem.id == GoldAnswer.gold_id).order_by(GoldAnswer.id)).all()
+        return pd.DataFrame(rows, columns=["reviewer", "batch_id", "trace_id", "gold_label", "answer", "correct",
+                                           "created_at"])
+
+    def reviewer_checks(self) -> pd.DataFrame:
+        with self._session() as s:
+            rows = s.execute(select(ReviewerCheck.reviewer, ReviewerCheck.answers, ReviewerCheck.correct,
+                                    ReviewerCheck.upper, ReviewerCheck.ok, ReviewerCheck.sent_to_adjudication,
+                                    ReviewerCheck.created_at).order_by(ReviewerCheck.id)).all()
+        return pd.DataFrame(rows, columns=["reviewer", "answers", "correct", "upper", "ok", "sent_to_adjudication",
+                                           "created_at"])
 
     def items(self) -> pd.DataFrame:
         """Every review item's lifecycle: trace_id, selection_reason, status, created_at, resolved_at."""

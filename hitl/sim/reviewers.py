@@ -56,6 +56,11 @@ class SimulatedReviewers:
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.cfg.simulation.seed)
+        if self.cfg.review.gold_path:  # seeded gold items: their known label is the truth
+            from hitl.review.gold import read_seed_file
+
+            seeded = read_seed_file(self.cfg.review.gold_path)
+            self.truth.update(dict(zip(seeded["trace_id"].astype(str), seeded["label"].astype(str), strict=True)))
 
     def _label(self, trace_id: str) -> str:
         if trace_id not in self.truth:  # a window written after we started
