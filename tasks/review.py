@@ -73,6 +73,10 @@ def approval_form(description: str) -> type[ApprovalForm]:
 @task(name="lease-review-batch", cache_policy=NO_CACHE)
 def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
     store = ReviewStore(cfg.store_url)
+    requeued = store.requeue_proposals(cfg.labels)
+    if requeued:
+        get_run_logger().info("%d items held for a proposed label that is now in the label set are back in the "
+                              "queue", requeued)
     if cfg.review.gold_path:
         from hitl.review import gold
 

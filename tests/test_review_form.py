@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitl.review.forms import (
+    NONE_FITS,
     REVIEWER_FIELD,
     describe_batch,
     form_fields,
@@ -52,7 +53,7 @@ def test_form_fields_shape(cfg):
     assert reviewer.required and reviewer.choices is None
     for i, spec in enumerate(specs[1::2]):
         assert spec.required
-        assert spec.choices == tuple(cfg.labels)
+        assert spec.choices == (*cfg.labels, NONE_FITS)  # the last answer proposes a new label
         assert f"trace `tr-{i}`" in spec.description
         assert f"message number {i}" in spec.description and "42%" in spec.description
     for spec in specs[2::2]:
@@ -114,7 +115,7 @@ def test_build_form_validates_answers(cfg):
 def test_trace_ids_from_a_stored_form_schema(cfg):
     batch = BatchView("c" * 36, _items(12))
     schema = build_form(batch, cfg).model_json_schema()
-    assert schema["properties"]["item_01"]["enum"] == cfg.labels
+    assert schema["properties"]["item_01"]["enum"] == [*cfg.labels, NONE_FITS]
     assert trace_ids_from_schema(schema) == {item_field(i): f"tr-{i}" for i in range(12)}
 
 

@@ -184,3 +184,33 @@ def datasets_diff(a: Annotated[str, typer.Argument(help="the older version, NAME
     changed = d.labels[d.labels["change"] != 0]
     console.print(_frame_table(changed if len(changed) else d.labels, "Label distribution (rows)"))
     console.print(_frame_table(d.cohorts, "Cohort distribution (rows)"))
+
+
+labels_app = typer.Typer(no_args_is_help=True, help="The label set: what reviewers proposed, re-queueing held items.")
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("proposals")
+def labels_proposals(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """New labels reviewers proposed ("none of these fits"), grouped, with examples (personal data masked).
+    Add one to `labels` in the config and the next review batch re-queues its items."""
+    from hitl.review import pii
+    from hitl.review.store import ReviewStore
+
+    cfg = _cfg(config)
+    props = ReviewStore(cfg.store_url).proposals()
+    if props.empty:
+        console.print("No reviewer has proposed a new label.")
+        return
+    t = Table(title=f"Proposed labels ({len(props)} answers)")
+    for col in ("proposed label", "items", "held", "reviewers", "examples", "status"):
+        t.add_column(col)
+    for name, g in props.groupby("proposed_label", sort=False):
+        held = g[g["status"] == "open"]
+        examples = " | ".join(pii.mask(x)[:60] for x in g["input"].drop_duplicates().head(3))
+        status = "in the label set" if name in cfg.labels else ("re-queued" if held.empty else "waiting")
+        t.add_row(str(name), str(g["trace_id"].nunique()), str(held["trace_id"].nunique()),
+                  ", ".join(sorted(set(g["reviewer"]))), examples, status)
+    console.print(t)
+    console.print(f"To accept one, add it to `labels` in {config} (a model learns it at the next fine-tune); the "
+                  "next `hitl review-batch` re-queues its items for review with the new label.")

@@ -39,7 +39,7 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
            list_only: Annotated[bool, typer.Option("--list", help="only list open batches")] = False) -> None:
     """Label a paused review or adjudication batch in the terminal; submits by resuming its flow run."""
     from hitl.review import prefect_api
-    from hitl.review.forms import REVIEWER_FIELD, trace_ids_from_schema
+    from hitl.review.forms import NONE_FITS, REVIEWER_FIELD, trace_ids_from_schema
 
     cfg = _cfg(config)
     _stack_ready(cfg)
@@ -65,15 +65,19 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         console.print(f"Adjudicators: {', '.join(choices)}")
     name = reviewer or _ask("Your name: ").strip()
     values: dict[str, str] = {REVIEWER_FIELD: name}
-    labels = list(cfg.labels)
-    console.print("Labels: " + "  ".join(f"[bold]{i}[/] {lab}" for i, lab in enumerate(labels, 1)))
     fields = trace_ids_from_schema(run.schema)
+    labels = list(run.fields[next(iter(fields))].get("enum") or cfg.labels) if fields else list(cfg.labels)
+    console.print("Labels: " + "  ".join(f"[bold]{i}[/] {lab}" for i, lab in enumerate(labels, 1)))
     for n, (field, _trace_id) in enumerate(fields.items(), 1):
         prop = run.fields[field]
         console.rule(f"{prop.get('title', field)}  ({n}/{len(fields)})")
         console.print(prop.get("description", ""))
         values[field] = _pick_label("label> ", labels)
-        note = _ask("rationale (Enter to skip)> ").strip()
+        if values[field] == NONE_FITS:
+            proposed = _ask("the label you propose> ").strip()
+            note = f"{proposed}: {_ask('why> ').strip()}" if proposed else _ask("why> ").strip()
+        else:
+            note = _ask("rationale (Enter to skip)> ").strip()
         if note:
             values[f"{field}_rationale"] = note
     try:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from hitl.config import Config
 from hitl.review import pii
 
+NONE_FITS = "(none of these fits)"  # the answer that proposes a new label, named in the rationale
+
 REVIEWER_FIELD = "reviewer"
 TRACE_ID_IN_DESCRIPTION = re.compile(r"trace `([^`]+)`")
 
@@ -54,10 +56,12 @@ def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
             item_field(i), f"Item {i + 1}",
             f"trace `{_cell(it['trace_id'])}`: “{_message(it, cfg, 200)}” (model said {it['prediction']}, "
             f"{it['confidence']:.0%}; {_cell(it.get('evaluator_reasons'), 160)})",
-            tuple(cfg.labels), True, str(it["trace_id"]),
+            (*cfg.labels, NONE_FITS), True, str(it["trace_id"]),
         ))
         specs.append(FieldSpec(rationale_field(i), f"Item {i + 1} rationale",
-                               "Optional: why this label (e.g. what the model missed).", None, False))
+                               "Optional: why this label (e.g. what the model missed). With “none of these "
+                               "fits”, the label you propose, a colon, and why (e.g. `crypto_wallet: asks "
+                               "about a crypto wallet`).", None, False))
     return specs
 
 

@@ -32,8 +32,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from hitl.hashing import text_group
 from hitl.review import gold
+from hitl.review.forms import NONE_FITS  # the answer that proposes a new label (named in the rationale)
 
-QUEUED, RESOLVED, DISPUTED = "queued", "resolved", "disputed"
+QUEUED, RESOLVED, DISPUTED, PROPOSED = "queued", "resolved", "disputed", "proposed"  # proposed: held for a new label
 SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
 OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
 
@@ -141,6 +142,21 @@ class Resolution(Base):
     reviewer: Mapped[str] = mapped_column(String(100))
     label: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Proposal(Base):
+    """A reviewer's "none of these fits" with the label they propose; the item waits until the label exists."""
+
+    __tablename__ = "label_proposals"
+    __table_args__ = (UniqueConstraint("item_id", "reviewer"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(100))
+    proposed_label: Mapped[str] = mapped_column(String(200), index=True)
+    rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | requeued
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -437,7 +453,7 @@ class ReviewStore:
         reviewer = (reviewer or "").strip()
         if not reviewer:
             raise ReviewError("Reviewer name is empty: say who labelled this batch.")
-        allowed = set(allowed_labels)
+        allowed = set(allowed_labels) | {NONE_FITS}
         bad = {t: lab for t, (lab, _) in labels.items() if lab not in allowed}
         if bad:
             raise ReviewError(f"Labels outside the label set {sorted(allowed)}: {bad}")
@@ -473,6 +489,12 @@ class ReviewStore:
                 if done_n.get(item.id, 0) >= item.required_annotations or item.status != QUEUED:
                     skipped[trace_id] = "already has its labels from other reviewers" + (
                         " (this batch had expired)" if late else "")
+                    continue
+                if label == NONE_FITS:  # a proposal, not a label: the item waits for the label set to grow
+                    s.add(Proposal(item_id=item.id, batch_id=batch_id, reviewer=reviewer,
+                                   proposed_label=proposal_name(rationale), rationale=rationale or None))
+                    item.status = PROPOSED
+                    skipped[trace_id] = f"proposed a new label ({proposal_name(rationale)}); held until it is added"
                     continue
                 s.add(AnnotationRow(item_id=item.id, batch_id=batch_id, reviewer=reviewer, label=label,
                                     rationale=(rationale or None)))
@@ -609,6 +631,29 @@ class ReviewStore:
             s.add_all(new)
         return len(new)
 
+    def proposals(self) -> pd.DataFrame:
+        """Every "none of these fits" answer: the proposed label, the item, who proposed it and why."""
+        with self._session() as s:
+            rows = s.execute(select(Proposal.proposed_label, Item.trace_id, Item.input, Proposal.reviewer,
+                                    Proposal.rationale, Proposal.status, Proposal.created_at)
+                             .join(Item, Item.id == Proposal.item_id).order_by(Proposal.id)).all()
+        return pd.DataFrame(rows, columns=["proposed_label", "trace_id", "input", "reviewer", "rationale", "status",
+                                           "created_at"])
+
+    def requeue_proposals(self, labels: Iterable[str]) -> int:
+        """Items held for a proposed label that is now in the label set go back to the queue (labelled with
+        it or another by the next reviewer). Returns how many items were re-queued."""
+        labels = set(labels)
+        with self._session.begin() as s:
+            ready = s.scalars(select(Proposal).where(Proposal.status == "open",
+                                                     Proposal.proposed_label.in_(labels))).all()
+            items = {p.item_id for p in ready}
+            for p in ready:
+                p.status = "requeued"
+            for item in s.scalars(select(Item).where(Item.id.in_(items), Item.status == PROPOSED)):
+                item.status = QUEUED
+            return len(items)
+
     def gold_answers(self) -> pd.DataFrame:
         """Every answer to a gold item: reviewer, batch, the known label, the answer, whether it was right."""
         with self._session() as s:
@@ -671,6 +716,16 @@ class ReviewStore:
                      .rename("reviewers"), on="trace_id")
         df = df.join(ids.groupby("trace_id")["ref"].agg(",".join).rename("annotation_ids"), on="trace_id")
         return df.join(res.set_index("trace_id")["kind"].rename("resolution"), on="trace_id")
+
+
+def proposal_name(rationale: str | None) -> str:
+    """The label a reviewer proposes: the text before ':' in their rationale (or all of a short one), as a
+    label name (lower case, words joined by '_'); "unnamed" when they gave none."""
+    import re
+
+    head = (rationale or "").split(":", 1)[0] if ":" in (rationale or "") else (rationale or "")
+    name = re.sub(r"[^a-z0-9]+", "_", head.strip().lower()).strip("_")
+    return name[:60] if name and len(head.split()) <= 4 else "unnamed"
 
 
 def _float_or_none(v) -> float | None:
