@@ -130,6 +130,16 @@ def write_back_labels(cfg: Config) -> int:
 @task(name="publish-review-metrics", cache_policy=NO_CACHE)
 def publish_metrics(cfg: Config, batch_id: str) -> dict[str, float]:
     """Reviewer metrics after a batch: a Prefect artifact and an MLflow run in the review experiment."""
+    store = ReviewStore(cfg.store_url)
+    try:
+        return _publish_metrics(cfg, store, batch_id)
+    except Exception as e:  # reporting must not fail a review whose labels are already stored
+        get_run_logger().warning("Reviewer metrics were not published (%s: %s); the labels are stored. "
+                                 "`hitl metrics` shows them from the store.", type(e).__name__, e)
+        return {}
+
+
+def _publish_metrics(cfg: Config, store: ReviewStore, batch_id: str) -> dict[str, float]:
     from datetime import UTC, datetime
 
     import mlflow
@@ -137,7 +147,6 @@ def publish_metrics(cfg: Config, batch_id: str) -> dict[str, float]:
 
     from hitl.review import metrics
 
-    store = ReviewStore(cfg.store_url)
     m = metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(), datetime.now(UTC),
                         store.gold_answers(), (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
     page = metrics.markdown(m)

@@ -102,3 +102,45 @@ def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
     ann = ReviewStore(cfg.store_url).annotations().set_index("trace_id")
     assert len(ann) == len(fields) == 2 and set(ann["reviewer"]) == {"ui-reviewer"}
     assert all(ann.loc[t, "label"] == known[t] for t in fields.values())
+
+
+def test_adjudicator_settles_a_dispute_in_the_prefect_ui(small, tmp_path):
+    """Two reviewers disagreed; the adjudicator decides in the Prefect UI form and that label holds."""
+    from helpers_domain import COHORTS, review_items
+    from selenium.webdriver.common.by import By
+
+    cfg, path = small
+    store = ReviewStore(cfg.store_url)
+    store.enqueue(review_items(2, prefix="dispute-", required=2), COHORTS)
+    for who, label in (("ann", cfg.labels[0]), ("bob", cfg.labels[1])):
+        batch = store.take_batch(2)
+        store.submit(batch.id, who, {it["trace_id"]: (label, None) for it in batch.items}, cfg.labels)
+    assert len(store.disputed()) == 2
+    decided = cfg.labels[2]
+    driver = _browser()
+    proc = start(path, "adjudicate")
+    try:
+        run = wait_paused(cfg, "AdjudicationForm")
+        fields = trace_ids_from_schema(run.schema)
+        assert "ann said" in run.fields["item_01"]["description"]  # both earlier labels are shown
+        driver.get(f"{cfg.prefect_ui_url}/v2/runs/flow-run/{run.id}")
+        time.sleep(3)
+        driver.execute_script("document.querySelectorAll('canvas').forEach(c => c.style.display='none')")
+        _open_resume_dialog(driver)
+        for field in fields:
+            title = f"Item {int(field.split('_')[1])}"
+            _click_text(driver, f"//*[normalize-space()='{title}']/following::*[normalize-space()='Select'][1]")
+            _click_text(driver, f"//*[@role='option'][normalize-space()='{decided}']")
+        name = driver.find_element(By.XPATH, "//*[normalize-space()='Adjudicator']/following::textarea[1]")
+        name.send_keys("ui-lead")
+        driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        driver.save_screenshot(str(tmp_path / "adjudication.png"))
+        driver.quit()
+        proc.kill() if proc.poll() is None else None
+    res = store.resolutions()
+    assert set(res["trace_id"]) == set(fields.values()) and set(res["reviewer"]) == {"ui-lead"}
+    assert set(res["label"]) == {decided} and set(res["kind"]) == {"adjudication"}
+    assert not store.disputed() and len(store.annotations().query("reviewer in ['ann', 'bob']")) == 4

@@ -36,7 +36,8 @@ def _plant_canaries(cfg) -> list[str]:
             except ValueError:
                 lines.append(line)
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("input"), str) and rec.get("trace_id"):
+            if isinstance(rec, dict) and isinstance(rec.get("input"), str) and rec["input"].strip() \
+                    and rec.get("trace_id"):  # broken rows stay broken (an empty input must stay empty)
                 rec["input"] += f" (card {CANARIES[0]}, mail {CANARIES[1]}, call {CANARIES[2]})"
                 planted.append(str(rec["trace_id"]))
                 line = json.dumps(rec)

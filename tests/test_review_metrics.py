@@ -92,3 +92,12 @@ def test_metrics_read_from_a_real_store(tmp_path):
                         now=datetime.now(UTC))
     assert m.backlog == 0 and m.alpha_items == 4 and len(m.pairs) == 1 and m.pairs.iloc[0]["items"] == 4
     assert m.pairs.iloc[0]["agreement"] == pytest.approx(0.75)
+
+
+def test_a_first_batch_without_overlap_has_no_agreement_yet():
+    single = SCRIPT[SCRIPT["reviewer"] == "ann"]
+    m = metrics.compute(single, pd.DataFrame(columns=["trace_id", "status", "created_at", "resolved_at"]),
+                        pd.DataFrame(columns=["id", "status", "reviewer", "created_at", "submitted_at"]),
+                        pd.DataFrame(columns=["trace_id", "kind", "label", "created_at"]), now=T0)
+    assert np.isnan(m.alpha) and m.pairs.empty and m.per_label["kappa"].isna().all()
+    assert "Krippendorff" in metrics.markdown(m)

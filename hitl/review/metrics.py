@@ -90,8 +90,8 @@ def label_kappas(annotations: pd.DataFrame) -> pd.DataFrame:
     pairs = pairs[pairs.map(len) == 2]
     rows = []
     for lab in sorted(set(annotations["label"])):
-        a = np.array([p[0] == lab for p in pairs])
-        b = np.array([p[1] == lab for p in pairs])
+        a = np.array([p[0] == lab for p in pairs], dtype=bool)
+        b = np.array([p[1] == lab for p in pairs], dtype=bool)
         used = int((a | b).sum())
         kappa = float(cohen_kappa_score(a, b)) if len(pairs) and len(set(a) | set(b)) > 1 else float("nan")
         rows.append({"label": lab, "items_with_label": used, "kappa": kappa})
