@@ -355,6 +355,7 @@ def apply_environment(cfg: Config) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_uri
     os.environ["MLFLOW_REGISTRY_URI"] = cfg.mlflow_uri
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in flow output
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -86,7 +86,7 @@ def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg
     return thr
 
 
-@task(name="fine-tune-model", cache_policy=NO_CACHE)
+@task(name="fine-tune-model", cache_policy=NO_CACHE, log_prints=False)  # dill, under datasets, prints bytecode
 def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str) -> dict[str, float]:
     """The recipe (hitl/learning/recipe.py) on `data` (text, label); the model learns in place."""
     out = cfg.work_dir / "trainer" / tag

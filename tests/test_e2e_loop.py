@@ -282,6 +282,7 @@ def test_mlflow_traces_in_and_out(e2e, tmp_path):
             span.set_inputs({"query": text} if text else {"query": 7, "other": 8})  # the last has no message
             span.set_outputs({"intent": "card_lost", "confidence": 0.61})
             mlflow.update_current_trace(tags={"channel": "app", "locale": "en-GB", "tier": "free"})
+    mlflow.flush_trace_async_logging()  # the application's traces are exported in the background
     src = cfg.model_copy(update={"source": SourceConfig(kind="mlflow", experiment="e2e-app-traces")})
     loaded = load_traces(src)
     assert len(loaded.accepted) == 5 and len(loaded.quarantined) == 1 and loaded.rows_in == 6

@@ -370,3 +370,30 @@ def test_bad_resolutions_are_refused_and_store_nothing(tmp_path, label, who, kin
     assert store.resolutions().empty and store.counts()[DISPUTED] == 1
     with pytest.raises(ReviewError, match="No review item"):
         store.resolve("nope", LABELS[0], "carol", None, "correction", LABELS)
+
+
+def test_the_terminal_reviewer_merges_a_late_answer_and_says_so(tmp_path, capsys):
+    """`hitl review` finds the run no longer waiting: the labels go to the store where items need them."""
+    from types import SimpleNamespace
+
+    from helpers_domain import LABELS, make_cfg
+
+    from hitl.cli.reviewer import _submit_late
+    from hitl.review.forms import REVIEWER_FIELD, item_field
+    from hitl.review.prefect_api import REVIEW_FORM
+    from tasks.review import build_form
+
+    (tmp_path / "state").mkdir()
+    cfg = make_cfg(tmp_path)
+    store = ReviewStore(cfg.store_url)
+    store.enqueue(review_items(2), COHORTS)
+    batch = store.take_batch(5)
+    store.attach_flow_run(batch.id, "run-1")
+    store.expire_batch(batch.id)  # the pause timed out while the reviewer was labelling
+    run = SimpleNamespace(id="run-1", form=REVIEW_FORM, schema=build_form(batch, cfg).model_json_schema())
+    values = {REVIEWER_FIELD: "late-larry", item_field(0): LABELS[0], item_field(1): LABELS[1]}
+    assert _submit_late(cfg, run, values) is True
+    assert "Late:" in capsys.readouterr().out
+    ann = store.annotations()
+    assert len(ann) == 2 and set(ann["reviewer"]) == {"late-larry"}
+    assert _submit_late(cfg, SimpleNamespace(id="unknown", form=REVIEW_FORM, schema={}), values) is False

@@ -49,8 +49,9 @@ def read(cfg: Config) -> pd.DataFrame:
         raise ValueError(f"No MLflow experiment named {src.experiment!r} at {cfg.mlflow_uri}: set "
                          "source.experiment to the experiment your application logs its traces to.")
     rows = []
-    for t in mlflow.search_traces(experiment_ids=[exp.experiment_id], return_type="list",
-                                  max_results=src.max_traces):
+    for t in mlflow.search_traces(locations=[exp.experiment_id], return_type="list", max_results=src.max_traces):
+        if "IN_PROGRESS" in str(getattr(t.info, "state", "")):
+            continue  # still being written: read at the next run
         request, response = _decoded(t.data.request), _decoded(t.data.response)
         tags = {k: v for k, v in (t.info.tags or {}).items() if not k.startswith("mlflow.")}
         answer = response if isinstance(response, dict) else {}
@@ -93,7 +94,7 @@ def write_back(cfg: Config, resolved: pd.DataFrame) -> int:
         return 0
     name = cfg.source.assessment_name
     present: dict[str, set[str]] = {}
-    for t in mlflow.search_traces(experiment_ids=[exp.experiment_id], return_type="list", include_spans=False,
+    for t in mlflow.search_traces(locations=[exp.experiment_id], return_type="list", include_spans=False,
                                   max_results=cfg.source.max_traces):
         present[t.info.trace_id] = {str(a.feedback.value) for a in (t.info.assessments or [])
                                     if a.name == name and a.feedback is not None}
