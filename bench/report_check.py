@@ -1,9 +1,11 @@
 """Check a real run's report against the truth: `python -m bench.report_check -c CONFIG` after `make demo`.
 
 Reads the latest regression eval of the configured stack (its production estimates and the two model versions
-it compared), draws an independent random sample of the same traffic (traces neither in the regression set nor
-trained on) with ground truth (`simulation.truth_path` or the synthetic world's truth files), scores it with
-both registered models, and compares: |estimate - independent| <= 1.96 * sqrt(se1^2 + se2^2).
+it compared), draws an independent random sample of the same traffic (every trace outside the regression set:
+the policy's picks and the rows trained on are production traffic too, and leaving them out would make the
+sample easier than production) with ground truth (`simulation.truth_path` or the synthetic world's truth
+files), scores it with both registered models, and compares: |estimate - independent| <= 1.96 * sqrt(se1^2 +
+se2^2).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def main(argv: list[str]) -> int:
     records, _ = versions.load(cfg, int(tags["hitl.dataset"].rsplit("@", 1)[1]))
     truth = load_truth(cfg)
     traces = load_traces(cfg).accepted
-    pool = traces[~traces["trace_id"].isin(records["trace_id"]) & traces["trace_id"].isin(truth)]
+    regression_ids = records.loc[records["split"] == "regression", "trace_id"]
+    pool = traces[~traces["trace_id"].isin(regression_ids) & traces["trace_id"].isin(truth)]
     sample = pool.sample(n=min(n, len(pool)), random_state=0)
     y = sample["trace_id"].map(truth).to_numpy()
     rows = []
