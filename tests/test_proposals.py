@@ -62,3 +62,13 @@ def test_labels_proposals_command_groups_them(tmp_path):
     out = CliRunner().invoke(app, ["labels", "proposals", "-c", str(cfg_path)], terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "crypto_wallet" in out.output and "waiting" in out.output and "ann" in out.output
+
+
+def test_a_label_for_an_item_held_by_a_proposal_is_reported_not_stored(tmp_path):
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+    store.enqueue(review_items(1, required=2), COHORTS)
+    first, second = store.take_batch(5), store.take_batch(5)  # overlap: both reviewers hold the item
+    tid = first.items[0]["trace_id"]
+    store.submit(first.id, "ann", {tid: (NONE_FITS, "crypto_wallet: new")}, LABELS)
+    late = store.submit(second.id, "bob", {tid: (LABELS[0], None)}, LABELS)
+    assert late.stored == 0 and "proposed a new label" in late.skipped[tid]

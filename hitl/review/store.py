@@ -486,6 +486,9 @@ class ReviewStore:
                                                            AnnotationRow.reviewer == reviewer)):
                     skipped[trace_id] = f"{reviewer} already labelled this item in another batch"
                     continue
+                if item.status == PROPOSED:
+                    skipped[trace_id] = "held: another reviewer proposed a new label for it"
+                    continue
                 if done_n.get(item.id, 0) >= item.required_annotations or item.status != QUEUED:
                     skipped[trace_id] = "already has its labels from other reviewers" + (
                         " (this batch had expired)" if late else "")

@@ -102,7 +102,7 @@ def write_back(cfg: Config, resolved: pd.DataFrame) -> int:
     for r in resolved.itertuples():
         if r.trace_id not in present or str(r.label) in present[r.trace_id]:
             continue  # not an MLflow trace of this experiment, or its verdict is there already
-        reviewers = str(r.reviewers or "").replace(",", ", ")
+        reviewers = str(r.reviewers).replace(",", ", ") if isinstance(r.reviewers, str) else ""
         mlflow.log_feedback(trace_id=r.trace_id, name=name, value=str(r.label),
                             source=AssessmentSource(AssessmentSourceType.HUMAN, reviewers or "unknown"),
                             rationale=(r.rationale or None) if isinstance(r.rationale, str) else None,
