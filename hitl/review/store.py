@@ -381,7 +381,8 @@ class ReviewStore:
         """The least-shown gold items for a batch, each with the item the form will show: what the model said
         and why it was selected come from its original item, or (seeded gold without them) from one of the
         batch's real items, so nothing sets a gold item apart."""
-        pool = [g for g in s.scalars(select(GoldItem)).all() if g.source_ref not in {it.trace_id for it in picked}]
+        in_batch = {it.trace_id for it in picked}
+        pool = [g for g in s.scalars(select(GoldItem)).all() if g.source_ref not in in_batch]
         k = gold.how_many(len(picked), share, len(pool))
         if k == 0:
             return []
