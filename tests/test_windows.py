@@ -50,3 +50,32 @@ def test_empty_pool_draws_nothing():
     p = _pool("2026-01-01", 0).assign(window=pd.Series(dtype=str))
     d = windows.draw(p, ["channel"], 10, {}, np.random.default_rng(0))
     assert d.items.empty and d.records == []
+
+
+def test_day_windows_cut_a_backfill_at_utc_midnights():
+    from datetime import UTC, datetime
+
+    from hitl.sampling.windows import day_windows
+
+    got = day_windows(datetime(2026, 1, 5, 12), datetime(2026, 1, 7, 6))
+    assert [(a.isoformat(), b.isoformat()) for a, b in got] == [
+        ("2026-01-05T12:00:00+00:00", "2026-01-06T00:00:00+00:00"),
+        ("2026-01-06T00:00:00+00:00", "2026-01-07T00:00:00+00:00"),
+        ("2026-01-07T00:00:00+00:00", "2026-01-07T06:00:00+00:00")]
+    assert day_windows(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC)) == [
+        (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))]
+    with pytest.raises(ValueError, match="not before"):
+        day_windows(datetime(2026, 1, 6), datetime(2026, 1, 5))
+
+
+def test_sample_refuses_a_bad_range_before_touching_the_stack(tmp_path):
+    from typer.testing import CliRunner
+
+    from hitl.cli import app
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"labels: [a, b]\nstate_dir: {tmp_path / 'state'}\n")
+    out = CliRunner().invoke(app, ["sample", "-c", str(cfg), "--daily"])
+    assert out.exit_code == 2 and "--daily needs both --since and --until" in out.output
+    out = CliRunner().invoke(app, ["sample", "-c", str(cfg), "--since", "2026-01-06", "--until", "2026-01-05"])
+    assert out.exit_code == 2 and "is not before" in out.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -45,9 +46,27 @@ def _write_scenario(cfg: Config) -> dict[str, str]:
 
 
 @app.command()
-def sample(config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Sample traces for review: validate, score, evaluate, select, enqueue."""
-    console.print(_run_flow("sample_traces", config))
+def sample(config: ConfigOpt = DEFAULT_CONFIG,
+           since: Annotated[datetime | None, typer.Option(help="only traces at or after this time (UTC), "
+                                                          "e.g. 2026-01-05")] = None,
+           until: Annotated[datetime | None, typer.Option(help="only traces before this time (UTC)")] = None,
+           daily: Annotated[bool, typer.Option(help="backfill: one sampling run per UTC day from --since to "
+                                                    "--until")] = False) -> None:
+    """Sample traces for review: validate, score, evaluate, select, enqueue (optionally for a window, or a
+    backfill of a date range one day at a time)."""
+    from hitl.sampling.windows import day_windows
+
+    if daily and not (since and until):
+        console.print("[red]--daily needs both --since and --until (the range to backfill).[/]")
+        raise typer.Exit(2)
+    try:
+        days = day_windows(since, until) if since and until else []  # also checks since < until
+    except ValueError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    for start, end in days if daily else [(since, until)]:
+        utc = [t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t for t in (start, end)]
+        console.print(_run_flow("sample_traces", config, since=utc[0], until=utc[1]))
 
 
 @app.command("register-dataset")

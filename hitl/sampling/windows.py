@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
@@ -69,3 +70,20 @@ def _records(frame: pd.DataFrame, strata: list[str], got: pd.DataFrame, window: 
              "drawn": int(drawn.get(h, 0)), "rate": float(rates.get(h, default if kind == SUPPLEMENTAL else
                                                                     (drawn.get(h, 0) / size)))}
             for h, size in sizes.items()]
+
+
+def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """[since, until) cut at UTC midnights: the windows of a day-by-day backfill. Naive times are UTC."""
+    since, until = _utc(since), _utc(until)
+    if since >= until:
+        raise ValueError(f"--since {since:%Y-%m-%d %H:%M} is not before --until {until:%Y-%m-%d %H:%M}")
+    out, start = [], since
+    while start < until:
+        end = min(until, datetime.combine(start.date() + timedelta(days=1), time(), tzinfo=UTC))
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
