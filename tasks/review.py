@@ -147,8 +147,7 @@ def _publish_metrics(cfg: Config, store: ReviewStore, batch_id: str) -> dict[str
 
     from hitl.review import metrics
 
-    m = metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(), datetime.now(UTC),
-                        store.gold_answers(), (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+    m = metrics.from_store(store, cfg, datetime.now(UTC))
     page = metrics.markdown(m)
     create_markdown_artifact(key="reviewer-metrics", markdown=page, description=f"After batch {batch_id[:8]}")
     mlflow.set_experiment(cfg.review_experiment)

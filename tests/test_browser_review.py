@@ -67,9 +67,25 @@ def _open_resume_dialog(driver) -> None:
     _click_text(driver, "//*[contains(text(),'Resume Flow Run')]")
 
 
-def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
+def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, name: str, shot) -> None:
+    """Open the paused run's page, Resume, pick `labels[field]` per item, sign as `name`, submit."""
     from selenium.webdriver.common.by import By
 
+    driver.get(f"{cfg.prefect_ui_url}/v2/runs/flow-run/{run.id}")
+    # the run graph canvas redraws without pause under software rendering: hide it
+    time.sleep(3)
+    driver.execute_script("document.querySelectorAll('canvas').forEach(c => c.style.display='none')")
+    _open_resume_dialog(driver)
+    for field, label in labels.items():  # field "item_01" has the title "Item 1"
+        title = f"Item {int(field.split('_')[1])}"
+        _click_text(driver, f"//*[normalize-space()='{title}']/following::*[normalize-space()='Select'][1]")
+        _click_text(driver, f"//*[@role='option'][normalize-space()='{label}']")
+    driver.find_element(By.XPATH, f"//*[normalize-space()='{name_title}']/following::textarea[1]").send_keys(name)
+    driver.save_screenshot(str(shot))
+    driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
+
+
+def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
     cfg, path = small
     hitl(path, "bootstrap")
     hitl(path, "produce")
@@ -80,19 +96,8 @@ def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
         run = wait_paused(cfg, "ReviewForm")
         known = truth(cfg)
         fields = trace_ids_from_schema(run.schema)
-        driver.get(f"{cfg.prefect_ui_url}/v2/runs/flow-run/{run.id}")
-        # the run graph canvas redraws without pause under software rendering: hide it
-        time.sleep(3)
-        driver.execute_script("document.querySelectorAll('canvas').forEach(c => c.style.display='none')")
-        _open_resume_dialog(driver)
-        for field, trace_id in fields.items():  # field "item_01" has the title "Item 1"
-            title = f"Item {int(field.split('_')[1])}"
-            _click_text(driver, f"//*[normalize-space()='{title}']/following::*[normalize-space()='Select'][1]")
-            _click_text(driver, f"//*[@role='option'][normalize-space()='{known[trace_id]}']")
-        name = driver.find_element(By.XPATH, "//*[normalize-space()='Reviewer']/following::textarea[1]")
-        name.send_keys("ui-reviewer")
-        driver.save_screenshot(str(tmp_path / "filled.png"))
-        driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
+        _resume_in_ui(driver, cfg, run, {f: known[t] for f, t in fields.items()}, "Reviewer", "ui-reviewer",
+                      tmp_path / "filled.png")
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out[-3000:]
     finally:
@@ -107,7 +112,6 @@ def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
 def test_adjudicator_settles_a_dispute_in_the_prefect_ui(small, tmp_path):
     """Two reviewers disagreed; the adjudicator decides in the Prefect UI form and that label holds."""
     from helpers_domain import COHORTS, review_items
-    from selenium.webdriver.common.by import By
 
     cfg, path = small
     store = ReviewStore(cfg.store_url)
@@ -123,17 +127,8 @@ def test_adjudicator_settles_a_dispute_in_the_prefect_ui(small, tmp_path):
         run = wait_paused(cfg, "AdjudicationForm")
         fields = trace_ids_from_schema(run.schema)
         assert "ann said" in run.fields["item_01"]["description"]  # both earlier labels are shown
-        driver.get(f"{cfg.prefect_ui_url}/v2/runs/flow-run/{run.id}")
-        time.sleep(3)
-        driver.execute_script("document.querySelectorAll('canvas').forEach(c => c.style.display='none')")
-        _open_resume_dialog(driver)
-        for field in fields:
-            title = f"Item {int(field.split('_')[1])}"
-            _click_text(driver, f"//*[normalize-space()='{title}']/following::*[normalize-space()='Select'][1]")
-            _click_text(driver, f"//*[@role='option'][normalize-space()='{decided}']")
-        name = driver.find_element(By.XPATH, "//*[normalize-space()='Adjudicator']/following::textarea[1]")
-        name.send_keys("ui-lead")
-        driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()
+        _resume_in_ui(driver, cfg, run, dict.fromkeys(fields, decided), "Adjudicator", "ui-lead",
+                      tmp_path / "adjudication-filled.png")
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out[-3000:]
     finally:

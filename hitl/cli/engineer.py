@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -54,7 +54,7 @@ def sample(config: ConfigOpt = DEFAULT_CONFIG,
                                                     "--until")] = False) -> None:
     """Sample traces for review: validate, score, evaluate, select, enqueue (optionally for a window, or a
     backfill of a date range one day at a time)."""
-    from hitl.sampling.windows import day_windows
+    from hitl.sampling.windows import day_windows, utc
 
     if daily and not (since and until):
         console.print("[red]--daily needs both --since and --until (the range to backfill).[/]")
@@ -65,8 +65,7 @@ def sample(config: ConfigOpt = DEFAULT_CONFIG,
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from None
     for start, end in days if daily else [(since, until)]:
-        utc = [t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t for t in (start, end)]
-        console.print(_run_flow("sample_traces", config, since=utc[0], until=utc[1]))
+        console.print(_run_flow("sample_traces", config, since=start and utc(start), until=end and utc(end)))
 
 
 @app.command("register-dataset")

@@ -130,9 +130,7 @@ def metrics(config: ConfigOpt = DEFAULT_CONFIG,
 
     cfg = _cfg(config)
     store = ReviewStore(cfg.store_url)
-    m = review_metrics.compute(store.annotations(), store.items(), store.batches(), store.resolutions(),
-                               datetime.now(UTC), store.gold_answers(),
-                               (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+    m = review_metrics.from_store(store, cfg, datetime.now(UTC))
     for r in m.reviewers.itertuples():
         if r.flagged:
             console.print(f"[red]Warning:[/] {r.reviewer}'s gold accuracy is {r.gold_accuracy:.0%} on "

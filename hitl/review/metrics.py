@@ -143,6 +143,12 @@ def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFram
         pairs=pair_kappas(annotations), per_label=label_kappas(annotations))
 
 
+def from_store(store, cfg, now: datetime) -> ReviewMetrics:
+    """`compute` over everything a `ReviewStore` holds, with the config's gold policy."""
+    return compute(store.annotations(), store.items(), store.batches(), store.resolutions(), now,
+                   store.gold_answers(), (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+
+
 def markdown(m: ReviewMetrics) -> str:
     """The metrics as a Markdown page (Prefect artifact, `hitl metrics --markdown`)."""
     def f(v: float, pct: bool = False) -> str:

@@ -74,7 +74,7 @@ def _records(frame: pd.DataFrame, strata: list[str], got: pd.DataFrame, window: 
 
 def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
     """[since, until) cut at UTC midnights: the windows of a day-by-day backfill. Naive times are UTC."""
-    since, until = _utc(since), _utc(until)
+    since, until = utc(since), utc(until)
     if since >= until:
         raise ValueError(f"--since {since:%Y-%m-%d %H:%M} is not before --until {until:%Y-%m-%d %H:%M}")
     out, start = [], since
@@ -85,5 +85,6 @@ def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, dateti
     return out
 
 
-def _utc(t: datetime) -> datetime:
+def utc(t: datetime) -> datetime:
+    """`t` in UTC; a naive time is taken as UTC."""
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
