@@ -171,6 +171,13 @@ class EvaluationConfig(_Strict):
     baseline: bool = True  # also estimate the frozen-embedding + logistic-regression anchor on the same rows
 
 
+class AuditConfig(_Strict):
+    """The tamper-evident audit chain (hitl/ops/audit.py). Its HMAC key (mode 0600) lives apart from the review
+    store, and apart from stack.auth_file: it signs entries, it does not log in."""
+
+    key_file: str | None = None  # None = <state>/audit.key
+
+
 class SimulationConfig(_Strict):
     """Simulated reviewers (demo, tests, benchmarks): noisy oracles reading ground truth kept apart from traces."""
 
@@ -208,6 +215,7 @@ class Config(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @field_validator("labels")
     @classmethod
@@ -259,6 +267,10 @@ class Config(_Strict):
     @property
     def store_url(self) -> str:
         return self.review.store_url or f"sqlite:///{self.state / 'review.db'}"
+
+    @property
+    def audit_key_file(self) -> Path:
+        return Path(self.audit.key_file).expanduser().resolve() if self.audit.key_file else self.state / "audit.key"
 
     @property
     def world_dir(self) -> Path:

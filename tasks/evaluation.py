@@ -3,7 +3,7 @@ frozen-embedding baseline on the challenger's training rows, the trend of earlie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from hitl.config import Config
 from hitl.evaluation import estimates, regression, report
 from hitl.learning import anchor, modeling
 from hitl.learning.embeddings import FrozenEncoder
+from hitl.ops import audit
 from hitl.review.store import ReviewStore
 from tasks.training import CHALLENGER, CHAMPION, PREVIOUS
 
@@ -110,9 +111,13 @@ def trend(cfg: Config) -> pd.DataFrame:
 
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple[Path, str]:
-    """Write Markdown+HTML, attach them as a Prefect artifact and to the eval MLflow run. Returns (html, run)."""
+    """Write Markdown+HTML (the lineage names the release's audit chain entries), attach them as a Prefect
+    artifact and to the eval MLflow run, and record the files in the audit chain. Returns (html, run)."""
     import mlflow
 
+    chain = audit.open_log(cfg)
+    ctx = replace(ctx, lineage={**ctx.lineage, "audit chain": audit.release_line(
+        chain, ctx.dataset, cfg.model.registered_name, ctx.challenger_version)})
     stem = f"regression-{ctx.dataset.replace('@', '-v')}-champ{ctx.champion_version}-chall{ctx.challenger_version}"
     md_path, html_path = report.write(ctx, cfg.reports_dir, stem)
     create_markdown_artifact(key="regression-report", markdown=md_path.read_text(),
@@ -133,6 +138,9 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
         mlflow.log_text(ctx.table.to_csv(index=False), "report/production_estimates.csv")
         if ctx.hard is not None and len(ctx.hard):
             mlflow.log_text(ctx.hard.to_csv(index=False), "report/hard_cases.csv")
+    audit.record_report(chain, run.info.run_id, {f"report/{p.name}": p for p in (md_path, html_path)},
+                        {"dataset": ctx.dataset, "champion_version": ctx.champion_version,
+                         "challenger_version": ctx.challenger_version, "decision": ctx.decision})
     get_run_logger().info("Report: %s", html_path)
     return html_path, run.info.run_id
 
@@ -149,5 +157,27 @@ def promote(cfg: Config, champion_version: str, challenger_version: str, approve
     for k, v in {"hitl.approved_by": approver, "hitl.approval_reason": reason,
                  "hitl.replaced_version": champion_version}.items():
         client.set_model_version_tag(name, challenger_version, k, v)
+    _record_decision(cfg, champion_version, challenger_version, "approve", approver, reason)
     get_run_logger().info("Promoted %s v%s to @champion (approved by %s); v%s is @previous",
                           name, challenger_version, approver, champion_version)
+
+
+@task(name="record-release-decision", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
+                    reason: str) -> str:
+    """A person's decision on a release in the audit chain (`promote` records approvals itself: call this for a
+    rejection). Returns the entry, as "#seq (sha256 ...)"."""
+    entry = _record_decision(cfg, champion_version, challenger_version, decision, approver, reason)
+    get_run_logger().info("Decision %s on v%s by %s: audit entry %s", decision, challenger_version, approver,
+                          entry.short)
+    return entry.short
+
+
+def _record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
+                     reason: str) -> audit.Entry:
+    """The decision as an audit entry, whose hash then tags the challenger's model version."""
+    name = cfg.model.registered_name
+    entry = audit.record_decision(audit.open_log(cfg), name, champion_version, challenger_version, decision,
+                                  approver, reason)
+    audit.tag_release(name, challenger_version, entry)
+    return entry

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 
 from hitl.config import Config
+from hitl.ops import audit
 from hitl.review import forms
 from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
 
@@ -92,8 +93,10 @@ def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
 @task(name="store-labels", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     reviewer, labels = forms.parse_answer(answer, batch.items)
-    result = ReviewStore(cfg.store_url).submit(batch.id, reviewer, labels, cfg.labels,
-                                               gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+    store = ReviewStore(cfg.store_url)
+    result = store.submit(batch.id, reviewer, labels, cfg.labels,
+                          gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+    audit.record_review(audit.open_log(cfg, store), store, batch.id, reviewer)  # once, however often retried
     log = get_run_logger()
     if result.check is not None and not result.check.ok:  # which items were gold is never logged
         c = result.check
@@ -180,6 +183,7 @@ def store_adjudications(cfg: Config, items: list[dict], answer: dict) -> dict[st
         except ReviewError as e:  # e.g. settled by another adjudication meanwhile
             log.warning("Trace %s not adjudicated: %s", trace_id, e)
             skipped += 1
+    audit.record_adjudications(audit.open_log(cfg, store), store, labels, adjudicator)
     log.info("Adjudicated %d disputed items as %s (%d skipped)", stored, adjudicator, skipped)
     return {"stored": stored, "skipped": skipped}
 

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from hitl.config import Config
 from hitl.datasets import splits
 from hitl.learning import abstention, modeling, recipe
+from hitl.ops import audit
 from hitl.sim import world
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -123,5 +124,8 @@ def register_model(model: modeling.IntentModel, cfg: Config, alias: str, params:
             mlflow.log_input(dataset, context="training")
         version = modeling.log_and_register(model, cfg.model.registered_name, alias,
                                             {**tags, "training_run_id": run.info.run_id})
-    get_run_logger().info("Registered %s version %s as @%s", cfg.model.registered_name, version, alias)
+    entry = audit.record_model(audit.open_log(cfg), cfg.model.registered_name, version)
+    audit.tag_release(cfg.model.registered_name, version, entry)
+    get_run_logger().info("Registered %s version %s as @%s (audit entry %s)", cfg.model.registered_name, version,
+                          alias, entry.short)
     return version

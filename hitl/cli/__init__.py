@@ -50,4 +50,4 @@ def _run_flow(name: str, config: Path, **params):
     return getattr(module, name)(config_path=str(config.resolve()), **params)
 
 
-from hitl.cli import engineer, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)
+from hitl.cli import audit, engineer, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,618 @@
+"""The audit chain: an append-only, hash-chained log of everything that decided a release.
+
+Each review submission, adjudication or correction, dataset version, registered model, regression report and
+approval decision is one entry in the review store's database (`audit_entries`). An entry carries the SHA-256
+of what it refers to (`payload_sha256`: the annotations as stored, the full dataset artifact, the model's
+files and its training run, the report files, the decision), the hash of the previous entry, and its own hash
+over all of that. Its `anchor` is an HMAC of its hash under a key kept outside the store (`audit.key`, mode
+0600, apart from any auth credentials), so whoever edits an entry and rehashes everything after it is still
+caught. The head is also written beside the key (`audit.head`) and as the tag `hitl.audit_head` on each model
+version, so removed tail entries are caught too.
+
+There is no update or delete here. `verify` walks the chain and the objects it refers to, and names the first
+entry that does not match.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from hitl.config import Config
+from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE, DatasetVersion
+from hitl.review.store import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution, ReviewStore
+
+GENESIS = "0" * 64
+KINDS = ("review", "adjudication", "correction", "dataset", "model", "report", "decision")
+HEAD_TAG = "hitl.audit_head"  # on model versions: "<seq>:<entry sha256>" of the head when tagged
+SYSTEM_ACTOR = "pipeline"
+_UNANCHORED = ("registered_model_meta",)  # written by the registry itself, not part of the model's content
+FIELDS = ["seq", "at", "kind", "actor", "subject", "ref", "payload_sha256", "prev_sha256", "entry_sha256", "anchor"]
+
+
+class AuditError(RuntimeError):
+    """The audit chain cannot be read or written (no key, unreadable export); nothing was changed."""
+
+
+class _AuditBase(DeclarativeBase):
+    pass
+
+
+class AuditRow(_AuditBase):
+    __tablename__ = "audit_entries"
+    __table_args__ = (UniqueConstraint("kind", "subject", "payload_sha256"),)  # the same record twice: one entry
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))  # ISO 8601, UTC
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(400), index=True)
+    ref: Mapped[str] = mapped_column(Text)  # canonical JSON: ids of what the entry refers to
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    prev_sha256: Mapped[str] = mapped_column(String(64))
+    entry_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    anchor: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256(key, entry_sha256)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    at: str
+    kind: str
+    actor: str
+    subject: str
+    ref: dict
+    payload_sha256: str
+    prev_sha256: str
+    entry_sha256: str
+    anchor: str
+
+    def body(self) -> dict:
+        """The fields `entry_sha256` covers (everything but the hash and its anchor)."""
+        return {"seq": self.seq, "at": self.at, "kind": self.kind, "actor": self.actor, "subject": self.subject,
+                "ref": self.ref, "payload_sha256": self.payload_sha256, "prev_sha256": self.prev_sha256}
+
+    @property
+    def short(self) -> str:
+        return f"#{self.seq} (sha256 {self.entry_sha256[:12]})"
+
+    def record(self) -> dict:
+        return {**self.body(), "entry_sha256": self.entry_sha256, "anchor": self.anchor}
+
+
+# ---- hashing ----
+def canonical(obj: object) -> bytes:
+    """Canonical JSON (sorted keys, no spaces, UTF-8): the bytes every hash here is taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=lambda o: o.item() if hasattr(o, "item") else str(o)).encode("utf-8")
+
+
+def sha256_json(obj: object) -> str:
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(folder: Path, skip: Iterable[str] = ()) -> str:
+    """One hash over every file under `folder`: relative paths and their contents."""
+    skip = set(skip)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in skip)
+    return sha256_json({p.relative_to(folder).as_posix(): sha256_file(p) for p in files})
+
+
+def entry_hash(body: dict) -> str:
+    return sha256_json(body)
+
+
+def sign(key: bytes, entry_sha256: str) -> str:
+    return hmac.new(key, entry_sha256.encode(), hashlib.sha256).hexdigest()
+
+
+# ---- the key and the head, outside the store ----
+def load_key(path: Path, create: bool) -> bytes:
+    """The HMAC key in `path` (hex); with `create`, a new random one written 0600 when there is none."""
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+    try:
+        text = path.read_text().strip()
+    except OSError as e:
+        raise AuditError(f"No audit key at {path} ({e.strerror}): the chain's HMAC anchors cannot be checked") from e
+    if not text:
+        raise AuditError(f"The audit key {path} is empty")
+    return bytes.fromhex(text) if all(c in "0123456789abcdefABCDEF" for c in text) else text.encode()
+
+
+def head_path(key_file: Path) -> Path:
+    return key_file.with_name(key_file.stem + ".head")
+
+
+def _read_head(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_head(path: Path, entry: Entry) -> None:
+    """Record the head beside the key; never moves it back (appends from other processes may race)."""
+    current = _read_head(path)
+    if current is not None and int(current.get("seq", 0)) >= entry.seq:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".audit-head-")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"seq": entry.seq, "entry_sha256": entry.entry_sha256, "anchor": entry.anchor}, f)
+    os.replace(tmp, path)
+
+
+# ---- the log ----
+def _entry(row: AuditRow) -> Entry:
+    try:
+        ref = json.loads(row.ref)
+    except ValueError:
+        ref = {"unreadable": row.ref}
+    return Entry(row.seq, row.at, row.kind, row.actor, row.subject, ref, row.payload_sha256, row.prev_sha256,
+                 row.entry_sha256, row.anchor)
+
+
+def _sealed(key: bytes, seq: int, prev: str, kind: str, actor: str, subject: str, ref: dict,
+            payload_sha256: str) -> Entry:
+    """A new entry after `prev`: stamped now, hashed, and anchored with the key."""
+    body = {"seq": seq, "at": datetime.now(UTC).isoformat(timespec="milliseconds"), "kind": kind, "actor": actor,
+            "subject": subject, "ref": ref, "payload_sha256": payload_sha256, "prev_sha256": prev}
+    digest = entry_hash(body)
+    return Entry(**body, entry_sha256=digest, anchor=sign(key, digest))
+
+
+class AuditLog:
+    """The chain on a review store's database. Appends run in the store's transactions (BEGIN IMMEDIATE on
+    SQLite; on other databases a clash on `seq` is retried), so concurrent appends serialize."""
+
+    def __init__(self, engine: Engine, key_file: Path):
+        self.engine, self.key_file, self.head_file = engine, Path(key_file), head_path(Path(key_file))
+        _AuditBase.metadata.create_all(engine)
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def of(cls, store: ReviewStore, key_file: Path) -> AuditLog:
+        return cls(store.engine, key_file)
+
+    def key(self, create: bool = False) -> bytes:
+        return load_key(self.key_file, create)
+
+    def append(self, kind: str, actor: str, subject: str, ref: dict, payload_sha256: str) -> tuple[Entry, bool]:
+        """Append an entry; returns (entry, created). The same (kind, subject, payload) again appends nothing
+        and returns the existing entry, so retried tasks and re-run flows record each thing once."""
+        if kind not in KINDS:
+            raise ValueError(f"Unknown audit entry kind {kind!r}; one of {KINDS}")
+        key, ref = self.key(create=True), json.loads(canonical(ref))
+        for attempt in range(5):
+            try:
+                with self._session.begin() as s:
+                    same = s.scalar(select(AuditRow).where(AuditRow.kind == kind, AuditRow.subject == subject,
+                                                           AuditRow.payload_sha256 == payload_sha256))
+                    if same is not None:
+                        return _entry(same), False
+                    last = s.scalar(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1).with_for_update())
+                    entry = _sealed(key, last.seq + 1 if last else 1, last.entry_sha256 if last else GENESIS,
+                                    kind, actor, subject, ref, payload_sha256)
+                    s.add(AuditRow(**{**entry.record(), "ref": canonical(ref).decode()}))
+                break
+            except IntegrityError:  # another writer took this seq (databases without SQLite's write lock)
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        _write_head(self.head_file, entry)
+        return entry, True
+
+    def entries(self) -> list[Entry]:
+        with self._session() as s:
+            return [_entry(r) for r in s.scalars(select(AuditRow).order_by(AuditRow.seq))]
+
+    def find(self, kind: str, subject: str) -> Entry | None:
+        """The latest entry of `kind` about `subject`."""
+        with self._session() as s:
+            row = s.scalar(select(AuditRow).where(AuditRow.kind == kind, AuditRow.subject == subject)
+                           .order_by(AuditRow.seq.desc()).limit(1))
+            return _entry(row) if row is not None else None
+
+    def head(self) -> Entry | None:
+        with self._session() as s:
+            row = s.scalar(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1))
+            return _entry(row) if row is not None else None
+
+
+# ---- what entries refer to: one function per kind computes the payload, for recording and for verifying ----
+def dataset_subject(name: str, version: int | str) -> str:
+    return f"dataset {name} v{version}"
+
+
+def model_subject(name: str, version: str) -> str:
+    return f"model {name} v{version}"
+
+
+def decision_subject(name: str, challenger_version: str, decision: str) -> str:
+    return f"release {name} v{challenger_version}: {decision}"
+
+
+def _review_rows(s: Session, batch_ids: Iterable[str] | None = None) -> dict[str, dict]:
+    """Batch id -> what its submission stored: annotations and gold answers (no timestamps)."""
+    ann = (select(AnnotationRow.batch_id, AnnotationRow.id, Item.trace_id, AnnotationRow.reviewer,
+                  AnnotationRow.label, AnnotationRow.rationale).join(Item, Item.id == AnnotationRow.item_id)
+           .order_by(AnnotationRow.id))
+    gold = (select(GoldAnswer.batch_id, GoldAnswer.id, GoldItem.source_ref, GoldAnswer.reviewer, GoldAnswer.label,
+                   GoldAnswer.correct).join(GoldItem, GoldItem.id == GoldAnswer.gold_id).order_by(GoldAnswer.id))
+    if batch_ids is not None:
+        ids = list(batch_ids)
+        ann, gold = ann.where(AnnotationRow.batch_id.in_(ids)), gold.where(GoldAnswer.batch_id.in_(ids))
+    out: dict[str, dict] = {}
+    for key, q in (("annotations", ann), ("gold_answers", gold)):
+        for batch_id, *row in s.execute(q).all():
+            out.setdefault(batch_id, {"annotations": [], "gold_answers": []})[key].append(row)
+    return out
+
+
+def _resolution_rows(s: Session, ids: Iterable[int] | None = None) -> dict[int, list]:
+    q = (select(Resolution.id, Item.trace_id, Resolution.kind, Resolution.reviewer, Resolution.label,
+                Resolution.reason).join(Item, Item.id == Resolution.item_id))
+    if ids is not None:
+        q = q.where(Resolution.id.in_(list(ids)))
+    return {r[0]: list(r) for r in s.execute(q).all()}
+
+
+def record_review(log: AuditLog, store: ReviewStore, batch_id: str, reviewer: str) -> Entry:
+    """A submitted review batch: its annotations and gold answers as stored."""
+    with Session(store.engine) as s:
+        rows = _review_rows(s, [batch_id]).get(batch_id, {"annotations": [], "gold_answers": []})
+    ref = {"batch_id": batch_id, "annotations": len(rows["annotations"]), "gold_answers": len(rows["gold_answers"])}
+    return log.append("review", reviewer, f"review batch {batch_id}", ref, sha256_json(rows))[0]
+
+
+def record_resolutions(log: AuditLog, store: ReviewStore, ids: Iterable[int], kind: str, actor: str) -> Entry | None:
+    """Adjudications (or a correction): the resolutions as stored. None when there are none."""
+    with Session(store.engine) as s:
+        rows = _resolution_rows(s, ids)
+    if not rows:
+        return None
+    ids = sorted(rows)
+    ref = {"resolution_ids": ids, "traces": len({r[1] for r in rows.values()})}
+    subject = f"{kind} r{ids[0]}" + (f"..r{ids[-1]}" if len(ids) > 1 else "")
+    return log.append(kind, actor, subject, ref, sha256_json([rows[i] for i in ids]))[0]
+
+
+def record_adjudications(log: AuditLog, store: ReviewStore, trace_ids: Iterable[str], adjudicator: str
+                         ) -> Entry | None:
+    """The adjudications `adjudicator` stored for `trace_ids` (also those a retried task stored the first time)."""
+    with Session(store.engine) as s:
+        ids = s.scalars(select(Resolution.id).join(Item, Item.id == Resolution.item_id)
+                        .where(Item.trace_id.in_(list(trace_ids)), Resolution.kind == "adjudication",
+                               Resolution.reviewer == adjudicator)).all()
+    return record_resolutions(log, store, ids, "adjudication", adjudicator)
+
+
+def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:
+    """A dataset version: the SHA-256 of its full artifact file (not MLflow's dataset digest, a truncated MD5)."""
+    ref = {"name": dv.name, "version": dv.version, "run_id": dv.run_id, "artifact": f"{ARTIFACT_DIR}/{ARTIFACT_FILE}",
+           "rows": dv.rows, "parent": dv.parent}
+    return log.append("dataset", SYSTEM_ACTOR, dataset_subject(dv.name, dv.version), ref, dv.sha256)[0]
+
+
+def model_facts(name: str, version: str) -> dict:
+    """A registered model version as it is now: its run, source, and hashes of its files and its training run's
+    params and metrics. Downloads the model's files."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    client = MlflowClient()
+    mv = client.get_model_version(name, str(version))
+    data = client.get_run(mv.run_id).data if mv.run_id else None
+    with tempfile.TemporaryDirectory() as tmp:
+        files = sha256_tree(Path(download_artifacts(artifact_uri=mv.source, dst_path=tmp)), _UNANCHORED)
+    return {"name": name, "version": str(version), "run_id": mv.run_id, "source": mv.source,
+            "artifacts_sha256": files, "params_sha256": sha256_json(data.params if data else {}),
+            "metrics_sha256": sha256_json(data.metrics if data else {})}
+
+
+def record_model(log: AuditLog, name: str, version: str) -> Entry:
+    """A registered model version and its training run."""
+    facts = model_facts(name, version)
+    return log.append("model", SYSTEM_ACTOR, model_subject(name, version), facts, sha256_json(facts))[0]
+
+
+def record_report(log: AuditLog, run_id: str, files: dict[str, Path], about: dict) -> Entry:
+    """A regression report: the SHA-256 of each file as logged to the eval run (`files`: artifact path -> local
+    copy). A report re-published with its decision is a new entry about the same run."""
+    digests = {artifact: sha256_file(local) for artifact, local in sorted(files.items())}
+    ref = {**about, "run_id": run_id, "files": digests}
+    return log.append("report", SYSTEM_ACTOR, f"report run {run_id}", ref, sha256_json(digests))[0]
+
+
+def record_decision(log: AuditLog, name: str, champion_version: str, challenger_version: str, decision: str,
+                    approver: str, reason: str) -> Entry:
+    """A person's approval or rejection of a release."""
+    ref = {"name": name, "champion_version": str(champion_version), "challenger_version": str(challenger_version),
+           "decision": decision, "approver": approver, "reason": reason}
+    return log.append("decision", approver, decision_subject(name, challenger_version, decision), ref,
+                      sha256_json(ref))[0]
+
+
+def tag_release(name: str, version: str, entry: Entry) -> None:
+    """Anchor the chain in the model registry: the head as a tag on the model version."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_model_version_tag(name, str(version), HEAD_TAG, f"{entry.seq}:{entry.entry_sha256}")
+
+
+def release_line(log: AuditLog, dataset_ref: str, name: str, challenger_version: str) -> str:
+    """The report's lineage line: the chain entries of the release's dataset, model and decision, and the head."""
+    ds_name, _, ds_version = dataset_ref.rpartition("@")
+    found = {"dataset": log.find("dataset", dataset_subject(ds_name, ds_version)),
+             "model": log.find("model", model_subject(name, challenger_version))}
+    decisions = [log.find("decision", decision_subject(name, challenger_version, d)) for d in ("approve", "reject")]
+    found["decision"] = max((d for d in decisions if d is not None), key=lambda d: d.seq, default=None)
+    parts = [f"{k} entry {e.short}" for k, e in found.items() if e is not None]
+    head = log.head()
+    if head is None:
+        return "no audit entries yet"
+    return f"{', '.join(parts) or 'no entries for this release'}; chain head {head.short} (`hitl audit verify`)"
+
+
+# ---- verification ----
+@dataclass(frozen=True)
+class Problem:
+    seq: int | None
+    what: str  # the entry's subject, or where the problem is
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"entry #{self.seq} ({self.what})" if self.seq is not None else self.what
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class Verification:
+    entries: int
+    problem: Problem | None
+    head: Entry | None = None
+    checked: dict[str, int] = field(default_factory=dict)  # what was compared, by kind of check
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def chain_problem(e: Entry, prev: str, expected_seq: int, key: bytes | None) -> str | None:
+    """Why entry `e` does not belong where it is in the chain, or None: its own hash, its link, its anchor."""
+    if e.seq != expected_seq:
+        return f"sequence jumps from #{expected_seq - 1} to #{e.seq}: entries were removed"
+    actual = entry_hash(e.body())
+    if actual != e.entry_sha256:
+        return f"its content does not match its hash (sha256 {actual[:12]} != recorded {e.entry_sha256[:12]}): edited"
+    if e.prev_sha256 != prev:
+        return f"its previous-entry hash {e.prev_sha256[:12]} is not entry #{e.seq - 1}'s {prev[:12]}"
+    if key is not None and not hmac.compare_digest(sign(key, e.entry_sha256), e.anchor):
+        return "its HMAC anchor does not match: the chain was rewritten without the audit key"
+    return None
+
+
+class _Live:
+    """The objects entries refer to, read once: the review store, and MLflow when `mlflow` is set."""
+
+    def __init__(self, store: ReviewStore | None, mlflow: bool):
+        self.mlflow = mlflow
+        self.reviews: dict[str, dict] = {}
+        self.resolutions: dict[int, list] = {}
+        if store is not None:
+            with Session(store.engine) as s:
+                self.reviews, self.resolutions = _review_rows(s), _resolution_rows(s)
+        self.store = store is not None
+
+    def check(self, e: Entry, latest: bool) -> tuple[str, str | None] | None:
+        """(what was checked, why it does not match or None); None when nothing could be checked here.
+        `latest`: no later entry has the same kind and subject (a re-published report overwrote its files)."""
+        check = _CHECKS.get(e.kind)
+        if check is None:
+            return None
+        scope, fn = check
+        if (scope == "store" and not self.store) or (scope == "mlflow" and not self.mlflow) or \
+                (e.kind == "report" and not latest):
+            return None
+        try:
+            return scope, fn(self, e, latest)
+        except Exception as ex:  # a missing run, model version or artifact is a mismatch, named
+            return scope, f"could not read what it refers to ({type(ex).__name__}: {str(ex).splitlines()[0][:200]})"
+
+
+def _differs(what: str, actual: str, recorded: str) -> str | None:
+    return None if actual == recorded else f"{what} sha256 {actual[:12]} != recorded {recorded[:12]}"
+
+
+def _check_review(live: _Live, e: Entry, _latest: bool) -> str | None:
+    rows = live.reviews.get(e.ref.get("batch_id"), {"annotations": [], "gold_answers": []})
+    return _differs("the batch's stored annotations have", sha256_json(rows), e.payload_sha256)
+
+
+def _check_resolutions(live: _Live, e: Entry, _latest: bool) -> str | None:
+    ids = [int(i) for i in e.ref.get("resolution_ids", [])]
+    missing = [i for i in ids if i not in live.resolutions]
+    if missing:
+        return f"resolutions {missing} are gone from the review store"
+    return _differs("the stored resolutions have", sha256_json([live.resolutions[i] for i in ids]), e.payload_sha256)
+
+
+def _check_dataset(_live: _Live, e: Entry, _latest: bool) -> str | None:
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_artifacts(run_id=e.ref["run_id"], artifact_path=e.ref["artifact"], dst_path=tmp)
+        return _differs(f"the artifact {e.ref['artifact']} of run {e.ref['run_id'][:12]} has", sha256_file(Path(local)),
+                        e.payload_sha256)
+
+
+def _check_model(_live: _Live, e: Entry, _latest: bool) -> str | None:
+    now = model_facts(e.ref["name"], e.ref["version"])
+    for k in ("run_id", "source"):
+        if now[k] != e.ref.get(k):
+            return f"the model version's {k} is {now[k]}, recorded {e.ref.get(k)}"
+    for k, what in (("artifacts_sha256", "model files"), ("params_sha256", "training run params"),
+                    ("metrics_sha256", "training run metrics")):
+        if now[k] != e.ref.get(k):
+            return _differs(f"the {what} have", now[k], e.ref.get(k, ""))
+    return _differs("the model facts have", sha256_json(now), e.payload_sha256)
+
+
+def _check_report(_live: _Live, e: Entry, _latest: bool) -> str | None:
+    from mlflow.artifacts import download_artifacts
+
+    files = e.ref.get("files", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact, recorded in files.items():
+            local = download_artifacts(run_id=e.ref["run_id"], artifact_path=artifact, dst_path=tmp)
+            bad = _differs(f"the report file {artifact} has", sha256_file(Path(local)), recorded)
+            if bad:
+                return bad
+    return _differs("the report files have", sha256_json(files), e.payload_sha256)
+
+
+def _check_decision(_live: _Live, e: Entry, latest: bool) -> str | None:
+    bad = _differs("the decision has", sha256_json(e.ref), e.payload_sha256)
+    if bad or not latest or e.ref.get("decision") != "approve":
+        return bad
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(e.ref["name"], e.ref["challenger_version"]).tags
+    by = tags.get("hitl.approved_by")
+    return None if by == e.ref.get("approver") else \
+        f"the model version's hitl.approved_by is {by!r}, recorded {e.ref.get('approver')!r}"
+
+
+_CHECKS: dict[str, tuple[str, Callable[[_Live, Entry, bool], str | None]]] = {
+    "review": ("store", _check_review), "adjudication": ("store", _check_resolutions),
+    "correction": ("store", _check_resolutions), "dataset": ("mlflow", _check_dataset),
+    "model": ("mlflow", _check_model), "report": ("mlflow", _check_report), "decision": ("mlflow", _check_decision),
+}
+
+
+def anchors(log: AuditLog, registered_name: str | None) -> dict[int, list[tuple[str, str]]]:
+    """Heads recorded outside the store: seq -> [(entry sha256, where)]. The head file beside the key, and the
+    `hitl.audit_head` tag of every version of the registered model (when given)."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    head = _read_head(log.head_file)
+    if head is not None:
+        out.setdefault(int(head["seq"]), []).append((str(head["entry_sha256"]), f"the head file {log.head_file}"))
+    if registered_name:
+        from mlflow import MlflowClient
+
+        for mv in MlflowClient().search_model_versions(f"name = '{registered_name}'"):
+            seq, _, sha = (mv.tags or {}).get(HEAD_TAG, "").partition(":")
+            if seq.isdigit():
+                out.setdefault(int(seq), []).append((sha, f"the tag {HEAD_TAG} of {registered_name} v{mv.version}"))
+    return out
+
+
+def verify(log: AuditLog, store: ReviewStore | None = None, registered_name: str | None = None,
+           mlflow: bool = False, entries: list[Entry] | None = None) -> Verification:
+    """Walk the chain from the first entry: each entry's hash, its link to the one before, its HMAC anchor,
+    the heads recorded outside the store, and what it refers to (the review store's rows; with `mlflow`, the
+    dataset artifacts, model versions and training runs, report files and approvals). Stops at the first
+    entry that does not match."""
+    entries = log.entries() if entries is None else entries
+    result = Verification(len(entries), None, entries[-1] if entries else None,
+                          {"entries": 0, "anchors": 0, "store": 0, "mlflow": 0})
+    if not entries:
+        return result
+    try:
+        key = log.key()
+    except AuditError as e:
+        result.problem = Problem(None, "audit key", str(e))
+        return result
+    heads = anchors(log, registered_name if mlflow else None)
+    live = _Live(store, mlflow)
+    last_of = {(e.kind, e.subject): e.seq for e in entries}
+    prev = GENESIS
+    for i, e in enumerate(entries, start=1):
+        bad = chain_problem(e, prev, i, key)
+        for sha, where in heads.get(e.seq, []) if bad is None else []:
+            if sha != e.entry_sha256:
+                bad = f"{where} recorded sha256 {sha[:12]}, the chain has {e.entry_sha256[:12]}"
+                break
+            result.checked["anchors"] += 1
+        if bad is None:
+            checked = live.check(e, latest=last_of[(e.kind, e.subject)] == e.seq)
+            if checked is not None:
+                result.checked[checked[0]] += 1
+                bad = checked[1]
+        if bad is not None:
+            result.problem = Problem(e.seq, e.subject, bad)
+            return result
+        result.checked["entries"] += 1
+        prev = e.entry_sha256
+    beyond = [s for s in heads if s > len(entries)]
+    if beyond:
+        s = max(beyond)
+        result.problem = Problem(None, f"the chain's end (#{len(entries)})",
+                                 f"{heads[s][0][1]} names entry #{s}: entries were removed")
+    return result
+
+
+# ---- export ----
+def export(entries: list[Entry], path: Path, fmt: str) -> int:
+    """Write the entries as JSONL (one object a line) or CSV (`ref` as JSON). Returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for e in entries:
+                f.write(json.dumps(e.record(), ensure_ascii=False, sort_keys=True) + "\n")
+    elif fmt == "csv":
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, FIELDS)
+            w.writeheader()
+            for e in entries:
+                w.writerow({**e.record(), "ref": canonical(e.ref).decode()})
+    else:
+        raise ValueError(f"Unknown export format {fmt!r}: jsonl or csv")
+    return len(entries)
+
+
+def read_export(path: Path) -> list[Entry]:
+    """Entries from an `export` file (JSONL or CSV, by suffix): check them with `chain_problem`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".csv":
+            rows = [{**r, "seq": int(r["seq"]), "ref": json.loads(r["ref"])} for r in csv.DictReader(text.splitlines())]
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [Entry(**{k: r[k] for k in FIELDS}) for r in rows]
+    except (OSError, ValueError, KeyError) as e:
+        raise AuditError(f"{path} is not an audit export: {e}") from e
+
+
+def open_log(cfg: Config, store: ReviewStore | None = None) -> AuditLog:
+    """The chain on the configured review store's database, with the configured key."""
+    return AuditLog.of(store or ReviewStore(cfg.store_url), cfg.audit_key_file)
