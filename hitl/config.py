@@ -26,6 +26,47 @@ class StackConfig(_Strict):
     prefect_port: int = 4200
     mlflow_port: int = 5000
     start_timeout_s: float = 120.0
+    worker_port: int = 4280  # the worker's health endpoint (loopback)
+    # PostgreSQL server for the Prefect server, the MLflow tracking server and the review store, e.g.
+    # postgresql://hitl:SECRET@db.internal:5432 (databases <project>_prefect, _mlflow, _review are created by
+    # `hitl up`). None: SQLite files in the state dir. review.store_url, when set, still names the store.
+    database_url: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"stack.database_url must be a postgresql://user:password@host:port URL, got "
+                             f"{v.split('://')[0]}://...")
+        return v
+    # Basic auth on both servers (docs/security.md); credentials from auth_file or $HITL_AUTH_USER/PASSWORD
+    auth: bool = False
+    auth_file: str | None = None  # one line `user:password`, mode 0600 (hitl/credentials.py)
+    tls_proxy: bool = False  # a TLS-terminating reverse proxy fronts both servers (needed off loopback)
+
+    @model_validator(mode="after")
+    def _auth_file_needs_auth(self) -> StackConfig:
+        if self.auth_file and not self.auth:
+            raise ValueError("stack.auth_file is set but stack.auth is false: set stack.auth: true to use it")
+        return self
+
+
+class DeploymentsConfig(_Strict):
+    """How `hitl up` deploys the flows of deployments/prefect.yaml and runs them on a worker."""
+
+    pool: str = "process"  # the work pool `hitl up` creates (type process) and its worker pulls from
+    pool_concurrency: int | None = Field(4, ge=1)  # flow runs at once; runs suspended for people hold no slot
+    cpu_slots: int = Field(1, ge=1)  # torch-heavy tasks at once (scoring, training, evaluation), across runs
+    open_reviews: int = Field(2, ge=1)  # review batches waiting for reviewers at once (the dispatch tops up)
+    worker_poll_s: float = Field(2.0, gt=0)  # how often the worker asks for scheduled runs
+    timezone: str = "UTC"
+    # deployment name -> cron; deployments without one run when triggered (the eval after each fine-tune)
+    schedules: dict[str, str] = Field(default_factory=lambda: {
+        "sample-traces": "0 2 * * *",  # daily, over the previous UTC day
+        "review-dispatch": "0 * * * *",  # hourly: open review/adjudication batches for the queue
+        "register-dataset": "0 4 * * 1",  # weekly
+        "fine-tune": "0 3 1 1,4,7,10 *",  # quarterly; its completion starts the regression eval
+    })
 
 
 class SourceConfig(_Strict):
@@ -152,6 +193,7 @@ class TrainingConfig(_Strict):
     seed: int = 42
     replay_launch: bool = True  # mix the launch data into every fine-tune to avoid forgetting
     max_steps: int = -1  # >0 caps training (tests)
+    checkpoint_steps: int = Field(100, ge=0)  # a resumable checkpoint every N steps (0: none); see recipe.py
 
 
 class GateConfig(_Strict):
@@ -203,6 +245,7 @@ class Config(_Strict):
     fallback_label: str | None = None  # e.g. "out_of_scope": predicted when the model abstains
     cohorts: list[str] = Field(default_factory=lambda: ["channel", "locale", "tier"])
     stack: StackConfig = Field(default_factory=StackConfig)
+    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
@@ -266,11 +309,40 @@ class Config(_Strict):
 
     @property
     def store_url(self) -> str:
-        return self.review.store_url or f"sqlite:///{self.state / 'review.db'}"
+        if self.review.store_url:
+            return self.review.store_url
+        if self.stack.database_url:
+            return self.postgres_url("review", "postgresql+psycopg2")
+        return f"sqlite:///{self.state / 'review.db'}"
+
+    @property
+    def prefect_database_url(self) -> str:
+        if self.stack.database_url:
+            return self.postgres_url("prefect", "postgresql+asyncpg")
+        return f"sqlite+aiosqlite:///{self.state / 'prefect' / 'prefect.db'}"
+
+    @property
+    def mlflow_backend_url(self) -> str:
+        if self.stack.database_url:
+            return self.postgres_url("mlflow", "postgresql")
+        return f"sqlite:///{self.state / 'mlflow' / 'mlflow.db'}"
+
+    def postgres_url(self, role: str, driver: str) -> str:
+        """The URL of this project's `role` database (prefect, mlflow, review) on stack.database_url's server."""
+        from sqlalchemy.engine import make_url
+
+        base = make_url(self.stack.database_url.replace("postgres://", "postgresql://", 1))
+        name = "".join(c if c.isalnum() else "_" for c in f"{self.project}_{role}".lower())
+        return base.set(drivername=driver, database=name).render_as_string(hide_password=False)
 
     @property
     def audit_key_file(self) -> Path:
         return Path(self.audit.key_file).expanduser().resolve() if self.audit.key_file else self.state / "audit.key"
+
+    @property
+    def results_dir(self) -> Path:
+        """Prefect's persisted task results: a resumed run reads finished work from here (shared by workers)."""
+        return self.state / "prefect" / "results"
 
     @property
     def world_dir(self) -> Path:
@@ -365,6 +437,7 @@ def apply_environment(cfg: Config) -> None:
     os.environ["PREFECT_UI_URL"] = cfg.prefect_ui_url
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(cfg.results_dir)
     os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_uri
     os.environ["MLFLOW_REGISTRY_URI"] = cfg.mlflow_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in flow output
@@ -372,3 +445,7 @@ def apply_environment(cfg: Config) -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    if cfg.stack.auth:  # raises CredentialsError (a ValueError) when they are missing or exposed
+        from hitl.credentials import auth_env
+
+        os.environ.update(auth_env(cfg))

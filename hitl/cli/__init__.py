@@ -23,10 +23,10 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config", e
 def _cfg(path: Path) -> Config:
     try:
         cfg = load_config(path)
+        apply_environment(cfg)  # with stack.auth: a ValueError when the credentials are missing or exposed
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]Config error:[/] {e}")
         raise typer.Exit(2) from e
-    apply_environment(cfg)
     return cfg
 
 

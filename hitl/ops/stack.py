@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,14 +20,15 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
+from hitl import credentials
 from hitl.config import Config
 
-SERVICE_NAMES = ("prefect", "mlflow")
+SERVICE_NAMES = ("prefect", "mlflow", "worker")
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 20
 
@@ -60,6 +62,7 @@ class _Spec:
     env: dict[str, str]
     log: Path
     pid_file: Path
+    marker: str = "server"  # a word of its command line that tells our process from a reused PID
 
 
 # ---------------------------------------------------------------- paths and commands
@@ -102,7 +105,7 @@ def _specs(cfg: Config) -> list[_Spec]:
     mlflow_dir = state / "mlflow"
     prefect_env = {
         "PREFECT_HOME": str(prefect_home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": cfg.prefect_database_url,
         "PREFECT_API_URL": cfg.prefect_api_url,
         "PREFECT_UI_API_URL": cfg.prefect_api_url,
         "PREFECT_UI_URL": cfg.prefect_ui_url,
@@ -114,7 +117,13 @@ def _specs(cfg: Config) -> list[_Spec]:
     mlflow_env = {
         # The server's job runner inherits these; keep them on this server.
         "MLFLOW_TRACKING_URI": cfg.mlflow_uri,
+        # in the environment, not argv: a PostgreSQL URL carries a password (argv shows in `ps` and the log)
+        "MLFLOW_BACKEND_STORE_URI": cfg.mlflow_backend_url,
     }
+    mlflow_app: list[str] = []
+    if cfg.stack.auth:  # the secrets themselves are added at launch only (_with_credentials)
+        mlflow_env["MLFLOW_AUTH_CONFIG_PATH"] = str(_auth_ini(cfg))
+        mlflow_app = ["--app-name", "basic-auth"]
     return [
         _Spec(
             name="prefect",
@@ -150,19 +159,54 @@ def _specs(cfg: Config) -> list[_Spec]:
                 host,
                 "--port",
                 str(cfg.stack.mlflow_port),
-                "--backend-store-uri",
-                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination",
                 str(mlflow_dir / "artifacts"),
                 "--serve-artifacts",
                 "--workers",
                 "1",
+                *mlflow_app,
             ],
             env=mlflow_env,
             log=_logs_dir(cfg) / "mlflow.log",
             pid_file=_pids_dir(cfg) / "mlflow.pid",
         ),
     ]
+
+
+def _worker_spec(cfg: Config) -> _Spec:
+    """The Prefect worker pulling the config's work pool; its flow runs inherit its environment."""
+    from hitl.ops.deploy import REPO
+
+    port = cfg.stack.worker_port
+    env = {
+        "PREFECT_API_URL": cfg.prefect_api_url,
+        "PREFECT_UI_API_URL": cfg.prefect_api_url,
+        "PREFECT_UI_URL": cfg.prefect_ui_url,
+        "PREFECT_LOCAL_STORAGE_PATH": str(cfg.results_dir),
+        "PREFECT_WORKER_QUERY_SECONDS": str(cfg.deployments.worker_poll_s),
+        "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        "PYTHONPATH": str(REPO),
+        "HITL_REPO": str(REPO),
+    }
+    return _Spec(
+        name="worker",
+        title="Prefect worker",
+        port=port,
+        port_key="stack.worker_port",
+        url=f"pool {cfg.deployments.pool}",
+        health_url=f"http://127.0.0.1:{port}/health",
+        argv=["prefect", "worker", "start", "--pool", cfg.deployments.pool, "--type", "process",
+              "--name", f"{cfg.project}-{socket.gethostname()}", "--with-healthcheck"],
+        env=env,
+        log=_logs_dir(cfg) / "worker.log",
+        pid_file=_pids_dir(cfg) / "worker.pid",
+        marker="worker",
+    )
+
+
+def _all_specs(cfg: Config) -> list[_Spec]:
+    return [*_specs(cfg), _worker_spec(cfg)]
 
 
 # ---------------------------------------------------------------- processes
@@ -207,14 +251,15 @@ def _cmdline(pid: int) -> list[str] | None:
     return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
 
 
-def _is_our_server(pid: int, name: str) -> bool:
-    """A live process that looks like the `name` server (guards against PIDs reused by the OS)."""
+def _is_our_server(pid: int, name: str, marker: str = "server") -> bool:
+    """A live process that looks like the `name` server or worker (guards against PIDs reused by the OS)."""
     if not _alive(pid):
         return False
     cmd = _cmdline(pid)
     if cmd is None:  # cannot inspect (no /proc, or another user's process): trust the pid file
         return True
-    return "server" in cmd and any(Path(part).name == name for part in cmd)
+    program = "prefect" if marker == "worker" else name
+    return marker in cmd and any(Path(part).name == program for part in cmd)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -371,15 +416,86 @@ def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
     return "\n".join(lines[-n:]) if lines else "(log is empty)"
 
 
+# ---------------------------------------------------------------- authentication (stack.auth)
+
+
+def _auth_ini(cfg: Config) -> Path:
+    return cfg.state / "mlflow" / "basic_auth.ini"
+
+
+def _auth_db(cfg: Config) -> Path:
+    return cfg.state / "mlflow" / "basic_auth.db"
+
+
+def _write_auth_ini(cfg: Config) -> None:
+    """MLflow's basic-auth settings, without a secret: the admin's password comes from the environment and
+    only creates that user when its store is new; other users get no permission by default. Checked
+    credentials are cached for 5 minutes (one worker: no stale copy elsewhere), else every request pays a
+    PBKDF2 hash. The user store (password hashes) is readable by its owner only."""
+    _auth_db(cfg).touch(mode=0o600)  # SQLite takes an empty file as an empty database
+    _auth_db(cfg).chmod(0o600)
+    _auth_ini(cfg).write_text(
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{_auth_db(cfg)}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 300\n"
+    )
+
+
+def _with_credentials(spec: _Spec, creds: credentials.Credentials | None) -> _Spec:
+    """`spec` with the secrets its process needs, in its environment only (never argv, files or logs)."""
+    if creds is None:
+        return spec
+    env = {**spec.env, **credentials.client_env(creds)}  # servers' own background jobs are clients too
+    if spec.name == "prefect":
+        env["PREFECT_SERVER_API_AUTH_STRING"] = creds.auth_string
+    elif spec.name == "mlflow":
+        env.update({"MLFLOW_AUTH_ADMIN_USERNAME": creds.username, "MLFLOW_AUTH_ADMIN_PASSWORD": creds.password,
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)})
+    return replace(spec, env=env)
+
+
+def protected_urls(cfg: Config) -> dict[str, str]:
+    """One endpoint per server that needs credentials when `stack.auth` is on (health endpoints stay open)."""
+    return {"prefect": f"{cfg.prefect_api_url}/admin/version",
+            "mlflow": f"{cfg.mlflow_uri}/api/2.0/mlflow/experiments/search?max_results=1"}
+
+
+def _status_code(url: str, auth: tuple[str, str] | None = None) -> int | None:
+    try:
+        return httpx.get(url, auth=auth, timeout=10.0, trust_env=False).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _auth_problems(cfg: Config, creds: credentials.Credentials) -> list[str]:
+    """What is wrong with the running servers' authentication: each must refuse a request without
+    credentials (401) and accept the configured ones (200)."""
+    problems = []
+    for spec in _specs(cfg):
+        url = protected_urls(cfg)[spec.name]
+        anonymous = _status_code(url)
+        if anonymous != 401:
+            problems.append(f"The {spec.title} answered {url} without credentials (HTTP {anonymous}): it runs "
+                            "without stack.auth; run `hitl down`, then `hitl up`.")
+        signed = _status_code(url, (creds.username, creds.password))
+        if signed != 200:
+            hint = (f"its user store {_auth_db(cfg)} was created with another password for {creds.username!r}: "
+                    "use those credentials, or stop the stack, delete that file and start again"
+                    if spec.name == "mlflow" else "it runs with other credentials: run `hitl down`, then `hitl up`")
+            problems.append(f"The {spec.title} refused the configured credentials at {url} (HTTP {signed}); {hint}.")
+    return problems
+
+
 # ---------------------------------------------------------------- public API
 
 
 def status(cfg: Config) -> list[Service]:
     """Each service with its PID (None when not running), URL, health and log path. Changes nothing."""
     out = []
-    for spec in _specs(cfg):
+    for spec in _all_specs(cfg):
         pid = _read_pid(spec.pid_file)
-        if pid is not None and not _is_our_server(pid, spec.name):
+        if pid is not None and not _is_our_server(pid, spec.name, spec.marker):
             pid = None
         healthy = pid is not None and _health_ok(spec.health_url)
         out.append(Service(spec.name, pid, spec.url, healthy, spec.log))
@@ -390,11 +506,22 @@ def up(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[Ser
     """Start the Prefect and MLflow servers unless they already run healthy; wait until both answer.
 
     Raises StackError (a RuntimeError) when a port is taken by something else, or when a server does not
-    become healthy within `stack.start_timeout_s` (what this call started is stopped again).
+    become healthy within `stack.start_timeout_s` (what this call started is stopped again). With
+    `stack.auth`, also when the credentials are missing or exposed, or a server does not enforce them; off
+    loopback, unless both auth and a TLS proxy are configured.
     """
+    problem = credentials.binding_problem(cfg.stack)
+    if problem:
+        raise StackError(problem)
+    try:
+        creds = credentials.load(cfg.stack)
+    except credentials.CredentialsError as e:
+        raise StackError(str(e)) from e
     state = cfg.state
     for d in (_logs_dir(cfg), _pids_dir(cfg), state / "prefect", state / "mlflow" / "artifacts"):
         d.mkdir(parents=True, exist_ok=True)
+    if creds is not None:
+        _write_auth_ini(cfg)
     specs = _specs(cfg)
 
     reused: list[_Spec] = []
@@ -432,10 +559,20 @@ def up(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[Ser
                 f"another process.{other} Free the port or set {spec.port_key} to another port in the config."
             )
 
+    if to_start and cfg.stack.database_url:
+        from hitl.ops import databases
+
+        try:
+            created = databases.ensure(cfg)
+        except databases.DatabaseError as e:
+            raise StackError(str(e)) from e
+        if created:
+            console_print(f"PostgreSQL: created databases {', '.join(created)}")
+
     started: dict[str, int] = {}
     try:
         for spec in to_start:
-            pid = _launch(spec, cwd=state)
+            pid = _launch(_with_credentials(spec, creds), cwd=state)
             started[spec.name] = pid
             console_print(f"{spec.title}: started pid {pid}, log {spec.log}")
     except BaseException:
@@ -479,6 +616,12 @@ def up(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[Ser
             f"database under {state}), or raise stack.start_timeout_s on a slow machine; then run "
             "`hitl stack up` again (`hitl stack down` first if anything is left running)."
         )
+    problems = _auth_problems(cfg, creds) if creds is not None else []
+    if problems:
+        _stop_all(list(started.values()), timeout_s=5.0)
+        for name in started:
+            by_name[name].pid_file.unlink(missing_ok=True)
+        raise StackError(" ".join(problems))
     if waiting:
         console_print(f"stack healthy after {time.monotonic() - t0:.1f} s")
     return status(cfg)
@@ -489,6 +632,7 @@ def down(cfg: Config) -> list[str]:
 
     Returns the names of the services that were stopped; no error when nothing runs.
     """
+    worker = stop_worker(cfg)
     targets: list[tuple[_Spec, int]] = []
     for spec in _specs(cfg):
         pid = _read_pid(spec.pid_file)
@@ -496,4 +640,50 @@ def down(cfg: Config) -> list[str]:
             targets.append((spec, pid))
         spec.pid_file.unlink(missing_ok=True)
     _stop_all([pid for _, pid in targets])
-    return [spec.name for spec, _ in targets]
+    return [*(["worker"] if worker else []), *(spec.name for spec, _ in targets)]
+
+
+def start_worker(cfg: Config, *, console_print: Callable[[str], None] = print) -> Service:
+    """Start (or reuse) the worker of the config's pool and wait until its health endpoint answers.
+
+    Call after `up` and `deploy.apply`: the worker needs the server and its pool.
+    """
+    spec = _worker_spec(cfg)
+    pid = _read_pid(spec.pid_file)
+    if pid is not None and _is_our_server(pid, spec.name, spec.marker) and _health_ok(spec.health_url):
+        console_print(f"{spec.title}: reusing pid {pid} on {spec.url}")
+        return next(s for s in status(cfg) if s.name == spec.name)
+    if pid is not None and _is_our_server(pid, spec.name, spec.marker):
+        console_print(f"{spec.title}: pid {pid} is running but not answering yet; waiting for it")
+    else:
+        spec.pid_file.unlink(missing_ok=True)
+        if not _port_free("127.0.0.1", spec.port):
+            raise StackError(f"Cannot start the {spec.title}: port {spec.port} on 127.0.0.1 (its health endpoint) "
+                             f"is in use by another process. Set {spec.port_key} to a free port in the config.")
+        cfg.results_dir.mkdir(parents=True, exist_ok=True)
+        pid = _launch(spec, cwd=cfg.state)
+        console_print(f"{spec.title}: started pid {pid} on {spec.url}, log {spec.log}")
+    if not _wait(spec.health_url, cfg.stack.start_timeout_s, pid):
+        note = _exit_note(pid)
+        _stop_all([pid], timeout_s=5.0)
+        spec.pid_file.unlink(missing_ok=True)
+        raise StackError(f"The {spec.title} did not become healthy at {spec.health_url} within "
+                         f"{cfg.stack.start_timeout_s:.0f} s{note}. Last lines of {spec.log}:\n{_tail(spec.log)}")
+    return next(s for s in status(cfg) if s.name == spec.name)
+
+
+def stop_worker(cfg: Config, sig: int = signal.SIGTERM) -> bool:
+    """Stop the worker (SIGKILL with `sig=signal.SIGKILL`, as a crash would); False when none ran.
+
+    Runs suspended for people are unaffected: they hold no process. A run the worker was executing is
+    reported crashed by Prefect and can be re-run; its finished, persisted tasks are not redone.
+    """
+    spec = _worker_spec(cfg)
+    pid = _read_pid(spec.pid_file)
+    spec.pid_file.unlink(missing_ok=True)
+    if pid is None or not _is_our_server(pid, spec.name, spec.marker):
+        return False
+    if sig == signal.SIGKILL:
+        _signal(pid, signal.SIGKILL, _leads_own_group(pid))
+    _stop_all([pid])
+    return True
