@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config, apply_environment, load_config
-from hitl.learning import modeling
+from hitl.learning import modeling, promotion
 
 
 def setup(config_path: str) -> Config:
@@ -22,7 +22,12 @@ def setup(config_path: str) -> Config:
 
 @task(name="load-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def load_model(cfg: Config, alias: str) -> modeling.IntentModel:
-    """Load `models:/<registered_name>@alias` and check it predicts the configured label set."""
+    """Load `models:/<registered_name>@alias` and check it predicts the configured label set. A promotion a
+    crash interrupted is finished first, so the aliases are where the approval put them."""
+    finished = promotion.finish_pending(cfg.model.registered_name)
+    if finished:
+        get_run_logger().warning("Finished promoting %s v%s to @champion (approved by %s), which a crash had "
+                                 "interrupted", cfg.model.registered_name, finished.promoted, finished.approver)
     model = modeling.load_registered(cfg.model.registered_name, alias)
     modeling.check_labels(model, cfg)
     get_run_logger().info("Loaded %s@%s (version %s)", cfg.model.registered_name, alias, model.version)

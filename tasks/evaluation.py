@@ -14,11 +14,10 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
 from hitl.evaluation import estimates, regression, report
-from hitl.learning import anchor, modeling
+from hitl.learning import anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops import audit
 from hitl.review.store import ReviewStore
-from tasks.training import CHALLENGER, CHAMPION, PREVIOUS
 
 RANDOM = "random"
 
@@ -146,17 +145,13 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
 
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)
-def promote(cfg: Config, champion_version: str, challenger_version: str, approver: str, reason: str) -> None:
-    """Move `@champion` to the challenger; the old champion keeps `@previous`. Decision tagged on both."""
-    from mlflow import MlflowClient
-
-    client, name = MlflowClient(), cfg.model.registered_name
-    client.set_registered_model_alias(name, PREVIOUS, champion_version)
-    client.set_registered_model_alias(name, CHAMPION, challenger_version)
-    client.delete_registered_model_alias(name, CHALLENGER)
-    for k, v in {"hitl.approved_by": approver, "hitl.approval_reason": reason,
-                 "hitl.replaced_version": champion_version}.items():
-        client.set_model_version_tag(name, challenger_version, k, v)
+def promote(cfg: Config, champion_version: str, challenger_version: str, approver: str, reason: str,
+            eval_run_id: str | None = None) -> None:
+    """Move `@champion` to the challenger; the old champion keeps `@previous`; the decision is tagged on the
+    challenger's version first. Safe to repeat, and a crash half-way is finished by the next run
+    (hitl/learning/promotion.py)."""
+    name = cfg.model.registered_name
+    promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason, eval_run_id))
     _record_decision(cfg, champion_version, challenger_version, "approve", approver, reason)
     get_run_logger().info("Promoted %s v%s to @champion (approved by %s); v%s is @previous",
                           name, challenger_version, approver, champion_version)

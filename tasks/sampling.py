@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hitl import markdown
+from hitl import faults, markdown
 from hitl.config import Config
 from hitl.learning import modeling
 from hitl.learning.embeddings import FrozenEncoder
@@ -97,7 +97,9 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
     chosen = selection.select_for_review(cand, cfg, drawn.items)
     items, bad = validate_split(chosen.items, review_item_schema(cfg))
     write_quarantine(bad, cfg, "review-items")
+    faults.checkpoint("sampling:before-enqueue")
     new = store.enqueue(items, cfg.cohorts, considered=evaluated["trace_id"], draws=drawn.records)
+    faults.checkpoint("sampling:after-enqueue")
     log = get_run_logger()
     log.info("Random draw: %d traces over %d windows (%d late); policy: %d picks; %d new in the queue",
              len(drawn.items), pool["window"].nunique(), sum(1 for r in drawn.records if r["kind"] != "main"),

@@ -3,7 +3,9 @@
 A version is an MLflow run in the `<project>-datasets` experiment carrying the parquet artifact, an
 `mlflow.data` dataset logged with `log_input`, and `hitl.dataset.*` tags. The tag
 `hitl.dataset.status=complete` is written last: a run without it (a crash mid-registration) is not a
-version, so a crash never leaves half a dataset version.
+version, so a crash never leaves half a dataset version. The next registration marks such a run
+`abandoned` (and KILLED in MLflow) before it writes the version again. One registration at a time: the
+`register-dataset` flow.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from hitl import faults
 from hitl.config import Config
 from hitl.datasets.splits import assign_splits
 from hitl.hashing import text_group
 from hitl.schemas import dataset_schema, validate_split
 
 TAG = "hitl.dataset."
-COMPLETE = "complete"
+COMPLETE, WRITING, ABANDONED = "complete", "writing", "abandoned"
 ARTIFACT_DIR = "dataset"
 ARTIFACT_FILE = "records.parquet"
 
@@ -114,6 +117,26 @@ def list_versions(cfg: Config) -> list[DatasetVersion]:
     return sorted((_from_run(r) for r in runs), key=lambda v: v.version)
 
 
+def abandon_partial(cfg: Config) -> list[str]:
+    """Mark registrations a crash left half-written (`status=writing`) as abandoned; returns their run ids."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(cfg.dataset_experiment)
+    if exp is None:
+        return []
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG}name` = '{cfg.dataset.name}' and tags.`{TAG}status` = '{WRITING}'",
+        max_results=1_000,
+    )
+    for r in runs:
+        client.set_tag(r.info.run_id, TAG + "status", ABANDONED)
+        if r.info.status == "RUNNING":
+            client.set_terminated(r.info.run_id, "KILLED")
+    return [r.info.run_id for r in runs]
+
+
 def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | None = None
              ) -> tuple[DatasetVersion, bool]:
     """Register `records` as the next version; returns (version, created).
@@ -127,6 +150,7 @@ def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | No
             f"Only {len(records)} labelled rows; dataset.min_rows is {cfg.dataset.min_rows}. "
             "Review more items before registering a version."
         )
+    abandon_partial(cfg)
     versions = list_versions(cfg)
     latest = versions[-1] if versions else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,11 +168,12 @@ def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | No
             TAG + "hard_case_rows": str(split_counts.get("hard_case", 0)),
             TAG + "regression_rows": str(split_counts.get("regression", 0)),
             TAG + "reviewers": ",".join(sorted({r for rs in records["reviewers"] for r in rs.split(",")})),
-            TAG + "status": "writing", **(extra_tags or {}),
+            TAG + "status": WRITING, **(extra_tags or {}),
         }
         mlflow.set_experiment(cfg.dataset_experiment)
         with mlflow.start_run(run_name=f"{cfg.dataset.name}-v{version}", tags=tags) as run:
             mlflow.log_artifact(str(path), artifact_path=ARTIFACT_DIR)
+            faults.checkpoint("dataset:after-artifact")
             mlflow.log_input(as_mlflow_dataset(records, f"{cfg.dataset.name}@{version}", run.info.run_id),
                              context="dataset")
             mlflow.log_dict(records["label"].value_counts().sort_index().to_dict(), "label_distribution.json")

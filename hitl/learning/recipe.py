@@ -13,6 +13,13 @@
    patience), the best state kept in memory; then (`refit`) a second pass on every row for that many
    epochs. The encoder and the head have their own learning rates; continuing from a trained champion, the
    encoder's is lower (`continue_learning_rate`), so the launch intents are not forgotten.
+4. Crash-safe: every `checkpoint_steps` steps a phase (`select`: early stopping, `refit`, or `train`)
+   saves a Trainer checkpoint (weights, optimizer, scheduler, RNG states) plus the early-stopping state,
+   sealed by a marker written last, under `output_dir/run-<key>` (the key hashes the starting weights,
+   the rows and the settings). A re-run with the same key resumes from the last sealed checkpoint; the
+   sampler draws epoch k's order from its seed alone, so the resumed run sees the batches an uninterrupted
+   one would and ends with the same weights and metrics (runtime and speed count the resumed part only). A
+   finished phase leaves its weights and metrics; the run folder goes when `fine_tune` returns.
 
 Pure helpers (`validation_split`, `sample_weights`, `prototypes`) are separate so they can be unit-tested
 without a model. torch/transformers are imported inside functions.
@@ -20,12 +27,16 @@ without a model. torch/transformers are imported inside functions.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hitl import faults
 from hitl.config import TrainingConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +72,9 @@ def prototypes(vectors: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
     return {lab: vectors[y == lab].mean(axis=0) for lab in sorted(set(labels))}
 
 
+SEALED, DONE, FINAL_WEIGHTS, FINAL_RNG = "hitl-sealed.json", "hitl-done.json", "hitl-final.safetensors", "hitl-rng.pt"
+
+
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean per-label recall over the labels present in `truth`."""
     return float(np.mean([(pred[truth == k] == k).mean() for k in np.unique(truth)]))
@@ -87,21 +101,40 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
     if training.max_steps > 0:  # a capped run (tests) has no room for early stopping
         held[:] = False
     everything = np.ones(len(labels), dtype=bool)
+    run_dir = _run_dir(model, texts, labels, training, output_dir, max_length, fallback_label)
     if not held.any():
         _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
-        out = _train(model, texts, labels, everything, None, training.epochs, training, output_dir, max_length)
+        out = _train(model, texts, labels, everything, None, training.epochs, training, run_dir / "train", max_length)
+        shutil.rmtree(run_dir, ignore_errors=True)
         return {**out, "validation_rows": 0.0, "new_head_rows": float(len(new))}
     start = {k: v.detach().clone() for k, v in net.state_dict().items()} if training.refit else None
     _init_new_rows(model, texts, labels, ~held, new, fallback_label, max_length)
-    first = _train(model, texts, labels, ~held, held, training.epochs, training, output_dir, max_length)
+    first = _train(model, texts, labels, ~held, held, training.epochs, training, run_dir / "select", max_length)
     out = {**first, "validation_rows": float(held.sum()), "new_head_rows": float(len(new))}
     if start is not None:
         net.load_state_dict(start)
         _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
         epochs = max(1.0, float(np.ceil(first["best_epoch"])))
-        final = _train(model, texts, labels, everything, None, epochs, training, output_dir, max_length)
+        final = _train(model, texts, labels, everything, None, epochs, training, run_dir / "refit", max_length)
         out.update({f"refit_{k}": v for k, v in final.items()}, train_rows=final["train_rows"])
+    shutil.rmtree(run_dir, ignore_errors=True)
     return out
+
+
+def _run_dir(model: IntentModel, texts: list[str], labels: list[str], training: TrainingConfig, output_dir: Path,
+             max_length: int, fallback_label: str | None) -> Path:
+    """`output_dir/run-<key>`: the key hashes what the run depends on (starting weights, label rows, data,
+    settings), so only the same run resumes from it. Folders of other runs (crashed, never resumed) go."""
+    h = hashlib.sha256(json.dumps([model.labels, texts, labels, training.model_dump(), max_length, fallback_label],
+                                  sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.network.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    run_dir = Path(output_dir) / f"run-{h.hexdigest()[:16]}"
+    for other in Path(output_dir).glob("run-*"):
+        if other != run_dir:
+            shutil.rmtree(other, ignore_errors=True)
+    return run_dir
 
 
 def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows: np.ndarray, new: list[str],
@@ -124,17 +157,24 @@ def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows
 
 
 def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: np.ndarray,
-           val_rows: np.ndarray | None, epochs: float, training: TrainingConfig, output_dir: Path,
+           val_rows: np.ndarray | None, epochs: float, training: TrainingConfig, phase_dir: Path,
            max_length: int) -> dict[str, float]:
-    """One Trainer pass on `train_rows` (sampling weighted by `balance_power`); with `val_rows`, early
-    stopping restores the best epoch's weights."""
+    """One Trainer pass (a phase) on `train_rows` (sampling weighted by `balance_power`); with `val_rows`,
+    early stopping restores the best epoch's weights. Resumes from the phase's last sealed checkpoint; a
+    phase that already finished only loads its weights and metrics."""
     import torch
     from datasets import Dataset
+    from safetensors.torch import load_file, save_file
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
-    set_seed(training.seed)
     net, tok = model.network, model.tokenizer
+    if (phase_dir / DONE).exists():
+        net.load_state_dict(load_file(str(phase_dir / FINAL_WEIGHTS)))
+        net.eval()
+        _set_rng_state(torch.load(phase_dir / FINAL_RNG, weights_only=False))  # what comes next draws the same
+        return json.loads((phase_dir / DONE).read_text())
+    set_seed(training.seed)
     index = {lab: i for i, lab in enumerate(model.labels)}
 
     def dataset(mask: np.ndarray) -> Dataset:
@@ -146,11 +186,20 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
     train_ds, val_ds = dataset(train_rows), (dataset(val_rows) if validate else None)
     weights = sample_weights([labels[i] for i in np.flatnonzero(train_rows)], training.balance_power)
     best = _best_state(training.early_stopping_patience)
+    every = training.checkpoint_steps
+    resume = _last_sealed(phase_dir) if every else None
+    loss_before = 0.0  # summed training loss of the steps before the checkpoint resumed from
+    if resume is not None:
+        sealed = json.loads((resume / SEALED).read_text())
+        loss_before = sealed["loss_sum"]
+        if sealed["best"]:
+            best.restore(phase_dir, sealed["best"])
     args = TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=epochs, max_steps=training.max_steps,
+        output_dir=str(phase_dir), num_train_epochs=epochs, max_steps=training.max_steps,
         per_device_train_batch_size=training.batch_size, per_device_eval_batch_size=64,
         learning_rate=training.learning_rate, weight_decay=training.weight_decay, warmup_steps=0.06,
-        seed=training.seed, data_seed=training.seed, save_strategy="no",
+        seed=training.seed, data_seed=training.seed, save_strategy="steps" if every else "no",
+        save_steps=max(1, every),
         eval_strategy="epoch" if validate else "no", logging_steps=50, report_to=[], disable_tqdm=True,
         use_cpu=True, dataloader_num_workers=0,
         remove_unused_columns=False,  # the columns are the network's inputs already; skips a datasets map
@@ -158,9 +207,12 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
 
     class _Trainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
-            gen = torch.Generator().manual_seed(training.seed)
-            return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
-                                                          num_samples=len(weights), replacement=True, generator=gen)
+            return _epoch_sampler(weights, training.seed)
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            loss_sum = loss_before + self._total_loss_scalar + float(self._tr_loss.item())
+            _seal(phase_dir, self.state.global_step, loss_sum, best if validate else None)
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
@@ -183,27 +235,127 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
     logging.getLogger("transformers.trainer").setLevel(logging.ERROR)
     trainer = _Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                        data_collator=DataCollatorWithPadding(tok), compute_metrics=metrics if validate else None,
-                       callbacks=[best] if validate else [])
+                       callbacks=[*([best] if validate else []), _fault_points(phase_dir.name, every)])
     trainer.remove_callback(PrinterCallback)  # metrics go to the caller's log, not stdout
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if best.state is not None:
         net.load_state_dict(best.state)
     net.eval()
     out = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    if resume is not None:  # the mean loss of every step, not only of those after the resume
+        steps, start = trainer.state.global_step, trainer._initial_global_step
+        out.update(train_loss=(loss_before + result.training_loss * (steps - start)) / steps,
+                   resumed_from_step=float(start))
     out.update(train_rows=float(train_rows.sum()), logit_scale=float(net.log_scale.detach().exp()))
     if best.state is not None:
         out.update(best_epoch=float(best.epoch), best_validation_balanced_accuracy=best.score[0])
+    if every:
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(phase_dir / "final.tmp"))
+        (phase_dir / "final.tmp").replace(phase_dir / FINAL_WEIGHTS)
+        torch.save(_rng_state(), phase_dir / FINAL_RNG)
+        _write_atomic(phase_dir / DONE, json.dumps(out))
+        for ckpt in phase_dir.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
     return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _rng_state() -> dict:
+    import random
+
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _epoch_sampler(weights: np.ndarray, seed: int):
+    """Weighted draws with replacement whose epoch-k order is the k-th draw of a generator seeded with
+    `seed` (Trainer calls `set_epoch`): the same orders as one generator run through the epochs, yet a
+    resumed run gets them without replaying the epochs before."""
+    import torch
+
+    class EpochSampler(torch.utils.data.WeightedRandomSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed(seed)
+            for _ in range(epoch):
+                torch.multinomial(self.weights, self.num_samples, self.replacement, generator=self.generator)
+
+    return EpochSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(weights), replacement=True,
+                        generator=torch.Generator().manual_seed(seed))
+
+
+def _seal(phase_dir: Path, step: int, loss_sum: float, best) -> None:
+    """Mark checkpoint `step` complete (written last, after Trainer's files and the early-stopping state),
+    then drop older checkpoints and best weights no sealed checkpoint needs."""
+    ckpt = phase_dir / f"checkpoint-{step}"
+    kept = best.dump(phase_dir) if best is not None else None
+    _write_atomic(ckpt / SEALED, json.dumps({"step": step, "loss_sum": loss_sum, "best": kept}))
+    for old in phase_dir.glob("checkpoint-*"):
+        if old != ckpt:
+            shutil.rmtree(old, ignore_errors=True)
+    for f in phase_dir.glob("best-*.safetensors"):
+        if kept is None or f.name != kept["file"]:
+            f.unlink(missing_ok=True)
+
+
+def _last_sealed(phase_dir: Path) -> Path | None:
+    """The newest checkpoint of the phase that was sealed (a crash mid-save leaves an unsealed one)."""
+    sealed = [p for p in phase_dir.glob("checkpoint-*") if (p / SEALED).exists()]
+    return max(sealed, key=lambda p: int(p.name.rsplit("-", 1)[1])) if sealed else None
+
+
+def _fault_points(phase: str, every: int):
+    """A Trainer callback: fault point `train:<phase>:step-<n>` after each optimizer step; a checkpoint due at
+    an epoch's last step is written after that epoch's evaluation (so it holds the evaluation's early-stopping
+    state and the RNG state after it); no extra full checkpoint at the very end (the phase saves its weights)."""
+    from transformers import TrainerCallback
+
+    class FaultPoints(TrainerCallback):
+        def __init__(self) -> None:
+            self.save_after_epoch = False
+
+        def on_step_end(self, args, state, control, **kwargs):
+            faults.checkpoint(f"train:{phase}:step-{state.global_step}")
+            if state.global_step >= state.max_steps and every and state.global_step % every:
+                control.should_save = False
+            elif control.should_save and abs(state.epoch - round(state.epoch)) < 1e-6:
+                control.should_save, self.save_after_epoch = False, True
+            return control
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.save_after_epoch:
+                control.should_save, self.save_after_epoch = True, False
+            return control
+
+    return FaultPoints()
 
 
 def _best_state(patience: int):
     """A Trainer callback that keeps the best weights by validation balanced accuracy (ties: lower loss) in
-    memory and stops after `patience` evaluations without improvement (no checkpoints written to disk)."""
+    memory and stops after `patience` evaluations without improvement; `dump`/`restore` carry it through a
+    checkpoint."""
+    from safetensors.torch import load_file, save_file
     from transformers import TrainerCallback
 
     class BestState(TrainerCallback):
         def __init__(self) -> None:
-            self.bad, self.score, self.epoch, self.state = 0, (-1.0, 0.0), 0.0, None
+            self.bad, self.score, self.epoch, self.state, self.step = 0, (-1.0, 0.0), 0.0, None, 0
 
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
             m = metrics or {}
@@ -211,10 +363,24 @@ def _best_state(patience: int):
             if score > self.score:
                 self.score, self.epoch, self.bad = score, float(state.epoch or 0), 0
                 self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                self.step = state.global_step
             else:
                 self.bad += 1
                 if self.bad >= patience:
                     control.should_training_stop = True
             return control
+
+        def dump(self, folder: Path) -> dict:
+            """Write the best weights (once per best) next to the checkpoints; the counters as a dict."""
+            name = f"best-{self.step}.safetensors"
+            if self.state is not None and not (folder / name).exists():
+                save_file({k: v.contiguous() for k, v in self.state.items()}, str(folder / "best.tmp"))
+                (folder / "best.tmp").replace(folder / name)
+            return {"bad": self.bad, "score": list(self.score), "epoch": self.epoch, "step": self.step,
+                    "file": name if self.state is not None else None}
+
+        def restore(self, folder: Path, d: dict) -> None:
+            self.bad, self.score, self.epoch, self.step = d["bad"], tuple(d["score"]), d["epoch"], d["step"]
+            self.state = load_file(str(folder / d["file"])) if d["file"] else None
 
     return BestState()
