@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test test-fast lint down clean browser bench bench-quick
+.PHONY: venv demo test test-fast lint down clean browser postgres bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "Install chromium and chromium-driver for tests/test_browser_review.py"; fi; }
 
-test: $(STAMP) browser
+# The PostgreSQL run of the end-to-end test needs a local server: Debian's package on loopback (root + apt).
+postgres:
+	@.ci/postgres
+
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: $(STAMP)

@@ -7,10 +7,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 
 from tasks import review
-from tasks.common import setup
+from tasks.common import setup, wait_for_people
 
 
 @flow(name="adjudicate", log_prints=True)
@@ -24,8 +23,7 @@ def adjudicate(config_path: str = "configs/demo.yaml") -> dict:
     get_run_logger().info("Waiting for an adjudicator: open %s/v2/runs/flow-run/%s and use Resume (⋮ menu), or run "
                           "`hitl review -c %s`", cfg.prefect_ui_url, get_run_context().flow_run.id, config_path)
     try:
-        answer = pause_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s,
-                                poll_interval=max(1, round(cfg.review.poll_interval_s)))
+        answer = wait_for_people(form, cfg, key="adjudication")
     except FlowPauseTimeout:
         get_run_logger().warning("Nobody adjudicated within %ss; the items stay disputed.", cfg.review.timeout_s)
         raise

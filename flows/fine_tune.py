@@ -7,13 +7,13 @@ from prefect import flow
 from hitl.datasets import versions
 from hitl.learning import modeling
 from tasks import training
-from tasks.common import load_model, setup
+from tasks.common import deployed_top_level, load_model, setup, start_deployment
 
 
 @flow(name="fine-tune", log_prints=True)
 def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
     """Dataset version (digest-checked) -> train split (+ launch replay) -> leakage guard -> Trainer ->
-    abstention threshold -> `@challenger`."""
+    abstention threshold -> `@challenger` -> (deployed) a run of the regression-eval deployment."""
     cfg = setup(config_path)
     records, dv = versions.load(cfg, dataset_version)
     train, leakage = training.training_rows(records, training.launch_data(cfg), cfg, dv.ref)
@@ -27,7 +27,12 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     tags = {"hitl.stage": "fine_tune", "hitl.dataset": dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
     version = training.register_model(model, cfg, training.CHALLENGER, params, metrics, tags, ds)
-    return {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
+    out = {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
+    if deployed_top_level():  # retrain is one chain: the challenger's regression eval (it waits for approval)
+        run = start_deployment(cfg, config_path, "regression-eval", key="regression-eval-after",
+                               dataset_version=dv.version)
+        out["regression_eval_run"] = str(run.id)
+    return out
 
 
 if __name__ == "__main__":

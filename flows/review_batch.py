@@ -1,14 +1,16 @@
-"""Flow: take one batch from the review queue and pause until a reviewer resumes it with labels."""
+"""Flow: take one batch from the review queue and wait until a reviewer resumes it with labels.
+
+Deployed, the run suspends (no worker held) and the resume re-runs it from the top: the lease is the run's own
+batch again and the labels are stored once (both keyed by the flow run)."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 
 from tasks import review
-from tasks.common import setup
+from tasks.common import setup, wait_for_people
 
 
 @flow(name="review-batch", log_prints=True)
@@ -25,8 +27,7 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
         "Waiting for a reviewer: open %s/v2/runs/flow-run/%s and use Resume (⋮ menu), or run `hitl review -c %s`",
         cfg.prefect_ui_url, flow_run_id, config_path)
     try:
-        answer = pause_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s,
-                                poll_interval=max(1, round(cfg.review.poll_interval_s)))
+        answer = wait_for_people(form, cfg, key=f"review-{batch.id}")
     except FlowPauseTimeout:
         review.release_batch(cfg, batch, f"nobody resumed it within {cfg.review.timeout_s}s")
         raise

@@ -7,9 +7,12 @@ policy -> review queue
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
 
+from hitl.sampling.windows import previous_day
 from tasks import sampling, training
 from tasks.common import load_model, setup
 from tasks.training import CHAMPION
@@ -17,8 +20,13 @@ from tasks.training import CHAMPION
 
 @flow(name="sample-traces", log_prints=True)
 def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None = None,
-                  until: datetime | None = None) -> dict:
+                  until: datetime | None = None, window: Literal["all", "previous_day"] = "all") -> dict:
+    """`since`/`until` bound the trace timestamps; without them, `window="previous_day"` (the daily
+    deployment) takes the UTC day before the run's scheduled time, so a late or re-run run reads the same day."""
     cfg = setup(config_path)
+    if window == "previous_day" and since is None and until is None:
+        since, until = previous_day(get_run_context().flow_run.expected_start_time)
+        get_run_logger().info("Window: %s to %s (the day before the scheduled time)", since, until)
     loaded = sampling.load(cfg, since, until)
     fresh = sampling.drop_considered(loaded.accepted, cfg)
     if fresh.empty:

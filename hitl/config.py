@@ -324,7 +324,7 @@ class Config(_Strict):
     @property
     def mlflow_backend_url(self) -> str:
         if self.stack.database_url:
-            return self.postgres_url("mlflow", "postgresql")
+            return self.postgres_url("mlflow", "postgresql+psycopg2")  # SQLAlchemy 2.1 would pick psycopg 3
         return f"sqlite:///{self.state / 'mlflow' / 'mlflow.db'}"
 
     def postgres_url(self, role: str, driver: str) -> str:
@@ -445,6 +445,10 @@ def apply_environment(cfg: Config) -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    # A lost MLflow server: retry with backoff 0+2+4+8+16 s (plus jitter), so a restart is ridden out and a
+    # persistent outage is reported in about half a minute (MLflow's own default waits about four).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     if cfg.stack.auth:  # raises CredentialsError (a ValueError) when they are missing or exposed
         from hitl.credentials import auth_env
 

@@ -32,3 +32,42 @@ def load_model(cfg: Config, alias: str) -> modeling.IntentModel:
     modeling.check_labels(model, cfg)
     get_run_logger().info("Loaded %s@%s (version %s)", cfg.model.registered_name, alias, model.version)
     return model
+
+
+def deployed_top_level() -> bool:
+    """True in a flow run started from a deployment and not as a subflow: the runs that may suspend."""
+    from prefect.context import get_run_context
+
+    run = get_run_context().flow_run
+    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
+
+
+def wait_for_people(form, cfg: Config, key: str):
+    """Wait for a person to resume this run with `form` filled in, and return the answer.
+
+    A deployed top-level run suspends: its process exits and frees the worker; the resume re-runs the flow
+    from the top, and this call (same `key`) then returns the stored answer at once. Anywhere else (the
+    in-process `hitl cycle`, tests) the run pauses in place. Either way the wait ends after
+    `review.timeout_s` (a suspended run is then marked Failed; a paused one raises FlowPauseTimeout).
+    """
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+    if deployed_top_level():
+        return suspend_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s, key=key)
+    return pause_flow_run(wait_for_input=form, timeout=cfg.review.timeout_s, key=key,
+                          poll_interval=max(1, round(cfg.review.poll_interval_s)))
+
+
+def start_deployment(cfg: Config, config_path: str, name: str, key: str, **parameters):
+    """Start a run of deployment `name` without waiting for it and without a parent link (it may suspend).
+
+    The idempotency key `<key>-<this flow run id>` makes a re-run of this flow start nothing new."""
+    from prefect.context import get_run_context
+
+    from hitl.ops import deploy
+
+    run_id = get_run_context().flow_run.id
+    run = deploy.trigger(cfg, config_path, name, idempotency_key=f"{key}-{run_id}",
+                         tags=[deploy.started_by(str(run_id))], **parameters)
+    get_run_logger().info("Started %s run %s (%s/runs/flow-run/%s)", name, run.name, cfg.prefect_ui_url, run.id)
+    return run

@@ -17,6 +17,7 @@ from hitl.evaluation import estimates, regression, report
 from hitl.learning import anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops import audit
+from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
 
 RANDOM = "random"
@@ -30,7 +31,7 @@ class Comparison:
     hard: pd.DataFrame  # hard-case hold-out (policy picks)
 
 
-@task(name="compare-champion-and-challenger", cache_policy=NO_CACHE)
+@task(name="compare-champion-and-challenger", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: modeling.IntentModel,
             cfg: Config) -> Comparison:
     sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
@@ -54,7 +55,7 @@ def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: m
     return Comparison(table, latest, latest_window, hard_table)
 
 
-@task(name="frozen-embedding-baseline", cache_policy=NO_CACHE)
+@task(name="frozen-embedding-baseline", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def baseline(train: pd.DataFrame, records: pd.DataFrame, cfg: Config) -> dict | None:
     """The anchor (frozen MiniLM + logistic regression, C by cross-validation) trained on exactly the rows the
     challenger was trained on, estimated on the same random draw."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pydantic
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, RUN_ID, TASK_SOURCE
 from prefect.input import RunInput
 
 from hitl.config import Config
@@ -83,10 +83,10 @@ def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
 
         store.seed_gold(gold.read_seed_file(cfg.review.gold_path), cfg.cohorts)
     batch = store.take_batch(cfg.review.batch_size, lease_s=cfg.review.timeout_s + cfg.review.lease_grace_s,
-                             gold_share=cfg.review.gold_share)
+                             gold_share=cfg.review.gold_share, flow_run_id=flow_run_id)
     if batch is not None:
-        store.attach_flow_run(batch.id, flow_run_id)
-        get_run_logger().info("Leased batch %s with %d items", batch.id, len(batch.items))
+        get_run_logger().info("%s batch %s with %d items", "Resumed with" if batch.resumed else "Leased",
+                              batch.id, len(batch.items))
     return batch
 
 
@@ -95,7 +95,8 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     reviewer, labels = forms.parse_answer(answer, batch.items)
     store = ReviewStore(cfg.store_url)
     result = store.submit(batch.id, reviewer, labels, cfg.labels,
-                          gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
+                          gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy),
+                          max_rationale_chars=cfg.review.max_rationale_chars)
     audit.record_review(audit.open_log(cfg, store), store, batch.id, reviewer)  # once, however often retried
     log = get_run_logger()
     if result.check is not None and not result.check.ok:  # which items were gold is never logged
@@ -160,9 +161,12 @@ def _publish_metrics(cfg: Config, store: ReviewStore, batch_id: str) -> dict[str
     return m.as_mlflow_metrics()
 
 
-@task(name="take-disputed-items", cache_policy=NO_CACHE)
+@task(name="take-disputed-items", cache_policy=TASK_SOURCE + RUN_ID, persist_result=True)
 def disputed_items(cfg: Config) -> list[dict]:
-    """Up to one batch of disputed items, random-draw items first (they are the release verdict)."""
+    """Up to one batch of disputed items, random-draw items first (they are the release verdict).
+
+    Persisted per flow run: a suspended adjudication resumed later answers the items its form showed, even if
+    more disputes arrived meanwhile."""
     items = ReviewStore(cfg.store_url).disputed()
     items.sort(key=lambda it: it["selection_reason"] != "random")
     return items[:cfg.review.batch_size]

@@ -15,6 +15,7 @@ from hitl import faults, markdown
 from hitl.config import Config
 from hitl.learning import modeling
 from hitl.learning.embeddings import FrozenEncoder
+from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
 from hitl.sampling import evaluators, selection, windows
 from hitl.sampling.sources import LoadResult, load_traces, write_quarantine
@@ -48,7 +49,7 @@ def drop_considered(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return fresh.reset_index(drop=True)
 
 
-@task(name="score-traces", cache_policy=NO_CACHE)
+@task(name="score-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Re-score with the champion; keep what production said (if it logged it) in production_* columns."""
     s = modeling.score(model, traces["input"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
@@ -59,14 +60,14 @@ def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.
     return out
 
 
-@task(name="evaluate-traces", cache_policy=NO_CACHE)
+@task(name="evaluate-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def evaluate(scored: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = evaluators.run_evaluators(scored, cfg)
     summary = evaluators.summarize(scored, results)
     return results, scored.merge(summary, on="trace_id", how="left")
 
 
-@task(name="reference-rows", cache_policy=NO_CACHE)
+@task(name="reference-rows", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def reference_rows(cfg: Config, launch: pd.DataFrame) -> pd.DataFrame:
     """What the model was trained on, as (text, label): the launch data and the labelled policy picks."""
     resolved = ReviewStore(cfg.store_url).resolved()
@@ -77,7 +78,7 @@ def reference_rows(cfg: Config, launch: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([launch[["text", "label"]], labelled], ignore_index=True)
 
 
-@task(name="select-and-enqueue", cache_policy=NO_CACHE)
+@task(name="select-and-enqueue", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Config, run_key: str
                        ) -> tuple[selection.Selection, int]:
     """The representative draw of each window, then the policy's picks; both enqueued atomically with the

@@ -11,6 +11,7 @@ from hitl.config import Config
 from hitl.datasets import splits
 from hitl.learning import abstention, modeling, recipe
 from hitl.ops import audit
+from hitl.ops.deploy import CPU_TAG
 from hitl.sim import world
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -71,7 +72,7 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
     return train, check
 
 
-@task(name="calibrate-abstention", cache_policy=NO_CACHE)
+@task(name="calibrate-abstention", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
     """With a fallback label: the abstention threshold that maximises weighted accuracy on the random draw."""
     sample = records[records["selection_reason"] == "random"]
@@ -87,7 +88,8 @@ def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg
     return thr
 
 
-@task(name="fine-tune-model", cache_policy=NO_CACHE, log_prints=False)  # dill, under datasets, prints bytecode
+# log_prints off: dill, under datasets, prints bytecode
+@task(name="fine-tune-model", tags=[CPU_TAG], cache_policy=NO_CACHE, log_prints=False)
 def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str) -> dict[str, float]:
     """The recipe (hitl/learning/recipe.py) on `data` (text, label); the model learns in place."""
     out = cfg.work_dir / "trainer" / tag

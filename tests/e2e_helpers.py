@@ -28,7 +28,8 @@ def write_config(tmp: Path, **overrides) -> Path:
     raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     raw.update({
         "project": "e2e", "state_dir": str(tmp / "state"),
-        "stack": {"host": "127.0.0.1", "prefect_port": free_port(), "mlflow_port": free_port()},
+        "stack": {"host": "127.0.0.1", "prefect_port": free_port(), "mlflow_port": free_port(),
+                  "worker_port": free_port()},
         "world": {**raw["world"], "launch_per_intent": 12, "production_size": 300},
         "model": {**raw["model"], "registered_name": "e2e-intent"},
         # 30 annotations: 15 random-draw traces (the regression set) and 15 policy picks, each labelled once
@@ -47,14 +48,61 @@ def write_config(tmp: Path, **overrides) -> Path:
 
 
 def running_stack(tmp: Path, **overrides):
-    """Generator for a module fixture: (cfg, config path) with the real stack up; stops it afterwards."""
+    """Generator for a module fixture: (cfg, config path) with the real stack up in production mode (servers,
+    deployments, worker), as `hitl up` leaves it; stops it afterwards."""
     path = write_config(tmp, **overrides)
     cfg = load_config(path)
     stack.up(cfg)
     try:
+        deploy_and_start_worker(cfg, path)
         yield cfg, path
     finally:
         stack.down(cfg)
+
+
+TEST_DATABASE_URL = os.environ.get("HITL_TEST_DATABASE_URL", "postgresql://hitl:hitl@127.0.0.1:5432")
+
+
+def postgres_or_skip(project: str) -> str:
+    """stack.database_url for a test on PostgreSQL, with `project`'s databases dropped (a clean start).
+
+    Skips when no server answers, except under CI (`make test` sets one up with .ci/postgres), where the
+    PostgreSQL run must not silently disappear."""
+    import pytest
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(f"{TEST_DATABASE_URL.replace('postgresql://', 'postgresql+psycopg2://')}/postgres",
+                           isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            for role in ("prefect", "mlflow", "review"):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{project}_{role}" WITH (FORCE)'))
+    except OperationalError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL at {TEST_DATABASE_URL} (run .ci/postgres or set HITL_TEST_DATABASE_URL): {e}")
+    finally:
+        engine.dispose()
+    return TEST_DATABASE_URL
+
+
+def deploy_and_start_worker(cfg: Config, path: Path) -> None:
+    """What `hitl up` does after the servers answer: the pool, the deployments, a worker."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hitl.ops import deploy
+
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+        deploy.apply(cfg, path)
+    stack.start_worker(cfg)
+
+
+def api(cfg: Config):
+    """Context: this process's Prefect client pointed at the test stack."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url})
 
 
 def hitl(path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import shutil
 import time
 
 import pytest
-from e2e_helpers import hitl, running_stack, start, truth, wait_paused
+from e2e_helpers import api, hitl, running_stack, start, truth, wait_paused
 
 from hitl.review.forms import trace_ids_from_schema
 from hitl.review.store import ReviewStore
@@ -85,25 +85,33 @@ def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, nam
     driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
 
 
-def test_reviewer_resumes_a_batch_in_the_prefect_ui(small, tmp_path):
+def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):
+    """The review run comes from its deployment on the worker and is suspended (no process) when the reviewer
+    resumes it in the UI; the worker then runs it to the end."""
+    from hitl.ops import deploy, runs
+
     cfg, path = small
     hitl(path, "bootstrap")
     hitl(path, "produce")
     hitl(path, "sample")
     driver = _browser()
-    proc = start(path, "review-batch")
     try:
+        with api(cfg):
+            started = deploy.trigger(cfg, path, "review-batch")
         run = wait_paused(cfg, "ReviewForm")
+        assert run.id == str(started.id)
+        with api(cfg):
+            assert runs.flow_runs(["review-batch/review-batch"], states=("PAUSED",))[0].state_name == "Suspended"
         known = truth(cfg)
         fields = trace_ids_from_schema(run.schema)
         _resume_in_ui(driver, cfg, run, {f: known[t] for f, t in fields.items()}, "Reviewer", "ui-reviewer",
                       tmp_path / "filled.png")
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out[-3000:]
+        with api(cfg):
+            done = runs.wait(run.id, 300)
+        assert done.state.is_completed(), done.state.message
     finally:
         driver.save_screenshot(str(tmp_path / "last.png"))
         driver.quit()
-        proc.kill() if proc.poll() is None else None
     ann = ReviewStore(cfg.store_url).annotations().set_index("trace_id")
     assert len(ann) == len(fields) == 2 and set(ann["reviewer"]) == {"ui-reviewer"}
     assert all(ann.loc[t, "label"] == known[t] for t in fields.values())

@@ -13,8 +13,9 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-from e2e_helpers import REPO, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
+from e2e_helpers import REPO, api, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
 
+from hitl.ops import runs
 from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
@@ -129,21 +130,18 @@ def test_the_loop_end_to_end(e2e):
     logged = client.get_run(dv.run_id).inputs.dataset_inputs[0].dataset
     assert logged.name == "e2e-dataset@1" and logged.digest
 
-    # 5. fine-tune from the champion on the train split -> @challenger, linked to the dataset
-    hitl(path, "retrain")
+    # 5. `hitl retrain` runs the fine-tune deployment on the worker -> @challenger, linked to the dataset;
+    # its completion starts the regression eval, which suspends for approval
+    hitl(path, "retrain", "--wait")
     chall = client.get_model_version_by_alias("e2e-intent", "challenger")
     assert chall.version == "2" and chall.tags["hitl.dataset"] == "e2e-dataset@1"
 
-    # 6. regression eval pauses for approval; approving moves @champion, the old one becomes @previous
-    proc = start(path, "eval")
-    try:
-        approval = wait_paused(cfg, APPROVAL_FORM)
-        assert "Estimated production fail rate" in approval.description and "By channel" in approval.description
-        hitl(path, "approve", "--approver", "e2e-manager", "--reason", "looks right")
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out[-3000:]
-    finally:
-        proc.kill() if proc.poll() is None else None
+    # 6. approving the eval moves @champion, the old one becomes @previous
+    approval = wait_paused(cfg, APPROVAL_FORM)
+    assert "Estimated production fail rate" in approval.description and "By channel" in approval.description
+    hitl(path, "approve", "--approver", "e2e-manager", "--reason", "looks right")
+    with api(cfg):
+        assert runs.wait(approval.id, 600).state.is_completed()
     assert client.get_model_version_by_alias("e2e-intent", "champion").version == "2"
     assert client.get_model_version_by_alias("e2e-intent", "previous").version == "1"
     report = (cfg.reports_dir / "latest.md").read_text()

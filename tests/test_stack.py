@@ -83,7 +83,7 @@ def _occupied(port: int):
 def test_status_when_nothing_runs(tmp_path):
     cfg = _cfg(tmp_path)
     services = stack.status(cfg)
-    assert [s.name for s in services] == ["prefect", "mlflow"]
+    assert [s.name for s in services] == ["prefect", "mlflow", "worker"]
     for s in services:
         assert s.pid is None
         assert s.healthy is False

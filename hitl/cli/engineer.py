@@ -76,9 +76,33 @@ def register_dataset(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 
 @app.command()
 def retrain(config: ConfigOpt = DEFAULT_CONFIG,
-            dataset_version: Annotated[int | None, typer.Option(help="default: latest")] = None) -> None:
-    """Fine-tune the champion on a dataset version and register it as @challenger."""
-    console.print(_run_flow("fine_tune", config, dataset_version=dataset_version))
+            dataset_version: Annotated[int | None, typer.Option(help="default: latest")] = None,
+            wait: Annotated[bool, typer.Option(help="wait for the fine-tune and its regression eval")] = False,
+            timeout_s: Annotated[float, typer.Option(help="with --wait: give up after this long")] = 6 * 3600) -> None:
+    """Start a run of the fine-tune deployment on the worker: the champion fine-tuned on a dataset version,
+    registered as @challenger; its completion starts the regression eval, which waits for approval."""
+    from hitl.ops import deploy, runs
+
+    cfg = _cfg(config)
+    _stack_ready(cfg)
+    run = deploy.trigger(cfg, config, "fine-tune", **({"dataset_version": dataset_version}
+                                                      if dataset_version is not None else {}))
+    console.print(f"Started fine-tune run {run.name}: {cfg.prefect_ui_url}/runs/flow-run/{run.id}")
+    if not wait:
+        console.print("It runs on the worker; follow it in the UI or with `hitl status`.")
+        return
+    done = runs.wait(run.id, timeout_s)
+    if not done.state.is_completed():
+        console.print(f"[red]The fine-tune run {run.name} ended {done.state.name}: {done.state.message or ''}[/]")
+        raise typer.Exit(1)
+    chained = runs.flow_runs(["regression-eval/regression-eval"], tag=deploy.started_by(str(run.id)))
+    if not chained:
+        console.print("[red]The fine-tune completed but started no regression eval: read its log in the UI.[/]")
+        raise typer.Exit(1)
+    ev = runs.wait(chained[0].id, timeout_s, until_paused=True)
+    console.print(f"Regression eval run {ev.name}: {ev.state.name}. "
+                  + ("It waits for approval: `hitl approve -c CONFIG` or Resume in the UI." if ev.state.is_paused()
+                     else f"Report: {cfg.reports_dir / 'latest.html'}"))
 
 
 @app.command("eval")

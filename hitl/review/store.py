@@ -37,6 +37,7 @@ from hitl.review.forms import NONE_FITS  # the answer that proposes a new label 
 QUEUED, RESOLVED, DISPUTED, PROPOSED = "queued", "resolved", "disputed", "proposed"  # proposed: held for a new label
 SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
 OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
+MAX_REVIEWER_CHARS = 100  # the reviewer columns' width
 
 
 def _now() -> datetime:
@@ -220,6 +221,7 @@ class BatchView:
     items: list[dict]
     flow_run_id: str | None = None
     status: str = OPEN
+    resumed: bool = False  # take_batch gave a run back the batch it already held
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ class ReviewStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        elif url.startswith("postgresql"):
+            event.listen(self.engine, "begin", _postgres_serialize)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._check_schema()
 
@@ -342,14 +346,33 @@ class ReviewStore:
         rows = s.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id))
         return dict(rows.all())
 
-    def take_batch(self, size: int, lease_s: float | None = None, gold_share: float = 0.0) -> BatchView | None:
+    def batches_wanted(self, size: int) -> int:
+        """How many more batches of `size` the queued items need (annotations still wanted and not leased; an
+        item needing two labels goes into two batches)."""
+        with self._session() as s:
+            open_n, done_n = self._open_assignments(s), self._annotation_counts(s)
+            need = [it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0)
+                    for it in s.scalars(select(Item).where(Item.status == QUEUED))]
+        need = [n for n in need if n > 0]
+        return max(-(-sum(need) // size), max(need)) if need else 0
+
+    def take_batch(self, size: int, lease_s: float | None = None, gold_share: float = 0.0,
+                   flow_run_id: str | None = None) -> BatchView | None:
         """Lease up to `size` queued items that still need an annotation into a new open batch; about
         `gold_share` of the batch are gold items (known labels), shuffled among the others.
+
+        With `flow_run_id`, the lease is idempotent: a run that already holds a batch (it was resumed, or
+        re-run after a crash) gets that batch back, whatever its status, and nothing new is leased.
 
         Open batches older than `lease_s` (their run crashed or was abandoned) expire first, so their
         items return to the queue instead of being stuck.
         """
         with self._session.begin() as s:
+            if flow_run_id is not None:
+                held = s.scalar(select(Batch).where(Batch.flow_run_id == flow_run_id))
+                if held is not None:
+                    return BatchView(held.id, self._batch_items(s, held.id), held.flow_run_id, held.status,
+                                     resumed=True)
             if lease_s is not None:
                 self._expire_stale(s, lease_s)
             open_n = self._open_assignments(s)
@@ -365,7 +388,7 @@ class ReviewStore:
             ][:room]
             if not picked:
                 return None
-            batch = Batch(id=str(uuid.uuid4()))
+            batch = Batch(id=str(uuid.uuid4()), flow_run_id=flow_run_id)
             s.add(batch)
             s.flush()
             golds = self._choose_gold(s, picked, gold_share, seed=uuid.UUID(batch.id).int % 2**32)
@@ -375,7 +398,7 @@ class ReviewStore:
             s.add_all(BatchGold(batch_id=batch.id, gold_id=g.id, position=p, shown=json.dumps(shown))
                       for (g, shown), p in zip(golds, gold_pos, strict=True))
             s.flush()
-            return BatchView(batch.id, self._batch_items(s, batch.id))
+            return BatchView(batch.id, self._batch_items(s, batch.id), flow_run_id)
 
     def _choose_gold(self, s: Session, picked: list[Item], share: float, seed: int) -> list[tuple[GoldItem, dict]]:
         """The least-shown gold items for a batch, each with the item the form will show: what the model said
@@ -439,11 +462,13 @@ class ReviewStore:
 
     # ---- annotations ----
     def submit(self, batch_id: str, reviewer: str, labels: Mapping[str, tuple[str, str | None]],
-               allowed_labels: Iterable[str], gold_policy: tuple[int, float] | None = None) -> SubmitResult:
+               allowed_labels: Iterable[str], gold_policy: tuple[int, float] | None = None,
+               max_rationale_chars: int | None = None) -> SubmitResult:
         """Store one reviewer's labels for a batch (trace_id -> (label, rationale)), atomically.
 
-        Refused as a whole (ReviewError, nothing stored) for an empty reviewer, a label outside the label
-        set, or a trace that is not in the batch. A batch already submitted stores nothing again.
+        Refused as a whole (ReviewError, nothing stored) for an empty or overlong reviewer name, a label outside
+        the label set, a rationale longer than `max_rationale_chars` (`review.max_rationale_chars`), or a trace
+        that is not in the batch. A batch already submitted stores nothing again.
         Items this reviewer already labelled in another batch are skipped and stay in the queue; so are items
         that meanwhile got all their labels elsewhere. A late submission (the batch expired while the reviewer
         worked) is merged where items still need a label and reported as late, never silently dropped.
@@ -451,13 +476,15 @@ class ReviewStore:
         reviewer's cumulative gold accuracy is checked, and a flagged reviewer's labels since their last good
         check go to adjudication.
         """
-        reviewer = (reviewer or "").strip()
-        if not reviewer:
-            raise ReviewError("Reviewer name is empty: say who labelled this batch.")
+        reviewer = _reviewer_name(reviewer, "labelled this batch")
         allowed = set(allowed_labels) | {NONE_FITS}
         bad = {t: lab for t, (lab, _) in labels.items() if lab not in allowed}
         if bad:
             raise ReviewError(f"Labels outside the label set {sorted(allowed)}: {bad}")
+        long = {t: len(r) for t, (_, r) in labels.items() if r and max_rationale_chars and len(r) > max_rationale_chars}
+        if long:
+            raise ReviewError(f"Rationales longer than {max_rationale_chars} characters (review.max_rationale_chars): "
+                              f"{long}")
         with self._session.begin() as s:
             batch = s.get(Batch, batch_id, with_for_update=True)
             if batch is None:
@@ -557,9 +584,7 @@ class ReviewStore:
                 allowed_labels: Iterable[str]) -> int:
         """Decide an item's label over its annotations (kind "adjudication" for a disputed item, "correction"
         for one already resolved). The annotations stay in the store. Returns the resolution id."""
-        reviewer = (reviewer or "").strip()
-        if not reviewer:
-            raise ReviewError("Reviewer name is empty: say who decided this label.")
+        reviewer = _reviewer_name(reviewer, "decided this label")
         if label not in set(allowed_labels):
             raise ReviewError(f"Label {label!r} is not in the label set")
         allowed_status = {"adjudication": {DISPUTED}, "correction": {RESOLVED, DISPUTED}}
@@ -732,6 +757,16 @@ def proposal_name(rationale: str | None) -> str:
     return name[:60] if name and len(head.split()) <= 4 else "unnamed"
 
 
+def _reviewer_name(name: str | None, did: str) -> str:
+    """A reviewer's name as stored, or ReviewError when it is empty or longer than the store keeps."""
+    name = (name or "").strip()
+    if not name:
+        raise ReviewError(f"Reviewer name is empty: say who {did}.")
+    if len(name) > MAX_REVIEWER_CHARS:
+        raise ReviewError(f"Reviewer name is {len(name)} characters; at most {MAX_REVIEWER_CHARS}.")
+    return name
+
+
 def _float_or_none(v) -> float | None:
     return None if v is None or (isinstance(v, float) and v != v) else float(v)
 
@@ -763,3 +798,9 @@ def _sqlite_begin_immediate(conn) -> None:
     """Take SQLite's write lock at the start of every transaction, so read-then-write sequences
     (leasing a batch, submitting one) are serialized across threads and processes."""
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _postgres_serialize(conn) -> None:
+    """PostgreSQL's counterpart of BEGIN IMMEDIATE: one store transaction at a time across processes (a
+    transaction-scoped advisory lock), so two runs never lease the same items."""
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727271)")

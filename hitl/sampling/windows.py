@@ -88,3 +88,9 @@ def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, dateti
 def utc(t: datetime) -> datetime:
     """`t` in UTC; a naive time is taken as UTC."""
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def previous_day(at: datetime) -> tuple[datetime, datetime]:
+    """The UTC day before the one holding `at`: the window of a daily run scheduled at `at`."""
+    midnight = datetime.combine(utc(at).date(), time(), tzinfo=UTC)
+    return midnight - timedelta(days=1), midnight
