@@ -9,6 +9,7 @@ builders, so the config stays the single source of truth for them.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 
 import pandas as pd
@@ -156,6 +157,11 @@ def _describe(row: pd.Series) -> str:
         return f"{where} has the wrong type ({case!r}, expected {check})"
     if check == "field_uniqueness" or check == "unique":
         return f"{where} value {case!r} is duplicated"
+    if (bounds := re.fullmatch(r"str_length\((\w+), (\w+)\)", check)) and isinstance(case, str):
+        low, high = (int(b) if b.isdigit() else None for b in bounds.groups())
+        if high is not None and len(case) > high:
+            return f"{where} is too long ({len(case)} characters, at most {high})"
+        return f"{where} is empty" if not case else f"{where} is too short ({len(case)} characters, at least {low})"
     return f"{where} failed {check} (value {str(case)[:80]!r})"
 
 

@@ -36,7 +36,7 @@ BROKEN = {
     6: (trace_record(6, confidence="abc"), ["'confidence'", "not a number"]),
     7: (trace_record(7, timestamp="yesterday at noon"), ["'timestamp'", "ISO-8601"]),
     8: (trace_record(1, input="a second row with the first row's id"), ["duplicate trace_id"]),
-    9: (trace_record(9, input=""), ["'input'", "str_length"]),
+    9: (trace_record(9, input=""), ["'input'", "is empty"]),
     10: (trace_record(10, metadata="{outcome: resolved"), ["metadata must be a JSON object"]),
     11: (trace_record(11, input=123), ["'input'", "must be a string"]),
     12: (b"[1, 2, 3]", ["not an object"]),
@@ -161,7 +161,7 @@ def test_file_missing_a_required_column_quarantines_all_its_rows(cfg, tmp_path):
     result = load_traces(cfg, path)
     assert result.accepted.empty
     assert len(result.quarantined) == result.rows_in == 4
-    assert set(result.quarantined[REASON_COLUMN]) == {"missing required column 'input'"}
+    assert set(result.quarantined[REASON_COLUMN]) == {"missing required column 'input' (file t.jsonl has none)"}
 
 
 def test_traces_without_what_production_predicted_are_accepted(cfg, tmp_path):
@@ -220,7 +220,8 @@ def test_normalize_reports_wrong_types_without_raising(cfg):
     df = pd.DataFrame([trace_record(1), trace_record(2, trace_id=7), trace_record(3, locale=["en"])])
     good, bad = normalize(df, cfg)
     assert list(good["trace_id"]) == ["tr-1"]
-    assert set(bad[REASON_COLUMN]) == {"column 'trace_id' must be a string", "column 'locale' must be a string"}
+    assert set(bad[REASON_COLUMN]) == {"column 'trace_id' must be a string (got int)",
+                                       "column 'locale' must be a string (got list)"}
 
 
 def test_world_window_quarantines_exactly_the_corrupted_extras(tmp_path):

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hitl.config import CONFIG_ENV, Config, apply_environment, load_config
 
@@ -25,9 +26,33 @@ def _cfg(path: Path) -> Config:
         cfg = load_config(path)
         apply_environment(cfg)  # with stack.auth: a ValueError when the credentials are missing or exposed
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]Config error:[/] {e}")
+        console.print(f"[red]Config error:[/] {escape(_config_error(e, path))}", soft_wrap=True)
         raise typer.Exit(2) from e
     return cfg
+
+
+def _config_error(e: Exception, path: Path) -> str:
+    """A config error on one line: each invalid key with what is wrong (and the key meant, for a typo)."""
+    import difflib
+
+    from pydantic import BaseModel, ValidationError
+
+    if not isinstance(e, ValidationError):
+        return " ".join(str(e).split())
+    problems = []
+    for err in e.errors():
+        where, section = ".".join(str(p) for p in err["loc"]), Config
+        for part in err["loc"][:-1]:
+            field = section.model_fields.get(str(part)) if section else None
+            ann = field.annotation if field else None
+            section = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(err["loc"][-1]), list(section.model_fields) if section else [], 1)
+            problems.append(f"unknown key '{where}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if where else msg)
+    return f"{path}: " + "; ".join(" ".join(p.split()) for p in problems)
 
 
 def _stack_ready(cfg: Config) -> None:

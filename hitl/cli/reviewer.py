@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from hitl.cli import ConfigOpt, _cfg, _stack_ready, app, console
@@ -22,6 +23,12 @@ def _ask(prompt: str) -> str:
         raise typer.Exit(1) from None
 
 
+def _refuse(what: str, why: str) -> NoReturn:
+    """One line saying what was not done and why; exit 1."""
+    console.print(f"[red]{what}:[/] {escape(' '.join(why.split()))}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def _pick_label(prompt: str, labels: list[str]) -> str:
     while True:
         raw = _ask(prompt).strip()
@@ -29,7 +36,16 @@ def _pick_label(prompt: str, labels: list[str]) -> str:
             return labels[int(raw) - 1]
         if raw in labels:
             return raw
-        console.print(f"[red]'{raw}' is not a label.[/] Type a number 1-{len(labels)} or a label name.")
+        console.print(f"[red]{escape(repr(raw))} is not a label.[/] Type a number 1-{len(labels)} or a label name.",
+                      soft_wrap=True)
+
+
+def _ask_note(prompt: str, limit: int) -> str:
+    """A rationale of at most `limit` characters (`review.max_rationale_chars`); asks again when longer."""
+    while len(note := _ask(prompt).strip()) > limit:
+        console.print(f"[red]That is {len(note)} characters; at most {limit} (review.max_rationale_chars).[/] "
+                      "Type a shorter one.", soft_wrap=True)
+    return note
 
 
 @app.command()
@@ -40,6 +56,7 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
     """Label a paused review or adjudication batch in the terminal; submits by resuming its flow run."""
     from hitl.review import prefect_api
     from hitl.review.forms import NONE_FITS, REVIEWER_FIELD, trace_ids_from_schema
+    from hitl.review.store import MAX_REVIEWER_CHARS
 
     cfg = _cfg(config)
     _stack_ready(cfg)
@@ -51,19 +68,22 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         kind = "adjudication" if r.form == prefect_api.ADJUDICATION_FORM else "review"
         t.add_row(str(i), r.id, r.name, kind, str(len(trace_ids_from_schema(r.schema))), r.created[:19])
     console.print(t)
-    if list_only or not runs:
+    run = next((r for r in runs if r.id == run_id), None) if run_id else (runs[0] if runs else None)
+    if run_id and run is None and not list_only:  # e.g. a batch already submitted
+        _refuse("Not submitted", f"run {run_id} is not a paused review batch (already resumed, or not a batch).")
+    if list_only or run is None:
         if not runs:
             console.print("No batch is waiting for review. Start one with: hitl review-batch")
         return
-    run = next((r for r in runs if r.id == run_id), None) if run_id else runs[0]
-    if run is None:
-        console.print(f"[red]Run {run_id} is not a paused review batch.[/]")
-        raise typer.Exit(1)
     console.print(Markdown(run.description))
     choices = run.fields.get(REVIEWER_FIELD, {}).get("enum")
     if choices:
         console.print(f"Adjudicators: {', '.join(choices)}")
-    name = reviewer or _ask("Your name: ").strip()
+    name = (reviewer or _ask("Your name: ")).strip()
+    if not name or len(name) > MAX_REVIEWER_CHARS:
+        _refuse("Not submitted", f"the reviewer name must be 1 to {MAX_REVIEWER_CHARS} characters (--reviewer NAME).")
+    if choices and name not in choices:
+        _refuse("Not submitted", f"{name!r} is not an adjudicator: {', '.join(choices)}.")
     values: dict[str, str] = {REVIEWER_FIELD: name}
     fields = trace_ids_from_schema(run.schema)
     labels = list(run.fields[next(iter(fields))].get("enum") or cfg.labels) if fields else list(cfg.labels)
@@ -73,20 +93,23 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         console.rule(f"{prop.get('title', field)}  ({n}/{len(fields)})")
         console.print(prop.get("description", ""))
         values[field] = _pick_label("label> ", labels)
+        limit = cfg.review.max_rationale_chars
         if values[field] == NONE_FITS:
             proposed = _ask("the label you propose> ").strip()
-            note = f"{proposed}: {_ask('why> ').strip()}" if proposed else _ask("why> ").strip()
+            note = f"{proposed}: {_ask_note('why> ', max(0, limit - len(proposed) - 2))}" if proposed else \
+                _ask_note("why> ", limit)
         else:
-            note = _ask("rationale (Enter to skip)> ").strip()
+            note = _ask_note("rationale (Enter to skip)> ", limit)
         if note:
             values[f"{field}_rationale"] = note
     try:
         prefect_api.resume(run.id, values)
-    except RuntimeError as e:
+    except prefect_api.NotWaiting as e:
         if run.form == prefect_api.REVIEW_FORM and _submit_late(cfg, run, values):
             return
-        console.print(f"[red]Not submitted:[/] {e}")
-        raise typer.Exit(1) from e
+        _refuse("Not submitted", str(e))
+    except RuntimeError as e:  # the server refused the values
+        _refuse("Not submitted", str(e))
     console.print(f"[green]Submitted {len(fields)} labels as {name}; flow run {run.id} resumed.[/]")
 
 
@@ -104,10 +127,12 @@ def _submit_late(cfg, run, values: dict[str, str]) -> bool:
     items = [{"trace_id": fields[item_field(i)]} for i in range(len(fields))]
     reviewer, labels = parse_answer(values, items)
     try:
-        result = store.submit(batch_id, reviewer, labels, cfg.labels)
+        result = store.submit(batch_id, reviewer, labels, cfg.labels,
+                              max_rationale_chars=cfg.review.max_rationale_chars)
     except ReviewError as e:
-        console.print(f"[red]Not submitted:[/] {e}")
-        raise typer.Exit(1) from e
+        _refuse("Not submitted", str(e))
+    if result.already_submitted:
+        _refuse("Not submitted", f"batch {batch_id} was already submitted; nothing was stored again.")
     console.print(f"[yellow]Late:[/] flow run {run.id} stopped waiting before you submitted. Merged "
                   f"{result.stored} of your {len(labels)} labels into the review store where items still needed "
                   f"them; {len(result.skipped)} not stored:")

@@ -75,11 +75,15 @@ def paused_runs(form: str | tuple[str, ...] | None = None) -> list[PausedRun]:
     return out
 
 
+class NotWaiting(RuntimeError):
+    """The run no longer waits for input: already resumed, finished, or its pause timed out."""
+
+
 def resume(flow_run_id: str, values: dict[str, Any]) -> None:
     """Resume a paused run with form values; the server validates them against the stored schema.
 
-    Raises RuntimeError with the server's reason when the run is not paused (e.g. already resumed) or the
-    values do not fit the form.
+    Raises NotWaiting when the run is not paused (e.g. already resumed) or timed out, and RuntimeError with
+    the server's reason (on one line) when the values do not fit the form.
     """
     from prefect.exceptions import FlowPauseTimeout, NotPausedError
     from prefect.flow_runs import resume_flow_run
@@ -87,6 +91,8 @@ def resume(flow_run_id: str, values: dict[str, Any]) -> None:
     try:
         resume_flow_run(UUID(flow_run_id), run_input=values)
     except NotPausedError as e:
-        raise RuntimeError(f"Flow run {flow_run_id} is not paused (already resumed or finished).") from e
+        raise NotWaiting(f"Flow run {flow_run_id} is not paused (already resumed or finished).") from e
     except FlowPauseTimeout as e:
-        raise RuntimeError(f"Flow run {flow_run_id} timed out before it was resumed.") from e
+        raise NotWaiting(f"Flow run {flow_run_id} timed out before it was resumed.") from e
+    except RuntimeError as e:  # the server refused the values
+        raise RuntimeError(" ".join(str(e).split())) from e

@@ -1,12 +1,18 @@
-"""Read production traces from JSONL/Parquet files into the Trace contract, quarantining what is broken.
+"""Read production traces from JSONL/JSON/Parquet files into the Trace contract, quarantining what is broken.
 
-`load_traces` never raises on a bad row: every line read ends up either accepted or quarantined with
-a reason, and `LoadResult.rows_in == len(accepted) + len(quarantined)`.
+`load_traces` never raises on a bad row or a bad file: every line (JSONL), element (a JSON array file) or row
+(Parquet) read ends up either accepted or quarantined with a reason that names what is wrong, a file that
+cannot be read at all is one quarantined entry naming the file, and
+`LoadResult.rows_in == len(accepted) + len(quarantined)`.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import math
+import numbers
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +25,11 @@ from hitl.schemas import REASON_COLUMN, trace_schema, validate_split
 STRING_COLUMNS = ("trace_id", "input", "output", "model_version", "prediction", "context", "metadata")
 OPTIONAL_COLUMNS = {"context": None, "metadata": "{}", "output": "", "model_version": None, "prediction": None,
                     "confidence": None}
+ISO_START = re.compile(r"\s*[0-9]{4}")
 TS_MIN, TS_MAX = pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2261-12-31", tz="UTC")
+SUFFIXES = (".jsonl", ".json", ".parquet")
+REFUSED_COLUMNS = ["_raw", "_source", REASON_COLUMN]
+RAW_CHARS = 2000  # of a refused line kept in the quarantine
 
 
 @dataclass
@@ -34,119 +44,290 @@ class LoadResult:
         return {"rows_in": self.rows_in, "accepted": len(self.accepted), "quarantined": len(self.quarantined)}
 
 
+@dataclass
+class FileRows:
+    """What one file yielded: its rows as read (each with `_source`, "file:line"), and what was refused before
+    it became a row (an unparseable line, or the whole file when it cannot be read), with reasons."""
+
+    label: str
+    rows: pd.DataFrame
+    refused: pd.DataFrame
+    typed: bool = False  # Parquet: each column has one type, the file's schema
+
+
 def trace_files(path: Path) -> list[Path]:
     """All .jsonl/.json/.parquet files under `path` (or `path` itself), in a stable order."""
     if path.is_file():
         return [path]
     if not path.exists():
         raise FileNotFoundError(f"Trace source {path} does not exist. Check source.path in the config.")
-    files = [p for p in sorted(path.rglob("*")) if p.suffix in {".jsonl", ".json", ".parquet"}]
-    return files
+    return [p for p in sorted(path.rglob("*")) if p.suffix in SUFFIXES and p.is_file()]
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], list[dict]]:
+def file_label(path: Path, root: Path) -> str:
+    """How quarantine reasons name a file: its path under the source folder (its name for a single file)."""
+    return path.relative_to(root).as_posix() if root.is_dir() and path.is_relative_to(root) else path.name
+
+
+def _refused(raw: bytes | str, where: str, why: str) -> dict:
+    text = raw[:RAW_CHARS].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[:RAW_CHARS]
+    return {"_raw": text, "_source": where, REASON_COLUMN: why}
+
+
+def _not_utf8_text(head: bytes) -> str | None:
+    """Why a file, judged by its first bytes, is not UTF-8 text at all; None when it may be."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "is UTF-32 text (byte order mark), not UTF-8"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "is UTF-16 text (byte order mark), not UTF-8"
+    if len(head) >= 16 and any(half.count(0) >= 0.9 * len(half) for half in (head[0::2], head[1::2])):
+        return "is not UTF-8 text (every other byte is NUL: UTF-16 without a byte order mark?)"
+    return None
+
+
+def _constant_name(value: object) -> str | None:
+    """'NaN' or '(-)Infinity' when `value` holds such a number anywhere (Python's JSON reader accepts them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return next((c for v in value if (c := _constant_name(v))), None)
+    return None
+
+
+def _object_problem(obj: object, what: str) -> str | None:
+    """Why a parsed JSON value cannot be a trace row, or None."""
+    if not isinstance(obj, dict):
+        return f"{what} is JSON but not an object"
+    for key, value in obj.items():
+        if const := _constant_name(value):
+            return f"column '{key}' is {const}, which is not valid JSON"
+        try:  # JSON may escape lone surrogates (\ud800) that no UTF-8 text can hold
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return f"column '{key}' holds invalid Unicode (an escaped lone surrogate)"
+    return None
+
+
+def _read_jsonl(path: Path, label: str) -> FileRows:
     rows, bad = [], []
     with path.open("rb") as fh:
+        if why := _not_utf8_text(fh.read(4096)):
+            return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, f"file {label} {why}")]))
+        fh.seek(0)
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
-            where = f"{path.name}:{lineno}"
+            where = f"{label}:{lineno}"
             try:
                 obj = json.loads(raw.decode("utf-8"))
+                why = _object_problem(obj, "line")
             except UnicodeDecodeError as e:
-                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
-                            REASON_COLUMN: f"line is not valid UTF-8 ({e.reason})"})
-                continue
+                why = f"line is not valid UTF-8 ({e.reason})"
             except json.JSONDecodeError as e:
-                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
-                            REASON_COLUMN: f"line is not valid JSON ({e.msg} at column {e.colno})"})
+                why = f"line is not valid JSON ({e.msg} at column {e.colno})"
+            except RecursionError:
+                why = "line is not valid JSON (nested too deeply)"
+            if why:
+                bad.append(_refused(raw, where, why))
                 continue
-            if not isinstance(obj, dict):
-                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
-                            REASON_COLUMN: "line is JSON but not an object"})
-                continue
-            try:  # JSON may escape lone surrogates (\ud800) that no UTF-8 text can hold
-                json.dumps(obj, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                bad.append({"_raw": raw[:2000].decode("utf-8", "replace"), "_source": where,
-                            REASON_COLUMN: "line holds invalid Unicode (an escaped lone surrogate)"})
-                continue
-            obj["_source"] = where
-            rows.append(obj)
-    return rows, bad
+            rows.append({**obj, "_source": where})
+    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS))
 
 
-def _read_file(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-        df["_source"] = [f"{path.name}:{i + 1}" for i in range(len(df))]
-        return df, pd.DataFrame(columns=["_raw", "_source", REASON_COLUMN])
-    rows, bad = _read_jsonl(path)
-    return pd.DataFrame(rows), pd.DataFrame(bad, columns=["_raw", "_source", REASON_COLUMN])
+def _read_json_array(path: Path, label: str) -> FileRows:
+    """A .json file holding one array of trace objects; a file that is not valid JSON is refused as a whole."""
+    data = path.read_bytes()
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(
+            data, label, f"file {label} is not valid UTF-8 ({e.reason} at byte {e.start})")]))
+    except json.JSONDecodeError as e:
+        return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(
+            data, label, f"file {label} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})")]))
+    except RecursionError:
+        return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(
+            data, label, f"file {label} is not valid JSON (nested too deeply)")]))
+    if not isinstance(doc, list):
+        return _read_jsonl(path, label)  # one object per line after all (a .json JSONL file)
+    rows, bad = [], []
+    for i, obj in enumerate(doc, start=1):
+        where = f"{label}:{i}"
+        if why := _object_problem(obj, "element"):
+            bad.append(_refused(json.dumps(obj, default=str)[:RAW_CHARS], where, why))
+        else:
+            rows.append({**obj, "_source": where})
+    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS))
 
 
-def normalize(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Map columns, fill optional ones, check types that pandera would only see column-wide.
+def read_file(path: Path, label: str | None = None) -> FileRows:
+    """Read one trace file without validating it; never raises: an unreadable file is one refused entry."""
+    label = label or path.name
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+            df["_source"] = [f"{label}:{i + 1}" for i in range(len(df))]
+            return FileRows(label, df, pd.DataFrame(columns=REFUSED_COLUMNS), typed=True)
+        if path.suffix == ".json":
+            with path.open("rb") as fh:
+                if fh.read(64).lstrip(codecs.BOM_UTF8 + b" \t\r\n")[:1] == b"[":
+                    return _read_json_array(path, label)
+        return _read_jsonl(path, label)
+    except Exception as e:  # noqa: BLE001  a corrupt file may make pyarrow raise anything; the other files go on
+        kind = "as Parquet" if path.suffix == ".parquet" else ""
+        why = f"file {label} could not be read {kind} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, " ".join(why.split()))]))
 
-    Returns (candidates for schema validation, rows already rejected with a reason).
-    """
+
+def required_columns(cfg: Config) -> list[str]:
+    """Columns every trace must carry (the contract's non-nullable columns without a default)."""
+    return [c for c, col in trace_schema(cfg).columns.items() if not col.nullable and c not in OPTIONAL_COLUMNS]
+
+
+def parse_timestamps(raw: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(UTC timestamps in ns, NaT where unusable; mask of values that are not ISO-8601 date-time strings;
+    mask of dates outside datetime64[ns]). Parquet timestamp columns and datetime objects are taken as such."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+    else:
+        text = raw.map(lambda v: v.isoformat() if isinstance(v, datetime) else v if _iso_like(v) else None)
+        try:
+            parsed = pd.to_datetime(text.astype("string"), utc=True, errors="coerce", format="ISO8601")
+        except (ValueError, TypeError, OverflowError):  # one odd value must not cost the others
+            parsed = pd.Series([_one_timestamp(v) for v in text], index=raw.index, dtype="datetime64[us, UTC]")
+    not_iso = raw.notna() & parsed.isna()
+    out_of_range = parsed.notna() & ((parsed < TS_MIN) | (parsed > TS_MAX))
+    return parsed.where(~out_of_range).dt.as_unit("ns"), not_iso, out_of_range
+
+
+def _iso_like(v: object) -> bool:
+    """Text that starts like an ISO-8601 date (a four-digit year): pandas would also read "now" or "today"."""
+    return isinstance(v, str) and ISO_START.match(v) is not None
+
+
+def _one_timestamp(v: str | None) -> pd.Timestamp:
+    try:
+        return pd.to_datetime(v, utc=True, format="ISO8601") if v is not None else pd.NaT
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+
+
+def _number(v: object) -> float | None:
+    """A confidence as a float (numbers and numeric text), None when it is none (or not finite)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        f = float(v) if isinstance(v, str | numbers.Real) else None
+    except (ValueError, OverflowError):
+        return None
+    return f if f is not None and math.isfinite(f) else None
+
+
+def _check_types(df: pd.DataFrame, cfg: Config, label: str | None = None, typed: bool = False) -> pd.DataFrame:
+    """Map columns, fill optional ones, check what pandera would only see column-wide (types, timestamps,
+    numbers, missing columns) in one file's rows. Adds REASON_COLUMN: None, or why the row is refused.
+    For a `typed` file (Parquet) a wrong type is the file's schema, and the reason says so."""
     df = df.rename(columns=cfg.source.column_map).reset_index(drop=True)
-    for col, default in OPTIONAL_COLUMNS.items():
-        if col not in df.columns:
-            df[col] = default
-        elif default is not None:  # absent in some rows only
-            df[col] = df[col].astype(object).where(df[col].notna(), default)
     reasons: dict[int, list[str]] = {}
 
     def reject(mask: pd.Series, why: str) -> None:
         for i in df.index[mask]:
             reasons.setdefault(i, []).append(why)
 
+    everything = pd.Series(True, index=df.index)
+    for col in required_columns(cfg):
+        if col not in df.columns:
+            reject(everything, f"missing required column '{col}'" + (f" (file {label} has none)" if label else ""))
+    for col, default in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = default
+        elif default is not None:  # absent in some rows only
+            df[col] = df[col].astype(object).where(df[col].notna(), default)
     if "metadata" in df.columns:  # parquet/JSON may carry metadata as an object already
-        df["metadata"] = df["metadata"].map(lambda v: json.dumps(v) if isinstance(v, dict) else v)
-        df["metadata"] = df["metadata"].where(df["metadata"].notna(), "{}")
+        df["metadata"] = df["metadata"].map(lambda v: json.dumps(v, default=str) if isinstance(v, dict) else v)
     for col in [*STRING_COLUMNS, *cfg.cohorts]:
         if col not in df.columns:
             continue
         values = df[col]
         wrong = values.notna() & ~values.map(lambda v: isinstance(v, str))
-        reject(wrong, f"column '{col}' must be a string")
+        stored = f", file {label} stores {values.dtype}" if typed else ""
+        for i in df.index[wrong]:
+            why = f"column '{col}' must be a string (got {type(values[i]).__name__}{stored})"
+            reasons.setdefault(i, []).append(why)
     if "timestamp" in df.columns:
-        raw_ts = df["timestamp"]
-        if pd.api.types.is_datetime64_any_dtype(raw_ts):  # parquet with a real timestamp column
-            parsed = raw_ts.dt.tz_localize("UTC") if raw_ts.dt.tz is None else raw_ts.dt.tz_convert("UTC")
-        else:
-            is_text = raw_ts.map(lambda v: isinstance(v, str))
-            parsed = pd.to_datetime(raw_ts.where(is_text).astype("string"), utc=True, errors="coerce",
-                                    format="ISO8601")
-        reject(raw_ts.notna() & parsed.isna(), "column 'timestamp' is not an ISO-8601 date-time string")
-        out_of_range = parsed.notna() & ((parsed < TS_MIN) | (parsed > TS_MAX))
+        parsed, not_iso, out_of_range = parse_timestamps(df["timestamp"])
+        stored = f" (file {label} stores {df['timestamp'].dtype})" if typed else ""
+        reject(not_iso, f"column 'timestamp' is not an ISO-8601 date-time string{stored}")
         reject(out_of_range, "column 'timestamp' is outside the supported range (1678-2261)")
-        df["timestamp"] = parsed.where(~out_of_range).dt.as_unit("ns")
+        df["timestamp"] = parsed
     if "confidence" in df.columns:
-        conf = pd.to_numeric(df["confidence"], errors="coerce")
-        reject(df["confidence"].notna() & conf.isna(), "column 'confidence' is not a number")
+        conf = df["confidence"].map(_number)
+        for i in df.index[df["confidence"].notna() & conf.isna()]:
+            v = df.at[i, "confidence"]
+            stored = f", file {label} stores {df['confidence'].dtype}" if typed else ""
+            reasons.setdefault(i, []).append(f"column 'confidence' is not a number (got {type(v).__name__} "
+                                             f"{str(v)[:40]!r}{stored})")
         df["confidence"] = conf.astype("float64")
-    if "trace_id" in df.columns:
-        dup = df["trace_id"].notna() & df["trace_id"].duplicated(keep="first")
-        reject(dup, "duplicate trace_id (an earlier row has the same id)")
-    bad_idx = sorted(reasons)
-    bad = df.loc[bad_idx].copy()
-    bad[REASON_COLUMN] = ["; ".join(reasons[i]) for i in bad_idx]
-    good = df.drop(index=bad_idx)
+    df[REASON_COLUMN] = [("; ".join(reasons[i]) if i in reasons else None) for i in df.index]
+    return df
+
+
+def _reject_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """The second and later rows with a trace_id get a reason; the first one stays (maybe refused otherwise).
+    Ids that are no id (not text, or empty) are refused for that, not as duplicates."""
+    if "trace_id" not in df.columns:
+        return df
+    ids = df["trace_id"].where(df["trace_id"].map(lambda v: isinstance(v, str) and v != ""))
+    dup = ids.notna() & ids.duplicated(keep="first")
+    why = "duplicate trace_id (an earlier row has the same id)"
+    df.loc[dup, REASON_COLUMN] = [f"{r}; {why}" if isinstance(r, str) else why for r in df.loc[dup, REASON_COLUMN]]
+    return df
+
+
+def _split(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    bad_mask = df[REASON_COLUMN].notna()
+    bad, good = df[bad_mask].copy(), df[~bad_mask].drop(columns=[REASON_COLUMN])
     for col in [*STRING_COLUMNS, *cfg.cohorts]:
         if col in good.columns:
             good[col] = good[col].astype(object).where(good[col].notna(), None)
     return good, bad
 
 
+def normalize(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Map columns, fill optional ones, check types that pandera would only see column-wide, and refuse
+    duplicate trace ids. Returns (candidates for schema validation, rows already rejected with a reason)."""
+    return _split(_reject_duplicates(_check_types(df, cfg)), cfg)
+
+
 def _in_window(df: pd.DataFrame, since: datetime | None, until: datetime | None) -> pd.DataFrame:
     """Rows whose timestamp falls in [since, until); rows without a usable timestamp are kept."""
-    if df.empty or "timestamp" not in df.columns:
+    if df.empty or "timestamp" not in df.columns or not pd.api.types.is_datetime64_any_dtype(df["timestamp"]):
         return df
     ts = df["timestamp"]
     keep = ts.isna() | (((ts >= since) if since else True) & ((ts < until) if until else True))
     return df[keep]
+
+
+def validate(parts: list[FileRows], cfg: Config, since: datetime | None = None, until: datetime | None = None
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accepted Trace rows, quarantined rows with reasons) of the files' rows inside [since, until)."""
+    checked = [_check_types(p.rows, cfg, p.label, p.typed) for p in parts if len(p.rows)]
+    rows = _reject_duplicates(pd.concat(checked, ignore_index=True)) if checked else pd.DataFrame()
+    candidates, bad_types = _split(rows, cfg) if len(rows) else (rows, rows)
+    refused = [p.refused for p in parts if len(p.refused)]
+    if since or until:  # rows outside the window are not this run's business, valid or not
+        candidates, bad_types = _in_window(candidates, since, until), _in_window(bad_types, since, until)
+    schema = trace_schema(cfg)
+    accepted, bad_schema = validate_split(candidates, schema) if len(candidates) else (candidates, candidates)
+    if accepted.empty:
+        accepted = pd.DataFrame(columns=list(schema.columns))
+    quarantined = pd.concat([f for f in (*refused, bad_types, bad_schema) if len(f)] or
+                            [pd.DataFrame(columns=REFUSED_COLUMNS)], ignore_index=True)
+    return accepted.reset_index(drop=True), quarantined
 
 
 def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = None,
@@ -161,24 +342,13 @@ def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = 
         from hitl.sampling import mlflow_traces
 
         files: list = [f"mlflow experiment {cfg.source.experiment}"]
-        frames, rejected = [mlflow_traces.read(cfg)], []
+        parts = [FileRows(files[0], mlflow_traces.read(cfg), pd.DataFrame(columns=REFUSED_COLUMNS))]
     else:
-        files = trace_files(path or cfg.traces_path)
-        read = [_read_file(f) for f in files]
-        frames, rejected = [df for df, _ in read], [bad for _, bad in read]
-    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    candidates, bad_types = normalize(raw, cfg) if len(raw) else (raw, raw)
-    if since or until:  # rows outside the window are not this run's business, valid or not
-        candidates, bad_types = _in_window(candidates, since, until), _in_window(bad_types, since, until)
-    schema = trace_schema(cfg)
-    accepted, bad_schema = validate_split(candidates, schema) if len(candidates) else (candidates, candidates)
-    if accepted.empty:
-        accepted = pd.DataFrame(columns=list(schema.columns))
-    quarantined = pd.concat([*rejected, bad_types, bad_schema], ignore_index=True)
-    if REASON_COLUMN not in quarantined.columns:
-        quarantined[REASON_COLUMN] = pd.Series(dtype=str)
-    rows_in = len(accepted) + len(quarantined)
-    return LoadResult(accepted.reset_index(drop=True), quarantined, rows_in, [str(f) for f in files])
+        root = path or cfg.traces_path
+        files = trace_files(root)
+        parts = [read_file(f, file_label(f, root)) for f in files]
+    accepted, quarantined = validate(parts, cfg, since, until)
+    return LoadResult(accepted, quarantined, len(accepted) + len(quarantined), [str(f) for f in files])
 
 
 def write_quarantine(quarantined: pd.DataFrame, cfg: Config, stage: str) -> Path | None:
@@ -188,6 +358,12 @@ def write_quarantine(quarantined: pd.DataFrame, cfg: Config, stage: str) -> Path
     cfg.quarantine_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     out = cfg.quarantine_dir / f"{stage}-{stamp}.parquet"
-    as_text = quarantined.astype(object).map(lambda v: None if v is None or (v != v) else str(v))
+    as_text = quarantined.astype(object).map(_text)
     as_text.to_parquet(out, index=False)
     return out
+
+
+def _text(v: object) -> str | None:
+    """A quarantined value as text; None for a missing one."""
+    missing = v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+    return None if missing else str(v)
