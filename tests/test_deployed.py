@@ -7,6 +7,7 @@ The work pool's concurrency is 1 here: while the review waits, the one slot must
 from __future__ import annotations
 
 import signal
+import time
 
 import mlflow
 import pytest
@@ -73,7 +74,12 @@ def test_up_deploys_every_flow_with_its_schedule(deployed):
     assert found["sample-traces/sample-traces"].schedule.startswith("0 2 * * *")
     assert found["review-dispatch/review-dispatch"].schedule.startswith("0 * * * *")
     assert found["regression-eval/regression-eval"].schedule == "on demand"
-    assert found["fine-tune/fine-tune"].next_run  # the scheduler has queued the next quarterly run
+    deadline = time.monotonic() + 180  # the server's scheduler queues runs on its own loop (60 s)
+    while not found["fine-tune/fine-tune"].next_run and time.monotonic() < deadline:
+        time.sleep(5)
+        with api(cfg):
+            found = {d.name: d for d in runs.deployments()}
+    assert found["fine-tune/fine-tune"].next_run  # the next quarterly run is queued
     out = hitl(path, "status").stdout
     assert "fine-tune/fine-tune" in out and "worker" in out and "up" in out
 

@@ -155,24 +155,23 @@ def _deployed(cfg: Config, config: Path, name: str, **params):
 
 
 def _drain_reviews(cfg: Config, config: Path) -> None:
-    """Dispatch review and adjudication runs (as the hourly deployment does) until the queue is empty and no
-    run is open; the simulated reviewers resume the suspended runs meanwhile."""
+    """Run the review-dispatch deployment (as its hourly schedule does) whenever a review or adjudication run
+    ends, until the queue is empty and no run is open; the simulated reviewers resume the suspended runs."""
     from flows.review_dispatch import ADJUDICATE, REVIEW
     from hitl.ops import runs
 
-    rounds = 0
+    dispatches = ended = 0
     while True:
         _deployed(cfg, config, "review-dispatch")
+        dispatches += 1
         open_runs = runs.flow_runs([REVIEW, ADJUDICATE], states=runs.OPEN)
         if not open_runs:
             break
-        rounds += 1
-        for r in open_runs:
-            done = runs.wait(r.id, DEMO_RUN_TIMEOUT_S)
-            if not done.state.is_completed():
-                console.print(f"[yellow]{r.deployment} run {r.name} ended {done.state.name}; its items go back "
-                              "to the queue.[/]")
-    console.print(f"Review queue drained in {rounds} rounds of dispatch.")
+        for r in runs.wait_any([r.id for r in open_runs], DEMO_RUN_TIMEOUT_S):
+            ended += 1
+            if not r.state.is_completed():
+                console.print(f"[yellow]Run {r.name} ended {r.state.name}; its items go back to the queue.[/]")
+    console.print(f"Review queue drained: {ended} review and adjudication runs, {dispatches} dispatches.")
 
 
 @app.command()

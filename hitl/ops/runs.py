@@ -86,6 +86,22 @@ def waiting_tasks() -> list[tuple[str, str]]:
     return [(r.name, str(r.flow_run_id)) for r in runs]
 
 
+def wait_any(flow_run_ids: list[str], timeout_s: float, poll_s: float = 2.0) -> list:
+    """Poll until at least one of the flow runs is final; returns the final FlowRuns (TimeoutError after
+    `timeout_s`)."""
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            done = [r for r in (client.read_flow_run(UUID(i)) for i in flow_run_ids) if r.state and r.state.is_final()]
+            if done:
+                return done
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"None of {len(flow_run_ids)} flow runs ended within {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+
 def wait(flow_run_id: str | UUID, timeout_s: float, *, until_paused: bool = False, poll_s: float = 2.0):
     """Poll a flow run until it is final (or paused, with `until_paused`); returns the FlowRun.
 
