@@ -17,8 +17,8 @@ from hitl.learning import modeling
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
-from hitl.sampling import evaluators, selection, windows
-from hitl.sampling.sources import LoadResult, load_traces, write_quarantine
+from hitl.sampling import evaluators, selection, watermarks, windows
+from hitl.sampling.sources import LoadResult, write_quarantine
 from hitl.schemas import review_item_schema, validate_split
 
 
@@ -32,10 +32,14 @@ def run_window_key() -> str:
 
 @task(name="load-traces", cache_policy=NO_CACHE)
 def load(cfg: Config, since: datetime | None, until: datetime | None) -> LoadResult:
-    result = load_traces(cfg, since=since, until=until)
+    """The window's new traces: files unchanged and read for it before are skipped, and traces considered or
+    rows quarantined by earlier runs are not counted again (hitl/sampling/watermarks.py)."""
+    result = watermarks.load_new(cfg, ReviewStore(cfg.store_url), since, until)
     qpath = write_quarantine(result.quarantined, cfg, "traces")
     log = get_run_logger()
-    log.info("Traces: %(rows_in)d rows in = %(accepted)d accepted + %(quarantined)d quarantined", result.summary)
+    log.info("Traces: %(rows_in)d new rows in = %(accepted)d accepted + %(quarantined)d quarantined", result.summary)
+    log.info("Files: %d read, %d skipped (unchanged and read for this window before); %d rows read again were "
+             "counted before", len(result.files), len(result.skipped), result.seen_before)
     if qpath:
         log.warning("Quarantined %d rows with reasons in %s", len(result.quarantined), qpath)
     return result
@@ -112,9 +116,11 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
 @task(name="publish-sampling-summary", cache_policy=NO_CACHE)
 def publish(cfg: Config, loaded: LoadResult, results: pd.DataFrame, evaluated: pd.DataFrame,
             chosen: selection.Selection, new: int) -> dict:
-    """Prefect artifacts (budget spend, selection counts, evaluator fail rates by cohort) and the same in MLflow."""
+    """Prefect artifacts (budget spend, selection counts, evaluator fail rates by cohort) and the same in MLflow.
+    First the windows of the files the traces came from are marked as read: the traces are stored by now."""
     import mlflow
 
+    watermarks.commit(ReviewStore(cfg.store_url), loaded.pending)
     selected = chosen.items
     col = cfg.selection.strata[0] if cfg.selection.strata else (cfg.cohorts[0] if cfg.cohorts else None)
     counts = selection.counts_by_reason(selected, col)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -213,6 +215,50 @@ class ReviewerCheck(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class SourceFile(Base):
+    """A trace file as last read (hitl/sampling/watermarks.py): its content and the span of its timestamps."""
+
+    __tablename__ = "source_files"
+    __table_args__ = (UniqueConstraint("source", "path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(500))  # the source folder (or file)
+    path: Mapped[str] = mapped_column(String(1000))  # the file, under the source
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)  # entries read: rows, refused lines, or 1 for an unreadable file
+    ts_min: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # ns since the epoch (UTC); None: no
+    ts_max: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # usable timestamp in the file
+    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SourceWindow(Base):
+    """A window [since, until) (ns since the epoch, UTC; None: open) in which every row of one content of a file
+    was read and its traces stored as considered: that content is not read again for that window."""
+
+    __tablename__ = "source_windows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(500), index=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    sha256: Mapped[str] = mapped_column(String(64))
+    since: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class QuarantinedRow(Base):
+    """A row refused by validation, recorded (and counted) once however often its file or window is read."""
+
+    __tablename__ = "quarantined_rows"
+    __table_args__ = (UniqueConstraint("source", "path", "row_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(String(1000))
+    row_key: Mapped[str] = mapped_column(String(200))  # where in the file, and a hash of what it held
+    reason: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 @dataclass(frozen=True)
 class BatchView:
     """A batch as a reviewer form needs it: id plus its items in order."""
@@ -332,6 +378,64 @@ class ReviewStore:
         """Traces already queued or considered by an earlier sampling run."""
         with self._session() as s:
             return set(s.scalars(select(Item.trace_id))) | set(s.scalars(select(ConsideredTrace.trace_id)))
+
+    # ---- source watermarks (hitl/sampling/watermarks.py) ----
+    def source_files(self, source: str) -> dict[str, dict]:
+        """path -> {sha256, ts_min, ts_max, windows} of each file of `source` read before; `windows` lists the
+        (since, until) covered for the content read last."""
+        with self._session() as s:
+            files = s.scalars(select(SourceFile).where(SourceFile.source == source)).all()
+            covered = s.execute(select(SourceWindow.path, SourceWindow.sha256, SourceWindow.since, SourceWindow.until)
+                                .where(SourceWindow.source == source)).all()
+        out = {f.path: {"sha256": f.sha256, "ts_min": f.ts_min, "ts_max": f.ts_max, "windows": []} for f in files}
+        for path, sha, since, until in covered:
+            if path in out and out[path]["sha256"] == sha:
+                out[path]["windows"].append((since, until))
+        return out
+
+    def processed_windows(self, source: str) -> set[tuple[int | None, int | None]]:
+        """Every window (since, until) some file of `source` has been read for."""
+        with self._session() as s:
+            return set(s.execute(select(SourceWindow.since, SourceWindow.until).where(SourceWindow.source == source)
+                                 .distinct()).all())
+
+    def record_source_files(self, source: str, files: Iterable[Mapping]) -> None:
+        """Record what was just read of each file: path, size, mtime_ns, sha256, rows, ts_min, ts_max."""
+        with self._session.begin() as s:
+            for f in files:
+                row = s.scalar(select(SourceFile).where(SourceFile.source == source, SourceFile.path == f["path"]))
+                if row is None:
+                    row = SourceFile(source=source, path=f["path"])
+                    s.add(row)
+                row.size, row.mtime_ns, row.sha256, row.rows = f["size"], f["mtime_ns"], f["sha256"], f["rows"]
+                row.ts_min, row.ts_max, row.read_at = f["ts_min"], f["ts_max"], _now()
+
+    def cover_source_windows(self, source: str, windows: Iterable[Mapping]) -> None:
+        """Record that each (path, sha256, since, until) was read whole and its traces stored (idempotent); the
+        windows of the file's earlier contents go (the new content is read for every processed window)."""
+        with self._session.begin() as s:
+            for w in windows:
+                s.execute(delete(SourceWindow).where(SourceWindow.source == source, SourceWindow.path == w["path"],
+                                                     SourceWindow.sha256 != w["sha256"]))
+                key = (SourceWindow.source == source, SourceWindow.path == w["path"],
+                       SourceWindow.sha256 == w["sha256"],
+                       SourceWindow.since.is_(None) if w["since"] is None else SourceWindow.since == w["since"],
+                       SourceWindow.until.is_(None) if w["until"] is None else SourceWindow.until == w["until"])
+                if s.scalar(select(SourceWindow.id).where(*key)) is None:
+                    s.add(SourceWindow(source=source, path=w["path"], sha256=w["sha256"], since=w["since"],
+                                       until=w["until"]))
+
+    def record_quarantined(self, source: str, rows: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]:
+        """Record quarantined rows (path, row_key, reason) not recorded before; returns their (path, row_key)."""
+        with self._session.begin() as s:
+            known = set(s.execute(select(QuarantinedRow.path, QuarantinedRow.row_key)
+                                  .where(QuarantinedRow.source == source)).all())
+            new = {}
+            for path, key, reason in rows:
+                if (path, key) not in known:
+                    new.setdefault((path, key), QuarantinedRow(source=source, path=path, row_key=key, reason=reason))
+            s.add_all(new.values())
+        return set(new)
 
     def _open_assignments(self, s: Session) -> dict[int, int]:
         rows = s.execute(

@@ -9,11 +9,12 @@ cannot be read at all is one quarantined entry naming the file, and
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import math
 import numbers
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +38,10 @@ class LoadResult:
     accepted: pd.DataFrame
     quarantined: pd.DataFrame
     rows_in: int
-    files: list[str]
+    files: list[str]  # the files read
+    skipped: list[str] = field(default_factory=list)  # files not read again (hitl/sampling/watermarks.py)
+    seen_before: int = 0  # rows read again whose trace was considered, or whose fault was counted, before
+    pending: list = field(default_factory=list)  # watermarks.FileMark to commit once the traces are stored
 
     @property
     def summary(self) -> dict[str, int]:
@@ -53,6 +57,7 @@ class FileRows:
     rows: pd.DataFrame
     refused: pd.DataFrame
     typed: bool = False  # Parquet: each column has one type, the file's schema
+    digests: dict[str, str] = field(default_factory=dict)  # `_source` -> hash of the line (element) as read
 
 
 def trace_files(path: Path) -> list[Path]:
@@ -85,6 +90,10 @@ def _not_utf8_text(head: bytes) -> str | None:
     return None
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
 def _constant_name(value: object) -> str | None:
     """'NaN' or '(-)Infinity' when `value` holds such a number anywhere (Python's JSON reader accepts them)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -111,7 +120,7 @@ def _object_problem(obj: object, what: str) -> str | None:
 
 
 def _read_jsonl(path: Path, label: str) -> FileRows:
-    rows, bad = [], []
+    rows, bad, digests = [], [], {}
     with path.open("rb") as fh:
         if why := _not_utf8_text(fh.read(4096)):
             return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, f"file {label} {why}")]))
@@ -122,6 +131,7 @@ def _read_jsonl(path: Path, label: str) -> FileRows:
             if not raw.strip():
                 continue
             where = f"{label}:{lineno}"
+            digests[where] = _digest(raw.rstrip(b"\r\n"))
             try:
                 obj = json.loads(raw.decode("utf-8"))
                 why = _object_problem(obj, "line")
@@ -135,7 +145,7 @@ def _read_jsonl(path: Path, label: str) -> FileRows:
                 bad.append(_refused(raw, where, why))
                 continue
             rows.append({**obj, "_source": where})
-    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS))
+    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS), digests=digests)
 
 
 def _read_json_array(path: Path, label: str) -> FileRows:
@@ -154,14 +164,15 @@ def _read_json_array(path: Path, label: str) -> FileRows:
             data, label, f"file {label} is not valid JSON (nested too deeply)")]))
     if not isinstance(doc, list):
         return _read_jsonl(path, label)  # one object per line after all (a .json JSONL file)
-    rows, bad = [], []
+    rows, bad, digests = [], [], {}
     for i, obj in enumerate(doc, start=1):
         where = f"{label}:{i}"
+        digests[where] = _digest(json.dumps(obj, sort_keys=True, default=str).encode("utf-8", "replace"))
         if why := _object_problem(obj, "element"):
             bad.append(_refused(json.dumps(obj, default=str)[:RAW_CHARS], where, why))
         else:
             rows.append({**obj, "_source": where})
-    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS))
+    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS), digests=digests)
 
 
 def read_file(path: Path, label: str | None = None) -> FileRows:

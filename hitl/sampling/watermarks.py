@@ -1,0 +1,209 @@
+"""Per-source watermarks: which trace files, and which windows of them, were read already, and which quarantined
+rows were counted already. Re-runs and backfills read each file only as often as needed, miss no late trace,
+and count every quarantined row once.
+
+A file is known by its path under the source and its content (sha256; size and mtime are recorded too). Its
+content's span (first and last usable timestamp) is recorded when it is read. Reading it for a window
+[since, until) covers that window for that content once the window's traces are stored as considered: at once
+when none of them is new, else by `commit` after the run's enqueue, so a run that fails before never costs a
+trace. A later run skips a file whose content is unchanged and whose timestamps inside the requested window
+all lie in covered windows. A file with no timestamp inside the window is skipped once its content is known.
+A file that is read (new, or changed: late traces appended) is read for the requested window and for every
+window processed before, so a late trace of an earlier day comes with the next run, whichever day that run
+asks for (the random draw gives it a supplemental draw of its day). Rows whose trace id the store already
+knows are dropped, so only the new ones come back. Rows without a usable timestamp belong to every window;
+like every quarantined row they are recorded by (file, row key) and counted once, however often read.
+
+MLflow sources have no read watermark: each run searches the experiment, up to `source.max_traces`. Traces
+considered before are dropped by id, and quarantined traces are counted once, as for files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from hitl.config import Config
+from hitl.sampling.sources import (
+    REFUSED_COLUMNS,
+    FileRows,
+    LoadResult,
+    file_label,
+    parse_timestamps,
+    read_file,
+    trace_files,
+    validate,
+)
+from hitl.sampling.windows import utc
+from hitl.schemas import REASON_COLUMN
+
+Window = tuple[int | None, int | None]  # [since, until) in ns since the epoch (UTC); None: open
+
+
+class WatermarkStore(Protocol):
+    """What the watermarks keep in the review store's database (hitl/review/store.py)."""
+
+    def known_trace_ids(self) -> set[str]: ...
+    def source_files(self, source: str) -> dict[str, dict]: ...
+    def processed_windows(self, source: str) -> set[Window]: ...
+    def record_source_files(self, source: str, files: Iterable[Mapping]) -> None: ...
+    def cover_source_windows(self, source: str, windows: Iterable[Mapping]) -> None: ...
+    def record_quarantined(self, source: str, rows: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class FileMark:
+    """One content of a file read for one window; covered once the window's traces are stored."""
+
+    source: str
+    path: str
+    sha256: str
+    since: int | None
+    until: int | None
+
+
+def ns(t: datetime | None) -> int | None:
+    """A time as ns since the epoch (UTC; a naive time is taken as UTC), None for an open bound."""
+    return None if t is None else pd.Timestamp(utc(t)).as_unit("ns").value
+
+
+def covered(span: tuple[int, int] | None, windows: Iterable[Window], since: int | None, until: int | None) -> bool:
+    """Whether every timestamp of a known content inside [since, until) lies in a window read before.
+
+    `span` is the content's (first, last) usable timestamp; None when it has none: its rows then belong to no
+    window (they are quarantined, and counted, at the first read), so there is nothing left to read."""
+    if span is None:
+        return True
+    t, last = span[0] if since is None else max(span[0], since), span[1]
+    windows = list(windows)
+    while t <= last and (until is None or t < until):
+        ends = [u for s, u in windows if (s is None or s <= t) and (u is None or u > t)]
+        if not ends:
+            return False
+        if None in ends:
+            return True
+        t = max(e for e in ends if e is not None)
+    return True
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def span(rows: pd.DataFrame, cfg: Config) -> tuple[int, int] | None:
+    """(first, last) usable timestamp of a file's rows in ns, None when none has one."""
+    df = rows.rename(columns=cfg.source.column_map)
+    if df.empty or "timestamp" not in df.columns:
+        return None
+    ts = parse_timestamps(df["timestamp"])[0].dropna()
+    return (ts.min().value, ts.max().value) if len(ts) else None
+
+
+def row_keys(parts: list[FileRows], shas: Mapping[str, str], quarantined: pd.DataFrame) -> list[tuple[str, str]]:
+    """(file, key) of each quarantined entry: the key is its line (or row) and a hash of what it held as read,
+    so it is the same however often, and with whichever other files, the file is read; for a file refused as
+    a whole, "file" and the file's content."""
+    labels = {p.label for p in parts}
+    wanted = set(quarantined["_source"].astype(str))
+    held: dict[str, str] = {p.label: shas.get(p.label, "")[:24] for p in parts}
+    for p in parts:
+        held |= p.digests
+        if not p.digests and "_source" in p.rows.columns:  # Parquet, MLflow: the row's values in its own file
+            mine = p.rows[p.rows["_source"].isin(wanted)]
+            held |= {r["_source"]: hashlib.sha256(json.dumps({k: str(v) for k, v in r.items() if _present(v)},
+                                                             sort_keys=True).encode()).hexdigest()[:24]
+                     for r in mine.to_dict("records")}
+    out = []
+    for where in quarantined["_source"].astype(str):
+        path = where if where in labels else where.rpartition(":")[0] if len(labels) > 1 else next(iter(labels))
+        line = where[len(path) + 1:] if where.startswith(f"{path}:") else "file" if where == path else where
+        out.append((path, f"{line}#{held.get(where, '')}"))
+    return out
+
+
+def _present(v: object) -> bool:
+    return not (v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v))
+
+
+def in_windows(df: pd.DataFrame, windows: Iterable[Window]) -> pd.DataFrame:
+    """Rows whose timestamp falls in one of the windows; rows without a usable timestamp are kept."""
+    if df.empty or "timestamp" not in df.columns or not pd.api.types.is_datetime64_any_dtype(df["timestamp"]):
+        return df
+    ts, keep = df["timestamp"], df["timestamp"].isna()
+    for since, until in windows:
+        keep |= (True if since is None else ts >= pd.Timestamp(since, unit="ns", tz="UTC")) & \
+            (True if until is None else ts < pd.Timestamp(until, unit="ns", tz="UTC"))
+    return df[keep]
+
+
+def load_new(cfg: Config, store: WatermarkStore, since: datetime | None = None, until: datetime | None = None,
+             path: Path | None = None) -> LoadResult:
+    """`sources.load_traces`, reading only what is new since the last runs: files unchanged and already read
+    for [since, until) are skipped; a file read (new, or changed) is read for that window and for every window
+    processed before, so late traces in those come too; traces already considered are dropped, and quarantined
+    rows counted before are not counted again (`seen_before`). `pending` holds the marks to `commit` once the
+    traces are stored."""
+    requested: Window = (ns(since), ns(until))
+    reading, seen, skipped = [requested], [], []
+    if cfg.source.kind == "mlflow" and path is None:
+        from hitl.sampling import mlflow_traces
+
+        source = f"mlflow experiment {cfg.source.experiment}"
+        parts = [FileRows(source, mlflow_traces.read(cfg), pd.DataFrame(columns=REFUSED_COLUMNS))]
+        files = [source]
+    else:
+        root = path or cfg.traces_path
+        source, parts, files = str(root), [], []
+        known = store.source_files(source)
+        reading = sorted({requested} | store.processed_windows(source), key=lambda w: (w[0] or 0, w[1] or 0))
+        for f in trace_files(root):
+            label, sha = file_label(f, root), file_sha256(f)
+            before = known.get(label)
+            if before and before["sha256"] == sha and covered(
+                    None if before["ts_min"] is None else (before["ts_min"], before["ts_max"]), before["windows"],
+                    *requested):
+                skipped.append(str(f))
+                continue
+            part = read_file(f, label)
+            first_last = span(part.rows, cfg)
+            stat = f.stat()
+            parts.append(part)
+            files.append(str(f))
+            seen.append({"path": label, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha,
+                         "rows": len(part.rows) + len(part.refused), "ts_min": first_last[0] if first_last else None,
+                         "ts_max": first_last[1] if first_last else None})
+    accepted, quarantined = (in_windows(df, reading) for df in validate(parts, cfg))
+
+    keys = row_keys(parts, {s["path"]: s["sha256"] for s in seen}, quarantined)
+    new = store.record_quarantined(source, [(p, k, r) for (p, k), r in
+                                            zip(keys, quarantined[REASON_COLUMN].astype(str), strict=True)])
+    counted = quarantined[pd.Series([k in new for k in keys], index=quarantined.index, dtype=bool)]
+    counted = counted.reset_index(drop=True)
+    store.record_source_files(source, seen)  # after the quarantine: a file known is a file counted
+
+    fresh = accepted[~accepted["trace_id"].isin(store.known_trace_ids())].reset_index(drop=True)
+    owner = {t: p.label for p in parts for t in p.rows.rename(columns=cfg.source.column_map).get("trace_id", [])
+             if isinstance(t, str)}
+    waiting = {owner.get(t, "") for t in fresh["trace_id"]}
+    marks = [FileMark(source, s["path"], s["sha256"], *w) for s in seen for w in reading]
+    commit(store, [m for m in marks if m.path not in waiting])
+    return LoadResult(fresh, counted, len(fresh) + len(counted), files, skipped,
+                      seen_before=len(accepted) - len(fresh) + len(quarantined) - len(counted),
+                      pending=[m for m in marks if m.path in waiting])
+
+
+def commit(store: WatermarkStore, marks: Iterable[FileMark]) -> None:
+    """Cover the marks' windows: call once the traces they hold are stored as considered."""
+    by_source: dict[str, list[dict]] = {}
+    for m in marks:
+        by_source.setdefault(m.source, []).append(asdict(m))
+    for source, windows in by_source.items():
+        store.cover_source_windows(source, windows)
