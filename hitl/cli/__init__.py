@@ -57,22 +57,38 @@ def _config_error(e: Exception, path: Path) -> str:
 
 def _stack_ready(cfg: Config) -> None:
     """Fail early, with what to do, when the configured Prefect or MLflow server does not answer."""
+    down = _servers_down(cfg)
+    if down:
+        console.print(f"[red]Not reachable: {', '.join(down)}.[/] Start the local stack with: hitl up -c <config>",
+                      soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _servers_down(cfg: Config) -> list[str]:
+    """`Name (url)` of each configured server that does not answer its health check."""
     from hitl.ops import stack
 
     checks = {"Prefect": f"{cfg.prefect_api_url}/health", "MLflow": f"{cfg.mlflow_uri}/health"}
-    down = [f"{name} ({url})" for name, url in checks.items() if not stack.wait_healthy(url, 0)]
-    if down:
-        console.print(f"[red]Not reachable: {', '.join(down)}.[/] Start the local stack with: hitl up -c <config>")
-        raise typer.Exit(1)
+    return [f"{name} ({url})" for name, url in checks.items() if not stack.wait_healthy(url, 0)]
 
 
 def _run_flow(name: str, config: Path, **params):
     """Run flow `flows.<name>` in this process against the configured (and reachable) stack."""
     import importlib
 
-    _stack_ready(_cfg(config))
+    cfg = _cfg(config)
+    _stack_ready(cfg)
     module = importlib.import_module(f"flows.{name}")
-    return getattr(module, name)(config_path=str(config.resolve()), **params)
+    try:
+        return getattr(module, name)(config_path=str(config.resolve()), **params)
+    except Exception:
+        down = _servers_down(cfg)  # a server lost mid-run (its clients retried with backoff first)
+        if not down:
+            raise
+        console.print(f"[red]{', '.join(down)} stopped answering during {name}.[/] Start it again with `hitl up -c "
+                      f"{config}`, then run this command again: what finished is kept (labels in the review store, "
+                      "complete dataset versions, sealed training checkpoints) and the rest is redone.", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
-from hitl.cli import audit, engineer, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)
+from hitl.cli import audit, backup, engineer, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)
