@@ -7,6 +7,7 @@
 3. The report's production estimate against an independent sample of the same traffic, on BANKING77 and on
    the synthetic world (bench/estimate_check.py).
 4. Speed: scoring and training throughput against raw torch loops and a default pipeline() (bench/speed.py).
+5. Scale-out: partitioned scoring on threads and on a local Dask cluster (bench/scaleout.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
     art.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    from bench import estimate_check, finetune, learning_curves, report, speed, world_check
+    from bench import estimate_check, finetune, learning_curves, report, scaleout, speed, world_check
     from hitl.config import Config, TrainingConfig
     from hitl.learning import modeling
     from hitl.learning.embeddings import FrozenEncoder
@@ -80,15 +81,17 @@ def main(argv: list[str]) -> int:
 
     _log("speed")
     speed_result = speed.run(quick=quick)
+    _log("scale-out: task runners")
+    scale = scaleout.run(quick=quick)
 
     elapsed = time.monotonic() - started
     curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)
     (art / f"results{'-quick' if quick else ''}.json").write_text(json.dumps({
         "finetune": ft_table.to_dict("records"), "estimate_check": check_table.to_dict("records"),
         "anchor_sanity": sanity,
-        "speed": speed_result, "seconds": elapsed}, indent=2, default=str))
+        "speed": speed_result, "scaleout": scale, "seconds": elapsed}, indent=2, default=str))
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
-                                      art))
+                                      art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale) + "\n")
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
     return 0
 

@@ -6,6 +6,7 @@ cohort columns, ports, paths, thresholds) instead of keeping its own copy.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -117,6 +118,49 @@ class ModelConfig(_Strict):
     registered_name: str = "hitl-intent"
     max_length: int = 64
     score_batch_size: int = 64
+
+
+class RunnerConfig(_Strict):
+    """Where scoring runs, in partitions (docs/operations.md, "Scale-out: task runners"): threads in the flow's
+    process, or Dask: a local cluster started for the run, or a scheduler at `dask_address`, reached over TLS
+    or loopback only, since an open Dask scheduler runs any code sent to it."""
+
+    kind: Literal["threads", "dask"] = "threads"
+    workers: int = Field(2, ge=1)  # threads, or the local Dask cluster's worker processes (one thread each)
+    partition_rows: int = Field(2000, ge=1)  # texts per scoring task; no more than this are scored in place
+    dask_address: str | None = None  # None: a local cluster per run; else tls://HOST:PORT or a loopback address
+    tls_ca_file: str | None = None  # tls:// only: the cluster's CA, and this client's certificate and key
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _scheduler_is_private(self) -> RunnerConfig:
+        addr, tls = self.dask_address, [self.tls_ca_file, self.tls_cert_file, self.tls_key_file]
+        scheme = addr.rpartition("://")[0] if addr else None
+        if any(tls) and scheme != "tls":
+            raise ValueError("runner.tls_* files are set but runner.dask_address is not tls://HOST:PORT")
+        if addr is None:
+            return self
+        if self.kind != "dask":
+            raise ValueError("runner.dask_address is set but runner.kind is threads: set runner.kind: dask to use it")
+        if scheme == "tls" and not all(tls):
+            raise ValueError(f"runner.dask_address {addr} needs runner.tls_ca_file, tls_cert_file and tls_key_file")
+        if scheme != "tls" and (scheme not in ("", "tcp") or not _loopback(addr.rpartition("://")[2])):
+            raise ValueError(f"runner.dask_address {addr} is neither tls:// nor loopback: an open Dask scheduler runs "
+                             "any code sent to it; use tls:// with runner.tls_* files, or an SSH tunnel to 127.0.0.1")
+        return self
+
+
+def _loopback(hostport: str) -> bool:
+    """`HOST`, `HOST:PORT` or `[V6]:PORT` names localhost or a loopback IP."""
+    host = hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+    host = host.split("]")[0].lstrip("[") if host.startswith("[") else host
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class EvaluatorConfig(_Strict):
@@ -250,6 +294,7 @@ class Config(_Strict):
     world: WorldConfig = Field(default_factory=WorldConfig)
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
     evaluators: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)

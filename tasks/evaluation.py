@@ -19,6 +19,7 @@ from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops import audit
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
+from tasks.scoring import score_texts
 
 RANDOM = "random"
 
@@ -37,8 +38,8 @@ def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: m
     sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
     hard = records[records["split"] == "hard_case"].reset_index(drop=True)
     texts = [*sample["text"], *hard["text"]]
-    a = np.asarray(modeling.score(champion, texts, cfg.model.score_batch_size, cfg.model.max_length).prediction)
-    b = np.asarray(modeling.score(challenger, texts, cfg.model.score_batch_size, cfg.model.max_length).prediction)
+    a = np.asarray(score_texts(champion, texts, cfg).prediction)  # in partitions on the runner when large
+    b = np.asarray(score_texts(challenger, texts, cfg).prediction)
     k = len(sample)
     table = regression.production_table(sample, list(a[:k]), list(b[:k]), cfg)
     latest_window = str(sample["window"].dropna().max()) if k else ""

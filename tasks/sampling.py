@@ -20,6 +20,7 @@ from hitl.review.store import ReviewStore
 from hitl.sampling import evaluators, selection, watermarks, windows
 from hitl.sampling.sources import LoadResult, write_quarantine
 from hitl.schemas import review_item_schema, validate_split
+from tasks.scoring import score_texts
 
 
 def run_window_key() -> str:
@@ -56,7 +57,7 @@ def drop_considered(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 @task(name="score-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Re-score with the champion; keep what production said (if it logged it) in production_* columns."""
-    s = modeling.score(model, traces["input"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
+    s = score_texts(model, traces["input"].tolist(), cfg)  # in partitions on the runner when large
     out = traces.rename(columns={"prediction": "production_prediction", "confidence": "production_confidence"})
     out["prediction"], out["confidence"] = s.prediction, s.confidence.astype(float)
     out["margin"], out["entropy"] = s.margin.astype(float), s.entropy.astype(float)

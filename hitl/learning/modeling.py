@@ -181,6 +181,12 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy)
 
 
+def concat_scores(parts: list[Scores]) -> Scores:
+    """The scores of consecutive partitions of the texts as one `Scores`, in partition order."""
+    arrays = (np.concatenate([getattr(s, f) for s in parts]) for f in ("probs", "confidence", "margin", "entropy"))
+    return Scores([p for s in parts for p in s.prediction], *arrays)
+
+
 # ---- on disk ----
 def save(model: IntentModel, path: Path) -> Path:
     """Write the model folder (encoder + tokenizer, head tensors, metadata)."""
