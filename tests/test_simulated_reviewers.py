@@ -45,3 +45,32 @@ def test_truth_without_the_needed_columns_is_refused(tmp_path):
         load_truth(make_cfg(tmp_path, simulation={"truth_path": str(tmp_path / "bad.csv")}))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_truth(make_cfg(tmp_path, simulation={"truth_path": str(tmp_path / "missing")}))
+
+
+def _form(trace_ids: list[str]):
+    from hitl.review.prefect_api import REVIEW_FORM, PausedRun
+
+    props = {f"item_{i:02d}": {"trace_id": t} for i, t in enumerate(trace_ids, 1)}
+    return PausedRun("id", "run", "review-batch", REVIEW_FORM, {"properties": props}, "", "")
+
+
+def test_labels_do_not_depend_on_the_order_batches_are_answered(tmp_path):
+    """Review runs suspend side by side and are resumed in any order: each trace's first and second label
+    (and who gives the second) must come out the same."""
+    truth = {f"t{i}": "card_arrival" for i in range(60)}
+    cfg = make_cfg(tmp_path, simulation={"noise": 0.3})
+    a, b, c = _form([f"t{i}" for i in range(0, 30)]), _form([f"t{i}" for i in range(20, 50)]), \
+        _form([f"t{i}" for i in range(40, 60)])
+
+    def labels(order) -> dict[tuple[str, int], str]:
+        sim, out = SimulatedReviewers(cfg, dict(truth)), {}
+        for form in order:
+            answer = sim.answer_review(form)
+            for field, trace in ((f, p["trace_id"]) for f, p in form.schema["properties"].items()):
+                out[trace, len(sim.labelled_by[trace]) - 1] = answer[field]
+                assert sim.labelled_by[trace].count(answer["reviewer"]) == 1  # a second label: someone else
+        return out
+
+    first, second = labels([a, b, c]), labels([c, b, a])
+    assert first == second
+    assert 0 < sum(v != "card_arrival" for v in first.values()) < len(first)  # the noise does flip some

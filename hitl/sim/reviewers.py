@@ -2,11 +2,17 @@
 
 They see only what a person sees (the stored form schema and description) plus the synthetic world's
 ground truth, which stands in for a reviewer's knowledge. Each label is wrong with probability `noise`.
+
+Every random draw is keyed by what it is about (the trace, and whether it is the trace's first, second, ...
+label, or the adjudication), not by the order of answers: review runs suspend side by side and are resumed
+in whatever order they appear, and the labels, hence the demo's figures, must not depend on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,42 +56,58 @@ def load_truth(cfg: Config) -> dict[str, str]:
 class SimulatedReviewers:
     cfg: Config
     truth: dict[str, str]
-    rng: np.random.Generator = field(init=False)
     turn: int = 0
     resolved: list[str] = field(default_factory=list)
+    labelled_by: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # trace -> reviewers
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.cfg.simulation.seed)
         if self.cfg.review.gold_path:  # seeded gold items: their known label is the truth
             from hitl.review.gold import read_seed_file
 
             seeded = read_seed_file(self.cfg.review.gold_path)
             self.truth.update(dict(zip(seeded["trace_id"].astype(str), seeded["label"].astype(str), strict=True)))
 
-    def _label(self, trace_id: str) -> str:
+    def _rng(self, *key: object) -> np.random.Generator:
+        """A generator for one decision, seeded by `simulation.seed` and what the decision is about."""
+        digest = hashlib.sha256(repr((self.cfg.simulation.seed, *key)).encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+    def _label(self, trace_id: str, nth: int | str = 0) -> str:
+        """The `nth` label given to a trace (or the adjudication's, nth="adjudication")."""
         if trace_id not in self.truth:  # a window written after we started
             self.truth.update(load_truth(self.cfg))
         true = self.truth.get(trace_id)
         if true is None:
             raise KeyError(f"No ground truth for trace {trace_id}: set simulation.truth_path to a file that has it")
-        if self.rng.random() < self.cfg.simulation.noise:
-            return str(self.rng.choice([lab for lab in self.cfg.labels if lab != true]))
+        rng = self._rng("label", trace_id, nth)
+        if rng.random() < self.cfg.simulation.noise:
+            return str(rng.choice([lab for lab in self.cfg.labels if lab != true]))
         return true
 
-    def answer_review(self, run: prefect_api.PausedRun) -> dict:
-        reviewer = self.cfg.simulation.reviewers[self.turn % len(self.cfg.simulation.reviewers)]
+    def _reviewer_for(self, trace_ids: list[str]) -> str:
+        """Whoever has labelled none of these traces (a second label must come from someone else), taking
+        turns among the reviewers; failing that, whoever has labelled fewest of them."""
+        names = self.cfg.simulation.reviewers
+        order = [names[(self.turn + i) % len(names)] for i in range(len(names))]
         self.turn += 1
+        return min(order, key=lambda r: sum(r in self.labelled_by[t] for t in trace_ids))
+
+    def answer_review(self, run: prefect_api.PausedRun) -> dict:
+        fields = forms.trace_ids_from_schema(run.schema)
+        reviewer = self._reviewer_for(list(fields.values()))
         values: dict[str, object] = {forms.REVIEWER_FIELD: reviewer}
-        for name, trace_id in forms.trace_ids_from_schema(run.schema).items():
-            values[name] = self._label(trace_id)
-            if self.rng.random() < 0.2:
+        for name, trace_id in fields.items():
+            nth = len(self.labelled_by[trace_id])
+            values[name] = self._label(trace_id, nth)
+            if self._rng("rationale", trace_id, nth).random() < 0.2:
                 values[f"{name}_rationale"] = f"{reviewer}: phrasing points to {values[name]}"
+            self.labelled_by[trace_id].append(reviewer)
         return values
 
     def answer_adjudication(self, run: prefect_api.PausedRun) -> dict:
         values: dict[str, object] = {forms.REVIEWER_FIELD: self.cfg.simulation.adjudicator}
         for name, trace_id in forms.trace_ids_from_schema(run.schema).items():
-            values[name] = self._label(trace_id)
+            values[name] = self._label(trace_id, "adjudication")
         return values
 
     def answer_approval(self, run: prefect_api.PausedRun) -> dict:
