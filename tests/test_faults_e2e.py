@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import REPO, hitl, truth, write_config
+from e2e_helpers import REPO, api, hitl, truth, write_config
 
 from hitl.config import Config, load_config
 from hitl.ops import stack
@@ -54,6 +54,16 @@ def _kill_server(cfg: Config, name: str) -> None:
         time.sleep(0.2)
 
 
+def _states(cfg: Config, flow: str) -> list[str]:
+    """State types of the runs of `flow`, sorted."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with api(cfg), get_client(sync_client=True) as c:
+        runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+    return sorted(r.state.type.value for r in runs)
+
+
 def _one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
     """The command failed with one line naming `needles`, and printed no traceback of its own."""
     assert p.returncode == 1, f"{p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -84,19 +94,23 @@ def loop(tmp_path_factory):
 def test_sampling_killed_before_and_after_enqueue(loop):
     """kill -9 after scoring and selection, before the queue is written: nothing stored. kill -9 right after
     the enqueue: the whole selection stored once. The re-run then finds nothing new: 30 items (the budget,
-    as in an uninterrupted run), each trace once, the random draw recorded once."""
+    as in an uninterrupted run), each trace once, the random draw recorded once; it marks the two runs the
+    kills left Running as Crashed."""
     cfg, path, _ = loop
     store = ReviewStore(cfg.store_url)
     p = _hitl(path, "sample", fault="sampling:before-enqueue")
     assert p.returncode == -signal.SIGKILL, p.stdout[-2000:] + p.stderr[-2000:]
     assert store.items().empty and not store.known_trace_ids() and store.draws().empty
+    assert _states(cfg, "sample-traces") == ["RUNNING"]  # the killed run, until the next command
 
     p = _hitl(path, "sample", fault="sampling:after-enqueue")
     assert p.returncode == -signal.SIGKILL, p.stdout[-2000:] + p.stderr[-2000:]
     items, draws = store.items(), store.draws()
     assert len(items) == 30 and items["trace_id"].is_unique and len(store.known_trace_ids()) > 30
 
+    assert _states(cfg, "sample-traces") == ["CRASHED", "RUNNING"]
     hitl(path, "sample")
+    assert _states(cfg, "sample-traces") == ["COMPLETED", "CRASHED", "CRASHED"]
     after = store.items()
     assert len(after) == 30 and set(after["trace_id"]) == set(items["trace_id"])
     assert store.draws().drop(columns="created_at").equals(draws.drop(columns="created_at"))
@@ -121,20 +135,10 @@ def test_a_lost_mlflow_server_loses_no_label_and_leaves_no_partial_version(loop)
     labels = store.annotations()
     assert len(labels) == 30
 
-    proc = subprocess.Popen([sys.executable, "-m", "hitl.cli", "register-dataset", "-c", str(path)], cwd=REPO,
-                            env=_env("dataset:after-artifact", stop=True), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_stopped(proc.pid)
-        _kill_server(cfg, "mlflow")
-        os.kill(proc.pid, signal.SIGCONT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill() if proc.poll() is None else None
-    _one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), "MLflow", "stopped answering",
-                    "hitl up")
+    _one_line_error(_lose_server_mid_registration(cfg, path, "mlflow"), "MLflow", "stopped answering", "hitl up")
     _one_line_error(_hitl(path, "register-dataset"), "MLflow", "hitl up")
     assert store.annotations().equals(labels)
+    assert _states(cfg, "register-dataset") == ["FAILED"]  # Prefect, still up, recorded the loss
 
     stack.up(cfg)  # what `hitl up` does first: start the server that is down (the drill runs `hitl up` itself)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
@@ -148,11 +152,46 @@ def test_a_lost_mlflow_server_loses_no_label_and_leaves_no_partial_version(loop)
     assert sorted(statuses) == [versions.ABANDONED, versions.COMPLETE]
 
 
-def test_a_lost_prefect_server_is_named(loop):
+def test_a_lost_prefect_server_is_named_and_its_orphan_run_marked_crashed(loop):
+    """Prefect killed while `register-dataset` is between the parquet and the seal: the version is finished
+    in MLflow, then the run cannot report and the command names Prefect and `hitl up`. Started while Prefect
+    is down, a command says so at once. After the restart, the next command marks the run that lost its
+    server Crashed, and its re-run registers nothing twice."""
+    from hitl.datasets import versions
+
     cfg, path, _ = loop
-    _kill_server(cfg, "prefect")
-    _one_line_error(_hitl(path, "sample"), "Prefect", "hitl up")
+    store = ReviewStore(cfg.store_url)
+    target = store.annotations()["trace_id"].iloc[0]
+    relabel = next(lab for lab in cfg.labels if lab != truth(cfg)[target])
+    store.resolve(target, relabel, "dave", "a correction", "correction", cfg.labels)  # new content to register
+    before = versions.list_versions(cfg)
+
+    _one_line_error(_lose_server_mid_registration(cfg, path, "prefect"), "Prefect", "stopped answering", "hitl up")
+    _one_line_error(_hitl(path, "register-dataset"), "Prefect", "hitl up")
+    after = versions.list_versions(cfg)
+    assert after[:-1] == before and after[-1].version == before[-1].version + 1  # finished in MLflow
+
     stack.up(cfg)
+    assert _states(cfg, "register-dataset") == ["COMPLETED", "FAILED", "RUNNING"]  # the orphan: still Running
+    out = hitl(path, "register-dataset").stdout
+    assert "marked Crashed" in out and "'created': False" in out
+    assert _states(cfg, "register-dataset") == ["COMPLETED", "COMPLETED", "CRASHED", "FAILED"]
+    assert versions.list_versions(cfg) == after
+
+
+def _lose_server_mid_registration(cfg: Config, path: Path, server: str) -> subprocess.CompletedProcess:
+    """`hitl register-dataset` frozen at `dataset:after-artifact`, `server` killed, the command let go on."""
+    env = {**_env("dataset:after-artifact", stop=True), "PREFECT_CLIENT_MAX_RETRIES": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hitl.cli", "register-dataset", "-c", str(path)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_stopped(proc.pid)
+        _kill_server(cfg, server)
+        os.kill(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _wait_stopped(pid: int, timeout: float = 300) -> None:
@@ -169,7 +208,7 @@ def _wait_stopped(pid: int, timeout: float = 300) -> None:
 def test_backup_and_restore_drill(loop):
     """Back up the running stack, restore into the state dir of a fresh clone (refused over a running
     stack), start it: queue, labels, dataset versions and aliases are as they were; sampling finds nothing
-    new to queue, and a correction goes into the next dataset version, whose parent is the restored one."""
+    new to queue, and a correction goes into the next dataset version, whose parent is the latest restored."""
     import mlflow
 
     from hitl.datasets import versions
@@ -201,11 +240,12 @@ def test_backup_and_restore_drill(loop):
 
     assert "'enqueued': 0" in hitl(clone, "sample").stdout
     assert store.counts() == before["counts"]
-    target = store.annotations()["trace_id"].iloc[0]
+    target = store.annotations()["trace_id"].iloc[1]  # [0] was corrected before the backup
     relabel = next(lab for lab in fresh.labels if lab != truth(fresh)[target])
     hitl(clone, "relabel", target, relabel, "--reviewer", "dave", "--reason", "after the restore")
     hitl(clone, "register-dataset")
-    v1, v2 = versions.list_versions(fresh)
-    assert (v1, v2.version, v2.parent) == (before["versions"][0], 2, 1)
-    assert versions.load(fresh, 2)[0].set_index("trace_id").loc[target, "label"] == relabel
-    versions.load(fresh, 1)  # the restored artifact passes its digest check
+    *kept, new = versions.list_versions(fresh)
+    last = before["versions"][-1]
+    assert kept == before["versions"] and (new.version, new.parent) == (last.version + 1, last.version)
+    assert versions.load(fresh, new.version)[0].set_index("trace_id").loc[target, "label"] == relabel
+    versions.load(fresh, last.version)  # the restored artifact passes its digest check

@@ -73,14 +73,22 @@ def _servers_down(cfg: Config) -> list[str]:
 
 
 def _run_flow(name: str, config: Path, **params):
-    """Run flow `flows.<name>` in this process against the configured (and reachable) stack."""
+    """Run flow `flows.<name>` in this process against the configured (and reachable) stack; runs an earlier
+    command left Running when its process died are marked Crashed first."""
     import importlib
 
-    cfg = _cfg(config)
+    cfg = _cfg(config)  # before Prefect is imported: it reads its API URL then
     _stack_ready(cfg)
+    from prefect import tags
+
+    from hitl.ops import orphans
+
+    for run in orphans.mark_crashed():
+        console.print(f"[yellow]Flow run {run} had lost its process: marked Crashed.[/]", soft_wrap=True)
     module = importlib.import_module(f"flows.{name}")
     try:
-        return getattr(module, name)(config_path=str(config.resolve()), **params)
+        with tags(orphans.process_tag()):  # lets the next command find this run if this process dies
+            return getattr(module, name)(config_path=str(config.resolve()), **params)
     except Exception:
         down = _servers_down(cfg)  # a server lost mid-run (its clients retried with backoff first)
         if not down:

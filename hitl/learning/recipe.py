@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,7 +125,8 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
 def _run_dir(model: IntentModel, texts: list[str], labels: list[str], training: TrainingConfig, output_dir: Path,
              max_length: int, fallback_label: str | None) -> Path:
     """`output_dir/run-<key>`: the key hashes what the run depends on (starting weights, label rows, data,
-    settings), so only the same run resumes from it. Folders of other runs (crashed, never resumed) go."""
+    settings), so only the same run resumes from it. Folders of other runs untouched for an hour (crashed,
+    never resumed) go; a running one writes a checkpoint every `checkpoint_steps` steps."""
     h = hashlib.sha256(json.dumps([model.labels, texts, labels, training.model_dump(), max_length, fallback_label],
                                   sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.network.state_dict().items()):
@@ -132,9 +134,17 @@ def _run_dir(model: IntentModel, texts: list[str], labels: list[str], training: 
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     run_dir = Path(output_dir) / f"run-{h.hexdigest()[:16]}"
     for other in Path(output_dir).glob("run-*"):
-        if other != run_dir:
+        if other != run_dir and _idle_s(other) > 3600:
             shutil.rmtree(other, ignore_errors=True)
     return run_dir
+
+
+def _idle_s(folder: Path) -> float:
+    """Seconds since anything under `folder` was written (0 while it is being changed under us)."""
+    try:
+        return time.time() - max((f.stat().st_mtime for f in folder.rglob("*")), default=0.0)
+    except OSError:
+        return 0.0
 
 
 def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows: np.ndarray, new: list[str],

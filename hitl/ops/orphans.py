@@ -1,0 +1,58 @@
+"""Flow runs whose process died without reporting: marked Crashed by the next `hitl` command.
+
+A `hitl` command that runs a flow in its own process tags the run (and its subflows) with its host and pid.
+If that process is killed (kill -9, out of memory) or gives up because it lost the Prefect server, the run
+stays Running in Prefect. Before running a flow, a command marks such runs on this host whose process is
+gone as Crashed, with what to do. Runs of the deployments belong to the worker, which reports its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+TAG_PREFIX = "hitl-process:"
+
+
+def process_tag() -> str:
+    """The tag naming this process: `hitl-process:<host>:<pid>`."""
+    return f"{TAG_PREFIX}{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    """A live `hitl` process (a pid reused by another program counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: the signal check has to do
+    return stat[stat.rfind(")") + 2] != "Z" and b"hitl" in cmdline
+
+
+def mark_crashed() -> list[str]:
+    """Mark Running or Pending runs tagged by a gone process of this host as Crashed; returns their names."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    host, marked = socket.gethostname(), []
+    states = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=states), limit=200):
+            tag = next((t for t in run.tags if t.startswith(TAG_PREFIX)), None)
+            run_host, _, pid = tag[len(TAG_PREFIX):].rpartition(":") if tag else ("", "", "")
+            if run_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            client.set_flow_run_state(run.id, Crashed(message=f"its process {pid} ended without reporting (killed, "
+                                                              "or it lost the Prefect server): run the command again; "
+                                                              "finished work is kept"), force=True)
+            marked.append(run.name)
+    return marked
