@@ -160,7 +160,7 @@ def _drain_reviews(cfg: Config, config: Path) -> None:
     from flows.review_dispatch import ADJUDICATE, REVIEW
     from hitl.ops import runs
 
-    dispatches = ended = 0
+    dispatches = 0
     while True:
         _deployed(cfg, config, "review-dispatch")
         dispatches += 1
@@ -168,10 +168,12 @@ def _drain_reviews(cfg: Config, config: Path) -> None:
         if not open_runs:
             break
         for r in runs.wait_any([r.id for r in open_runs], DEMO_RUN_TIMEOUT_S):
-            ended += 1
             if not r.state.is_completed():
                 console.print(f"[yellow]Run {r.name} ended {r.state.name}; its items go back to the queue.[/]")
-    console.print(f"Review queue drained: {ended} review and adjudication runs, {dispatches} dispatches.")
+    done = runs.flow_runs([REVIEW, ADJUDICATE], states=("COMPLETED",))
+    suspended = sum(r.deployment == REVIEW for r in done)
+    console.print(f"Review queue drained: {suspended} review and {len(done) - suspended} adjudication runs "
+                  f"completed on the worker after {dispatches} dispatches.")
 
 
 @app.command()
