@@ -53,11 +53,17 @@ def running_stack(tmp: Path, **overrides):
     path = write_config(tmp, **overrides)
     cfg = load_config(path)
     stack.up(cfg)
+    import mlflow
+    from helpers_domain import forget_mlflow_uris
+
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    mlflow.set_registry_uri(cfg.mlflow_uri)  # not a registry another module's fixture left behind
     try:
         deploy_and_start_worker(cfg, path)
         yield cfg, path
     finally:
         stack.down(cfg)
+        forget_mlflow_uris()
 
 
 TEST_DATABASE_URL = os.environ.get("HITL_TEST_DATABASE_URL", "postgresql://hitl:hitl@127.0.0.1:5432")

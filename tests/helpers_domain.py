@@ -78,3 +78,14 @@ def review_items(n: int, *, prefix: str = "t", required: int | list[int] = 1, ch
         "priority": priority,
         "required_annotations": required,
     })
+
+
+def forget_mlflow_uris() -> None:
+    """Undo mlflow.set_registry_uri (a module global and $MLFLOW_REGISTRY_URI): later tests' clients must
+    follow their own tracking URI, not a registry left behind by a fixture."""
+    import os
+
+    import mlflow
+
+    mlflow.set_registry_uri("")
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
-from helpers_domain import COHORTS, LABELS, make_cfg, review_items
+from helpers_domain import COHORTS, LABELS, forget_mlflow_uris, make_cfg, review_items
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -216,12 +216,12 @@ def tracking(tmp_path_factory):
     import mlflow
 
     root = tmp_path_factory.mktemp("mlflow")
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
     yield root
-    mlflow.set_tracking_uri(before[0])
-    mlflow.set_registry_uri(before[1])
+    mlflow.set_tracking_uri(before)
+    forget_mlflow_uris()
 
 
 class _Echo:

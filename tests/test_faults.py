@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers_domain import forget_mlflow_uris
 from test_recipe import LAUNCH, tiny_encoder
 
 from hitl.config import Config, TrainingConfig
@@ -121,7 +122,7 @@ def test_epoch_sampler_draws_as_one_generator_through_the_epochs():
 
 # ---------------------------------------------------------------- MLflow on a SQLite file
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory) -> dict[str, str]:
+def tracking(tmp_path_factory):
     """An MLflow tracking + registry URI on SQLite with artifacts in a folder; env for the subprocesses."""
     import mlflow
 
@@ -130,7 +131,8 @@ def tracking(tmp_path_factory) -> dict[str, str]:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.create_experiment("faults-datasets", artifact_location=str(root / "artifacts"))
-    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "_root": str(root)}
+    yield {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "_root": str(root)}
+    forget_mlflow_uris()
 
 
 REGISTER = """

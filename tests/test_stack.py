@@ -274,7 +274,7 @@ def test_real_stack_up_is_idempotent_and_down_stops_it(tmp_path):
         assert [s.pid for s in second] == [s.pid for s in first]
         assert sum("reusing" in line for line in printed) == 2
 
-        assert [s.pid for s in stack.status(cfg)] == [s.pid for s in first]
+        assert [s.pid for s in stack.status(cfg)] == [*(s.pid for s in first), None]  # no worker: not deployed
         stopped = stack.down(cfg)
         assert sorted(stopped) == ["mlflow", "prefect"]
         for s in first:

@@ -28,7 +28,8 @@ import httpx
 from hitl import credentials
 from hitl.config import Config
 
-SERVICE_NAMES = ("prefect", "mlflow", "worker")
+SERVER_NAMES = ("prefect", "mlflow")
+SERVICE_NAMES = (*SERVER_NAMES, "worker")
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 20
 
@@ -624,7 +625,7 @@ def up(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[Ser
         raise StackError(" ".join(problems))
     if waiting:
         console_print(f"stack healthy after {time.monotonic() - t0:.1f} s")
-    return status(cfg)
+    return [s for s in status(cfg) if s.name in SERVER_NAMES]  # the worker starts later (start_worker)
 
 
 def down(cfg: Config) -> list[str]:
