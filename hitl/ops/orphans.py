@@ -56,3 +56,52 @@ def mark_crashed() -> list[str]:
                                                               "finished work is kept"), force=True)
             marked.append(run.name)
     return marked
+
+
+def release_pool_runs(pool: str, min_age_s: float = 20.0) -> list[str]:
+    """Runs a dead worker of `pool` left behind, called before a new worker starts: a Pending run (claimed,
+    never started) goes back to Scheduled, so it runs again and stops holding a pool slot; a Running run whose
+    process on this host is gone is marked Crashed. Returns "name: what was done" for each."""
+    from datetime import UTC, datetime
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed, Scheduled
+
+    host, done = socket.gethostname(), []
+    states = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=states),
+                                         work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+                                         limit=200):
+            since = run.state.timestamp if run.state else None
+            if since is not None and (datetime.now(UTC) - since).total_seconds() < min_age_s:
+                continue  # another worker may be starting it right now
+            if run.state.is_pending():
+                client.set_flow_run_state(run.id, Scheduled(message="its worker died before starting it"),
+                                          force=True)
+                done.append(f"{run.name}: back to Scheduled")
+                continue
+            pid_host, _, pid = str(run.infrastructure_pid or "").rpartition(":")
+            if pid.isdigit() and pid_host in ("", host) and not _process_exists(int(pid)):
+                client.set_flow_run_state(run.id, Crashed(message="its worker and process died; run it again "
+                                                                  "(finished, persisted work is kept)"), force=True)
+                done.append(f"{run.name}: Crashed")
+    return done
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -662,6 +662,8 @@ def start_worker(cfg: Config, *, console_print: Callable[[str], None] = print) -
             raise StackError(f"Cannot start the {spec.title}: port {spec.port} on 127.0.0.1 (its health endpoint) "
                              f"is in use by another process. Set {spec.port_key} to a free port in the config.")
         cfg.results_dir.mkdir(parents=True, exist_ok=True)
+        for line in _release_orphaned_runs(cfg):
+            console_print(f"{spec.title}: a run the last worker left behind: {line}")
         pid = _launch(spec, cwd=cfg.state)
         console_print(f"{spec.title}: started pid {pid} on {spec.url}, log {spec.log}")
     if not _wait(spec.health_url, cfg.stack.start_timeout_s, pid):
@@ -671,6 +673,16 @@ def start_worker(cfg: Config, *, console_print: Callable[[str], None] = print) -
         raise StackError(f"The {spec.title} did not become healthy at {spec.health_url} within "
                          f"{cfg.stack.start_timeout_s:.0f} s{note}. Last lines of {spec.log}:\n{_tail(spec.log)}")
     return next(s for s in status(cfg) if s.name == spec.name)
+
+
+def _release_orphaned_runs(cfg: Config) -> list[str]:
+    """Runs a dead worker left Pending (holding a pool slot) or Running on this host (hitl/ops/orphans.py)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hitl.ops import orphans
+
+    with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
+        return orphans.release_pool_runs(cfg.deployments.pool)
 
 
 def stop_worker(cfg: Config, sig: int = signal.SIGTERM) -> bool:
