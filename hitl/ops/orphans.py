@@ -22,12 +22,8 @@ def process_tag() -> str:
 
 def _alive(pid: int) -> bool:
     """A live `hitl` process (a pid reused by another program counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _process_exists(pid):
         return False
-    except PermissionError:
-        return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -98,6 +94,7 @@ def release_pool_runs(pool: str, min_age_s: float = 20.0) -> list[str]:
 
 
 def _process_exists(pid: int) -> bool:
+    """Process `pid` exists (signal 0; one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
