@@ -5,7 +5,7 @@ it compared), draws an independent random sample of the same traffic (every trac
 the policy's picks and the rows trained on are production traffic too, and leaving them out would make the
 sample easier than production) with ground truth (`simulation.truth_path` or the synthetic world's truth
 files), scores it with both registered models, and compares: |estimate - independent| <= 1.96 * sqrt(se1^2 +
-se2^2).
+se2^2), with se1 read off the report's own interval (its width over 2 z at the report's level).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtri
 
 
 def main(argv: list[str]) -> int:
@@ -50,7 +51,8 @@ def main(argv: list[str]) -> int:
         model = modeling.load_registered(cfg.model.registered_name, tags[f"hitl.{who}_version"])
         fail = float(np.mean(np.asarray(modeling.score(model, sample["input"].tolist()).prediction) != y))
         est, n_reg = m[f"{who}_fail_rate"], m["regression_n"]
-        se1 = np.sqrt(est * (1 - est) / m["regression_n_eff"])  # as the report's interval: Kish n_eff
+        z = float(ndtri(1 - m.get("look_alpha", 0.05) / 2))  # the report's own interval, as a standard error
+        se1 = (m[f"{who}_fail_rate_high"] - m[f"{who}_fail_rate_low"]) / (2 * z)
         se2 = np.sqrt(fail * (1 - fail) / len(sample))
         tol = 1.96 * np.sqrt(se1**2 + se2**2)
         rows.append({"model": f"{who} v{tags[f'hitl.{who}_version']}", "report_estimate": est,

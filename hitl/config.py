@@ -210,6 +210,9 @@ class ReviewConfig(_Strict):
     gold_path: str | None = None  # a labelled JSONL/CSV/Parquet file seeding gold items (adjudications add more)
     gold_min_answers: int = Field(20, ge=1)  # no verdict on a reviewer before this many gold answers
     gold_min_accuracy: float = Field(0.8, gt=0.0, le=1.0)  # flagged when the upper 95% bound falls below this
+    # of policy items (stable hash of the trace id): shown blind, with no model guess, confidence or reasons, like
+    # every random-draw item (the release verdict) and gold item, so a reviewer cannot tell those apart
+    blind_share: float = Field(0.2, ge=0.0, le=1.0)
 
 
 class DatasetConfig(_Strict):
@@ -241,12 +244,21 @@ class TrainingConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    """Release gate: non-inferiority per cohort, on production estimates from the regression set."""
+    """The release decision on production estimates from the regression set (hitl/evaluation/regression.py):
+    PASS when the change's upper bound is within `margin`, FAIL when it is significantly worse beyond it,
+    INCONCLUSIVE otherwise (with the random labels that would decide it at power `power`)."""
 
-    margin: float = Field(0.02, ge=0.0, le=1.0)  # challenger may be at most this much worse (upper 95% bound)
-    max_detectable_change: float = Field(0.10, gt=0.0, le=1.0)  # above this, a cohort is too small to judge
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    power: float = Field(0.8, gt=0.0, lt=1.0)
+    margin: float = Field(0.02, ge=0.0, le=1.0)  # the challenger may be at most this much worse (upper bound)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)  # one alpha for every interval, test and verdict, over all looks
+    power: float = Field(0.8, gt=0.0, lt=1.0)  # for "labels needed" and detectable changes
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data):
+        if isinstance(data, dict) and "max_detectable_change" in data:
+            raise ValueError("gate.max_detectable_change was removed: a row without enough data is now "
+                             "INCONCLUSIVE with the random labels it needs; delete the key")
+        return data
 
 
 class EvaluationConfig(_Strict):
@@ -255,6 +267,7 @@ class EvaluationConfig(_Strict):
     label_groups: dict[str, list[str]] = Field(default_factory=dict)  # e.g. {launch: [...], new: [...]}
     per_label: bool = True  # one row per label (many labels: prefer label_groups)
     baseline: bool = True  # also estimate the frozen-embedding + logistic-regression anchor on the same rows
+    latest_min_n: int = Field(30, ge=1)  # the latest-window column shows a row only from this many draws
 
 
 class AuditConfig(_Strict):

@@ -13,15 +13,18 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
-from hitl.evaluation import estimates, regression, report
-from hitl.learning import anchor, modeling, promotion
+from hitl.evaluation import regression, report
+from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops import audit
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
+from hitl.sampling.selection import RANDOM
 from tasks.scoring import score_texts
 
-RANDOM = "random"
+CALIBRATION_NOTE = (f"with a fallback label, each model's abstention threshold on the regression set is "
+                    f"cross-fitted ({abstention.VERDICT_FOLDS} folds by trace id: every row is judged with a "
+                    f"threshold fitted without it); the served threshold is fitted on the whole random draw")
 
 
 @dataclass
@@ -30,47 +33,81 @@ class Comparison:
     latest: pd.DataFrame  # the same, latest window only
     latest_window: str
     hard: pd.DataFrame  # hard-case hold-out (policy picks)
+    challenger_pred: list[str]  # on the random draw, as judged (for the baseline comparison)
+    calibration: str  # how anything fitted on labels was kept off the verdict rows ("" when nothing is)
+
+
+@task(name="record-gate-settings", cache_policy=NO_CACHE)
+def gate_settings(cfg: Config, champion_version: str, challenger_version: str) -> regression.Settings:
+    """The gate's settings for this look at the challenger (earlier eval reports of the same version count as
+    earlier looks), recorded in the audit chain before any label is read."""
+    import mlflow
+
+    earlier = 0
+    if (exp := mlflow.get_experiment_by_name(cfg.eval_experiment)) is not None:
+        runs = mlflow.MlflowClient().search_runs(
+            [exp.experiment_id], f"tags.`hitl.challenger_version` = '{challenger_version}'", max_results=1000)
+        earlier = sum(1 for r in runs if r.data.tags.get("hitl.model") in (None, cfg.model.registered_name)
+                      and "delta" in r.data.metrics)
+    st = regression.Settings.of(cfg, earlier + 1)
+    entry = audit.record_gate_settings(audit.open_log(cfg), cfg.model.registered_name, champion_version,
+                                       challenger_version, st.as_dict())
+    get_run_logger().info("Gate settings for look %d at v%s (margin %.1f pts, alpha %.3g of %g, power %g): audit "
+                          "entry %s", st.look, challenger_version, 100 * st.margin, st.look_alpha, st.alpha, st.power,
+                          entry.short)
+    return st
+
+
+def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.DataFrame) -> np.ndarray:
+    """Predictions on the random draw as the verdict sees them: abstention cross-fitted when the model has one."""
+    k = len(sample)
+    if not model.fallback_label or k == 0:
+        return np.asarray(scores.prediction[:k])
+    return abstention.verdict_predictions(scores.probs[:k], model.labels, model.fallback_label,
+                                          sample["label"].to_numpy(), 1.0 / sample["inclusion_prob"].to_numpy(float),
+                                          sample["trace_id"].astype(str))
 
 
 @task(name="compare-champion-and-challenger", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: modeling.IntentModel,
-            cfg: Config) -> Comparison:
+            cfg: Config, settings: regression.Settings) -> Comparison:
     sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
     hard = records[records["split"] == "hard_case"].reset_index(drop=True)
     texts = [*sample["text"], *hard["text"]]
-    a = np.asarray(score_texts(champion, texts, cfg).prediction)  # in partitions on the runner when large
-    b = np.asarray(score_texts(challenger, texts, cfg).prediction)
+    sa, sb = score_texts(champion, texts, cfg), score_texts(challenger, texts, cfg)  # in partitions when large
     k = len(sample)
-    table = regression.production_table(sample, list(a[:k]), list(b[:k]), cfg)
-    latest_window = str(sample["window"].dropna().max()) if k else ""
-    m = (sample["window"] == latest_window).to_numpy()
-    several = sample["window"].nunique() > 1  # with one window, the latest estimate is the cumulative one
-    latest = regression.production_table(sample[m].reset_index(drop=True), list(a[:k][m]), list(b[:k][m]), cfg) \
-        if several and m.any() else pd.DataFrame()
-    hard_table = regression.hard_case_table(hard, list(a[k:]), list(b[k:])) if len(hard) else pd.DataFrame()
+    a, b = _judged(champion, sa, sample), _judged(challenger, sb, sample)
+    table = regression.production_table(sample, list(a), list(b), cfg, settings)
+    window, m = regression.latest_window(sample)
+    latest = regression.production_table(sample[m].reset_index(drop=True), list(a[m]), list(b[m]), cfg, settings) \
+        if m is not None and m.any() else pd.DataFrame()
+    hard_table = regression.hard_case_table(hard, list(sa.prediction[k:]), list(sb.prediction[k:]),
+                                            settings.look_alpha) if len(hard) else pd.DataFrame()
     o = regression.overall(table) if len(table) else None
     if o is not None:
         get_run_logger().info("Production estimate on %d random-draw traces: %.1f%% -> %.1f%% (change %+.1f pts, "
-                              "95%% CI %+.1f to %+.1f)", o["n"], 100 * o["champion"], 100 * o["challenger"],
-                              100 * o["delta"], 100 * o["delta_low"], 100 * o["delta_high"])
-    return Comparison(table, latest, latest_window, hard_table)
+                              "%s CI %+.1f to %+.1f): %s", o["n"], 100 * o["champion"], 100 * o["challenger"],
+                              100 * o["delta"], report.level_text(o["level"]), 100 * o["delta_low"],
+                              100 * o["delta_high"], o["outcome"])
+    fallback = champion.fallback_label or challenger.fallback_label
+    return Comparison(table, latest, window, hard_table, list(b), CALIBRATION_NOTE if fallback else "")
 
 
 @task(name="frozen-embedding-baseline", tags=[CPU_TAG], cache_policy=NO_CACHE)
-def baseline(train: pd.DataFrame, records: pd.DataFrame, cfg: Config) -> dict | None:
+def baseline(train: pd.DataFrame, records: pd.DataFrame, compared: Comparison, cfg: Config,
+             settings: regression.Settings) -> dict | None:
     """The anchor (frozen MiniLM + logistic regression, C by cross-validation) trained on exactly the rows the
-    challenger was trained on, estimated on the same random draw."""
-    sample = records[records["selection_reason"] == RANDOM]
+    challenger was trained on, estimated on the same random draw and paired with the challenger there."""
+    sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
     if not cfg.evaluation.baseline or sample.empty or train["label"].nunique() < 2:
         return None
     encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length)
     fitted = anchor.fit(encoder.encode(train["text"].tolist()), train["label"].to_numpy())
     pred = fitted.predict(encoder.encode(sample["text"].tolist()))
     encoder.save()
-    est = estimates.hajek_rate(pred != sample["label"].to_numpy(), 1.0 / sample["inclusion_prob"].to_numpy(float))
     return {"name": f"frozen embeddings + logistic regression (C={fitted.C:g}) on the challenger's "
-                    f"{len(train)} training rows", "estimate": est.value, "low": est.low, "high": est.high,
-            "n": est.n}
+                    f"{len(train)} training rows",
+            **regression.versus_baseline(sample, compared.challenger_pred, list(pred), settings)}
 
 
 @task(name="random-draw-completeness", cache_policy=NO_CACHE)
@@ -130,10 +167,12 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
                             for who in ("champion", "challenger") for suffix in ("", "_low", "_high")})
         mlflow.log_metrics({"delta": float(o["delta"]), "delta_low": float(o["delta_low"]),
                             "delta_high": float(o["delta_high"]), "regression_n": float(o["n"]),
+                            "look_alpha": float(ctx.gate.settings.get("look_alpha", 0.05)),
                             "regression_n_eff": float(o["n_eff"])})
         mlflow.set_tags({"hitl.dataset": ctx.dataset, "hitl.champion_version": ctx.champion_version,
                          "hitl.challenger_version": ctx.challenger_version,
-                         "hitl.gate": "pass" if ctx.gate.passed else "fail", "hitl.decision": ctx.decision})
+                         "hitl.model": cfg.model.registered_name, "hitl.gate": ctx.gate.outcome.lower(),
+                         "hitl.look": str(ctx.gate.settings.get("look", 1)), "hitl.decision": ctx.decision})
         mlflow.log_artifact(str(md_path), "report")
         mlflow.log_artifact(str(html_path), "report")
         mlflow.log_text(ctx.table.to_csv(index=False), "report/production_estimates.csv")
@@ -148,33 +187,35 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)
 def promote(cfg: Config, champion_version: str, challenger_version: str, approver: str, reason: str,
-            eval_run_id: str | None = None) -> None:
+            eval_run_id: str | None = None, gate: str = "", break_glass: bool = False) -> None:
     """Move `@champion` to the challenger; the old champion keeps `@previous`; the decision is tagged on the
     challenger's version first. Safe to repeat, and a crash half-way is finished by the next run
-    (hitl/learning/promotion.py)."""
+    (hitl/learning/promotion.py). `break_glass`: approved against a gate that did not PASS."""
     name = cfg.model.registered_name
     promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason, eval_run_id))
-    _record_decision(cfg, champion_version, challenger_version, "approve", approver, reason)
-    get_run_logger().info("Promoted %s v%s to @champion (approved by %s); v%s is @previous",
-                          name, challenger_version, approver, champion_version)
+    _record_decision(cfg, champion_version, challenger_version, "approve", approver, reason, gate, break_glass)
+    get_run_logger().info("Promoted %s v%s to @champion (approved by %s%s); v%s is @previous", name,
+                          challenger_version, approver, f", overriding gate {gate}" if break_glass else "",
+                          champion_version)
 
 
 @task(name="record-release-decision", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
-                    reason: str) -> str:
+                    reason: str, gate: str = "") -> str:
     """A person's decision on a release in the audit chain (`promote` records approvals itself: call this for a
     rejection). Returns the entry, as "#seq (sha256 ...)"."""
-    entry = _record_decision(cfg, champion_version, challenger_version, decision, approver, reason)
+    entry = _record_decision(cfg, champion_version, challenger_version, decision, approver, reason, gate)
     get_run_logger().info("Decision %s on v%s by %s: audit entry %s", decision, challenger_version, approver,
                           entry.short)
     return entry.short
 
 
 def _record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
-                     reason: str) -> audit.Entry:
-    """The decision as an audit entry, whose hash then tags the challenger's model version."""
+                     reason: str, gate: str = "", break_glass: bool = False) -> audit.Entry:
+    """The decision as an audit entry (with the gate outcome it answered), whose hash then tags the challenger's
+    model version."""
     name = cfg.model.registered_name
     entry = audit.record_decision(audit.open_log(cfg), name, champion_version, challenger_version, decision,
-                                  approver, reason)
+                                  approver, reason, gate, break_glass)
     audit.tag_release(name, challenger_version, entry)
     return entry

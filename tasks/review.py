@@ -13,6 +13,7 @@ from hitl.config import Config
 from hitl.ops import audit
 from hitl.review import forms
 from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
+from hitl.sampling.selection import RANDOM
 
 
 class ReviewForm(RunInput):
@@ -65,8 +66,22 @@ def build_adjudication_form(items: list[dict], cfg: Config) -> type[Adjudication
                  forms.describe_adjudication(items, cfg), cfg)
 
 
-def approval_form(description: str) -> type[ApprovalForm]:
-    form = pydantic.create_model("ApprovalForm", __base__=ApprovalForm)
+OVERRIDE = "override"  # break-glass: promote against a gate that did not PASS
+GATE_CHOICES = {"PASS": ("approve", "reject"), "INCONCLUSIVE": ("approve", "reject"), "FAIL": ("reject", OVERRIDE)}
+MIN_OVERRIDE_REASON = 20  # characters: a gate that did not PASS is only overridden with a reason to read later
+
+
+def approval_form(description: str, gate: str = "PASS") -> type[ApprovalForm]:
+    """The release approval: approve/reject after a PASS; after INCONCLUSIVE the same choices, with a written
+    reason; after a FAIL only reject or a break-glass override, with a written reason."""
+    if gate == "PASS":
+        form = pydantic.create_model("ApprovalForm", __base__=ApprovalForm)
+    else:
+        form = pydantic.create_model(
+            "ApprovalForm", __base__=ApprovalForm,
+            decision=(Literal[GATE_CHOICES[gate]], pydantic.Field(title="Decision")),  # type: ignore[valid-type]
+            reason=(str, pydantic.Field(title="Reason (required: the gate did not PASS)",
+                                        min_length=MIN_OVERRIDE_REASON, max_length=2000)))
     form._description = description
     return form
 
@@ -168,7 +183,7 @@ def disputed_items(cfg: Config) -> list[dict]:
     Persisted per flow run: a suspended adjudication resumed later answers the items its form showed, even if
     more disputes arrived meanwhile."""
     items = ReviewStore(cfg.store_url).disputed()
-    items.sort(key=lambda it: it["selection_reason"] != "random")
+    items.sort(key=lambda it: it["selection_reason"] != RANDOM)
     return items[:cfg.review.batch_size]
 
 

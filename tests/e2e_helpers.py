@@ -39,7 +39,7 @@ def write_config(tmp: Path, **overrides) -> Path:
         "dataset": {"name": "e2e-dataset", "hard_case_share": 0.2, "min_rows": 10},
         "training": {"epochs": 1, "batch_size": 16, "seed": 42, "max_steps": 8},
         # the gate is not under test here (see test_regression.py): let every challenger through to approval
-        "gate": {"margin": 1.0, "max_detectable_change": 1.0},
+        "gate": {"margin": 1.0},
     })
     raw.update(overrides)
     path = tmp / "e2e.yaml"

@@ -196,7 +196,7 @@ FLOW = textwrap.dedent("""
         with mlflow.start_run():
             mlflow.log_param("p", 1)
             mlflow.log_text("artifact over HTTP", "note.txt")
-        answer = pause_flow_run(wait_for_input=approval_form("Gate: PASS"), timeout=180, poll_interval=1)
+        answer = pause_flow_run(wait_for_input=approval_form("## Gate: PASS"), timeout=180, poll_interval=1)
         print("DECISION", answer.decision, answer.approver, flush=True)
 
     auth_check()

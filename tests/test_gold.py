@@ -11,6 +11,7 @@ from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 
 from hitl.review import forms, gold
 from hitl.review.store import ReviewStore
+from hitl.sampling.selection import RANDOM
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def test_how_many_and_positions():
 
 
 def test_gold_items_look_like_the_others_and_never_become_annotations(store, tmp_path):
-    cfg = make_cfg(tmp_path)
+    cfg = make_cfg(tmp_path, review={"blind_share": 0.0})
     _seed(store, 5)
     store.enqueue(review_items(9), COHORTS)
     batch = store.take_batch(10, gold_share=0.1)
@@ -49,8 +50,9 @@ def test_gold_items_look_like_the_others_and_never_become_annotations(store, tmp
     assert len(golds) == 1 and len(ids) == 10
     keys = {frozenset(it) for it in batch.items}
     assert len(keys) == 1  # every item has exactly the same fields
-    specs = [f for f in forms.form_fields(batch.items, cfg) if f.trace_id]
-    assert {f.description.split("”")[1].split(";")[0][:12] for f in specs} == {" (model said"}
+    specs = {f.trace_id: f for f in forms.form_fields(batch.items, cfg) if f.trace_id}
+    assert all(" (model said" in specs[t].description for t in ids if t not in golds)
+    assert all(specs[t].description.endswith("”") for t in golds)  # blind, as a random-draw item is shown
     assert store.get_batch(batch.id).items == batch.items  # re-rendered identically
     labels = {t: (LABELS[1], None) for t in ids}
     result = store.submit(batch.id, "ann", labels, LABELS, gold_policy=(20, 0.8))
@@ -74,7 +76,7 @@ def test_adjudicated_items_become_gold(store):
     batch = store.take_batch(10, gold_share=0.1)
     shown = [it for it in batch.items if it["trace_id"] == disputed[0]["trace_id"]]
     assert len(shown) == 1 and shown[0]["input"] == disputed[0]["input"]
-    assert shown[0]["selection_reason"] == disputed[0]["selection_reason"]  # as it was first shown
+    assert shown[0]["selection_reason"] == RANDOM  # shown blind, like a random-draw item
 
 
 def test_a_reviewer_below_the_bar_has_their_labels_sent_to_adjudication(store):

@@ -12,9 +12,9 @@ from helpers_domain import make_cfg
 from hitl.evaluation import regression, report
 
 
-def _ctx(tmp_path, decision: str = "pending", **kw) -> report.ReportContext:
+def _ctx(tmp_path, decision: str = "pending", gate: dict | None = None, **kw) -> report.ReportContext:
     cfg = make_cfg(tmp_path, labels=["a", "b"], cohorts=["channel"], selection={"strata": ["channel"]},
-                   evaluation={"per_label": False})
+                   evaluation={"per_label": False}, gate=gate or {})
     n = 400
     sample = pd.DataFrame({"label": ["a"] * n, "channel": ["voice"] * 100 + ["app"] * 300,
                            "inclusion_prob": [0.1] * 100 + [0.05] * 300, "window": "2026-01-01"})
@@ -31,10 +31,11 @@ def test_markdown_leads_with_the_production_estimate_and_decision(tmp_path):
     md = report.to_markdown(_ctx(tmp_path, "approved by ann: ok"))
     first = md.splitlines()[2]
     assert first.startswith("**Estimated production fail rate") and "champion v1" in first and "v2" in first
-    assert "better (p=" in first and "gate PASS" in first
+    assert "PASS: better (p=" in first and "gate PASS" in first
     assert "approved by ann: ok" in md
     assert md.index("## By channel") < md.index("## Hard cases (not production)") < md.index("## Gate: PASS")
-    assert "| voice | 100 | 80.0% (71.1–86.7%) |" in md
+    assert "| voice | 100 | 80.0% (" in md
+    assert all(f"**{k}**" in md for k in ("PASS", "FAIL", "INCONCLUSIVE"))  # the legend
 
 
 def test_html_is_self_contained_with_charts(tmp_path):
@@ -58,18 +59,47 @@ def test_html_escapes_cohort_values(tmp_path):
 
 
 def test_baseline_and_lineage_are_shown_when_given(tmp_path):
-    ctx = _ctx(tmp_path, baseline={"name": "frozen + LR", "estimate": 0.05, "low": 0.03, "high": 0.08, "n": 400},
-               lineage={"dataset": "ds@1 (parent none)", "leakage guard": "passed: none"})
+    base = {"name": "frozen + LR", "estimate": 0.05, "low": 0.03, "high": 0.08, "n": 400, "delta": -0.012,
+            "delta_low": -0.031, "delta_high": 0.007, "level": 0.0416}
+    ctx = _ctx(tmp_path, baseline=base, lineage={"dataset": "ds@1 (parent none)", "leakage guard": "passed: none"})
     md, html = report.to_markdown(ctx), report.to_html(ctx)
-    assert "Strongest simple baseline (frozen + LR)" in md and "challenger minus baseline" in md
+    assert "Strongest simple baseline (frozen + LR)" in md
+    assert "challenger minus baseline -1.2 pts (95.8% paired interval -3.1 to +0.7)" in md
     assert "## Lineage" in md and "- leakage guard: passed: none" in md
     assert "<li>leakage guard: passed: none</li>" in html
     assert "Lineage" not in report.to_markdown(_ctx(tmp_path))
 
 
-def test_too_small_cohorts_say_what_they_would_need(tmp_path):
-    ctx = _ctx(tmp_path)
+def _row(ctx, **kw):
     row = ctx.table.iloc[0].copy()
-    row["verdict"], row["mdc"], row["labels_needed"] = regression.TOO_SMALL, 0.31, 420
-    assert report.verdict_text(pd.DataFrame([row]).itertuples().__next__()) == \
-        "too small to judge (detects ≥31 pts; ~420 more random labels)"
+    for k, v in kw.items():
+        row[k] = v
+    return next(pd.DataFrame([row]).itertuples())
+
+
+def test_an_inconclusive_row_says_what_it_detects_and_what_it_would_need(tmp_path):
+    ctx = _ctx(tmp_path)
+    row = _row(ctx, outcome="INCONCLUSIVE", verdict="no significant change", mdc=0.10004, labels_needed=420.0)
+    assert report.verdict_text(row) == ("INCONCLUSIVE: detects changes of 10.1 pts or more; about 420 more random "
+                                        "labels would decide it")  # rounded up: never reads below the data
+    assert report.verdict_text(_row(ctx, outcome="no rows yet")) == "no rows yet"
+    assert report.verdict_text(_row(ctx, role="exploratory", outcome="PASS", verdict="no significant change")) == \
+        "exploratory: PASS: no significant change"
+
+
+def test_alpha_from_config_in_every_text_and_chart(tmp_path):
+    ctx = _ctx(tmp_path, gate={"alpha": 0.10})
+    level = report.level_text(ctx.gate.settings["look_alpha"])
+    assert level == "91.7%"
+    md, html = report.to_markdown(ctx), report.to_html(ctx)
+    assert "95%" not in md and "95%" not in html
+    assert f"({level} intervals)" in md and f"champion ({level} CI)" in md and "alpha 0.1 over all looks" in md
+    assert f"{level} (Holm)" in md  # the guard rows' level
+
+
+def test_latest_window_column_only_where_enough_rows(tmp_path):
+    ctx = _ctx(tmp_path, latest_min_n=150)
+    rows = report.display_rows(ctx).set_index("value")
+    col = next(c for c in rows.columns if c.startswith("latest window"))
+    assert "n ≥ 150" in col
+    assert rows.loc["voice", col] == "—" and rows.loc["app", col].endswith("(n=300)")

@@ -45,7 +45,8 @@ def test_field_names():
     assert item_field(11) == "item_12"
 
 
-def test_form_fields_shape(cfg):
+def test_form_fields_shape(tmp_path):
+    cfg = make_cfg(tmp_path, review={"blind_share": 0.0})  # every policy item shows the guess (see test_blind_review)
     specs = form_fields(_items(3), cfg)
     assert [s.name for s in specs] == [REVIEWER_FIELD, "item_01", "item_01_rationale", "item_02",
                                        "item_02_rationale", "item_03", "item_03_rationale"]

@@ -78,6 +78,8 @@ def test_backlog_resolution_times_throughput_and_agreement_with_adjudication():
     assert r.loc["ann", "agrees_with_adjudication"] == 0.0 and r.loc["bob", "agrees_with_adjudication"] == 1.0
     page = metrics.markdown(m)
     assert "Krippendorff" in page and "ann / bob" in page
+    assert "| agrees with adjudication, on disputed items only (95% CI) |" in page
+    assert page.splitlines()[-1] == metrics.ADJUDICATION_NOTE and "low by construction" in page
     assert set(m.as_mlflow_metrics()) >= {"review_backlog", "review_krippendorff_alpha"}
 
 

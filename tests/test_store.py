@@ -25,7 +25,8 @@ def store(url) -> ReviewStore:
 
 
 def _ids(batch) -> list[str]:
-    return [it["trace_id"] for it in batch.items]
+    """A batch's trace ids, sorted: the form shows them in a shuffled order (the queue's must not show)."""
+    return sorted(it["trace_id"] for it in batch.items)
 
 
 def _label_all(batch, label: str = A, rationale: str | None = None) -> dict[str, tuple[str, str | None]]:
@@ -79,8 +80,8 @@ def test_take_batch_by_priority_and_size(store):
     items = review_items(6, priority=[0.1, 1.9, 0.5, 1.2, 0.5, 0.0])
     store.enqueue(items, COHORTS)
     batch = store.take_batch(3)
-    assert _ids(batch) == ["t001", "t003", "t002"]
-    item = batch.items[0]
+    assert _ids(batch) == ["t001", "t002", "t003"]  # the three of highest priority
+    item = next(it for it in batch.items if it["trace_id"] == "t001")
     assert item["input"] == "message t001" and item["channel"] == "web_chat" and item["tier"] == "free"
     assert store.counts()["open_batches"] == 1
 
@@ -123,7 +124,7 @@ def test_a_late_submission_is_merged_where_items_still_need_labels_and_reported(
     are merged where no one else has labelled the item yet; the rest are reported, nothing is duplicated."""
     store.enqueue(review_items(3), COHORTS)
     first = store.take_batch(5)
-    ids = _ids(first)
+    ids = _ids(first)  # queue order here: equal priorities, by id
     store.expire_batch(first.id)
     second = store.take_batch(1)
     assert _ids(second) == ids[:1]

@@ -13,11 +13,14 @@ from hitl.config import DEFAULT_CONFIG
 
 @app.command()
 def approve(config: ConfigOpt = DEFAULT_CONFIG,
-            decision: Annotated[str, typer.Option(help="approve or reject")] = "approve",
+            decision: Annotated[str, typer.Option(
+                help="approve or reject; after a FAILED gate: reject or override (break-glass, with a reason)")
+            ] = "approve",
             approver: Annotated[str, typer.Option(prompt=True)] = "",
             reason: Annotated[str, typer.Option(prompt=True)] = "",
             run_id: Annotated[str | None, typer.Option("--run")] = None) -> None:
-    """Approve or reject a paused high-risk step (e.g. promoting the challenger)."""
+    """Approve or reject a paused high-risk step (e.g. promoting the challenger). A release whose gate was
+    INCONCLUSIVE or FAILED needs a reason of at least 20 characters."""
     from hitl.review import prefect_api
 
     cfg = _cfg(config)

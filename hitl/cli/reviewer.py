@@ -48,6 +48,10 @@ def _ask_note(prompt: str, limit: int) -> str:
     return note
 
 
+def _numbered(title: str, labels: list[str]) -> str:
+    return f"{title}: " + "  ".join(f"[bold]{i}[/] {escape(lab)}" for i, lab in enumerate(labels, 1))
+
+
 @app.command()
 def review(config: ConfigOpt = DEFAULT_CONFIG,
            reviewer: Annotated[str | None, typer.Option(help="your name (asked if not given)")] = None,
@@ -87,12 +91,15 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
     values: dict[str, str] = {REVIEWER_FIELD: name}
     fields = trace_ids_from_schema(run.schema)
     labels = list(run.fields[next(iter(fields))].get("enum") or cfg.labels) if fields else list(cfg.labels)
-    console.print("Labels: " + "  ".join(f"[bold]{i}[/] {lab}" for i, lab in enumerate(labels, 1)))
+    console.print(_numbered("Labels", labels))
     for n, (field, _trace_id) in enumerate(fields.items(), 1):
         prop = run.fields[field]
         console.rule(f"{prop.get('title', field)}  ({n}/{len(fields)})")
         console.print(prop.get("description", ""))
-        values[field] = _pick_label("label> ", labels)
+        mine = list(prop.get("enum") or labels)  # each item's own choices, in its form's order
+        if mine != labels:
+            console.print(_numbered("Labels for this item", mine))
+        values[field] = _pick_label("label> ", mine)
         limit = cfg.review.max_rationale_chars
         if values[field] == NONE_FITS:
             proposed = _ask("the label you propose> ").strip()

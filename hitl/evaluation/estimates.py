@@ -42,7 +42,8 @@ def _z(alpha: float) -> float:
     return float(ndtri(1 - alpha / 2))
 
 
-def _wilson(p: np.ndarray, n_eff: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+def wilson_bounds(p: np.ndarray, n_eff: np.ndarray, z: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score bounds at a (possibly fractional) sample size; NaN where n_eff <= 0."""
     p, n_eff = np.asarray(p, float), np.asarray(n_eff, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         denom = 1 + z**2 / n_eff
@@ -54,7 +55,7 @@ def _wilson(p: np.ndarray, n_eff: np.ndarray, z: float) -> tuple[np.ndarray, np.
 
 def wilson_interval(p: float, n_eff: float, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for an observed proportion p at a (possibly non-integer) sample size n_eff."""
-    low, high = _wilson(p, n_eff, _z(alpha))
+    low, high = wilson_bounds(p, n_eff, _z(alpha))
     return float(low), float(high)
 
 
@@ -79,7 +80,7 @@ def _from_sums(sw: np.ndarray, swy: np.ndarray, sw2: np.ndarray, z: float) -> di
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.where(sw > 0, swy / sw, np.nan)
         n_eff = np.where(sw2 > 0, sw**2 / sw2, 0.0)
-    low, high = _wilson(value, n_eff, z)
+    low, high = wilson_bounds(value, n_eff, z)
     return {"n_eff": n_eff, "estimate": value, "low": low, "high": high}
 
 

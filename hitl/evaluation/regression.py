@@ -1,33 +1,37 @@
-"""Champion vs challenger as estimates of production, by cohort, and the release gate.
+"""Champion vs challenger as estimates of production, by cohort, and the release decision.
 
-The regression set is the representative random draw (weights 1/inclusion probability), labelled by people.
-A prediction *fails* when it differs from the human label. For every domain of estimation (overall, each
-value of each cohort column, each label group, each label):
-- both production fail rates as Hajek estimates with Wilson intervals at the Kish effective sample size;
-- the paired difference (challenger - champion) with an Agresti-Min interval, the discordant pairs (b, c),
-  the McNemar mid-p and its Holm-adjusted value across every row of the report;
-- the minimum detectable change at that size (paired design, exact mid-p power, alpha / rows, power 0.8).
-A domain is conclusive when its detectable change is at most `gate.max_detectable_change`, or when its data
-settle the question anyway (a significant change, or an upper bound already within the margin); otherwise it
-is "too small to judge", shown with the random labels it would need. The gate asks for non-inferiority: in
-every conclusive domain, the upper bound of the paired difference must be at most `gate.margin`, and the
-overall domain must be conclusive. Hard cases (policy picks held out of training) get their own table: they are
-not production and are never mixed into the estimate.
+The regression set is the representative random draw (weights 1/inclusion probability, strata = window x
+sampling stratum), labelled by people. A prediction *fails* when it differs from the human label. Every row of
+the report (overall, each value of each cohort column, each label group, each label) gets one design-based
+inference (`hitl.evaluation.inference`): both fail rates, the paired change, its interval, its p-value and its
+outcome all from one estimate and one variance, so they cannot disagree.
+
+Levels: the overall row is the primary question, judged at the look's alpha (`inference.look_alpha`: repeated
+evaluations of one challenger share `gate.alpha`). Cohort and label-group rows are guards, judged at Holm's
+levels within their family; per-label rows are exploratory (unadjusted, never part of the decision).
+
+The release decision: PASS when the overall row passes and no row FAILs; FAIL when the overall row or a guard
+FAILs; INCONCLUSIVE otherwise. A guard that is INCONCLUSIVE for lack of data never blocks a PASS. Hard cases
+(policy picks held out of training) get their own table: they are not production and never enter the decision.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from hitl.config import Config
-from hitl.evaluation import estimates, paired
+from hitl.evaluation import design, inference
 from hitl.evaluation.estimates import OVERALL
+from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS
 
 LABEL, LABEL_GROUP = "label", "label_group"
-TOO_SMALL, BETTER, WORSE, NO_CHANGE = "too small to judge", "better", "worse", "no significant change"
+PRIMARY, GUARD, EXPLORATORY = "primary", "guard", "exploratory"
+NO_ROWS = "no rows yet"
+BETTER, WORSE, NO_CHANGE = "better", "worse", "no significant change"
 
 
 def domains(frame: pd.DataFrame, cohorts: list[str], label_groups: dict[str, list[str]], per_label: bool
@@ -45,63 +49,149 @@ def domains(frame: pd.DataFrame, cohorts: list[str], label_groups: dict[str, lis
     return out
 
 
-def _row(cohort: str, value: str, champ: np.ndarray, chall: np.ndarray, w: np.ndarray, alpha: float) -> dict:
-    a = estimates.hajek_rate(champ, w, alpha) if len(w) else None
-    b = estimates.hajek_rate(chall, w, alpha) if len(w) else None
-    nan = float("nan")
-    diff, lo, hi = paired.paired_difference(champ, chall, w, alpha) if len(w) else (nan, nan, nan)
-    nb, nc = paired.discordant(champ, chall)
-    psi = float(w[champ != chall].sum() / w.sum()) if len(w) else nan
-    return {
-        "cohort": cohort, "value": value, "n": int(len(w)), "n_eff": a.n_eff if a else 0.0,
-        "champion": a.value if a else nan, "champion_low": a.low if a else nan, "champion_high": a.high if a else nan,
-        "challenger": b.value if b else nan, "challenger_low": b.low if b else nan,
-        "challenger_high": b.high if b else nan,
-        "delta": diff, "delta_low": lo, "delta_high": hi, "b": nb, "c": nc, "discordant_share": psi,
-        "p": paired.mcnemar_midp(nb, nc),
-    }
+def role(cohort: str) -> str:
+    return PRIMARY if cohort == OVERALL else EXPLORATORY if cohort == LABEL else GUARD
 
 
-def production_table(sample: pd.DataFrame, champion_pred: list[str], challenger_pred: list[str], cfg: Config
-                     ) -> pd.DataFrame:
-    """One row per domain of the random draw `sample` (label, inclusion_prob, cohort columns)."""
-    g = cfg.gate
+def strata_of(sample: pd.DataFrame) -> np.ndarray:
+    """Design strata (window x sampling stratum), single-draw strata collapsed (design.SINGLETON_RULE)."""
+    n = len(sample)
+    windows = sample["window"].fillna("") if "window" in sample else pd.Series([""] * n)
+    strata = sample["stratum"].fillna("") if "stratum" in sample else pd.Series([""] * n)
+    return design.collapse_strata(list(windows), list(strata)) if n else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the decision is judged with: recorded before any label is read, printed in the report."""
+
+    alpha: float  # gate.alpha, spread over the looks at one challenger
+    look: int
+    look_alpha: float
+    margin: float
+    power: float
+
+    @classmethod
+    def of(cls, cfg: Config, look: int = 1) -> Settings:
+        g = cfg.gate
+        return cls(g.alpha, look, inference.look_alpha(g.alpha, look), g.margin, g.power)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"alpha": self.alpha, "look": self.look, "look_alpha": self.look_alpha, "margin": self.margin,
+                "power": self.power}
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Every row's estimates, level, change interval and outcome; arrays over the outcomes' leading axes."""
+
+    rows: list[inference.Paired]
+    p: np.ndarray  # (..., k)
+    level: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    outcome: np.ndarray
+
+
+def judge(champion_fail: np.ndarray, challenger_fail: np.ndarray, weights: np.ndarray, strata: np.ndarray,
+          masks: list[np.ndarray], roles: list[str], st: Settings) -> Judged:
+    """The decision logic of the report, vectorised over draws: one paired inference per row mask, levels
+    (primary and exploratory rows at the look's alpha, guards at Holm's levels within their family), the
+    change's interval at that level and the row outcome. Outcomes have shape (..., n); results (..., k)."""
+    rows = [inference.paired(champion_fail, challenger_fail, weights, strata, m, st.alpha) for m in masks]
+    delta = np.stack([np.asarray(r.delta, float) for r in rows], axis=-1)
+    var = np.stack([np.asarray(r.delta_var, float) for r in rows], axis=-1)
+    p = inference.p_value(delta, var)
+    level = np.where(np.isnan(p), np.nan, st.look_alpha)
+    guard = np.array([r == GUARD for r in roles])
+    if guard.any():
+        level[..., guard] = inference.holm_levels(p[..., guard], st.look_alpha)
+    with np.errstate(invalid="ignore"):
+        low, high = inference.change_interval(delta, var, np.where(np.isnan(level), 0.5, level))
+    empty = np.isnan(delta)
+    low, high = np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+    outcome = np.where(empty, NO_ROWS, inference.outcome(low, high, st.margin))
+    return Judged(rows, p, level, low, high, outcome)
+
+
+def production_table(sample: pd.DataFrame, champion_pred: list[str], challenger_pred: list[str], cfg: Config,
+                     settings: Settings | None = None) -> pd.DataFrame:
+    """One row per domain of the random draw `sample` (label, inclusion_prob, window, stratum, cohort columns).
+
+    Columns: cohort, value, role, n, n_eff, both rates with intervals at the look's level, delta with its
+    interval at the row's `level`, se, b, c, discordant_share, p, outcome (PASS/FAIL/INCONCLUSIVE, or "no rows
+    yet"), verdict (better / worse / no significant change at that level), within_margin_worse, mdc (the change
+    detectable with gate.power) and labels_needed (random labels in all, raw, that would decide an INCONCLUSIVE
+    row at the next look, with the row's share of the draw and design effect as observed)."""
+    st = settings or Settings.of(cfg)
     truth = sample["label"].to_numpy()
     champ, chall = np.asarray(champion_pred) != truth, np.asarray(challenger_pred) != truth
-    w = 1.0 / sample["inclusion_prob"].to_numpy(float)
-    ev = cfg.evaluation
-    rows = [_row(c, v, champ[m], chall[m], w[m], g.alpha)
-            for c, v, m in domains(sample, cfg.cohorts, ev.label_groups, ev.per_label)]
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    table["p_adjusted"] = paired.holm(table["p"].where(table["n"] > 0))
-    alpha_row = g.alpha / max(1, int((table["n"] > 0).sum()))  # Holm's strictest step
-    share = table["n_eff"] / max(float(table.loc[table["cohort"] == OVERALL, "n_eff"].iloc[0]), 1e-9)
-    mdc, need = [], []
-    for r, sh in zip(table.itertuples(), share, strict=True):
-        psi = r.discordant_share if r.discordant_share == r.discordant_share else 0.0
-        m = paired.min_detectable_change(int(round(r.n_eff)), psi, alpha_row, g.power)
-        mdc.append(m)
-        if m <= g.max_detectable_change:
-            need.append(0)
-        else:
-            n_req = paired.connor_n(g.max_detectable_change, psi, alpha_row, g.power)  # a planning figure
-            more = max(0, n_req - int(round(r.n_eff)))
-            need.append(int(np.ceil(more / sh)) if sh > 0 else -1)  # random labels in all, at this share
-    table["mdc"], table["labels_needed"] = mdc, need
-    table["non_inferior"] = table["delta_high"] <= g.margin
-    significant = table["p_adjusted"] < g.alpha
-    # conclusive: large enough to detect the configured change, or the data already settle it either way
-    table["judged"] = (table["mdc"] <= g.max_detectable_change) | significant | table["non_inferior"]
-    table["verdict"] = np.select(
-        [~table["judged"], significant & (table["delta"] < 0), significant & (table["delta"] > 0)],
-        [TOO_SMALL, BETTER, WORSE], NO_CHANGE)
-    return table
+    w = 1.0 / sample["inclusion_prob"].to_numpy(float) if len(sample) else np.zeros(0)
+    doms = domains(sample, cfg.cohorts, cfg.evaluation.label_groups, cfg.evaluation.per_label)
+    roles = [role(c) for c, _, _ in doms]
+    j = judge(champ, chall, w, strata_of(sample), [m for _, _, m in doms], roles, st)
+    n_total = len(sample)
+    next_alpha = inference.look_alpha(st.alpha, st.look + 1)
+    rows = []
+    for i, ((cohort, value, _), est) in enumerate(zip(doms, j.rows, strict=True)):
+        row = {"cohort": cohort, "value": value, "role": roles[i], "n": est.n, "n_eff": est.n_eff}
+        if est.n == 0:
+            nan = math.nan
+            rows.append({**row, **dict.fromkeys(
+                ("champion", "champion_low", "champion_high", "challenger", "challenger_low", "challenger_high",
+                 "delta", "delta_low", "delta_high", "se", "discordant_share", "p", "level", "mdc",
+                 "labels_needed"), nan), "b": 0, "c": 0, "outcome": NO_ROWS, "verdict": NO_ROWS,
+                 "within_margin_worse": False})
+            continue
+        lo_a, hi_a = inference.rate_interval(est.champion, est.champion_var, est.n, est.n_eff, st.look_alpha)
+        lo_b, hi_b = inference.rate_interval(est.challenger, est.challenger_var, est.n, est.n_eff, st.look_alpha)
+        var, level, low, high = float(est.delta_var), float(j.level[i]), float(j.low[i]), float(j.high[i])
+        outcome = str(j.outcome[i])
+        need = math.nan
+        if outcome == INCONCLUSIVE:  # the next look's level, scaled like this row's (Holm) level
+            total = inference.labels_to_decide(var, n_total, st.margin, level * next_alpha / st.look_alpha, st.power)
+            need = float(max(0, math.ceil(total - n_total))) if total == total else math.nan
+        rows.append({**row, "champion": float(est.champion), "champion_low": float(lo_a), "champion_high": float(hi_a),
+                     "challenger": float(est.challenger), "challenger_low": float(lo_b),
+                     "challenger_high": float(hi_b), "delta": float(est.delta), "delta_low": low, "delta_high": high,
+                     "se": math.sqrt(var), "discordant_share": float(est.discordance), "p": float(j.p[i]),
+                     "level": level, "b": int(est.b), "c": int(est.c), "outcome": outcome,
+                     "verdict": BETTER if high < 0 else WORSE if low > 0 else NO_CHANGE,
+                     "within_margin_worse": outcome == PASS and low > 0,
+                     "mdc": inference.detectable_change(var, level, st.power), "labels_needed": need})
+    return pd.DataFrame(rows)
 
 
-def hard_case_table(hard: pd.DataFrame, champion_pred: list[str], challenger_pred: list[str]) -> pd.DataFrame:
-    """Plain (unweighted) fail rates on the held-out policy picks, overall and by selection reason."""
+def latest_window(sample: pd.DataFrame) -> tuple[str, np.ndarray | None]:
+    """The latest window of the draw and its rows; None when the draw has one window (the latest estimate is
+    then the cumulative one)."""
+    if sample.empty or "window" not in sample:
+        return "", None
+    latest = str(sample["window"].dropna().max())
+    if sample["window"].nunique() <= 1:
+        return latest, None
+    return latest, (sample["window"] == latest).to_numpy()
+
+
+def versus_baseline(sample: pd.DataFrame, challenger_pred: list[str], baseline_pred: list[str], st: Settings
+                    ) -> dict[str, float]:
+    """The baseline's estimated fail rate and challenger minus baseline, paired on the same draw, with the same
+    inference and level as the report's overall row."""
+    truth = sample["label"].to_numpy()
+    base, chall = np.asarray(baseline_pred) != truth, np.asarray(challenger_pred) != truth
+    est = inference.paired(base, chall, 1.0 / sample["inclusion_prob"].to_numpy(float), strata_of(sample), None,
+                           st.alpha)
+    low, high = inference.rate_interval(est.champion, est.champion_var, est.n, est.n_eff, st.look_alpha)
+    d_low, d_high = inference.change_interval(est.delta, est.delta_var, st.look_alpha)
+    return {"estimate": float(est.champion), "low": float(low), "high": float(high), "n": est.n,
+            "delta": float(est.delta), "delta_low": float(d_low), "delta_high": float(d_high),
+            "level": st.look_alpha}
+
+
+def hard_case_table(hard: pd.DataFrame, champion_pred: list[str], challenger_pred: list[str], level: float = 0.05
+                    ) -> pd.DataFrame:
+    """Plain (unweighted) fail rates on the held-out policy picks, overall and by selection reason, with the
+    same paired inference as the production rows (one stratum, weight 1): descriptive, never in the decision."""
     truth = hard["label"].to_numpy()
     champ, chall = np.asarray(champion_pred) != truth, np.asarray(challenger_pred) != truth
     frame = hard.assign(_all="all")
@@ -109,7 +199,13 @@ def hard_case_table(hard: pd.DataFrame, champion_pred: list[str], challenger_pre
     for col, name in (("_all", OVERALL), ("selection_reason", "selection_reason")):
         for value in sorted(frame[col].astype(str).unique()):
             m = (frame[col].astype(str) == value).to_numpy()
-            rows.append(_row(name, value, champ[m], chall[m], np.ones(int(m.sum())), 0.05))
+            est = inference.paired(champ[m], chall[m], np.ones(int(m.sum())), np.zeros(int(m.sum()), np.int64),
+                                   None, level)
+            low, high = inference.change_interval(est.delta, est.delta_var, level)
+            rows.append({"cohort": name, "value": value, "n": est.n, "champion": float(est.champion),
+                         "challenger": float(est.challenger), "delta": float(est.delta), "delta_low": float(low),
+                         "delta_high": float(high), "b": int(est.b), "c": int(est.c),
+                         "p": float(inference.p_value(est.delta, est.delta_var))})
     return pd.DataFrame(rows)
 
 
@@ -119,36 +215,71 @@ def overall(table: pd.DataFrame) -> pd.Series:
 
 @dataclass
 class GateResult:
-    passed: bool
+    """The release decision, its reasons, and the rows that could not be judged yet (listed, never passed)."""
+
+    outcome: str  # PASS / FAIL / INCONCLUSIVE
     reasons: list[str] = field(default_factory=list)
-    too_small: list[str] = field(default_factory=list)
+    inconclusive: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == PASS
 
 
-def gate(table: pd.DataFrame, cfg: Config) -> GateResult:
-    """Non-inferiority in every domain that can be judged; the overall domain must be judgeable."""
-    g = cfg.gate
+def release_outcome(primary: np.ndarray, guards: np.ndarray) -> np.ndarray:
+    """PASS when the primary row passes and no guard FAILs; FAIL when either FAILs; INCONCLUSIVE otherwise.
+
+    `primary` has shape (...), `guards` (..., m) of row outcomes: vectorised for the simulation tests."""
+    primary, guards = np.asarray(primary), np.asarray(guards)
+    fail = (primary == FAIL) | (guards == FAIL).any(axis=-1) if guards.size else primary == FAIL
+    return np.where(fail, FAIL, np.where(primary == PASS, PASS, INCONCLUSIVE))
+
+
+def _level(x: float) -> str:
+    return f"{100 * (1 - x):.4g}%"
+
+
+def row_name(r) -> str:
+    return "overall" if r.cohort == OVERALL else f"{r.cohort}={r.value}"
+
+
+def gate(table: pd.DataFrame, cfg: Config, settings: Settings | None = None) -> GateResult:
+    """The release decision from the table's outcomes (see the module docstring)."""
+    st = settings or Settings.of(cfg)
     if table.empty or overall(table)["n"] == 0:
-        return GateResult(False, ["the regression set is empty: nothing to compare (review the random draw)"])
-    small = table[~table["judged"]]
-    too_small = [f"{r.cohort}={r.value} (n={r.n}, detectable change {_pts(r.mdc)} > {_pts(g.max_detectable_change)}"
-                 f"; needs about {r.labels_needed} more random labels)" for r in small.itertuples()]
+        return GateResult(INCONCLUSIVE, ["the regression set is empty: nothing to compare (review the random "
+                                         "draw)"], [], st.as_dict())
+    judged = table[table["role"] != EXPLORATORY]
     o = overall(table)
+    guards = judged[judged["role"] == GUARD]
+    outcome = str(release_outcome(np.array(o["outcome"]), guards["outcome"].to_numpy(str)))
+    m = _pts(st.margin)
     reasons = []
-    if not o["judged"]:
-        reasons.append(f"overall is too small to judge: detectable change {_pts(o['mdc'])} > "
-                       f"{_pts(g.max_detectable_change)}; about {o['labels_needed']} more random labels needed")
-    for r in table[table["judged"] & ~table["non_inferior"]].itertuples():
-        reasons.append(f"{r.cohort}={r.value}: challenger may be worse by up to {_pts(r.delta_high)} "
-                       f"(95% upper bound; margin {_pts(g.margin)}); fail rate {r.champion:.1%} -> {r.challenger:.1%}")
-    if reasons:
-        return GateResult(False, reasons, too_small)
-    judged = int(table["judged"].sum())
-    return GateResult(True, [f"non-inferior in all {judged} domains with enough data: every upper 95% bound of "
-                             f"the change is at most {_pts(g.margin)}"], too_small)
+    for r in judged[judged["outcome"] == FAIL].itertuples():
+        reasons.append(f"{row_name(r)}: worse by {_pts(r.delta)} ({_level(r.level)} interval {_pts(r.delta_low)} "
+                       f"to {_pts(r.delta_high)}, above the {m} margin); fail rate {r.champion:.1%} -> "
+                       f"{r.challenger:.1%}")
+    if o["outcome"] == PASS and outcome == PASS:
+        note = " (worse, but within the margin)" if o["within_margin_worse"] else ""
+        reasons.append(f"overall: the challenger is at most {_pts(o['delta_high'])} worse ({_level(o['level'])} "
+                       f"upper bound), within the {m} margin{note}; no cohort or label group is significantly "
+                       "worse beyond the margin")
+    elif o["outcome"] == INCONCLUSIVE:
+        need = o["labels_needed"]
+        more = f"; about {int(need)} more random labels would decide it" if need == need else ""
+        reasons.append(f"overall: not decided: the change's {_level(o['level'])} interval {_pts(o['delta_low'])} to "
+                       f"{_pts(o['delta_high'])} reaches past the {m} margin without excluding 0{more}")
+    inconclusive = [f"{row_name(r)} (n={r.n}: interval {_pts(r.delta_low)} to {_pts(r.delta_high)}"
+                    + (f"; about {int(r.labels_needed)} more random labels" if r.labels_needed == r.labels_needed
+                       else "") + ")"
+                    for r in guards[guards["outcome"] == INCONCLUSIVE].itertuples()]
+    inconclusive += [f"{row_name(r)} (no rows yet)" for r in guards[guards["outcome"] == NO_ROWS].itertuples()]
+    return GateResult(outcome, reasons, inconclusive, st.as_dict())
 
 
 def _pts(x: float) -> str:
-    return f"{100 * x:.1f} pts" if np.isfinite(x) else "unbounded"
+    return f"{100 * x:+.1f} pts" if np.isfinite(x) else "unbounded"
 
 
 def agreement(annotations: pd.DataFrame) -> dict[str, float | int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,15 +17,39 @@ import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from hitl import markdown
+from hitl.evaluation import design
 from hitl.evaluation.estimates import OVERALL
-from hitl.evaluation.regression import TOO_SMALL, GateResult, overall
+from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS
+from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult, overall
 
-ESTIMATE_NOTE = ("Fail rates are estimates of production: the regression set is a stratified random sample of "
-                 "each window's traffic, weighted by 1/inclusion probability (Hajek), with 95% Wilson intervals at "
-                 "the Kish effective sample size. The change is paired (same traces, both models; Agresti-Min "
-                 "interval); p is McNemar mid-p, Holm-adjusted across every row of this report.")
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
              "training. They are not production: their fail rates are far above it by design.")
+LEGEND = {PASS: "the change's upper bound is within the margin: the challenger is not worse than the margin "
+                "allows (it may still be significantly worse, within the margin: then it says so)",
+          FAIL: "the challenger is significantly worse, by more than the margin may allow",
+          INCONCLUSIVE: "the interval still reaches past the margin without excluding 0: more random labels would "
+                        "decide it (the row says how many); never promoted automatically"}
+
+
+def level_text(alpha: float) -> str:
+    """A confidence level as people read it: 0.0416 -> '95.8%'."""
+    return f"{100 * (1 - alpha):.3g}%"
+
+
+def estimate_note(settings: dict) -> str:
+    """How every figure of the report was estimated, at the level it was judged."""
+    look, a = settings.get("look", 1), settings.get("look_alpha", 0.05)
+    return (f"Fail rates are estimates of production: the regression set is a stratified random sample of each "
+            f"window's traffic, weighted by 1/inclusion probability (Hajek). Variances come from Taylor "
+            f"linearisation with strata = window x sampling stratum ({design.SINGLETON_RULE}). Rate intervals are "
+            f"Wilson's at the design-effective sample size; the change (challenger minus champion, paired on the "
+            f"same traces) has a Wald interval on its linearised variance, floored so few discordant pairs never "
+            f"give a narrow interval, and its p-value comes from the same statistic. Intervals are "
+            f"{level_text(a)}: alpha {settings.get('alpha', 0.05):g} is spread over repeated evaluations of one "
+            f"challenger (this is look {look}, alpha {a:.3g}). Cohort and label-group rows are guards, their "
+            f"change judged at Holm's level within the family (the row's level column); per-label rows are "
+            f"exploratory and never decide. Margin {100 * settings.get('margin', 0.02):.1f} pts; labels needed at "
+            f"power {settings.get('power', 0.8):g}.")
 
 
 def heading(cohort: str) -> str:
@@ -43,13 +68,19 @@ class ReportContext:
     latest: pd.DataFrame | None = None  # the same table on the latest window only
     latest_window: str = ""
     hard: pd.DataFrame | None = None  # regression.hard_case_table
-    baseline: dict | None = None  # name, estimate, low, high, n (the anchor on the regression set)
+    baseline: dict | None = None  # name, estimate, low, high, n, delta, delta_low, delta_high, level
     trend: pd.DataFrame | None = None  # earlier reports: when, champion/challenger versions and estimates
     lineage: dict[str, str] = field(default_factory=dict)
     generated_at: str = ""
+    latest_min_n: int = 30  # the latest-window column shows a row only from this many draws
+    calibration: str = ""  # how anything fitted on labels was kept off the verdict rows
 
     def __post_init__(self) -> None:
         self.generated_at = self.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    @property
+    def level(self) -> str:
+        return level_text(self.gate.settings.get("look_alpha", 0.05))
 
 
 def _pct(v: float, signed: bool = False) -> str:
@@ -68,30 +99,56 @@ def _with_ci(v: float, lo: float, hi: float) -> str:
     return f"{_pct(v)} ({_ci(lo, hi)})" if v == v else "—"
 
 
+def _ceil_pts(x: float) -> str:
+    """A detectable change in points, rounded up so it never reads below what the data detect."""
+    return f"{math.ceil(1000 * x - 1e-9) / 10:.1f} pts"
+
+
 def verdict_text(r) -> str:
-    if r.verdict == TOO_SMALL:
-        need = f"; ~{r.labels_needed} more random labels" if r.labels_needed > 0 else ""
-        return f"too small to judge (detects ≥{100 * r.mdc:.0f} pts{need})" if np.isfinite(r.mdc) else \
-            f"too small to judge{need}"
-    return f"{r.verdict} (p={r.p_adjusted:.2g})"
+    """The row's outcome in words; its direction (better / worse) only when the row's interval excludes 0."""
+    if r.outcome == NO_ROWS:
+        return NO_ROWS
+    p = f"p={r.p:.2g}" + (" at the Holm level" if r.role == GUARD else "")
+    if r.outcome == PASS:
+        text = ("PASS: worse, but within the margin" if r.within_margin_worse else
+                f"PASS: {r.verdict}") + (f" ({p})" if r.verdict != "no significant change" else "")
+    elif r.outcome == FAIL:
+        text = f"FAIL: worse beyond the margin ({p})"
+    else:
+        parts = [f"detects changes of {_ceil_pts(r.mdc)} or more"] if r.mdc == r.mdc else []
+        if r.labels_needed == r.labels_needed:
+            parts.append(f"about {int(r.labels_needed)} more random labels would decide it")
+        if r.verdict != "no significant change":
+            parts.append(f"{r.verdict} ({p})")
+        text = "INCONCLUSIVE" + (f": {'; '.join(parts)}" if parts else "")
+    return f"exploratory: {text}" if r.role == EXPLORATORY else text
+
+
+def _row_level(r) -> str:
+    if r.level != r.level:
+        return "—"
+    return level_text(r.level) + (" (Holm)" if r.role == GUARD else " (exploratory)" if r.role == EXPLORATORY
+                                  else "")
 
 
 def display_rows(ctx: ReportContext) -> pd.DataFrame:
-    """One printable row per domain: before -> after with intervals, the change, the verdict, and the latest
-    window beside the cumulative estimate when the regression set spans several windows."""
+    """One printable row per domain: before -> after with intervals, the change at the row's level, the outcome,
+    and the latest window beside the cumulative estimate where its row has at least `latest_min_n` draws."""
     latest = ctx.latest.set_index(["cohort", "value"]) if ctx.latest is not None and len(ctx.latest) else None
+    lv = ctx.level
     rows = []
     for r in ctx.table.itertuples():
         row = {"cohort": r.cohort, "value": r.value, "n": r.n,
-               "champion (95% CI)": _with_ci(r.champion, r.champion_low, r.champion_high),
-               "challenger (95% CI)": _with_ci(r.challenger, r.challenger_low, r.challenger_high),
-               "change (95% CI)": f"{_pct(r.delta, True)} ({_ci(r.delta_low, r.delta_high, True)})",
-               "b / c": f"{r.b} / {r.c}", "verdict": verdict_text(r)}
+               f"champion ({lv} CI)": _with_ci(r.champion, r.champion_low, r.champion_high),
+               f"challenger ({lv} CI)": _with_ci(r.challenger, r.challenger_low, r.challenger_high),
+               "change (CI at the row's level)": f"{_pct(r.delta, True)} ({_ci(r.delta_low, r.delta_high, True)})",
+               "level": _row_level(r), "b / c": f"{r.b} / {r.c}", "outcome": verdict_text(r)}
         if latest is not None:
             key = (r.cohort, r.value)
-            row[f"latest window {ctx.latest_window}"] = (
+            shown = key in latest.index and latest.loc[key, "n"] >= ctx.latest_min_n
+            row[f"latest window {ctx.latest_window} (n ≥ {ctx.latest_min_n})"] = (
                 f"{_pct(latest.loc[key, 'champion'])} → {_pct(latest.loc[key, 'challenger'])} "
-                f"(n={latest.loc[key, 'n']})") if key in latest.index else "—"
+                f"(n={latest.loc[key, 'n']})") if shown else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,14 +158,14 @@ def headline(ctx: ReportContext) -> str:
     before = _with_ci(o["champion"], o["champion_low"], o["champion_high"])
     after = _with_ci(o["challenger"], o["challenger_low"], o["challenger_high"])
     return (f"Estimated production fail rate {before} for champion v{ctx.champion_version} -> {after} for "
-            f"challenger v{ctx.challenger_version}: {_pct(o['delta'], True)} "
+            f"challenger v{ctx.challenger_version} ({ctx.level} intervals): {_pct(o['delta'], True)} "
             f"({_ci(o['delta_low'], o['delta_high'], True)}), {verdict_text(o)}, on {o['n']} random-sample traces; "
-            f"gate {'PASS' if ctx.gate.passed else 'FAIL'}")
+            f"gate {ctx.gate.outcome}")
 
 
 def _hard_rows(hard: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"reason": r.value, "n": r.n, "champion": _pct(r.champion), "challenger": _pct(r.challenger),
-                          "change": _pct(r.delta, True), "b / c": f"{r.b} / {r.c}", "p (mid-p)": f"{r.p:.3g}"}
+                          "change": _pct(r.delta, True), "b / c": f"{r.b} / {r.c}", "p": f"{r.p:.3g}"}
                          for r in hard.itertuples()])
 
 
@@ -116,17 +173,28 @@ def _baseline_line(ctx: ReportContext) -> str | None:
     b = ctx.baseline
     if not b:
         return None
-    o = overall(ctx.table)
     rate = _with_ci(b["estimate"], b["low"], b["high"])
+    paired = ""
+    if "delta" in b:
+        paired = (f"challenger minus baseline {_pct(b['delta'], True)} ({level_text(b['level'])} paired interval "
+                  f"{_ci(b['delta_low'], b['delta_high'], True)})")
     return (f"Strongest simple baseline ({b['name']}): estimated fail rate {rate} on the same {b['n']} traces; "
-            "challenger minus baseline "
-            f"{_pct(o['challenger'] - b['estimate'], True)}.")
+            f"{paired}.")
+
+
+def _settings_line(ctx: ReportContext) -> str:
+    st = ctx.gate.settings
+    return (f"Gate settings (recorded before any label was read): margin {100 * st.get('margin', 0):.1f} pts, "
+            f"alpha {st.get('alpha', 0):g} over all looks (look {st.get('look', 1)}: {st.get('look_alpha', 0):.3g}), "
+            f"power {st.get('power', 0):g}.")
 
 
 def to_markdown(ctx: ReportContext) -> str:
     rows = display_rows(ctx)
     lines = [f"# {ctx.title}", "", f"**{headline(ctx)}**", "", f"Promotion decision: **{ctx.decision}**", "",
-             f"_{ESTIMATE_NOTE}_", ""]
+             f"_{estimate_note(ctx.gate.settings)}_", ""]
+    if ctx.calibration:
+        lines += [f"_Calibration: {ctx.calibration}_", ""]
     if base := _baseline_line(ctx):
         lines += [base, ""]
     for cohort, part in rows.groupby("cohort", sort=False):
@@ -135,10 +203,11 @@ def to_markdown(ctx: ReportContext) -> str:
         lines += ["## Across releases", "", markdown.table(ctx.trend, pct_columns=("champion", "challenger")), ""]
     if ctx.hard is not None and len(ctx.hard):
         lines += ["## Hard cases (not production)", "", f"_{HARD_NOTE}_", "", markdown.table(_hard_rows(ctx.hard)), ""]
-    lines += ["## Gate: " + ("PASS" if ctx.gate.passed else "FAIL"), *[f"- {r}" for r in ctx.gate.reasons]]
-    if ctx.gate.too_small:
-        lines += ["", "Too small to judge (listed, not passed):", *[f"- {r}" for r in ctx.gate.too_small]]
-    lines.append("")
+    lines += [f"## Gate: {ctx.gate.outcome}", *[f"- {r}" for r in ctx.gate.reasons]]
+    if ctx.gate.inconclusive:
+        lines += ["", "Not decided yet (guards: listed, never passed, never blocking):",
+                  *[f"- {r}" for r in ctx.gate.inconclusive]]
+    lines += ["", _settings_line(ctx), "", "Legend: " + "; ".join(f"**{k}**: {v}" for k, v in LEGEND.items()), ""]
     if ctx.lineage:
         lines += ["## Lineage", "", *[f"- {k}: {v}" for k, v in ctx.lineage.items()], ""]
     lines.append(f"Dataset `{ctx.dataset}`. Generated {ctx.generated_at}.")
@@ -162,9 +231,16 @@ def _png(plt, fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def chart_png(table: pd.DataFrame, cohort: str) -> str:
-    """Grouped bars: estimated fail rate of champion and challenger per value of one cohort, 95% intervals."""
-    part = table[table["cohort"] == cohort]
+def _top(*highs: np.ndarray) -> float:
+    """An axis that follows the data: a little above the highest bound shown (at most 100%)."""
+    vals = np.concatenate([np.asarray(h, float).ravel() for h in highs])
+    vals = vals[np.isfinite(vals)]
+    return float(min(1.0, max(0.01, 1.15 * vals.max()))) if vals.size else 1.0
+
+
+def chart_png(table: pd.DataFrame, cohort: str, level: str) -> str:
+    """Grouped bars: estimated fail rate of champion and challenger per value of one cohort, with intervals."""
+    part = table[(table["cohort"] == cohort) & (table["n"] > 0)]
     x = np.arange(len(part))
     plt, fig, ax = _figure(min(10, max(4, 1.1 * len(part) + 2)))
     for off, who, color in ((-0.2, "champion", "#9aa5b1"), (0.2, "challenger", "#2f6fde")):
@@ -175,13 +251,14 @@ def chart_png(table: pd.DataFrame, cohort: str) -> str:
     ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(part["value"], part["n"], strict=True)], fontsize=8,
                   rotation=45 if many else 0, ha="right" if many else "center")
     ax.set_ylabel("estimated production fail rate")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{heading(cohort)} (95% intervals)", fontsize=10)
+    ax.set_ylim(0, _top(part["champion_high"], part["challenger_high"]))
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}" if v >= 0.1 or v == 0 else f"{v:.1%}")
+    ax.set_title(f"{heading(cohort)} ({level} intervals)", fontsize=10)
     ax.legend(fontsize=8)
     return _png(plt, fig)
 
 
-def trend_png(trend: pd.DataFrame) -> str:
+def trend_png(trend: pd.DataFrame, level: str) -> str:
     """Estimated overall fail rate of the champion and the challenger at every regression eval so far."""
     plt, fig, ax = _figure(min(10, max(5, 0.8 * len(trend) + 3)))
     x = np.arange(len(trend))
@@ -192,9 +269,9 @@ def trend_png(trend: pd.DataFrame) -> str:
                     capsize=3)
     ax.set_xticks(x, [f"{w}\nv{a}→v{b}" for w, a, b in zip(trend["when"], trend["champion_version"],
                                                           trend["challenger_version"], strict=True)], fontsize=7)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, _top(trend["champion_high"], trend["challenger_high"]))
     ax.set_ylabel("estimated production fail rate")
-    ax.set_title("Overall, across regression evals (95% intervals)", fontsize=10)
+    ax.set_title(f"Overall, across regression evals (each at its own level; this report's: {level})", fontsize=10)
     ax.legend(fontsize=8)
     return _png(plt, fig)
 
@@ -203,12 +280,13 @@ HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ c
 <style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#1f2933}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:13px}
 th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}
-.fail{color:#b42318}.better{color:#0b7a3e}.worse{color:#b42318}.small{color:#8a6d00}
+.fail{color:#b42318}.inconclusive{color:#8a6d00}
 </style></head><body>
 <h1>{{ ctx.title }}</h1>
 <p><strong>{{ headline }}</strong></p>
 <p>Promotion decision: <strong>{{ ctx.decision }}</strong></p>
 <p class="note">{{ estimate_note }}</p>
+{% if ctx.calibration %}<p class="note">Calibration: {{ ctx.calibration }}</p>{% endif %}
 {% if baseline %}<p>{{ baseline }}</p>{% endif %}
 {% for cohort, rows, png in sections %}
 <h2>{{ heading(cohort) }}</h2>
@@ -221,11 +299,13 @@ th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-si
 {% if hard %}<h2>Hard cases (not production)</h2><p class="note">{{ hard_note }}</p>
 <table><tr>{% for c in hard[0] %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in hard %}<tr>{% for c in r %}<td>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
-<h2>Gate: <span class="{{ 'pass' if ctx.gate.passed else 'fail' }}">
-{{- 'PASS' if ctx.gate.passed else 'FAIL' }}</span></h2>
+<h2>Gate: <span class="{{ ctx.gate.outcome | lower }}">{{ ctx.gate.outcome }}</span></h2>
 <ul>{% for r in ctx.gate.reasons %}<li>{{ r }}</li>{% endfor %}</ul>
-{% if ctx.gate.too_small %}<p>Too small to judge (listed, not passed):</p>
-<ul>{% for r in ctx.gate.too_small %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
+{% if ctx.gate.inconclusive %}<p>Not decided yet (guards: listed, never passed, never blocking):</p>
+<ul>{% for r in ctx.gate.inconclusive %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
+<p class="note">{{ settings_line }}</p>
+<dl class="note">{% for k, v in legend.items() %}<dt class="{{ k | lower }}">{{ k }}</dt><dd>{{ v }}</dd>
+{% endfor %}</dl>
 {% if ctx.lineage %}<h2>Lineage</h2><ul>{% for k, v in ctx.lineage.items() %}<li>{{ k }}: {{ v }}</li>
 {% endfor %}</ul>{% endif %}
 <p class="note">Dataset <code>{{ ctx.dataset }}</code>. Generated {{ ctx.generated_at }}.</p>
@@ -233,26 +313,26 @@ th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-si
 
 
 def _css(column: str, row: dict) -> str:
-    if column != "verdict":
+    if column != "outcome":
         return ""
-    v = str(row[column])
-    return "better" if v.startswith("better") else "worse" if v.startswith("worse") else \
-        "small" if v.startswith("too small") else ""
+    v = str(row[column]).removeprefix("exploratory: ")
+    return next((k.lower() for k in (PASS, FAIL, INCONCLUSIVE) if v.startswith(k)), "")
 
 
 def to_html(ctx: ReportContext) -> str:
     rows = display_rows(ctx)
     sections = []
     for cohort, part in rows.groupby("cohort", sort=False):
-        png = None if cohort == OVERALL else chart_png(ctx.table, cohort)
+        png = None if cohort == OVERALL else chart_png(ctx.table, cohort, ctx.level)
         sections.append((cohort, part.drop(columns="cohort").to_dict("records"), png))
     columns = [c for c in rows.columns if c != "cohort"]
     hard = _hard_rows(ctx.hard).to_dict("records") if ctx.hard is not None and len(ctx.hard) else []
-    trend = trend_png(ctx.trend) if ctx.trend is not None and len(ctx.trend) else None
+    trend = trend_png(ctx.trend, ctx.level) if ctx.trend is not None and len(ctx.trend) else None
     env = Environment(autoescape=select_autoescape(default=True))
     return env.from_string(HTML).render(ctx=ctx, headline=headline(ctx), sections=sections, columns=columns,
-                                        heading=heading, css=_css, estimate_note=ESTIMATE_NOTE, hard=hard,
-                                        hard_note=HARD_NOTE, baseline=_baseline_line(ctx), trend_png=trend)
+                                        heading=heading, css=_css, estimate_note=estimate_note(ctx.gate.settings),
+                                        hard=hard, hard_note=HARD_NOTE, baseline=_baseline_line(ctx),
+                                        trend_png=trend, settings_line=_settings_line(ctx), legend=LEGEND)
 
 
 def write(ctx: ReportContext, out_dir: Path, stem: str) -> tuple[Path, Path]:

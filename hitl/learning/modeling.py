@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hitl.config import Config
+from hitl.learning import abstention
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -176,8 +177,7 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
     pred = [model.labels[i] for i in probs.argmax(axis=1)]
     if model.fallback_label and model.abstain_threshold is not None:
-        pred = [model.fallback_label if c < model.abstain_threshold else lab for lab, c in zip(pred, top2[:, 1],
-                                                                                                 strict=True)]
+        pred = abstention.apply(top2[:, 1], np.asarray(pred), model.fallback_label, model.abstain_threshold).tolist()
     return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy)
 
 

@@ -38,7 +38,7 @@ from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE, DatasetVersion
 from hitl.review.store import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution, ReviewStore
 
 GENESIS = "0" * 64
-KINDS = ("review", "adjudication", "correction", "dataset", "model", "report", "decision")
+KINDS = ("review", "adjudication", "correction", "dataset", "model", "gate", "report", "decision")
 HEAD_TAG = "hitl.audit_head"  # on model versions: "<seq>:<entry sha256>" of the head when tagged
 SYSTEM_ACTOR = "pipeline"
 _UNANCHORED = ("registered_model_meta",)  # written by the registry itself, not part of the model's content
@@ -353,11 +353,27 @@ def record_report(log: AuditLog, run_id: str, files: dict[str, Path], about: dic
     return log.append("report", SYSTEM_ACTOR, f"report run {run_id}", ref, sha256_json(digests))[0]
 
 
+def gate_subject(name: str, challenger_version: str, look: int) -> str:
+    return f"gate:{name}/{challenger_version}#look{look}"
+
+
+def record_gate_settings(log: AuditLog, name: str, champion_version: str, challenger_version: str,
+                         settings: dict) -> Entry:
+    """The release gate's settings for one look at a challenger, recorded before any label is read."""
+    ref = {"name": name, "champion_version": str(champion_version), "challenger_version": str(challenger_version),
+           **settings}
+    return log.append("gate", SYSTEM_ACTOR, gate_subject(name, challenger_version, int(settings["look"])), ref,
+                      sha256_json(ref))[0]
+
+
 def record_decision(log: AuditLog, name: str, champion_version: str, challenger_version: str, decision: str,
-                    approver: str, reason: str) -> Entry:
-    """A person's approval or rejection of a release."""
+                    approver: str, reason: str, gate: str = "", break_glass: bool = False) -> Entry:
+    """A person's approval or rejection of a release, with the gate outcome it was made against; `break_glass`
+    marks an approval against a gate that did not PASS."""
     ref = {"name": name, "champion_version": str(champion_version), "challenger_version": str(challenger_version),
            "decision": decision, "approver": approver, "reason": reason}
+    if gate:
+        ref |= {"gate": gate, "break_glass": bool(break_glass)}
     return log.append("decision", approver, decision_subject(name, challenger_version, decision), ref,
                       sha256_json(ref))[0]
 
@@ -374,6 +390,10 @@ def release_line(log: AuditLog, dataset_ref: str, name: str, challenger_version:
     ds_name, _, ds_version = dataset_ref.rpartition("@")
     found = {"dataset": log.find("dataset", dataset_subject(ds_name, ds_version)),
              "model": log.find("model", model_subject(name, challenger_version))}
+    gates = [e for e in log.entries() if e.kind == "gate" and e.subject.startswith(
+        gate_subject(name, challenger_version, 0).rsplit("#", 1)[0] + "#")]
+    if gates:
+        found["gate settings"] = gates[-1]
     decisions = [log.find("decision", decision_subject(name, challenger_version, d)) for d in ("approve", "reject")]
     found["decision"] = max((d for d in decisions if d is not None), key=lambda d: d.seq, default=None)
     parts = [f"{k} entry {e.short}" for k, e in found.items() if e is not None]
@@ -512,10 +532,15 @@ def _check_decision(_live: _Live, e: Entry, latest: bool) -> str | None:
         f"the model version's hitl.approved_by is {by!r}, recorded {e.ref.get('approver')!r}"
 
 
+def _check_gate(_live: _Live, e: Entry, _latest: bool) -> str | None:
+    return _differs("the gate settings have", sha256_json(e.ref), e.payload_sha256)
+
+
 _CHECKS: dict[str, tuple[str, Callable[[_Live, Entry, bool], str | None]]] = {
     "review": ("store", _check_review), "adjudication": ("store", _check_resolutions),
     "correction": ("store", _check_resolutions), "dataset": ("mlflow", _check_dataset),
     "model": ("mlflow", _check_model), "report": ("mlflow", _check_report), "decision": ("mlflow", _check_decision),
+    "gate": ("store", _check_gate),
 }
 
 

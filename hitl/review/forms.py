@@ -2,6 +2,11 @@
 
 Pure functions; `tasks/review.py` turns `form_fields` into a Prefect `RunInput` class, and the terminal
 CLI and the simulated reviewers read the same field names back from the stored form schema.
+
+Blind items (`is_blind`) show no model guess, confidence, evaluator reasons or selection reason: every
+random-draw item (its labels are the release verdict, so the champion's guess must not anchor them), every gold
+item (the store shows it as a random-draw item), and a stable-hash share `review.blind_share` of the policy
+items, so nothing on the form tells a reviewer which blind item is which.
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hitl.config import Config
+from hitl.hashing import stable_fraction
 from hitl.review import pii
+from hitl.sampling.selection import RANDOM
 
 NONE_FITS = "(none of these fits)"  # the answer that proposes a new label, named in the rationale
 
+BLIND_SALT = "review-blind"  # salt of the stable hash that picks the blind share of policy items
+HIDDEN = "—"  # a blind item's model-said and confidence cells
 REVIEWER_FIELD = "reviewer"
 TRACE_ID_IN_DESCRIPTION = re.compile(r"trace `([^`]+)`")
 
@@ -38,6 +47,26 @@ def _message(it: Mapping, cfg: Config, limit: int = 300) -> str:
     return _cell(pii.mask(text) if cfg.review.mask_pii else text, limit)
 
 
+def is_blind(item: Mapping, cfg: Config) -> bool:
+    """Whether the form hides the model's guess for this item: always for random-draw and gold items (and items
+    without a prediction), else for the `review.blind_share` of trace ids by stable hash (a resumed batch
+    renders the same)."""
+    if item.get("selection_reason") == RANDOM or item.get("prediction") in (None, ""):
+        return True
+    return stable_fraction(str(item["trace_id"]), BLIND_SALT) < cfg.review.blind_share
+
+
+def choices(item: Mapping, cfg: Config) -> tuple[str, ...]:
+    """The answers offered for an item, in order: the label set, then NONE_FITS. The same for every item; a
+    per-item order (e.g. the guess first) must never reach blind items, whose order would give the guess away."""
+    return (*cfg.labels, NONE_FITS)
+
+
+def _confidence(it: Mapping) -> str:
+    c = it.get("confidence")
+    return HIDDEN if c is None or c != c else f"{c:.0%}"
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
@@ -52,12 +81,11 @@ def form_fields(items: list[dict], cfg: Config) -> list[FieldSpec]:
     """Reviewer name, then per item a label choice (required) and a rationale (optional)."""
     specs = [FieldSpec(REVIEWER_FIELD, "Reviewer", "Your name or handle (recorded with every label).", None, True)]
     for i, it in enumerate(items):
-        specs.append(FieldSpec(
-            item_field(i), f"Item {i + 1}",
-            f"trace `{_cell(it['trace_id'])}`: “{_message(it, cfg, 200)}” (model said {it['prediction']}, "
-            f"{it['confidence']:.0%}; {_cell(it.get('evaluator_reasons'), 160)})",
-            (*cfg.labels, NONE_FITS), True, str(it["trace_id"]),
-        ))
+        text = f"trace `{_cell(it['trace_id'])}`: “{_message(it, cfg, 200)}”"
+        if not is_blind(it, cfg):
+            text += (f" (model said {_cell(str(it['prediction']))}, {_confidence(it)}; "
+                     f"{_cell(it.get('evaluator_reasons'), 160)})")
+        specs.append(FieldSpec(item_field(i), f"Item {i + 1}", text, choices(it, cfg), True, str(it["trace_id"])))
         specs.append(FieldSpec(rationale_field(i), f"Item {i + 1} rationale",
                                "Optional: why this label (e.g. what the model missed). With “none of these "
                                "fits”, the label you propose, a colon, and why (e.g. `crypto_wallet: asks "
@@ -98,24 +126,24 @@ def describe_adjudication(items: list[dict], cfg: Config) -> str:
 
 
 def describe_batch(batch_id: str, items: list[dict], cfg: Config) -> str:
-    """The Markdown a reviewer reads above the form."""
+    """The Markdown a reviewer reads above the form; blind items show "—" for the model's guess and confidence,
+    and no item shows why it was selected."""
     cohort_hdr = " | ".join(cfg.cohorts)
     lines = [
         f"## Review batch `{batch_id[:8]}` — {len(items)} items",
-        "Choose the correct intent for each customer message. The model's guess is shown for context only: "
-        "judge the message, not the guess. Add a rationale where the choice was not obvious.",
+        "Choose the correct intent for each customer message. The model's guess, where shown (not on every "
+        f"item: {HIDDEN} where hidden), is context only: judge the message, not the guess. Add a rationale where "
+        "the choice was not obvious.",
         "",
         f"Allowed labels: {', '.join(f'`{lab}`' for lab in cfg.labels)}",
         "",
-        f"| # | message | model said | conf. | selected as | {cohort_hdr} |",
-        "|---|---|---|---|---|" + "---|" * len(cfg.cohorts),
+        f"| # | message | model said | conf. | {cohort_hdr} |",
+        "|---|---|---|---|" + "---|" * len(cfg.cohorts),
     ]
     for i, it in enumerate(items):
         cohorts = " | ".join(_cell(str(it.get(c, ""))) for c in cfg.cohorts)
-        lines.append(
-            f"| {i + 1} | {_message(it, cfg)} | `{it['prediction']}` | {it['confidence']:.0%} | "
-            f"{it['selection_reason']} | {cohorts} |"
-        )
+        guess = f"{HIDDEN} | {HIDDEN}" if is_blind(it, cfg) else f"`{_cell(str(it['prediction']))}` | {_confidence(it)}"
+        lines.append(f"| {i + 1} | {_message(it, cfg)} | {guess} | {cohorts} |")
     return "\n".join(lines)
 
 

@@ -149,6 +149,12 @@ def from_store(store, cfg, now: datetime) -> ReviewMetrics:
                    store.gold_answers(), (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
 
 
+AGREES_WITH_ADJUDICATION = "agrees with adjudication, on disputed items only (95% CI)"
+ADJUDICATION_NOTE = ("Agreement with adjudication counts only disputed (adjudicated) or corrected items, where "
+                     "reviewers disagreed or a label was wrong: it reads low by construction and is not a reviewer's "
+                     "accuracy (gold accuracy is).")
+
+
 def markdown(m: ReviewMetrics) -> str:
     """The metrics as a Markdown page (Prefect artifact, `hitl metrics --markdown`)."""
     def f(v: float, pct: bool = False) -> str:
@@ -161,7 +167,7 @@ def markdown(m: ReviewMetrics) -> str:
              f"- Throughput: {f(m.items_per_hour)} labels per hour of open batches",
              f"- Krippendorff's alpha (nominal): {f(m.alpha)} on {m.alpha_items} items with two or more labels", "",
              "| reviewer | labels | batches | labels/hour | gold answers | gold accuracy (95% CI) | adjudicated "
-             "| agrees with adjudication (95% CI) |",
+             f"| {AGREES_WITH_ADJUDICATION} |",
              "|---|---|---|---|---|---|---|---|"]
     for r in m.reviewers.itertuples():
         ci = (f"{f(r.agrees_with_adjudication, True)} [{f(r.agreement_low, True)}, {f(r.agreement_high, True)}]"
@@ -174,4 +180,4 @@ def markdown(m: ReviewMetrics) -> str:
         lines += ["", "| pair | common items | raw agreement | Cohen's kappa |", "|---|---|---|---|"]
         lines += [f"| {p.reviewer_a} / {p.reviewer_b} | {p.items} | {f(p.agreement, True)} | {f(p.kappa)} |"
                   for p in m.pairs.itertuples()]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", ADJUDICATION_NOTE])

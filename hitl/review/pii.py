@@ -24,12 +24,12 @@ PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "card": "<CARD>", "iban"
 
 _AT = r"(?:\s*@\s*|\s*[\(\[\{]\s*at\s*[\)\]\}]\s*|\s+at\s+)"
 _DOT = r"(?:\.|\s*[\(\[\{]\s*dot\s*[\)\]\}]\s*|\s+dot\s+)"
-_EMAIL = re.compile(
-    rf"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?{_AT}"
-    rf"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:{_DOT}[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*{_DOT}"
-    r"[A-Za-z]{2,24}(?![A-Za-z0-9])",
-    re.IGNORECASE,
-)
+_LOCAL = r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9_%+-])?"
+_DOMAIN = (rf"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:{_DOT}[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*{_DOT}"
+           r"[A-Za-z]{2,24}(?![A-Za-z0-9])")
+_EMAIL = re.compile(rf"{_LOCAL}{_AT}{_DOMAIN}", re.IGNORECASE)
+# with a real "@": found first, so that "at" before an address is not read as the spelled-out form
+_EMAIL_SIGN = re.compile(rf"{_LOCAL}\s*@\s*{_DOMAIN}", re.IGNORECASE)
 _PLAIN_AT = re.compile(r"\s+at\s+", re.IGNORECASE)
 _IBAN_LOOSE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\s?\d{2}(?:[ -]?[A-Za-z0-9]){11,34}")
 # 12-19 digits (Maestro starts at 12), optionally grouped by single spaces or dashes.
@@ -95,17 +95,28 @@ def _cards(text: str) -> list[Finding]:
     return out
 
 
+def _spelled_out_email(s: str) -> bool:
+    """Whether a candidate without "@" is an address: with a bracketed "(at)", or " at " after a local part
+    of more than one word piece or before a spelled-out " dot " (not "look at this.dot")."""
+    if re.search(r"[\(\[\{]\s*at", s, re.IGNORECASE):
+        return True
+    local = _PLAIN_AT.split(s, maxsplit=1)[0]
+    return bool(re.search(r"[._\d]", local) or re.search(r"\s+dot\s+", s, re.IGNORECASE))
+
+
 def _emails(text: str) -> list[Finding]:
-    out = []
-    for m in _EMAIL.finditer(text):
-        s = m.group(0)
-        # " at ... dot " spelled out is an email only when the local part is one token (no "look at this.dot")
-        if "@" not in s and not re.search(r"[\(\[\{]\s*at", s, re.IGNORECASE):
-            local = _PLAIN_AT.split(s, maxsplit=1)[0]
-            if not re.search(r"[._\d]", local) and not re.search(r"\s+dot\s+", s, re.IGNORECASE):
-                continue
+    out = [Finding("email", m.start(), m.end()) for m in _EMAIL_SIGN.finditer(text)]
+    pos = 0
+    while m := _EMAIL.search(text, pos):
+        # a rejected or overlapping candidate may hide one that starts inside it ("me at jane.doe@..."): look on
+        # from its next character, not from its end
+        if "@" in m.group(0) or not _spelled_out_email(m.group(0)) or any(
+                m.start() < f.end and f.start < m.end() for f in out):
+            pos = m.start() + 1
+            continue
         out.append(Finding("email", m.start(), m.end()))
-    return out
+        pos = m.end()
+    return sorted(out, key=lambda f: f.start)
 
 
 def _looks_like_phone(span: str, context: bool) -> bool:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from hitl.hashing import text_group
 from hitl.review import gold
 from hitl.review.forms import NONE_FITS  # the answer that proposes a new label (named in the rationale)
+from hitl.sampling.selection import RANDOM
 
 QUEUED, RESOLVED, DISPUTED, PROPOSED = "queued", "resolved", "disputed", "proposed"  # proposed: held for a new label
 SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
@@ -184,7 +185,7 @@ class BatchGold(Base):
     batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
     gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    shown: Mapped[str] = mapped_column(Text)  # JSON: the item exactly as the form shows it
+    shown: Mapped[str] = mapped_column(Text)  # JSON: the item as the form shows it (blind: see _shown_gold)
 
 
 class GoldAnswer(Base):
@@ -371,7 +372,7 @@ class ReviewStore:
         """Every item of the random draw with its status: the regression set, including what is missing."""
         with self._session() as s:
             rows = s.execute(select(Item.trace_id, Item.window, Item.stratum, Item.inclusion_prob, Item.status,
-                                    Item.label).where(Item.selection_reason == "random").order_by(Item.id)).all()
+                                    Item.label).where(Item.selection_reason == RANDOM).order_by(Item.id)).all()
         return pd.DataFrame(rows, columns=["trace_id", "window", "stratum", "inclusion_prob", "status", "label"])
 
     def known_trace_ids(self) -> set[str]:
@@ -495,8 +496,11 @@ class ReviewStore:
             batch = Batch(id=str(uuid.uuid4()), flow_run_id=flow_run_id)
             s.add(batch)
             s.flush()
-            golds = self._choose_gold(s, picked, gold_share, seed=uuid.UUID(batch.id).int % 2**32)
-            real_pos, gold_pos = gold.positions(len(picked), len(golds), seed=uuid.UUID(batch.id).int % 2**32)
+            seed = uuid.UUID(batch.id).int % 2**32
+            golds = self._choose_gold(s, picked, gold_share, seed=seed)
+            real_pos, gold_pos = gold.positions(len(picked), len(golds), seed=seed)
+            # the queue's order (random draws first) must not show on the form: items in a seeded random order
+            picked = [picked[i] for i in np.random.default_rng(seed + 1).permutation(len(picked))]
             s.add_all(BatchItem(batch_id=batch.id, item_id=it.id, position=p) for it, p in zip(picked, real_pos,
                                                                                                strict=True))
             s.add_all(BatchGold(batch_id=batch.id, gold_id=g.id, position=p, shown=json.dumps(shown))
@@ -505,9 +509,9 @@ class ReviewStore:
             return BatchView(batch.id, self._batch_items(s, batch.id), flow_run_id)
 
     def _choose_gold(self, s: Session, picked: list[Item], share: float, seed: int) -> list[tuple[GoldItem, dict]]:
-        """The least-shown gold items for a batch, each with the item the form will show: what the model said
-        and why it was selected come from its original item, or (seeded gold without them) from one of the
-        batch's real items, so nothing sets a gold item apart."""
+        """The least-shown gold items for a batch, each with the item the form will show: its fields come from
+        its original item, or (seeded gold without them) from one of the batch's real items, and it is shown
+        blind like a random-draw item (`_shown_gold`), so nothing sets a gold item apart."""
         in_batch = {it.trace_id for it in picked}
         pool = [g for g in s.scalars(select(GoldItem)).all() if g.source_ref not in in_batch]
         k = gold.how_many(len(picked), share, len(pool))
@@ -521,7 +525,7 @@ class ReviewStore:
         for g in chosen:
             like = _item_dict(picked[int(rng.integers(len(picked)))])
             item = {**like, **{key: v for key, v in json.loads(g.item).items() if v is not None}}
-            out.append((g, {**item, "trace_id": g.source_ref, "input": g.input}))
+            out.append((g, _shown_gold({**item, "trace_id": g.source_ref, "input": g.input})))
         return out
 
     def _batch_items(self, s: Session, batch_id: str) -> list[dict]:
@@ -529,7 +533,8 @@ class ReviewStore:
         real = s.execute(select(Item, BatchItem.position).join(BatchItem, BatchItem.item_id == Item.id)
                          .where(BatchItem.batch_id == batch_id)).all()
         golds = s.execute(select(BatchGold.shown, BatchGold.position).where(BatchGold.batch_id == batch_id)).all()
-        rows = [(pos, _item_dict(it)) for it, pos in real] + [(pos, json.loads(shown)) for shown, pos in golds]
+        rows = [(pos, _item_dict(it)) for it, pos in real] + [(pos, _shown_gold(json.loads(shown)))
+                                                              for shown, pos in golds]
         return [d for _, d in sorted(rows, key=lambda r: r[0])]
 
     def _expire_stale(self, s: Session, lease_s: float) -> None:
@@ -887,6 +892,12 @@ def _item_dict(it: Item) -> dict:
         "inclusion_prob": it.inclusion_prob, "window": it.window, "stratum": it.stratum,
         **json.loads(it.cohorts),
     }
+
+
+def _shown_gold(item: dict) -> dict:
+    """A gold item as the form shows it: with the random-draw reason, so the form renders it blind
+    (`forms.is_blind`) and its borrowed guess never shows. Also applied on reading, for batches stored before."""
+    return {**item, "selection_reason": RANDOM}
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

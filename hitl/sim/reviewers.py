@@ -111,9 +111,10 @@ class SimulatedReviewers:
         return values
 
     def answer_approval(self, run: prefect_api.PausedRun) -> dict:
-        ok = "Gate: PASS" in run.description
+        ok = "## Gate: PASS" in run.description  # INCONCLUSIVE and FAIL: the simulated approver never overrides
         return {"decision": "approve" if ok else "reject", "approver": self.cfg.simulation.approver,
-                "reason": "release gate passed on the production estimate" if ok else "release gate did not pass"}
+                "reason": "release gate passed on the production estimate" if ok else
+                "release gate did not pass: keeping the champion"}
 
     def step(self) -> int:
         """Resolve every paused run currently waiting; returns how many were resumed."""
