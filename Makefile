@@ -35,6 +35,7 @@ postgres:
 	@.ci/postgres
 
 test: $(STAMP) browser postgres
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: $(STAMP)
@@ -48,6 +49,7 @@ bench-quick: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 down: $(STAMP)
 	$(BIN)/hitl down --config $(CONFIG)
