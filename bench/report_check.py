@@ -20,9 +20,10 @@ from scipy.special import ndtri
 def main(argv: list[str]) -> int:
     import mlflow
 
-    from hitl.config import apply_environment, load_config
+    from hitl.config import load_config
     from hitl.datasets import versions
-    from hitl.learning import modeling
+    from hitl.environment import apply_environment
+    from hitl.learning import modeling, registry
     from hitl.sampling.sources import load_traces
     from hitl.sim.reviewers import load_truth
 
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     y = sample["trace_id"].map(truth).to_numpy()
     rows = []
     for who in ("champion", "challenger"):
-        model = modeling.load_registered(cfg.model.registered_name, tags[f"hitl.{who}_version"])
+        model = registry.load_registered(cfg.model.registered_name, tags[f"hitl.{who}_version"])
         fail = float(np.mean(np.asarray(modeling.score(model, sample["input"].tolist()).prediction) != y))
         est, n_reg = m[f"{who}_fail_rate"], m["regression_n"]
         z = float(ndtri(1 - m.get("look_alpha", 0.05) / 2))  # the report's own interval, as a standard error

@@ -7,7 +7,8 @@ at the configured stack ($HITL_CONFIG, else configs/demo.yaml) unless PREFECT_AP
 import os
 
 if "PREFECT_API_URL" not in os.environ:
-    from hitl.config import CONFIG_ENV, DEFAULT_CONFIG, apply_environment, load_config
+    from hitl.config import CONFIG_ENV, DEFAULT_CONFIG, load_config
+    from hitl.environment import apply_environment
 
     _path = os.environ.get(CONFIG_ENV, str(DEFAULT_CONFIG))
     if os.path.exists(_path):

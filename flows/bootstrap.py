@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 from prefect import flow
 
-from hitl.learning import modeling
+from hitl.learning import modeling, registry
 from tasks import training
 from tasks.common import setup
 
@@ -14,7 +14,7 @@ from tasks.common import setup
 def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> dict:
     """Launch data -> fine-tune the base model -> register `@champion` (skipped if one exists)."""
     cfg = setup(config_path)
-    existing = modeling.alias_version(cfg.model.registered_name, training.CHAMPION)
+    existing = registry.alias_version(cfg.model.registered_name, training.CHAMPION)
     if existing and not force:
         print(f"{cfg.model.registered_name}@champion already exists (version {existing}); pass force=True to retrain")
         return {"champion_version": existing, "skipped": True}

@@ -483,31 +483,3 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ValueError(f"Config file {p} must hold a mapping at the top level")
     return Config.model_validate(raw)
-
-
-def apply_environment(cfg: Config) -> None:
-    """Point Prefect and MLflow clients of this process at the configured stack.
-
-    Call before the first Prefect/MLflow client is created: both read these variables.
-    """
-    os.environ["PREFECT_API_URL"] = cfg.prefect_api_url
-    os.environ["PREFECT_UI_API_URL"] = cfg.prefect_api_url
-    os.environ["PREFECT_UI_URL"] = cfg.prefect_ui_url
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(cfg.results_dir)
-    os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_uri
-    os.environ["MLFLOW_REGISTRY_URI"] = cfg.mlflow_uri
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in flow output
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
-    # A lost MLflow server: retry with backoff 0+2+4+8+16 s (plus jitter), so a restart is ridden out and a
-    # persistent outage is reported in about half a minute (MLflow's own default waits about four).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    if cfg.stack.auth:  # raises CredentialsError (a ValueError) when they are missing or exposed
-        from hitl.credentials import auth_env
-
-        os.environ.update(auth_env(cfg))

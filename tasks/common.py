@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from hitl.config import Config, apply_environment, load_config
-from hitl.learning import modeling, promotion
+from hitl.config import Config, load_config
+from hitl.environment import apply_environment
+from hitl.learning import modeling, promotion, registry
 
 
 def setup(config_path: str) -> Config:
@@ -28,7 +29,7 @@ def load_model(cfg: Config, alias: str) -> modeling.IntentModel:
     if finished:
         get_run_logger().warning("Finished promoting %s v%s to @champion (approved by %s), which a crash had "
                                  "interrupted", cfg.model.registered_name, finished.promoted, finished.approver)
-    model = modeling.load_registered(cfg.model.registered_name, alias)
+    model = registry.load_registered(cfg.model.registered_name, alias)
     modeling.check_labels(model, cfg)
     get_run_logger().info("Loaded %s@%s (version %s)", cfg.model.registered_name, alias, model.version)
     return model

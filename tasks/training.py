@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
 from hitl.datasets import splits
-from hitl.learning import abstention, modeling, recipe
+from hitl.learning import abstention, modeling, recipe, registry
 from hitl.ops import audit
 from hitl.ops.deploy import CPU_TAG
 from hitl.sim import world
@@ -124,7 +124,7 @@ def register_model(model: modeling.IntentModel, cfg: Config, alias: str, params:
         mlflow.log_metrics(metrics)
         if dataset is not None:
             mlflow.log_input(dataset, context="training")
-        version = modeling.log_and_register(model, cfg.model.registered_name, alias,
+        version = registry.log_and_register(model, cfg.model.registered_name, alias,
                                             {**tags, "training_run_id": run.info.run_id})
     entry = audit.record_model(audit.open_log(cfg), cfg.model.registered_name, version)
     audit.tag_release(cfg.model.registered_name, version, entry)

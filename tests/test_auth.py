@@ -14,8 +14,9 @@ import pytest
 
 from bench import auth_check
 from hitl import credentials
-from hitl.config import Config, StackConfig, apply_environment, load_config
+from hitl.config import Config, StackConfig, load_config
 from hitl.credentials import Credentials, CredentialsError
+from hitl.environment import apply_environment
 from hitl.ops import stack
 
 PASSWORD = "correct-horse-battery-9"
@@ -181,7 +182,8 @@ def test_secrets_go_to_the_environment_only(tmp_path):
 FLOW = textwrap.dedent("""
     import sys
 
-    from hitl.config import apply_environment, load_config
+    from hitl.config import load_config
+    from hitl.environment import apply_environment
 
     apply_environment(load_config(sys.argv[1]))  # the credentials come from the config's auth_file only
     import mlflow

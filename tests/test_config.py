@@ -9,7 +9,8 @@ import pydantic
 import pytest
 import yaml
 
-from hitl.config import CONFIG_ENV, Config, apply_environment, load_config
+from hitl.config import CONFIG_ENV, Config, load_config
+from hitl.environment import apply_environment
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 

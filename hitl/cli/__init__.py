@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hitl.config import CONFIG_ENV, Config, apply_environment, load_config
+from hitl.config import CONFIG_ENV, Config, load_config
+from hitl.environment import apply_environment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hitl-loop: sample traces, review with humans, version data, fine-tune, gate releases.")

@@ -1,5 +1,5 @@
 """The intent model: a cosine-head network on a local Hugging Face encoder, how it scores texts, how it is
-saved, and how it moves in and out of the MLflow model registry.
+saved and loaded (the MLflow registry side is `hitl.learning.registry`).
 
 On disk a model is a folder: `encoder/` (a plain Hugging Face model and tokenizer, loadable with
 `AutoModel`), `head.safetensors` (head rows, biases, logit scale, active mask) and `intent_model.json`
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,56 +227,3 @@ def load(path: Path, version: str = "local") -> IntentModel:
     return IntentModel(net, AutoTokenizer.from_pretrained(path / ENCODER_DIR), meta["labels"], version,
                        meta.get("fallback_label"), meta.get("abstain_threshold"), meta.get("trained_counts", {}),
                        meta.get("base", ""))
-
-
-# ---- MLflow registry ----
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers", "safetensors", "pandas", "numpy"]
-
-
-def log_and_register(model: IntentModel, registered_name: str, alias: str, tags: dict[str, str]) -> str:
-    """Log the model (pyfunc carrying the model folder) to the active MLflow run, register it, point `alias`
-    at it. Returns the version."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from hitl.learning.serving import IntentPyfunc
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = save(model, Path(tmp) / ARTIFACT_KEY)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=IntentPyfunc(), artifacts={ARTIFACT_KEY: str(folder)},
-            code_paths=[str(Path(__file__).resolve().parents[1])], pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=registered_name,
-        )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for k, v in tags.items():
-        client.set_model_version_tag(registered_name, version, k, str(v))
-    client.set_registered_model_alias(registered_name, alias, version)
-    return version
-
-
-def alias_version(registered_name: str, alias: str) -> str | None:
-    """The version an alias points at, or None when the model or alias does not exist."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(registered_name, alias).version)
-    except MlflowException:
-        return None
-
-
-def load_registered(registered_name: str, alias_or_version: str) -> IntentModel:
-    """Load `models:/NAME@alias` (or a version number) from the registry as an IntentModel."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if alias_or_version.isdigit():
-        mv = client.get_model_version(registered_name, alias_or_version)
-    else:
-        mv = client.get_model_version_by_alias(registered_name, alias_or_version)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(f"models:/{registered_name}/{mv.version}", dst_path=tmp)
-        return load(Path(local) / "artifacts" / ARTIFACT_KEY, version=str(mv.version))
