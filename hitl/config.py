@@ -271,7 +271,7 @@ class EvaluationConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    """The tamper-evident audit chain (hitl/ops/audit.py). Its HMAC key (mode 0600) lives apart from the review
+    """The tamper-evident audit chain (hitl/audit/). Its HMAC key (mode 0600) lives apart from the review
     store, and apart from stack.auth_file: it signs entries, it does not log in."""
 
     key_file: str | None = None  # None = <state>/audit.key

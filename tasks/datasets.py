@@ -7,10 +7,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from hitl.audit import evidence
 from hitl.config import Config
 from hitl.datasets import versions
 from hitl.evaluation import regression
-from hitl.ops import audit
 from hitl.review.store import ReviewStore
 from hitl.sampling.sources import write_quarantine
 from hitl.schemas import annotation_schema, validate_split
@@ -39,7 +39,7 @@ def register(records: pd.DataFrame, cfg: Config, stats: dict) -> tuple[versions.
     tags = {versions.TAG + "kappa": f"{stats['kappa']:.4f}", versions.TAG + "kappa_pairs": str(stats["pairs"]),
             versions.TAG + "disputed": str(stats["disputed"])}
     dv, created = versions.register(records, cfg, tags)
-    audit.record_dataset(audit.open_log(cfg), dv)
+    evidence.record_dataset(evidence.open_log(cfg), dv)
     log = get_run_logger()
     if created:
         log.info("Registered %s: %d rows (parent %s), run %s", dv.ref, dv.rows, dv.parent, dv.run_id)

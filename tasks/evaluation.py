@@ -12,11 +12,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from hitl.audit import evidence
+from hitl.audit.chain import Entry
 from hitl.config import Config
 from hitl.evaluation import regression, report
 from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
-from hitl.ops import audit
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
 from hitl.sampling.selection import RANDOM
@@ -50,7 +51,7 @@ def gate_settings(cfg: Config, champion_version: str, challenger_version: str) -
         earlier = sum(1 for r in runs if r.data.tags.get("hitl.model") in (None, cfg.model.registered_name)
                       and "delta" in r.data.metrics)
     st = regression.Settings.of(cfg, earlier + 1)
-    entry = audit.record_gate_settings(audit.open_log(cfg), cfg.model.registered_name, champion_version,
+    entry = evidence.record_gate_settings(evidence.open_log(cfg), cfg.model.registered_name, champion_version,
                                        challenger_version, st.as_dict())
     get_run_logger().info("Gate settings for look %d at v%s (margin %.1f pts, alpha %.3g of %g, power %g): audit "
                           "entry %s", st.look, challenger_version, 100 * st.margin, st.look_alpha, st.alpha, st.power,
@@ -153,8 +154,8 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
     artifact and to the eval MLflow run, and record the files in the audit chain. Returns (html, run)."""
     import mlflow
 
-    chain = audit.open_log(cfg)
-    ctx = replace(ctx, lineage={**ctx.lineage, "audit chain": audit.release_line(
+    chain = evidence.open_log(cfg)
+    ctx = replace(ctx, lineage={**ctx.lineage, "audit chain": evidence.release_line(
         chain, ctx.dataset, cfg.model.registered_name, ctx.challenger_version)})
     stem = f"regression-{ctx.dataset.replace('@', '-v')}-champ{ctx.champion_version}-chall{ctx.challenger_version}"
     md_path, html_path = report.write(ctx, cfg.reports_dir, stem)
@@ -178,7 +179,7 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
         mlflow.log_text(ctx.table.to_csv(index=False), "report/production_estimates.csv")
         if ctx.hard is not None and len(ctx.hard):
             mlflow.log_text(ctx.hard.to_csv(index=False), "report/hard_cases.csv")
-    audit.record_report(chain, run.info.run_id, {f"report/{p.name}": p for p in (md_path, html_path)},
+    evidence.record_report(chain, run.info.run_id, {f"report/{p.name}": p for p in (md_path, html_path)},
                         {"dataset": ctx.dataset, "champion_version": ctx.champion_version,
                          "challenger_version": ctx.challenger_version, "decision": ctx.decision})
     get_run_logger().info("Report: %s", html_path)
@@ -211,11 +212,11 @@ def record_decision(cfg: Config, champion_version: str, challenger_version: str,
 
 
 def _record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
-                     reason: str, gate: str = "", break_glass: bool = False) -> audit.Entry:
+                     reason: str, gate: str = "", break_glass: bool = False) -> Entry:
     """The decision as an audit entry (with the gate outcome it answered), whose hash then tags the challenger's
     model version."""
     name = cfg.model.registered_name
-    entry = audit.record_decision(audit.open_log(cfg), name, champion_version, challenger_version, decision,
+    entry = evidence.record_decision(evidence.open_log(cfg), name, champion_version, challenger_version, decision,
                                   approver, reason, gate, break_glass)
-    audit.tag_release(name, challenger_version, entry)
+    evidence.tag_release(name, challenger_version, entry)
     return entry

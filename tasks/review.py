@@ -9,8 +9,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, RUN_ID, TASK_SOURCE
 from prefect.input import RunInput
 
+from hitl.audit import evidence
 from hitl.config import Config
-from hitl.ops import audit
 from hitl.review import forms
 from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
 from hitl.sampling.selection import RANDOM
@@ -112,7 +112,7 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
     result = store.submit(batch.id, reviewer, labels, cfg.labels,
                           gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy),
                           max_rationale_chars=cfg.review.max_rationale_chars)
-    audit.record_review(audit.open_log(cfg, store), store, batch.id, reviewer)  # once, however often retried
+    evidence.record_review(evidence.open_log(cfg, store), store, batch.id, reviewer)  # once, however often retried
     log = get_run_logger()
     if result.check is not None and not result.check.ok:  # which items were gold is never logged
         c = result.check
@@ -202,7 +202,7 @@ def store_adjudications(cfg: Config, items: list[dict], answer: dict) -> dict[st
         except ReviewError as e:  # e.g. settled by another adjudication meanwhile
             log.warning("Trace %s not adjudicated: %s", trace_id, e)
             skipped += 1
-    audit.record_adjudications(audit.open_log(cfg, store), store, labels, adjudicator)
+    evidence.record_adjudications(evidence.open_log(cfg, store), store, labels, adjudicator)
     log.info("Adjudicated %d disputed items as %s (%d skipped)", stored, adjudicator, skipped)
     return {"stored": stored, "skipped": skipped}
 

@@ -7,10 +7,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from hitl.audit import evidence
 from hitl.config import Config
 from hitl.datasets import splits
 from hitl.learning import abstention, modeling, recipe, registry
-from hitl.ops import audit
 from hitl.ops.deploy import CPU_TAG
 from hitl.sim import world
 
@@ -126,8 +126,8 @@ def register_model(model: modeling.IntentModel, cfg: Config, alias: str, params:
             mlflow.log_input(dataset, context="training")
         version = registry.log_and_register(model, cfg.model.registered_name, alias,
                                             {**tags, "training_run_id": run.info.run_id})
-    entry = audit.record_model(audit.open_log(cfg), cfg.model.registered_name, version)
-    audit.tag_release(cfg.model.registered_name, version, entry)
+    entry = evidence.record_model(evidence.open_log(cfg), cfg.model.registered_name, version)
+    evidence.tag_release(cfg.model.registered_name, version, entry)
     get_run_logger().info("Registered %s version %s as @%s (audit entry %s)", cfg.model.registered_name, version,
                           alias, entry.short)
     return version

@@ -1,4 +1,4 @@
-"""The audit chain (hitl/ops/audit.py, `hitl audit`): a clean chain verifies; an edited entry, an edited and
+"""The audit chain (hitl/audit/, `hitl audit`): a clean chain verifies; an edited entry, an edited and
 rehashed chain, removed entries, and swapped or edited objects it refers to (annotations, the dataset artifact,
 model files, approvals) are each named at the first entry that does not match."""
 
@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hitl.ops import audit
+from hitl.audit import chain as audit_chain
+from hitl.audit import evidence
 from hitl.review import forms
 from hitl.review.store import ReviewStore
 
@@ -32,8 +33,8 @@ def store(tmp_path) -> ReviewStore:
 
 
 @pytest.fixture
-def log(store, tmp_path) -> audit.AuditLog:
-    return audit.AuditLog.of(store, tmp_path / "keys" / "audit.key")
+def log(store, tmp_path) -> audit_chain.AuditLog:
+    return audit_chain.AuditLog.of(store, tmp_path / "keys" / "audit.key")
 
 
 def _sql(store: ReviewStore, statement: str, *args) -> None:
@@ -44,7 +45,7 @@ def _sql(store: ReviewStore, statement: str, *args) -> None:
     con.close()
 
 
-def _review(store: ReviewStore, log: audit.AuditLog) -> list[audit.Entry]:
+def _review(store: ReviewStore, log: audit_chain.AuditLog) -> list[audit_chain.Entry]:
     """Two reviewers disagree on some items, an adjudicator settles them: entries for both batches and the
     adjudications."""
     store.enqueue(review_items(6, required=2), COHORTS)
@@ -52,16 +53,16 @@ def _review(store: ReviewStore, log: audit.AuditLog) -> list[audit.Entry]:
     for reviewer, label in (("alice", A), ("bob", B)):
         batch = store.take_batch(6)
         store.submit(batch.id, reviewer, {it["trace_id"]: (label, f"{reviewer} says") for it in batch.items}, LABELS)
-        out.append(audit.record_review(log, store, batch.id, reviewer))
+        out.append(evidence.record_review(log, store, batch.id, reviewer))
     disputed = [it["trace_id"] for it in store.disputed()]
     for t in disputed:
         store.resolve(t, C, "carol", "neither", "adjudication", LABELS)
-    out.append(audit.record_adjudications(log, store, disputed, "carol"))
+    out.append(evidence.record_adjudications(log, store, disputed, "carol"))
     return out
 
 
-def _fill(log: audit.AuditLog, n: int, kind: str = "decision") -> list[audit.Entry]:
-    return [log.append(kind, "ann", f"thing {i}", {"i": i}, audit.sha256_json({"i": i}))[0] for i in range(n)]
+def _fill(log: audit_chain.AuditLog, n: int, kind: str = "decision") -> list[audit_chain.Entry]:
+    return [log.append(kind, "ann", f"thing {i}", {"i": i}, audit_chain.sha256_json({"i": i}))[0] for i in range(n)]
 
 
 # ---- the chain itself ----
@@ -69,10 +70,10 @@ def _fill(log: audit.AuditLog, n: int, kind: str = "decision") -> list[audit.Ent
 def test_a_clean_chain_verifies_and_the_key_is_private(store, log):
     entries = [*_review(store, log), *_fill(log, 3)]
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6]
-    assert entries[0].prev_sha256 == audit.GENESIS and entries[1].prev_sha256 == entries[0].entry_sha256
+    assert entries[0].prev_sha256 == audit_chain.GENESIS and entries[1].prev_sha256 == entries[0].entry_sha256
     assert entries[2].kind == "adjudication" and entries[2].ref["traces"] == 6
     assert stat.S_IMODE(os.stat(log.key_file).st_mode) == 0o600
-    result = audit.verify(log, store)
+    result = evidence.verify(log, store)
     assert result.ok, result.problem
     assert result.checked["entries"] == 6 and result.checked["store"] == 3 and result.checked["anchors"] == 1
     assert json.loads(log.head_file.read_text())["seq"] == 6
@@ -82,7 +83,7 @@ def test_an_edited_entry_is_named(store, log):
     _review(store, log)
     _fill(log, 3)
     _sql(store, "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
-    p = audit.verify(log, store).problem
+    p = evidence.verify(log, store).problem
     assert p.seq == 2 and "edited" in p.reason
     assert str(p).startswith("entry #2 (review batch ")
 
@@ -94,45 +95,45 @@ def test_an_edited_and_rehashed_chain_is_caught_by_the_hmac_anchor(store, log, t
     prev = rows[1].entry_sha256
     for e in rows[2:]:
         e = dataclasses.replace(e, actor="mallory" if e.seq == 3 else e.actor, prev_sha256=prev)
-        digest = audit.entry_hash(e.body())
+        digest = audit_chain.entry_hash(e.body())
         _sql(store, "UPDATE audit_entries SET actor = ?, prev_sha256 = ?, entry_sha256 = ?, anchor = ? WHERE seq = ?",
-             e.actor, prev, digest, audit.sign(b"a guessed key", digest), e.seq)
+             e.actor, prev, digest, audit_chain.sign(b"a guessed key", digest), e.seq)
         prev = digest
     rehashed = log.entries()
-    assert all(audit.chain_problem(e, p.entry_sha256 if p else audit.GENESIS, e.seq, None) is None
+    assert all(audit_chain.chain_problem(e, p.entry_sha256 if p else audit_chain.GENESIS, e.seq, None) is None
                for p, e in zip([None, *rehashed[:-1]], rehashed, strict=True))  # hashes and links alone pass
-    p = audit.verify(log, store).problem
+    p = evidence.verify(log, store).problem
     assert p.seq == 3 and "HMAC anchor" in p.reason
 
 
 def test_removed_entries_are_caught_by_the_head_outside_the_store(store, log):
     _fill(log, 4)
     _sql(store, "DELETE FROM audit_entries WHERE seq = 4")
-    p = audit.verify(log, store).problem
+    p = evidence.verify(log, store).problem
     assert p.seq is None and "names entry #4: entries were removed" in p.reason
     _sql(store, "DELETE FROM audit_entries WHERE seq = 2")
-    assert "sequence jumps from #1 to #3" in audit.verify(log, store).problem.reason
+    assert "sequence jumps from #1 to #3" in evidence.verify(log, store).problem.reason
 
 
 def test_an_edited_annotation_is_named_at_its_review_entry(store, log):
     _review(store, log)
     _sql(store, "UPDATE annotations SET label = ? WHERE reviewer = 'bob' AND id = (SELECT max(id) FROM annotations)",
          C)
-    p = audit.verify(log, store).problem
+    p = evidence.verify(log, store).problem
     assert p.seq == 2 and "stored annotations" in p.reason
 
 
 def test_a_deleted_adjudication_is_named(store, log):
     _review(store, log)
     _sql(store, "DELETE FROM resolutions WHERE id = 1")
-    p = audit.verify(log, store).problem
+    p = evidence.verify(log, store).problem
     assert p.seq == 3 and "gone from the review store" in p.reason
 
 
 def test_without_the_key_the_chain_cannot_be_verified(store, log):
     _fill(log, 2)
     log.key_file.unlink()
-    p = audit.verify(log, store).problem
+    p = evidence.verify(log, store).problem
     assert p.seq is None and "No audit key" in str(p)
 
 
@@ -142,14 +143,14 @@ def test_appends_are_idempotent_and_serialize_across_writers(store, log, tmp_pat
     assert created and not created_again and again == first
     import threading
 
-    logs = [audit.AuditLog.of(ReviewStore(store.url), log.key_file) for _ in range(2)]  # two "processes"
+    logs = [audit_chain.AuditLog.of(ReviewStore(store.url), log.key_file) for _ in range(2)]  # two "processes"
     barrier = threading.Barrier(6)
 
     def work(w: int) -> None:
         barrier.wait()
         for i in range(8):
-            logs[w % 2].append("decision", f"w{w}", f"item {i % 4}", {"i": i % 4}, audit.sha256_json(i % 4))
-            logs[w % 2].append("report", f"w{w}", f"w{w} item {i}", {}, audit.sha256_json([w, i]))
+            logs[w % 2].append("decision", f"w{w}", f"item {i % 4}", {"i": i % 4}, audit_chain.sha256_json(i % 4))
+            logs[w % 2].append("report", f"w{w}", f"w{w} item {i}", {}, audit_chain.sha256_json([w, i]))
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
     for t in threads:
@@ -158,29 +159,29 @@ def test_appends_are_idempotent_and_serialize_across_writers(store, log, tmp_pat
         t.join(timeout=120)
     entries = log.entries()
     assert [e.seq for e in entries] == list(range(1, 1 + 1 + 4 + 6 * 8))  # the duplicates landed once
-    assert audit.verify(log, store).ok
+    assert evidence.verify(log, store).ok
 
 
 def test_export_round_trips_and_an_edited_export_is_named(store, log, tmp_path):
     entries = [*_review(store, log), *_fill(log, 2)]
     for fmt in ("jsonl", "csv"):
         path = tmp_path / f"audit.{fmt}"
-        assert audit.export(log.entries(), path, fmt) == len(entries)
-        back = audit.read_export(path)
+        assert audit_chain.export(log.entries(), path, fmt) == len(entries)
+        back = audit_chain.read_export(path)
         assert back == entries
-        assert audit.verify(log, entries=back).ok
+        assert evidence.verify(log, entries=back).ok
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     edited = json.loads(lines[3]) | {"subject": "thing 99"}
     (tmp_path / "edited.jsonl").write_text("\n".join([*lines[:3], json.dumps(edited), *lines[4:]]))
-    assert audit.verify(log, entries=audit.read_export(tmp_path / "edited.jsonl")).problem.seq == 4
-    with pytest.raises(audit.AuditError):
-        audit.read_export(tmp_path / "r.db")
+    assert evidence.verify(log, entries=audit_chain.read_export(tmp_path / "edited.jsonl")).problem.seq == 4
+    with pytest.raises(audit_chain.AuditError):
+        audit_chain.read_export(tmp_path / "r.db")
 
 
 @pytest.fixture
-def chain(tmp_path_factory) -> tuple[audit.AuditLog, list[audit.Entry]]:
+def chain(tmp_path_factory) -> tuple[audit_chain.AuditLog, list[audit_chain.Entry]]:
     root = tmp_path_factory.mktemp("chain")
-    log = audit.AuditLog.of(ReviewStore(f"sqlite:///{root}/r.db"), root / "audit.key")
+    log = audit_chain.AuditLog.of(ReviewStore(f"sqlite:///{root}/r.db"), root / "audit.key")
     return log, _fill(log, 8)
 
 
@@ -198,13 +199,13 @@ def test_any_edit_anywhere_is_named_at_that_entry(chain, at, name, value, rehash
     edited = list(entries)
     edited[at] = dataclasses.replace(entries[at], **{name: value})
     if rehash:  # recompute every hash from the edit on, with a guessed key
-        prev = entries[at - 1].entry_sha256 if at else audit.GENESIS
+        prev = entries[at - 1].entry_sha256 if at else audit_chain.GENESIS
         for i in range(at, len(edited)):
             e = dataclasses.replace(edited[i], prev_sha256=prev if (i > at or name != "prev_sha256") else value)
-            digest = audit.entry_hash(e.body())
-            edited[i] = dataclasses.replace(e, entry_sha256=digest, anchor=audit.sign(b"guess", digest))
+            digest = audit_chain.entry_hash(e.body())
+            edited[i] = dataclasses.replace(e, entry_sha256=digest, anchor=audit_chain.sign(b"guess", digest))
             prev = digest
-    p = audit.verify(log, entries=edited).problem
+    p = evidence.verify(log, entries=edited).problem
     assert p is not None and p.seq == at + 1
 
 
@@ -231,7 +232,7 @@ class _Echo:
         return model_input
 
 
-def _release(cfg, log: audit.AuditLog, root: Path) -> dict:
+def _release(cfg, log: audit_chain.AuditLog, root: Path) -> dict:
     """A dataset version, a model trained on it, its report and its approval, each recorded and anchored."""
     import mlflow
     from mlflow import MlflowClient
@@ -244,7 +245,7 @@ def _release(cfg, log: audit.AuditLog, root: Path) -> dict:
     records = pd.DataFrame({"trace_id": ["t1", "t2", "t3"], "text": ["a", "b", "c"], "label": [A, B, C],
                             "split": ["train", "train", "regression"], "reviewers": ["alice", "bob", "alice,bob"]})
     dv, _ = versions.register(records, cfg)
-    audit.record_dataset(log, dv)
+    evidence.record_dataset(log, dv)
     name = cfg.model.registered_name
     mlflow.set_experiment(cfg.training_experiment)
     with mlflow.start_run():
@@ -254,16 +255,16 @@ def _release(cfg, log: audit.AuditLog, root: Path) -> dict:
         info = mlflow.pyfunc.log_model(name="model", python_model=model, pip_requirements=[],
                                        registered_model_name=name)
     version = str(info.registered_model_version)
-    audit.tag_release(name, version, audit.record_model(log, name, version))
+    evidence.tag_release(name, version, evidence.record_model(log, name, version))
     report = root / f"report-{name}.md"
     report.write_text(f"# {dv.ref}: challenger v{version}\n")
     mlflow.set_experiment(cfg.eval_experiment)
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(report), "report")
-    audit.record_report(log, run.info.run_id, {f"report/{report.name}": report}, {"dataset": dv.ref})
+    evidence.record_report(log, run.info.run_id, {f"report/{report.name}": report}, {"dataset": dv.ref})
     MlflowClient().set_model_version_tag(name, version, "hitl.approved_by", "ann")
-    decision = audit.record_decision(log, name, "0", version, "approve", "ann", "voice fixed")
-    audit.tag_release(name, version, decision)
+    decision = evidence.record_decision(log, name, "0", version, "approve", "ann", "voice fixed")
+    evidence.tag_release(name, version, decision)
     return {"dv": dv, "version": version, "name": name, "eval_run": run.info.run_id, "model_id": info.model_id}
 
 
@@ -272,8 +273,8 @@ def _cfg(tmp_path: Path, slug: str):
                     model={"registered_name": f"model-{slug}"})
 
 
-def _verify(log, store, cfg) -> audit.Verification:
-    return audit.verify(log, store, cfg.model.registered_name, mlflow=True)
+def _verify(log, store, cfg) -> evidence.Verification:
+    return evidence.verify(log, store, cfg.model.registered_name, mlflow=True)
 
 
 def _artifact_file(run_id: str, path: str) -> Path:
@@ -288,7 +289,7 @@ def test_a_release_verifies_against_mlflow_and_its_report_line_names_the_entries
     result = _verify(log, store, cfg)
     assert result.ok, result.problem
     assert result.checked["mlflow"] == 4 and result.checked["anchors"] >= 2
-    line = audit.release_line(log, rel["dv"].ref, rel["name"], rel["version"])
+    line = evidence.release_line(log, rel["dv"].ref, rel["name"], rel["version"])
     assert line.startswith("dataset entry #1 (sha256 ") and "model entry #2" in line and "decision entry #4" in line
     assert "chain head #4" in line
 
@@ -303,7 +304,7 @@ def test_a_swapped_dataset_artifact_is_named_even_with_its_tag_rewritten(trackin
     stored = _artifact_file(rel["dv"].run_id, "dataset/records.parquet")
     swapped = pd.read_parquet(stored).assign(label=C)  # every row relabelled
     swapped.to_parquet(stored, index=False)
-    MlflowClient().set_tag(rel["dv"].run_id, versions.TAG + "sha256", audit.sha256_file(stored))  # covers tracks
+    MlflowClient().set_tag(rel["dv"].run_id, versions.TAG + "sha256", audit_chain.sha256_file(stored))  # covers tracks
     assert versions.load(cfg, rel["dv"].version)[0]["label"].eq(C).all()  # the digest tag alone no longer helps
     p = _verify(log, store, cfg).problem
     assert p.seq == 1 and p.what == f"dataset {rel['dv'].name} v{rel['dv'].version}"
@@ -331,7 +332,7 @@ def test_a_rewritten_tail_is_caught_by_the_release_tag_in_mlflow(tracking, store
     _release(cfg, log, tracking)
     _sql(store, "DELETE FROM audit_entries WHERE seq >= 3")  # the report and the approval
     log.head_file.unlink()  # and the head file beside the key
-    assert audit.verify(log, store).ok  # the store alone cannot tell
+    assert evidence.verify(log, store).ok  # the store alone cannot tell
     p = _verify(log, store, cfg).problem
     assert "hitl.audit_head" in p.reason and "names entry #4: entries were removed" in p.reason
 
@@ -346,7 +347,7 @@ def test_hitl_audit_verify_and_export(tmp_path):
     cfg = make_cfg(tmp_path)
     cfg.state.mkdir()
     store = ReviewStore(cfg.store_url)
-    log = audit.open_log(cfg, store)
+    log = evidence.open_log(cfg, store)
     assert log.key_file == tmp_path / "state" / "audit.key"
     _review(store, log)
     runner = CliRunner()
@@ -357,7 +358,7 @@ def test_hitl_audit_verify_and_export(tmp_path):
     assert ok.exit_code == 0 and "Audit chain intact" in ok.output and "4 entries" in ok.output
     out = tmp_path / "audit.csv"
     exported = runner.invoke(app, ["audit", "export", "-c", str(cfg_path), "--format", "csv", "-o", str(out)])
-    assert exported.exit_code == 0 and len(audit.read_export(out)) == 4
+    assert exported.exit_code == 0 and len(audit_chain.read_export(out)) == 4
     _sql(store, "UPDATE audit_entries SET subject = 'review batch x' WHERE seq = 1")
     bad = runner.invoke(app, ["audit", "verify", "-c", str(cfg_path), "--offline"])
     assert bad.exit_code == 1 and "entry #1" in bad.output and "Traceback" not in bad.output
@@ -382,7 +383,7 @@ def test_review_tasks_record_each_submission_once_however_often_retried(tmp_path
         answer = {forms.REVIEWER_FIELD: "carol", **{forms.item_field(i): C for i in range(len(items))}}
         for _ in range(2):  # the retry finds the items settled: the entry still names every adjudication
             review.store_adjudications.fn(cfg, items, answer)
-    entries = audit.open_log(cfg).entries()
+    entries = evidence.open_log(cfg).entries()
     assert [e.kind for e in entries] == ["review", "review", "adjudication"]
     assert entries[2].ref["resolution_ids"] == [1, 2, 3, 4]
-    assert audit.verify(audit.open_log(cfg), store).ok
+    assert evidence.verify(evidence.open_log(cfg), store).ok

@@ -22,7 +22,8 @@ def verify(config: ConfigOpt = DEFAULT_CONFIG,
            ) -> None:
     """Walk the chain: each entry's hash, link and HMAC anchor, the heads recorded outside the store, and the
     objects entries refer to. Exit 1 naming the first entry that does not match."""
-    from hitl.ops import audit, stack
+    from hitl.audit import evidence
+    from hitl.ops import stack
     from hitl.review.store import ReviewError, ReviewStore
 
     cfg = _cfg(config)
@@ -31,7 +32,7 @@ def verify(config: ConfigOpt = DEFAULT_CONFIG,
         raise typer.Exit(2)
     try:
         store = ReviewStore(cfg.store_url)
-        result = audit.verify(audit.open_log(cfg, store), store, cfg.model.registered_name, mlflow=not offline)
+        result = evidence.verify(evidence.open_log(cfg, store), store, cfg.model.registered_name, mlflow=not offline)
     except ReviewError as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from None
@@ -53,8 +54,8 @@ def export(config: ConfigOpt = DEFAULT_CONFIG,
            output: Annotated[Path, typer.Option("--output", "-o", help="file to write")] = Path("audit.jsonl")
            ) -> None:
     """Write every entry (hashes and anchors included) to a JSONL or CSV file."""
-    from hitl.ops import audit
+    from hitl.audit import chain, evidence
 
     cfg = _cfg(config)
-    n = audit.export(audit.open_log(cfg).entries(), output, fmt)
+    n = chain.export(evidence.open_log(cfg).entries(), output, fmt)
     console.print(f"Wrote {n} audit entries to {output}")

@@ -190,7 +190,7 @@ def relabel(trace_id: Annotated[str, typer.Argument(help="the trace whose label 
             reason: Annotated[str, typer.Option(prompt=True)] = "") -> None:
     """Correct a resolved label. The correction supersedes it in the next dataset version; earlier versions
     and the original annotations stay unchanged."""
-    from hitl.ops import audit
+    from hitl.audit import evidence
     from hitl.review.store import ReviewError, ReviewStore
 
     cfg = _cfg(config)
@@ -200,7 +200,7 @@ def relabel(trace_id: Annotated[str, typer.Argument(help="the trace whose label 
     except ReviewError as e:
         console.print(f"[red]Not corrected:[/] {e}")
         raise typer.Exit(1) from e
-    audit.record_resolutions(audit.open_log(cfg, store), store, [rid], "correction", reviewer)
+    evidence.record_resolutions(evidence.open_log(cfg, store), store, [rid], "correction", reviewer)
     console.print(f"[green]Trace {trace_id} is now {label} (correction r{rid} by {reviewer}); the next "
                   "`hitl register-dataset` carries it.[/]")
 
