@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import pydantic
@@ -11,7 +12,7 @@ from prefect.input import RunInput
 
 from hitl.audit import evidence
 from hitl.config import Config
-from hitl.review import forms
+from hitl.review import forms, submission
 from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
 from hitl.sampling.selection import RANDOM
 
@@ -107,12 +108,10 @@ def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
 
 @task(name="store-labels", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
-    reviewer, labels = forms.parse_answer(answer, batch.items)
     store = ReviewStore(cfg.store_url)
-    result = store.submit(batch.id, reviewer, labels, cfg.labels,
-                          gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy),
-                          max_rationale_chars=cfg.review.max_rationale_chars)
-    evidence.record_review(evidence.open_log(cfg, store), store, batch.id, reviewer)  # once, however often retried
+    sub = submission.submit(cfg, store, batch.id, batch.items, answer,
+                            partial(evidence.record_review, evidence.open_log(cfg, store)))
+    reviewer, result = sub.reviewer, sub.result
     log = get_run_logger()
     if result.check is not None and not result.check.ok:  # which items were gold is never logged
         c = result.check

@@ -123,7 +123,11 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
 def _submit_late(cfg, run, values: dict[str, str]) -> bool:
     """The run's wait ended while the reviewer was labelling: merge the labels into the store where the items
     still need them, and say so. False when the store has no batch for the run (nothing merged)."""
-    from hitl.review.forms import item_field, parse_answer, trace_ids_from_schema
+    from functools import partial
+
+    from hitl.audit import evidence
+    from hitl.review import submission
+    from hitl.review.forms import item_field, trace_ids_from_schema
     from hitl.review.store import ReviewError, ReviewStore
 
     store = ReviewStore(cfg.store_url)
@@ -132,12 +136,12 @@ def _submit_late(cfg, run, values: dict[str, str]) -> bool:
         return False
     fields = trace_ids_from_schema(run.schema)
     items = [{"trace_id": fields[item_field(i)]} for i in range(len(fields))]
-    reviewer, labels = parse_answer(values, items)
-    try:
-        result = store.submit(batch_id, reviewer, labels, cfg.labels,
-                              max_rationale_chars=cfg.review.max_rationale_chars)
+    try:  # the form's path: the same validation, gold policy and audit entry
+        sub = submission.submit(cfg, store, batch_id, items, values,
+                                partial(evidence.record_review, evidence.open_log(cfg, store)))
     except ReviewError as e:
         _refuse("Not submitted", str(e))
+    result, labels = sub.result, sub.labels
     if result.already_submitted:
         _refuse("Not submitted", f"batch {batch_id} was already submitted; nothing was stored again.")
     console.print(f"[yellow]Late:[/] flow run {run.id} stopped waiting before you submitted. Merged "
