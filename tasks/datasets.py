@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.audit import evidence
 from hitl.config import Config
-from hitl.datasets import versions
+from hitl.datasets import splits, versions
 from hitl.evaluation import regression
 from hitl.review.store import ReviewStore
 from hitl.sampling.sources import write_quarantine
@@ -45,12 +45,10 @@ def register(records: pd.DataFrame, cfg: Config, stats: dict) -> tuple[versions.
         log.info("Registered %s: %d rows (parent %s), run %s", dv.ref, dv.rows, dv.parent, dv.run_id)
     else:
         log.info("Content unchanged since %s: no new version", dv.ref)
-    dist = records.groupby(["split", "label"]).size().unstack("split", fill_value=0)
     create_markdown_artifact(
         key="dataset-version",
         markdown=f"## Dataset {dv.ref}\n\nrows {dv.rows}, parent {dv.parent}, sha256 `{dv.sha256[:16]}`, "
                  f"kappa {stats['kappa']:.3f} on {stats['pairs']} double-labelled items\n\n"
-                 + "\n".join(f"- {lab}: train {r.get('train', 0)}, holdout {r.get('holdout', 0)}"
-                             for lab, r in dist.iterrows()),
+                 + "\n".join(splits.describe_by_label(records)),
     )
     return dv, created

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hitl.hashing import stable_fraction, text_group
+from hitl.schemas import SPLITS
 
 RANDOM = "random"
 
@@ -30,6 +31,18 @@ def assign_splits(records: pd.DataFrame, hard_case_share: float) -> pd.Series:
     split[hard] = "hard_case"
     split[records["text_group"].isin(regression_groups)] = "regression"
     return split
+
+
+def counts_by_label(records: pd.DataFrame) -> pd.DataFrame:
+    """Rows per label (index) in each split (columns: every split in SPLITS, 0 where a label has none)."""
+    return (records.groupby(["label", "split"]).size().unstack("split", fill_value=0)
+            .reindex(columns=list(SPLITS), fill_value=0))
+
+
+def describe_by_label(records: pd.DataFrame) -> list[str]:
+    """One Markdown list line per label: its rows in each split ("- card_lost: train 3, hard_case 1, ...")."""
+    return [f"- {lab}: " + ", ".join(f"{split} {n}" for split, n in row.items())
+            for lab, row in counts_by_label(records).iterrows()]
 
 
 @dataclass(frozen=True)
