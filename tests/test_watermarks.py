@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from helpers_domain import make_cfg, trace_record, write_lines
 
-from hitl.review.store import QuarantinedRow, ReviewStore
+from hitl.review.store import ReviewStore
 from hitl.sampling import watermarks
+from hitl.sampling.tables import QuarantinedRow
 from hitl.sampling.watermarks import commit, covered, load_new, ns
 
 D1 = datetime(2025, 3, 1, tzinfo=UTC)

@@ -27,7 +27,8 @@ from hitl.audit.chain import (
 )
 from hitl.config import Config
 from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE, DatasetVersion
-from hitl.review.store import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution, ReviewStore
+from hitl.review.store import ReviewStore
+from hitl.review.tables import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution
 
 HEAD_TAG = "hitl.audit_head"  # on model versions: "<seq>:<entry sha256>" of the head when tagged
 SYSTEM_ACTOR = "pipeline"

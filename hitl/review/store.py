@@ -1,7 +1,12 @@
 """The review store: queue of items, batches handed to reviewers, and their annotations (SQLAlchemy).
 
-SQLite by default (WAL), any SQLAlchemy URL (e.g. PostgreSQL) by config. Writes are idempotent:
+SQLite by default (WAL), any SQLAlchemy URL (e.g. PostgreSQL) by config (`hitl.db`). Writes are idempotent:
 enqueueing a trace twice, or submitting the same batch twice, stores nothing new.
+
+This module is the store's writes: enqueueing, leasing batches (with their gold items), submissions with the
+reviewers' gold checks, resolutions and label proposals; each is one transaction that keeps the queue's
+invariants, which is why they stay together. The tables are `hitl.review.tables` (and sampling's,
+`hitl.sampling.tables`), the read models `hitl.review.views`, sampling's state `hitl.sampling.state`.
 """
 
 from __future__ import annotations
@@ -10,254 +15,45 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from hitl.db import Base, open_engine
+from hitl.db import now as _now
 from hitl.hashing import text_group
 from hitl.review import gold
 from hitl.review.forms import NONE_FITS  # the answer that proposes a new label (named in the rationale)
+from hitl.review.tables import (
+    DISPUTED,
+    EXPIRED,
+    MAX_REVIEWER_CHARS,
+    OPEN,
+    PROPOSED,
+    QUEUED,
+    RESOLVED,
+    SCHEMA_VERSION,
+    SUBMITTED,
+    AnnotationRow,
+    Batch,
+    BatchGold,
+    BatchItem,
+    GoldAnswer,
+    GoldItem,
+    Item,
+    Proposal,
+    Resolution,
+    ReviewerCheck,
+    StoreMeta,
+    item_dict,
+)
+from hitl.review.views import ReviewViews
 from hitl.sampling.selection import RANDOM
-
-QUEUED, RESOLVED, DISPUTED, PROPOSED = "queued", "resolved", "disputed", "proposed"  # proposed: held for a new label
-SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
-OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
-MAX_REVIEWER_CHARS = 100  # the reviewer columns' width
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "review_items"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    trace_id: Mapped[str] = mapped_column(String(200), unique=True, index=True)
-    input: Mapped[str] = mapped_column(Text)
-    output: Mapped[str] = mapped_column(Text, default="")
-    context: Mapped[str | None] = mapped_column(Text, nullable=True)
-    prediction: Mapped[str] = mapped_column(String(200))
-    confidence: Mapped[float] = mapped_column(Float)
-    model_version: Mapped[str] = mapped_column(String(200), default="")
-    cohorts: Mapped[str] = mapped_column(Text, default="{}")  # JSON object: cohort column -> value
-    selection_reason: Mapped[str] = mapped_column(String(40))
-    inclusion_prob: Mapped[float | None] = mapped_column(Float, nullable=True)  # random draw only
-    window: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the draw's window (random only)
-    stratum: Mapped[str | None] = mapped_column(String(400), nullable=True)
-    text_group: Mapped[str] = mapped_column(String(16), default="", index=True)  # hitl.hashing.text_group
-    evaluator_reasons: Mapped[str] = mapped_column(Text, default="")
-    priority: Mapped[float] = mapped_column(Float, default=0.0)
-    required_annotations: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
-    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class Draw(Base):
-    """One stratum of one random draw: the population it was drawn from and the inclusion probability."""
-
-    __tablename__ = "random_draws"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    window: Mapped[str] = mapped_column(String(40), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # main | supplemental (late traces)
-    stratum: Mapped[str] = mapped_column(String(400))
-    population: Mapped[int] = mapped_column(Integer)
-    drawn: Mapped[int] = mapped_column(Integer)
-    rate: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class StoreMeta(Base):
-    __tablename__ = "store_meta"
-    key: Mapped[str] = mapped_column(String(40), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200))
-
-
-class ConsideredTrace(Base):
-    """Every trace a sampling run looked at: each trace is considered for review once."""
-
-    __tablename__ = "considered_traces"
-    trace_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    considered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class Batch(Base):
-    __tablename__ = "review_batches"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default=OPEN, index=True)
-    reviewer: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class BatchItem(Base):
-    __tablename__ = "review_batch_items"
-    __table_args__ = (UniqueConstraint("batch_id", "item_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-
-
-class AnnotationRow(Base):
-    __tablename__ = "annotations"
-    __table_args__ = (UniqueConstraint("item_id", "reviewer"), UniqueConstraint("batch_id", "item_id"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
-    reviewer: Mapped[str] = mapped_column(String(100))
-    label: Mapped[str] = mapped_column(String(200))
-    rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class Resolution(Base):
-    """A label decided over the annotations: an adjudication of a dispute, or a later correction. The
-    annotations stay; the item's label becomes this one (the next dataset version carries it)."""
-
-    __tablename__ = "resolutions"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # adjudication | correction
-    reviewer: Mapped[str] = mapped_column(String(100))
-    label: Mapped[str] = mapped_column(String(200))
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class Proposal(Base):
-    """A reviewer's "none of these fits" with the label they propose; the item waits until the label exists."""
-
-    __tablename__ = "label_proposals"
-    __table_args__ = (UniqueConstraint("item_id", "reviewer"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
-    reviewer: Mapped[str] = mapped_column(String(100))
-    proposed_label: Mapped[str] = mapped_column(String(200), index=True)
-    rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="open")  # open | requeued
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class GoldItem(Base):
-    """A message with a known label (an adjudicated item, or a row of a seeded labelled file)."""
-
-    __tablename__ = "gold_items"
-    __table_args__ = (UniqueConstraint("source", "source_ref"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(20))  # adjudicated | seeded
-    source_ref: Mapped[str] = mapped_column(String(200))  # the trace id it came from (shown as the item's id)
-    input: Mapped[str] = mapped_column(Text)
-    label: Mapped[str] = mapped_column(String(200))
-    item: Mapped[str] = mapped_column(Text, default="{}")  # JSON: what the form shows (prediction, cohorts...)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class BatchGold(Base):
-    __tablename__ = "review_batch_gold"
-    __table_args__ = (UniqueConstraint("batch_id", "gold_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
-    gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-    shown: Mapped[str] = mapped_column(Text)  # JSON: the item as the form shows it (blind: see _shown_gold)
-
-
-class GoldAnswer(Base):
-    """A reviewer's answer to a gold item: measures the reviewer, never enters a dataset."""
-
-    __tablename__ = "gold_answers"
-    __table_args__ = (UniqueConstraint("batch_id", "gold_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    gold_id: Mapped[int] = mapped_column(ForeignKey("gold_items.id"), index=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("review_batches.id"), index=True)
-    reviewer: Mapped[str] = mapped_column(String(100), index=True)
-    label: Mapped[str] = mapped_column(String(200))
-    correct: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class ReviewerCheck(Base):
-    """One gold check of a reviewer; a failed one sends their labels since the last good check to adjudication."""
-
-    __tablename__ = "reviewer_checks"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    reviewer: Mapped[str] = mapped_column(String(100), index=True)
-    answers: Mapped[int] = mapped_column(Integer)
-    correct: Mapped[int] = mapped_column(Integer)
-    upper: Mapped[float] = mapped_column(Float)
-    ok: Mapped[bool] = mapped_column(Boolean)
-    sent_to_adjudication: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class SourceFile(Base):
-    """A trace file as last read (hitl/sampling/watermarks.py): its content and the span of its timestamps."""
-
-    __tablename__ = "source_files"
-    __table_args__ = (UniqueConstraint("source", "path"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(500))  # the source folder (or file)
-    path: Mapped[str] = mapped_column(String(1000))  # the file, under the source
-    size: Mapped[int] = mapped_column(BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    rows: Mapped[int] = mapped_column(Integer)  # entries read: rows, refused lines, or 1 for an unreadable file
-    ts_min: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # ns since the epoch (UTC); None: no
-    ts_max: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # usable timestamp in the file
-    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class SourceWindow(Base):
-    """A window [since, until) (ns since the epoch, UTC; None: open) in which every row of one content of a file
-    was read and its traces stored as considered: that content is not read again for that window."""
-
-    __tablename__ = "source_windows"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(500), index=True)
-    path: Mapped[str] = mapped_column(String(1000))
-    sha256: Mapped[str] = mapped_column(String(64))
-    since: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class QuarantinedRow(Base):
-    """A row refused by validation, recorded (and counted) once however often its file or window is read."""
-
-    __tablename__ = "quarantined_rows"
-    __table_args__ = (UniqueConstraint("source", "path", "row_key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(500))
-    path: Mapped[str] = mapped_column(String(1000))
-    row_key: Mapped[str] = mapped_column(String(200))  # where in the file, and a hash of what it held
-    reason: Mapped[str] = mapped_column(Text)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+from hitl.sampling.state import SamplingState
+from hitl.sampling.tables import ConsideredTrace, Draw
 
 
 @dataclass(frozen=True)
@@ -288,16 +84,14 @@ class ReviewError(ValueError):
     """A submission that was refused as a whole; nothing was stored."""
 
 
-class ReviewStore:
+class ReviewStore(ReviewViews, SamplingState):
+    """The one object on the review store's database: the review stage's writes here (queue, leasing,
+    submissions with gold checks, resolutions, proposals), its read models (`ReviewViews`) and sampling's
+    state (`SamplingState`), all in the same transactions."""
+
     def __init__(self, url: str):
         self.url = url
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self.engine = create_engine(url, connect_args=connect_args)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin_immediate)
-        elif url.startswith("postgresql"):
-            event.listen(self.engine, "begin", _postgres_serialize)
+        self.engine = open_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._check_schema()
 
@@ -350,94 +144,12 @@ class ReviewStore:
             s.add_all(Draw(**d) for d in draws)
         return len(new)
 
-    def draw_rates(self, window: str) -> dict[str, float]:
-        """Stratum -> inclusion probability of the main random draw of `window` ({} if none yet)."""
-        with self._session() as s:
-            rows = s.execute(select(Draw.stratum, Draw.rate).where(Draw.window == window, Draw.kind == "main"))
-            return dict(rows.all())
-
-    def draws(self) -> pd.DataFrame:
-        """Every random draw stratum recorded so far."""
-        with self._session() as s:
-            rows = s.execute(select(Draw.window, Draw.kind, Draw.stratum, Draw.population, Draw.drawn, Draw.rate,
-                                    Draw.created_at).order_by(Draw.id)).all()
-        return pd.DataFrame(rows, columns=["window", "kind", "stratum", "population", "drawn", "rate", "created_at"])
-
-    def known_text_groups(self) -> set[str]:
-        """Text groups (normalised texts) already in the queue, labelled or not."""
-        with self._session() as s:
-            return set(s.scalars(select(Item.text_group)))
-
-    def random_items(self) -> pd.DataFrame:
-        """Every item of the random draw with its status: the regression set, including what is missing."""
-        with self._session() as s:
-            rows = s.execute(select(Item.trace_id, Item.window, Item.stratum, Item.inclusion_prob, Item.status,
-                                    Item.label).where(Item.selection_reason == RANDOM).order_by(Item.id)).all()
-        return pd.DataFrame(rows, columns=["trace_id", "window", "stratum", "inclusion_prob", "status", "label"])
-
     def known_trace_ids(self) -> set[str]:
         """Traces already queued or considered by an earlier sampling run."""
         with self._session() as s:
             return set(s.scalars(select(Item.trace_id))) | set(s.scalars(select(ConsideredTrace.trace_id)))
 
-    # ---- source watermarks (hitl/sampling/watermarks.py) ----
-    def source_files(self, source: str) -> dict[str, dict]:
-        """path -> {sha256, ts_min, ts_max, windows} of each file of `source` read before; `windows` lists the
-        (since, until) covered for the content read last."""
-        with self._session() as s:
-            files = s.scalars(select(SourceFile).where(SourceFile.source == source)).all()
-            covered = s.execute(select(SourceWindow.path, SourceWindow.sha256, SourceWindow.since, SourceWindow.until)
-                                .where(SourceWindow.source == source)).all()
-        out = {f.path: {"sha256": f.sha256, "ts_min": f.ts_min, "ts_max": f.ts_max, "windows": []} for f in files}
-        for path, sha, since, until in covered:
-            if path in out and out[path]["sha256"] == sha:
-                out[path]["windows"].append((since, until))
-        return out
-
-    def processed_windows(self, source: str) -> set[tuple[int | None, int | None]]:
-        """Every window (since, until) some file of `source` has been read for."""
-        with self._session() as s:
-            return set(s.execute(select(SourceWindow.since, SourceWindow.until).where(SourceWindow.source == source)
-                                 .distinct()).all())
-
-    def record_source_files(self, source: str, files: Iterable[Mapping]) -> None:
-        """Record what was just read of each file: path, size, mtime_ns, sha256, rows, ts_min, ts_max."""
-        with self._session.begin() as s:
-            for f in files:
-                row = s.scalar(select(SourceFile).where(SourceFile.source == source, SourceFile.path == f["path"]))
-                if row is None:
-                    row = SourceFile(source=source, path=f["path"])
-                    s.add(row)
-                row.size, row.mtime_ns, row.sha256, row.rows = f["size"], f["mtime_ns"], f["sha256"], f["rows"]
-                row.ts_min, row.ts_max, row.read_at = f["ts_min"], f["ts_max"], _now()
-
-    def cover_source_windows(self, source: str, windows: Iterable[Mapping]) -> None:
-        """Record that each (path, sha256, since, until) was read whole and its traces stored (idempotent); the
-        windows of the file's earlier contents go (the new content is read for every processed window)."""
-        with self._session.begin() as s:
-            for w in windows:
-                s.execute(delete(SourceWindow).where(SourceWindow.source == source, SourceWindow.path == w["path"],
-                                                     SourceWindow.sha256 != w["sha256"]))
-                key = (SourceWindow.source == source, SourceWindow.path == w["path"],
-                       SourceWindow.sha256 == w["sha256"],
-                       SourceWindow.since.is_(None) if w["since"] is None else SourceWindow.since == w["since"],
-                       SourceWindow.until.is_(None) if w["until"] is None else SourceWindow.until == w["until"])
-                if s.scalar(select(SourceWindow.id).where(*key)) is None:
-                    s.add(SourceWindow(source=source, path=w["path"], sha256=w["sha256"], since=w["since"],
-                                       until=w["until"]))
-
-    def record_quarantined(self, source: str, rows: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]:
-        """Record quarantined rows (path, row_key, reason) not recorded before; returns their (path, row_key)."""
-        with self._session.begin() as s:
-            known = set(s.execute(select(QuarantinedRow.path, QuarantinedRow.row_key)
-                                  .where(QuarantinedRow.source == source)).all())
-            new = {}
-            for path, key, reason in rows:
-                if (path, key) not in known:
-                    new.setdefault((path, key), QuarantinedRow(source=source, path=path, row_key=key, reason=reason))
-            s.add_all(new.values())
-        return set(new)
-
+    # ---- leasing batches ----
     def _open_assignments(self, s: Session) -> dict[int, int]:
         rows = s.execute(
             select(BatchItem.item_id, func.count())
@@ -523,7 +235,7 @@ class ReviewStore:
         chosen = [pool[i] for i in sorted(range(len(pool)), key=lambda i: (shown_n.get(pool[i].id, 0), ties[i]))[:k]]
         out = []
         for g in chosen:
-            like = _item_dict(picked[int(rng.integers(len(picked)))])
+            like = item_dict(picked[int(rng.integers(len(picked)))])
             item = {**like, **{key: v for key, v in json.loads(g.item).items() if v is not None}}
             out.append((g, _shown_gold({**item, "trace_id": g.source_ref, "input": g.input})))
         return out
@@ -533,7 +245,7 @@ class ReviewStore:
         real = s.execute(select(Item, BatchItem.position).join(BatchItem, BatchItem.item_id == Item.id)
                          .where(BatchItem.batch_id == batch_id)).all()
         golds = s.execute(select(BatchGold.shown, BatchGold.position).where(BatchGold.batch_id == batch_id)).all()
-        rows = [(pos, _item_dict(it)) for it, pos in real] + [(pos, _shown_gold(json.loads(shown)))
+        rows = [(pos, item_dict(it)) for it, pos in real] + [(pos, _shown_gold(json.loads(shown)))
                                                               for shown, pos in golds]
         return [d for _, d in sorted(rows, key=lambda r: r[0])]
 
@@ -715,17 +427,9 @@ class ReviewStore:
                 known.label = label
             elif kind == "adjudication":
                 s.add(GoldItem(source="adjudicated", source_ref=item.trace_id, input=item.input, label=label,
-                               item=json.dumps(_item_dict(item))))
+                               item=json.dumps(item_dict(item))))
             s.flush()
             return res.id
-
-    def resolutions(self) -> pd.DataFrame:
-        with self._session() as s:
-            rows = s.execute(select(Resolution.id, Item.trace_id, Resolution.kind, Resolution.reviewer,
-                                    Resolution.label, Resolution.reason, Resolution.created_at)
-                             .join(Item, Item.id == Resolution.item_id).order_by(Resolution.id)).all()
-        return pd.DataFrame(rows, columns=["resolution_id", "trace_id", "kind", "reviewer", "label", "reason",
-                                           "created_at"])
 
     def disputed(self) -> list[dict]:
         """Disputed items with every annotation (reviewer, label, rationale), oldest first."""
@@ -736,19 +440,10 @@ class ReviewStore:
             for it in items:
                 anns = s.execute(select(AnnotationRow.reviewer, AnnotationRow.label, AnnotationRow.rationale)
                                  .where(AnnotationRow.item_id == it.id).order_by(AnnotationRow.id)).all()
-                out.append(_item_dict(it) | {"annotations": [dict(r._mapping) for r in anns]})
+                out.append(item_dict(it) | {"annotations": [dict(r._mapping) for r in anns]})
             return out
 
-    # ---- read models ----
-    def counts(self) -> dict[str, int]:
-        with self._session() as s:
-            by_status = dict(s.execute(select(Item.status, func.count()).group_by(Item.status)).all())
-            open_batches = s.scalar(select(func.count()).select_from(Batch).where(Batch.status == OPEN))
-            n_ann = s.scalar(select(func.count()).select_from(AnnotationRow))
-        return {QUEUED: by_status.get(QUEUED, 0), RESOLVED: by_status.get(RESOLVED, 0),
-                DISPUTED: by_status.get(DISPUTED, 0), "open_batches": open_batches or 0,
-                "annotations": n_ann or 0}
-
+    # ---- gold items and label proposals ----
     def seed_gold(self, rows: pd.DataFrame, cohorts: Iterable[str]) -> int:
         """Add gold items from a labelled file's rows (`gold.read_seed_file`); rows already known are skipped.
         Returns how many were new."""
@@ -769,15 +464,6 @@ class ReviewStore:
             s.add_all(new)
         return len(new)
 
-    def proposals(self) -> pd.DataFrame:
-        """Every "none of these fits" answer: the proposed label, the item, who proposed it and why."""
-        with self._session() as s:
-            rows = s.execute(select(Proposal.proposed_label, Item.trace_id, Item.input, Proposal.reviewer,
-                                    Proposal.rationale, Proposal.status, Proposal.created_at)
-                             .join(Item, Item.id == Proposal.item_id).order_by(Proposal.id)).all()
-        return pd.DataFrame(rows, columns=["proposed_label", "trace_id", "input", "reviewer", "rationale", "status",
-                                           "created_at"])
-
     def requeue_proposals(self, labels: Iterable[str]) -> int:
         """Items held for a proposed label that is now in the label set go back to the queue (labelled with
         it or another by the next reviewer). Returns how many items were re-queued."""
@@ -791,70 +477,6 @@ class ReviewStore:
             for item in s.scalars(select(Item).where(Item.id.in_(items), Item.status == PROPOSED)):
                 item.status = QUEUED
             return len(items)
-
-    def gold_answers(self) -> pd.DataFrame:
-        """Every answer to a gold item: reviewer, batch, the known label, the answer, whether it was right."""
-        with self._session() as s:
-            rows = s.execute(select(GoldAnswer.reviewer, GoldAnswer.batch_id, GoldItem.source_ref, GoldItem.label,
-                                    GoldAnswer.label, GoldAnswer.correct, GoldAnswer.created_at)
-                             .join(GoldItem, GoldItem.id == GoldAnswer.gold_id).order_by(GoldAnswer.id)).all()
-        return pd.DataFrame(rows, columns=["reviewer", "batch_id", "trace_id", "gold_label", "answer", "correct",
-                                           "created_at"])
-
-    def reviewer_checks(self) -> pd.DataFrame:
-        with self._session() as s:
-            rows = s.execute(select(ReviewerCheck.reviewer, ReviewerCheck.answers, ReviewerCheck.correct,
-                                    ReviewerCheck.upper, ReviewerCheck.ok, ReviewerCheck.sent_to_adjudication,
-                                    ReviewerCheck.created_at).order_by(ReviewerCheck.id)).all()
-        return pd.DataFrame(rows, columns=["reviewer", "answers", "correct", "upper", "ok", "sent_to_adjudication",
-                                           "created_at"])
-
-    def items(self) -> pd.DataFrame:
-        """Every review item's lifecycle: trace_id, selection_reason, status, created_at, resolved_at."""
-        with self._session() as s:
-            rows = s.execute(select(Item.trace_id, Item.selection_reason, Item.status, Item.created_at,
-                                    Item.resolved_at).order_by(Item.id)).all()
-        return pd.DataFrame(rows, columns=["trace_id", "selection_reason", "status", "created_at", "resolved_at"])
-
-    def batches(self) -> pd.DataFrame:
-        """Every review batch: id, flow_run_id, status, reviewer, created_at, submitted_at."""
-        with self._session() as s:
-            rows = s.execute(select(Batch.id, Batch.flow_run_id, Batch.status, Batch.reviewer, Batch.created_at,
-                                    Batch.submitted_at).order_by(Batch.created_at)).all()
-        return pd.DataFrame(rows, columns=["id", "flow_run_id", "status", "reviewer", "created_at", "submitted_at"])
-
-    def annotations(self) -> pd.DataFrame:
-        """Every annotation with its trace_id (long format)."""
-        with self._session() as s:
-            rows = s.execute(
-                select(AnnotationRow.id, Item.trace_id, AnnotationRow.reviewer, AnnotationRow.label,
-                       AnnotationRow.rationale, AnnotationRow.batch_id, AnnotationRow.created_at)
-                .join(Item, Item.id == AnnotationRow.item_id).order_by(AnnotationRow.id)
-            ).all()
-        cols = ["annotation_id", "trace_id", "reviewer", "label", "rationale", "batch_id", "created_at"]
-        return pd.DataFrame(rows, columns=cols)
-
-    def resolved(self, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Resolved items with their agreed label, reviewers and annotation ids (one row per trace).
-
-        Pass `annotations()` if you already have it, to save reading them again.
-        """
-        with self._session() as s:
-            items = s.scalars(select(Item).where(Item.status == RESOLVED).order_by(Item.id)).all()
-            recs = [_item_dict(it) | {"label": it.label} for it in items]
-        ann = self.annotations() if annotations is None else annotations
-        if not recs:
-            return pd.DataFrame(columns=["trace_id", "label", "reviewers", "annotation_ids"])
-        df = pd.DataFrame(recs)
-        res = self.resolutions().drop_duplicates("trace_id", keep="last")  # the latest decision holds
-        people = pd.concat([ann[["trace_id", "reviewer"]], res[["trace_id", "reviewer"]]])
-        ids = pd.concat([ann.assign(ref=ann["annotation_id"].astype(str))[["trace_id", "ref"]],
-                         res.assign(ref="r" + res["resolution_id"].astype(str))[["trace_id", "ref"]]])
-        df = df.join(people.groupby("trace_id")["reviewer"].agg(lambda r: ",".join(sorted(set(r))))
-                     .rename("reviewers"), on="trace_id")
-        df = df.join(ids.groupby("trace_id")["ref"].agg(",".join).rename("annotation_ids"), on="trace_id")
-        return df.join(res.set_index("trace_id")["kind"].rename("resolution"), on="trace_id")
-
 
 def proposal_name(rationale: str | None) -> str:
     """The label a reviewer proposes: the text before ':' in their rationale (or all of a short one), as a
@@ -884,14 +506,6 @@ def _str_or_none(v) -> str | None:
     return None if v is None or (isinstance(v, float) and v != v) else str(v)
 
 
-def _item_dict(it: Item) -> dict:
-    return {
-        "trace_id": it.trace_id, "input": it.input, "output": it.output, "context": it.context,
-        "prediction": it.prediction, "confidence": it.confidence, "model_version": it.model_version,
-        "selection_reason": it.selection_reason, "evaluator_reasons": it.evaluator_reasons,
-        "inclusion_prob": it.inclusion_prob, "window": it.window, "stratum": it.stratum,
-        **json.loads(it.cohorts),
-    }
 
 
 def _shown_gold(item: dict) -> dict:
@@ -900,19 +514,8 @@ def _shown_gold(item: dict) -> dict:
     return {**item, "selection_reason": RANDOM}
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself (below)
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
-def _sqlite_begin_immediate(conn) -> None:
-    """Take SQLite's write lock at the start of every transaction, so read-then-write sequences
-    (leasing a batch, submitting one) are serialized across threads and processes."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _postgres_serialize(conn) -> None:
