@@ -6,6 +6,7 @@ import mlflow
 from prefect import flow
 
 from hitl.learning import modeling, registry
+from hitl.learning.promotion import CHAMPION
 from tasks import training
 from tasks.common import setup
 
@@ -14,7 +15,7 @@ from tasks.common import setup
 def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> dict:
     """Launch data -> fine-tune the base model -> register `@champion` (skipped if one exists)."""
     cfg = setup(config_path)
-    existing = registry.alias_version(cfg.model.registered_name, training.CHAMPION)
+    existing = registry.alias_version(cfg.model.registered_name, CHAMPION)
     if existing and not force:
         print(f"{cfg.model.registered_name}@champion already exists (version {existing}); pass force=True to retrain")
         return {"champion_version": existing, "skipped": True}
@@ -24,7 +25,7 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     ds = mlflow.data.from_pandas(data, name="launch-data", targets="label")
     params = {"base_model": str(modeling.base_model_path(cfg)), "rows": len(data),
               **training.recipe_params(cfg)}
-    version = training.register_model(model, cfg, training.CHAMPION, params, metrics,
+    version = training.register_model(model, cfg, CHAMPION, params, metrics,
                                       {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds)
     return {"champion_version": version, "rows": len(data), **metrics}
 

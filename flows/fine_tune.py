@@ -6,6 +6,7 @@ from prefect import flow
 
 from hitl.datasets import versions
 from hitl.learning import modeling
+from hitl.learning.promotion import CHALLENGER, CHAMPION
 from tasks import training
 from tasks.common import deployed_top_level, load_model, setup, start_deployment
 
@@ -17,7 +18,7 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     cfg = setup(config_path)
     records, dv = versions.load(cfg, dataset_version)
     train, leakage = training.training_rows(records, training.launch_data(cfg), cfg, dv.ref)
-    model = modeling.align_labels(load_model(cfg, training.CHAMPION), cfg.labels)
+    model = modeling.align_labels(load_model(cfg, CHAMPION), cfg.labels)
     parent = model.version
     metrics = training.train(model, train, cfg, f"{dv.name}-v{dv.version}")
     threshold = training.calibrate_abstention(model, records, cfg)
@@ -26,7 +27,7 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
               "abstain_threshold": threshold, **training.recipe_params(cfg)}
     tags = {"hitl.stage": "fine_tune", "hitl.dataset": dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
-    version = training.register_model(model, cfg, training.CHALLENGER, params, metrics, tags, ds)
+    version = training.register_model(model, cfg, CHALLENGER, params, metrics, tags, ds)
     out = {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
     if deployed_top_level():  # retrain is one chain: the challenger's regression eval (it waits for approval)
         run = start_deployment(cfg, config_path, "regression-eval", key="regression-eval-after",

@@ -9,10 +9,10 @@ from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 
 from hitl.datasets import versions
 from hitl.evaluation import regression, report
+from hitl.learning.promotion import CHALLENGER, CHAMPION
 from tasks import evaluation, training
 from tasks.common import load_model, setup, wait_for_people
 from tasks.review import OVERRIDE, approval_form
-from tasks.training import CHALLENGER, CHAMPION
 
 
 @task(name="evaluate-release", cache_policy=TASK_SOURCE + INPUTS + RUN_ID, persist_result=True)

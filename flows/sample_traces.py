@@ -12,10 +12,10 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
+from hitl.learning.promotion import CHAMPION
 from hitl.sampling.windows import previous_day
 from tasks import sampling, training
 from tasks.common import load_model, setup
-from tasks.training import CHAMPION
 
 
 @flow(name="sample-traces", log_prints=True)

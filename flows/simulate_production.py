@@ -12,9 +12,9 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config
 from hitl.learning import modeling
+from hitl.learning.promotion import CHAMPION
 from hitl.sim import world
 from tasks.common import load_model, setup
-from tasks.training import CHAMPION
 
 
 @task(name="serve-window", cache_policy=NO_CACHE)

@@ -20,7 +20,8 @@ from pandera.typing import Series
 from hitl.config import Config
 
 MAX_TEXT_CHARS = 10_000
-SELECTION_REASONS = ("random", "uncertain", "novel", "disagreement", "flagged")
+RANDOM = "random"  # the representative random draw: the regression set and the release verdict
+SELECTION_REASONS = (RANDOM, "uncertain", "novel", "disagreement", "flagged")
 SPLITS = ("train", "hard_case", "regression")
 REASON_COLUMN = "_quarantine_reason"
 

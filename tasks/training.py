@@ -12,9 +12,8 @@ from hitl.config import Config
 from hitl.datasets import splits
 from hitl.learning import abstention, modeling, recipe, registry
 from hitl.ops.deploy import CPU_TAG
+from hitl.schemas import RANDOM
 from hitl.sim import world
-
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 
 
 def dataset_of(cfg: Config, model_version: str) -> int:
@@ -75,7 +74,7 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
 @task(name="calibrate-abstention", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
     """With a fallback label: the abstention threshold that maximises weighted accuracy on the random draw."""
-    sample = records[records["selection_reason"] == "random"]
+    sample = records[records["selection_reason"] == RANDOM]
     if cfg.fallback_label is None or sample.empty:
         return None
     model.abstain_threshold = None

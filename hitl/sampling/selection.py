@@ -33,8 +33,8 @@ import pandas as pd
 
 from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
+from hitl.schemas import RANDOM
 
-RANDOM = "random"
 COMPONENTS = ("uncertain", "novel", "disagreement", "flagged")
 
 
