@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         return 1
     run = runs[0]
     m, tags = run.data.metrics, run.data.tags
-    records, _ = versions.load(cfg, int(tags["hitl.dataset"].rsplit("@", 1)[1]))
+    records, _ = versions.load(cfg, versions.ref_version(tags[versions.DATASET_TAG]))
     truth = load_truth(cfg)
     traces = load_traces(cfg).accepted
     regression_ids = records.loc[records["split"] == "regression", "trace_id"]

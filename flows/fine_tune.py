@@ -25,7 +25,7 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     ds = versions.as_mlflow_dataset(records, dv.ref, dv.run_id)
     params = {"dataset": dv.ref, "parent_model_version": parent, "train_rows": len(train),
               "abstain_threshold": threshold, **training.recipe_params(cfg)}
-    tags = {"hitl.stage": "fine_tune", "hitl.dataset": dv.ref, "hitl.dataset_run_id": dv.run_id,
+    tags = {"hitl.stage": "fine_tune", versions.DATASET_TAG: dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
     version = training.register_model(model, cfg, CHALLENGER, params, metrics, tags, ds)
     out = {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from hitl.audit import evidence
 from hitl.audit.chain import Entry
 from hitl.config import Config
+from hitl.datasets import versions
 from hitl.evaluation import regression, report
 from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
@@ -170,7 +171,7 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
                             "delta_high": float(o["delta_high"]), "regression_n": float(o["n"]),
                             "look_alpha": float(ctx.gate.settings.get("look_alpha", 0.05)),
                             "regression_n_eff": float(o["n_eff"])})
-        mlflow.set_tags({"hitl.dataset": ctx.dataset, "hitl.champion_version": ctx.champion_version,
+        mlflow.set_tags({versions.DATASET_TAG: ctx.dataset, "hitl.champion_version": ctx.champion_version,
                          "hitl.challenger_version": ctx.challenger_version,
                          "hitl.model": cfg.model.registered_name, "hitl.gate": ctx.gate.outcome.lower(),
                          "hitl.look": str(ctx.gate.settings.get("look", 1)), "hitl.decision": ctx.decision})

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.audit import evidence
 from hitl.config import Config
-from hitl.datasets import splits
+from hitl.datasets import splits, versions
 from hitl.learning import abstention, modeling, recipe, registry
 from hitl.ops.deploy import CPU_TAG
 from hitl.schemas import RANDOM
@@ -20,10 +20,11 @@ def dataset_of(cfg: Config, model_version: str) -> int:
     """The dataset version a registered model was fine-tuned on (its `hitl.dataset` tag)."""
     from mlflow import MlflowClient
 
-    ref = MlflowClient().get_model_version(cfg.model.registered_name, model_version).tags.get("hitl.dataset", "")
-    if "@" not in ref:
+    tags = MlflowClient().get_model_version(cfg.model.registered_name, model_version).tags
+    version = versions.ref_version(tags.get(versions.DATASET_TAG, ""))
+    if version is None:
         raise LookupError(f"{cfg.model.registered_name} v{model_version} has no dataset tag: pass --dataset-version")
-    return int(ref.rsplit("@", 1)[1])
+    return version
 
 
 def recipe_params(cfg: Config) -> dict[str, object]:
@@ -64,7 +65,7 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
     if not check.passed:
         mlflow.set_experiment(cfg.training_experiment)
         with mlflow.start_run(run_name="train-challenger (stopped: leakage)",
-                              tags={"hitl.stage": "fine_tune", "hitl.dataset": dataset_ref,
+                              tags={"hitl.stage": "fine_tune", versions.DATASET_TAG: dataset_ref,
                                     "hitl.leakage_check": check.summary}):
             mlflow.log_dict({"shared_ids": check.shared_ids, "shared_texts": check.shared_texts}, "leakage.json")
         splits.require_no_leakage(check)

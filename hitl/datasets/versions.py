@@ -24,6 +24,8 @@ from hitl.hashing import text_group
 from hitl.schemas import dataset_schema, validate_split
 
 TAG = "hitl.dataset."
+# On a model version, its training run and an eval run: the dataset version used, as its ref "<name>@<version>"
+DATASET_TAG = "hitl.dataset"
 COMPLETE, WRITING, ABANDONED = "complete", "writing", "abandoned"
 ARTIFACT_DIR = "dataset"
 ARTIFACT_FILE = "records.parquet"
@@ -41,6 +43,11 @@ class DatasetVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def ref_version(ref: str) -> int | None:
+    """The version number of a ref `<name>@<version>` (the `hitl.dataset` tag's value); None when it has none."""
+    return int(ref.rsplit("@", 1)[1]) if "@" in ref else None
 
 
 RECORD_COLUMNS = ["trace_id", "text", "label", "split", "selection_reason", "text_group", "inclusion_prob", "window",
