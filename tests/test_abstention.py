@@ -234,3 +234,18 @@ def test_cross_fitting_removes_the_optimism_of_the_in_sample_fit():
     assert abs(control.mean()) < 3 * control.std(ddof=1) / np.sqrt(control.size)
     assert (optimism - control).mean() >= 2.0
     assert abs((error - control).mean()) <= 0.5
+
+
+def test_calibration_rows_are_the_random_draw_weighted_by_inverse_inclusion():
+    import pandas as pd
+
+    from hitl.learning.abstention import calibration_rows
+    from hitl.schemas import RANDOM
+
+    records = pd.DataFrame({"trace_id": ["a", "b", "c"], "selection_reason": [RANDOM, "uncertainty", RANDOM],
+                            "inclusion_prob": [0.5, 1.0, 0.25]})
+    sample, weights = calibration_rows(records)
+    assert list(sample["trace_id"]) == ["a", "c"]
+    assert weights.tolist() == [2.0, 4.0]
+    empty, w = calibration_rows(records[records["selection_reason"] != RANDOM])
+    assert empty.empty and len(w) == 0

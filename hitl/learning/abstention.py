@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+
+from hitl.schemas import RANDOM
 
 
 def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold: float | np.ndarray) -> np.ndarray:
@@ -21,6 +24,13 @@ def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold:
     a float32 probability against a Python-float threshold would otherwise compare in float32."""
     top, pred = np.asarray(top_prob, np.float64), np.asarray(predicted)
     return np.where(top < np.asarray(threshold, np.float64), fallback, pred)
+
+
+def calibration_rows(records: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows the served threshold is calibrated on: the dataset version's random draw, each weighted by
+    1/inclusion probability (so the threshold fits production's mix)."""
+    sample = records[records["selection_reason"] == RANDOM]
+    return sample, 1.0 / sample["inclusion_prob"].to_numpy(float)
 
 
 def calibrate(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
