@@ -12,9 +12,8 @@ from prefect.input import RunInput
 
 from hitl.audit import evidence
 from hitl.config import Config
-from hitl.review import forms, submission
+from hitl.review import adjudication, forms, submission
 from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
-from hitl.sampling.selection import RANDOM
 
 
 class ReviewForm(RunInput):
@@ -181,17 +180,14 @@ def disputed_items(cfg: Config) -> list[dict]:
 
     Persisted per flow run: a suspended adjudication resumed later answers the items its form showed, even if
     more disputes arrived meanwhile."""
-    items = ReviewStore(cfg.store_url).disputed()
-    items.sort(key=lambda it: it["selection_reason"] != RANDOM)
-    return items[:cfg.review.batch_size]
+    return adjudication.next_batch(ReviewStore(cfg.store_url).disputed(), cfg.review.batch_size)
 
 
 @task(name="store-adjudications", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def store_adjudications(cfg: Config, items: list[dict], answer: dict) -> dict[str, int]:
     """Resolve each disputed item with the adjudicator's label; items settled meanwhile are skipped."""
     adjudicator, labels = forms.parse_answer(answer, items)
-    if cfg.review.adjudicators and adjudicator not in cfg.review.adjudicators:
-        raise ReviewError(f"{adjudicator!r} is not an adjudicator (review.adjudicators: {cfg.review.adjudicators})")
+    adjudication.check_adjudicator(adjudicator, cfg.review.adjudicators)
     store, log = ReviewStore(cfg.store_url), get_run_logger()
     stored = skipped = 0
     for trace_id, (label, reason) in labels.items():
