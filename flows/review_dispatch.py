@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from hitl.ops import runs
+from hitl.review import dispatch
 from hitl.review.store import ReviewStore
 from tasks.common import setup, start_deployment
 
@@ -22,19 +23,18 @@ def review_dispatch(config_path: str = "configs/demo.yaml") -> dict:
     store = ReviewStore(cfg.store_url)
     open_runs = runs.flow_runs([REVIEW, ADJUDICATE], states=runs.OPEN)
     reviews = [r for r in open_runs if r.deployment == REVIEW]
-    not_leased = sum(r.state_type in ("SCHEDULED", "PENDING") for r in reviews)
-    wanted = store.batches_wanted(cfg.review.batch_size) - not_leased
-    room = cfg.deployments.open_reviews - len(reviews)
+    n_start, wanted = dispatch.reviews_to_start(store.batches_wanted(cfg.review.batch_size),
+                                                [r.state_type for r in reviews], cfg.deployments.open_reviews)
     started = []
-    for i in range(max(0, min(wanted, room))):
+    for i in range(n_start):
         started.append(start_deployment(cfg, config_path, "review-batch", key=f"review-{i}").name)
     adjudication = None
-    if store.disputed() and not any(r.deployment == ADJUDICATE for r in open_runs):
+    if dispatch.adjudication_to_start(store.disputed(), any(r.deployment == ADJUDICATE for r in open_runs)):
         adjudication = start_deployment(cfg, config_path, "adjudicate", key="adjudicate").name
     get_run_logger().info("Review runs open: %d, batches still wanted: %d, started: %d%s", len(reviews),
-                          max(wanted, 0), len(started), f"; adjudication {adjudication}" if adjudication else "")
+                          wanted, len(started), f"; adjudication {adjudication}" if adjudication else "")
     return {"started_reviews": started, "started_adjudication": adjudication, "open_reviews": len(reviews),
-            "batches_wanted": max(wanted, 0)}
+            "batches_wanted": wanted}
 
 
 if __name__ == "__main__":
