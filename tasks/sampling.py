@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import zlib
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -17,7 +15,7 @@ from hitl.learning import modeling
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
-from hitl.sampling import evaluators, selection, watermarks, windows
+from hitl.sampling import evaluators, selection, watermarks
 from hitl.sampling.sources import LoadResult, write_quarantine
 from hitl.schemas import review_item_schema, validate_split
 from tasks.scoring import score_texts
@@ -93,14 +91,9 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
     frozen = encoder.encode(evaluated["input"].tolist())
     ref_vectors = encoder.encode(reference["text"].tolist())
     encoder.save()
-    sel_cfg = cfg.selection
-    pool = evaluated.assign(window=windows.window_keys(evaluated["timestamp"], sel_cfg.window, run_key))
-    prior = {w: store.draw_rates(w) for w in pool["window"].unique()}
-    n_random = int(sel_cfg.budget * sel_cfg.random_share) // sel_cfg.random_annotations
-    rng = np.random.default_rng([sel_cfg.seed, zlib.crc32(",".join(sorted(pool["window"].unique())).encode())])
-    drawn = windows.draw(pool, sel_cfg.strata, n_random, prior, rng, sel_cfg.min_per_stratum)
-    cand = selection.Candidates(pool, frozen, ref_vectors, reference["label"].to_numpy(), store.known_text_groups())
-    chosen = selection.select_for_review(cand, cfg, drawn.items)
+    plan = selection.draw_and_select(evaluated, frozen, ref_vectors, reference["label"].to_numpy(), cfg, run_key,
+                                     store.draw_rates, store.known_text_groups)
+    pool, drawn, chosen = plan.pool, plan.drawn, plan.chosen
     items, bad = validate_split(chosen.items, review_item_schema(cfg))
     write_quarantine(bad, cfg, "review-items")
     faults.checkpoint("sampling:before-enqueue")

@@ -26,6 +26,8 @@ probabilities (a 77-way model has low top-1 confidence everywhere).
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +35,7 @@ import pandas as pd
 
 from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
+from hitl.sampling import windows
 from hitl.schemas import RANDOM
 
 COMPONENTS = ("uncertain", "novel", "disagreement", "flagged")
@@ -232,6 +235,39 @@ def random_items(draw: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 def policy_budget(cfg: Config, random_drawn: int) -> int:
     """Annotations left for the policy once the random draw is paid for."""
     return max(0, cfg.selection.budget - random_drawn * cfg.selection.random_annotations)
+
+
+def random_draw_size(cfg: Config) -> int:
+    """Traces in a run's random draw: its share of the budget, in annotations, over the labels per random item."""
+    return int(cfg.selection.budget * cfg.selection.random_share) // cfg.selection.random_annotations
+
+
+def draw_rng(seed: int, window_keys: Iterable[str]) -> np.random.Generator:
+    """The random draw's generator: the configured seed and the run's set of windows (so a re-run of the same
+    windows draws the same traces)."""
+    return np.random.default_rng([seed, zlib.crc32(",".join(sorted(window_keys)).encode())])
+
+
+@dataclass
+class Plan:
+    pool: pd.DataFrame  # the run's evaluated traces with their random-draw window
+    drawn: windows.Draw  # the representative draw and its records
+    chosen: Selection  # the draw, then the policy's picks
+
+
+def draw_and_select(evaluated: pd.DataFrame, frozen: np.ndarray, reference: np.ndarray,
+                    reference_labels: np.ndarray, cfg: Config, run_key: str,
+                    draw_rates: Callable[[str], Mapping[str, float]], known_groups: Callable[[], set[str]]) -> Plan:
+    """One sampling run's picks: the traces in windows, the representative draw of each window (late traces at
+    their window's earlier rates, `draw_rates(window)`), then the policy's picks (texts in `known_groups()`
+    skipped). `frozen` aligns with `evaluated`, `reference` with `reference_labels`."""
+    sel = cfg.selection
+    pool = evaluated.assign(window=windows.window_keys(evaluated["timestamp"], sel.window, run_key))
+    prior = {w: draw_rates(w) for w in pool["window"].unique()}
+    rng = draw_rng(sel.seed, pool["window"].unique())
+    drawn = windows.draw(pool, sel.strata, random_draw_size(cfg), prior, rng, sel.min_per_stratum)
+    cand = Candidates(pool, frozen, reference, reference_labels, known_groups())
+    return Plan(pool, drawn, select_for_review(cand, cfg, drawn.items))
 
 
 def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, budget: int | None = None,
