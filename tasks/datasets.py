@@ -11,8 +11,8 @@ from hitl.audit import evidence
 from hitl.config import Config
 from hitl.datasets import splits, versions
 from hitl.evaluation import regression
+from hitl.quarantine import write_quarantine
 from hitl.review.store import ReviewStore
-from hitl.sampling.sources import write_quarantine
 from hitl.schemas import annotation_schema, validate_split
 
 

@@ -14,9 +14,10 @@ from hitl.config import Config
 from hitl.learning import modeling
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops.deploy import CPU_TAG
+from hitl.quarantine import write_quarantine
 from hitl.review.store import ReviewStore
 from hitl.sampling import evaluators, selection, watermarks
-from hitl.sampling.sources import LoadResult, write_quarantine
+from hitl.sampling.sources import LoadResult
 from hitl.schemas import review_item_schema, validate_split
 from tasks.scoring import score_texts
 

@@ -21,7 +21,8 @@ from helpers_domain import make_cfg, trace_record, without
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from hitl.sampling.sources import load_traces, write_quarantine
+from hitl.quarantine import write_quarantine
+from hitl.sampling.sources import load_traces
 from hitl.schemas import MAX_TEXT_CHARS, REASON_COLUMN
 
 MIN_ROWS = 10_000  # the bar, over all examples of the property below

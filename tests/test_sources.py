@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitl.config import WorldConfig
-from hitl.sampling.sources import load_traces, normalize, trace_files, write_quarantine
+from hitl.quarantine import write_quarantine
+from hitl.sampling.sources import load_traces, normalize, trace_files
 from hitl.schemas import REASON_COLUMN
 from hitl.sim import world
 

@@ -15,7 +15,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -360,21 +360,3 @@ def load_traces(cfg: Config, path: Path | None = None, since: datetime | None = 
         parts = [read_file(f, file_label(f, root)) for f in files]
     accepted, quarantined = validate(parts, cfg, since, until)
     return LoadResult(accepted, quarantined, len(accepted) + len(quarantined), [str(f) for f in files])
-
-
-def write_quarantine(quarantined: pd.DataFrame, cfg: Config, stage: str) -> Path | None:
-    """Persist quarantined rows (all values as text) with their reasons; returns the parquet path."""
-    if quarantined.empty:
-        return None
-    cfg.quarantine_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    out = cfg.quarantine_dir / f"{stage}-{stamp}.parquet"
-    as_text = quarantined.astype(object).map(_text)
-    as_text.to_parquet(out, index=False)
-    return out
-
-
-def _text(v: object) -> str | None:
-    """A quarantined value as text; None for a missing one."""
-    missing = v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
-    return None if missing else str(v)
