@@ -7,6 +7,7 @@ from prefect import flow
 
 from hitl.learning import modeling, registry
 from hitl.learning.promotion import CHAMPION
+from hitl.sim import world
 from tasks import training
 from tasks.common import setup
 
@@ -19,7 +20,7 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     if existing and not force:
         print(f"{cfg.model.registered_name}@champion already exists (version {existing}); pass force=True to retrain")
         return {"champion_version": existing, "skipped": True}
-    data = training.launch_data(cfg)
+    data = training.launch_data(cfg, world.launch_data)
     model = modeling.load_base(cfg)
     metrics = training.train(model, data, cfg, "launch")
     ds = mlflow.data.from_pandas(data, name="launch-data", targets="label")

@@ -7,6 +7,7 @@ from prefect import flow
 from hitl.datasets import versions
 from hitl.learning import modeling
 from hitl.learning.promotion import CHALLENGER, CHAMPION
+from hitl.sim import world
 from tasks import training
 from tasks.common import deployed_top_level, load_model, setup, start_deployment
 
@@ -17,7 +18,7 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     abstention threshold -> `@challenger` -> (deployed) a run of the regression-eval deployment."""
     cfg = setup(config_path)
     records, dv = versions.load(cfg, dataset_version)
-    train, leakage = training.training_rows(records, training.launch_data(cfg), cfg, dv.ref)
+    train, leakage = training.training_rows(records, training.launch_data(cfg, world.launch_data), cfg, dv.ref)
     model = modeling.align_labels(load_model(cfg, CHAMPION), cfg.labels)
     parent = model.version
     metrics = training.train(model, train, cfg, f"{dv.name}-v{dv.version}")

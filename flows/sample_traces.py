@@ -14,6 +14,7 @@ from prefect.context import get_run_context
 
 from hitl.learning.promotion import CHAMPION
 from hitl.sampling.windows import previous_day
+from hitl.sim import world
 from tasks import sampling, training
 from tasks.common import load_model, setup
 
@@ -34,7 +35,7 @@ def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None
         return {**loaded.summary, "selected": 0, "enqueued": 0}
     scored = sampling.score(load_model(cfg, CHAMPION), fresh, cfg)
     results, evaluated = sampling.evaluate(scored, cfg)
-    reference = sampling.reference_rows(cfg, training.launch_data(cfg))
+    reference = sampling.reference_rows(cfg, training.launch_data(cfg, world.launch_data))
     chosen, new = sampling.select_and_enqueue(evaluated, reference, cfg, sampling.run_window_key())
     return sampling.publish(cfg, loaded, results, evaluated, chosen, new)
 

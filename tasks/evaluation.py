@@ -1,5 +1,6 @@
 """Tasks of the regression-eval stage: score both models on the regression set and the hard cases, the
-frozen-embedding baseline on the challenger's training rows, the trend of earlier evals, publish, promote."""
+frozen-embedding baseline on the challenger's training rows, the trend of earlier evals, publish, promote;
+`evaluate-release` runs them for one release and is persisted per flow run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE
 
 from hitl.audit import evidence
 from hitl.audit.chain import Entry
@@ -19,9 +20,12 @@ from hitl.datasets import versions
 from hitl.evaluation import regression, report
 from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
+from hitl.learning.promotion import CHALLENGER, CHAMPION
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
 from hitl.sampling.selection import RANDOM
+from tasks import training
+from tasks.common import load_model, setup
 from tasks.scoring import score_texts
 
 CALIBRATION_NOTE = (f"with a fallback label, each model's abstention threshold on the regression set is "
@@ -221,3 +225,34 @@ def _record_decision(cfg: Config, champion_version: str, challenger_version: str
                                   approver, reason, gate, break_glass)
     evidence.tag_release(name, challenger_version, entry)
     return entry
+
+
+@task(name="evaluate-release", cache_policy=TASK_SOURCE + INPUTS + RUN_ID, persist_result=True)
+def evaluate_release(config_path: str, dataset_version: int | None,
+                     synthetic_launch: training.SyntheticLaunch | None = None
+                     ) -> tuple[report.ReportContext, Path, str]:
+    """The gate's settings recorded, then both models on the regression set and hard cases, the baseline on the
+    same training rows, the decision, the published report. Persisted per run: the approval's resume does not
+    redo it. `synthetic_launch`: the launch data without `source.launch_path` (training.launch_data)."""
+    cfg = setup(config_path)
+    champion, challenger = load_model(cfg, CHAMPION), load_model(cfg, CHALLENGER)
+    settings = gate_settings(cfg, champion.version, challenger.version)  # before any label is read
+    records, dv = versions.load(cfg, dataset_version or training.dataset_of(cfg, challenger.version))
+    train, leakage = training.training_rows(records, training.launch_data(cfg, synthetic_launch), cfg, dv.ref)
+    compared = compare(records, champion, challenger, cfg, settings)
+    verdict = regression.gate(compared.table, cfg, settings)
+    lineage = {**versions.lineage(dv), "random draw": completeness(cfg, records),
+               "leakage guard": leakage.summary,
+               "models": f"{cfg.model.registered_name} champion v{champion.version}, challenger v{challenger.version}"}
+    ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
+                               challenger.version, compared.table, verdict, AWAITING[verdict.outcome],
+                               compared.latest, compared.latest_window, compared.hard,
+                               baseline(train, records, compared, cfg, settings), trend(cfg),
+                               lineage, latest_min_n=cfg.evaluation.latest_min_n, calibration=compared.calibration)
+    html, run_id = publish(ctx, cfg, None)
+    return ctx, html, run_id
+
+
+AWAITING = {"PASS": "awaiting approval", "INCONCLUSIVE": "awaiting a decision (gate INCONCLUSIVE: never promoted "
+                                                         "automatically)",
+            "FAIL": "not promoted unless overridden (gate FAIL)"}

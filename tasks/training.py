@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hitl.audit import evidence
-from hitl.config import Config
+from hitl.config import Config, WorldConfig
 from hitl.datasets import splits, versions
 from hitl.learning import abstention, modeling, recipe, registry
 from hitl.ops.deploy import CPU_TAG
-from hitl.sim import world
+
+SyntheticLaunch = Callable[[WorldConfig], pd.DataFrame]  # the synthetic world's launch set, given by a flow
 
 
 def dataset_of(cfg: Config, model_version: str) -> int:
@@ -32,16 +35,19 @@ def recipe_params(cfg: Config) -> dict[str, object]:
 
 
 @task(name="launch-data", cache_policy=NO_CACHE)
-def launch_data(cfg: Config) -> pd.DataFrame:
-    """The labelled data the launch model is trained on: a file from config, or the synthetic world's."""
+def launch_data(cfg: Config, synthetic: SyntheticLaunch | None = None) -> pd.DataFrame:
+    """The labelled data the launch model is trained on: a file from config, else `synthetic(cfg.world)`, the
+    synthetic world's launch set the flow passes in (the demo and tests; hitl/sim/world.py launch_data)."""
     if cfg.launch_path is not None:
         p = cfg.launch_path
         if not p.exists():
             raise FileNotFoundError(f"Launch data {p} not found: set source.launch_path (or run `hitl scenario` "
                                     "for a scenario config)")
         df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    elif synthetic is not None:
+        df = synthetic(cfg.world)
     else:
-        df = world.launch_data(cfg.world)
+        raise ValueError("No launch data: set source.launch_path")
     unknown = sorted(set(df["label"]) - set(cfg.labels))
     if unknown:
         raise ValueError(f"Launch data has labels outside the config's label set: {unknown}")
