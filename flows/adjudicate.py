@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 
+from hitl.review.store import ReviewStore
 from tasks import review
 from tasks.common import setup, wait_for_people
 
@@ -15,7 +16,8 @@ from tasks.common import setup, wait_for_people
 @flow(name="adjudicate", log_prints=True)
 def adjudicate(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
-    items = review.disputed_items(cfg)
+    store = ReviewStore(cfg.store_url)  # one store for the run, passed down
+    items = review.disputed_items(cfg, store)
     if not items:
         get_run_logger().info("No disputed items: nothing to adjudicate.")
         return {"status": "empty", "stored": 0}
@@ -27,8 +29,8 @@ def adjudicate(config_path: str = "configs/demo.yaml") -> dict:
     except FlowPauseTimeout:
         get_run_logger().warning("Nobody adjudicated within %ss; the items stay disputed.", cfg.review.timeout_s)
         raise
-    stored = review.store_adjudications(cfg, items, answer.model_dump())
-    review.write_back_labels(cfg)
+    stored = review.store_adjudications(cfg, store, items, answer.model_dump())
+    review.write_back_labels(cfg, store)
     return {"status": "adjudicated", **stored}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from hitl.review.store import ReviewStore
 from tasks import datasets
 from tasks.common import setup
 
@@ -11,8 +12,9 @@ from tasks.common import setup
 @flow(name="register-dataset", log_prints=True)
 def register_dataset(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
-    records, stats = datasets.collect(cfg)
-    dv, created = datasets.register(records, cfg, stats)
+    store = ReviewStore(cfg.store_url)  # one store for the run, passed down
+    records, stats = datasets.collect(cfg, store)
+    dv, created = datasets.register(records, cfg, store, stats)
     return {"dataset": dv.ref, "version": dv.version, "created": created, "rows": dv.rows, "run_id": dv.run_id,
             **stats}
 

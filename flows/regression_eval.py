@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 
 from hitl.evaluation import regression, report
+from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import evaluation
 from tasks.common import setup, wait_for_people
@@ -28,7 +30,8 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     Deployed, the approval suspends the run (no worker held); the resume re-runs it from the top and reads
     the evaluation back from its persisted result."""
     cfg = setup(config_path)
-    ctx, html, run_id = evaluation.evaluate_release(config_path, dataset_version, world.launch_data)
+    store, client = ReviewStore(cfg.store_url), MlflowClient()  # one of each for the run, passed down
+    ctx, html, run_id = evaluation.evaluate_release(config_path, dataset_version, store, client, world.launch_data)
     outcome = ctx.gate.outcome
     description = (report.to_markdown(ctx) + "\n\n---\n"
                    + ASK[outcome].format(chall=ctx.challenger_version, champ=ctx.champion_version))
@@ -40,12 +43,12 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     ctx.decision = (f"{'approved (break-glass, gate ' + outcome + ')' if break_glass else answer.decision + 'd'} "
                     f"by {answer.approver}: {answer.reason}")
     if promoted:
-        evaluation.promote(cfg, ctx.champion_version, ctx.challenger_version, answer.approver, answer.reason,
+        evaluation.promote(cfg, store, ctx.champion_version, ctx.challenger_version, answer.approver, answer.reason,
                            gate=outcome, break_glass=break_glass)
     else:
-        evaluation.record_decision(cfg, ctx.champion_version, ctx.challenger_version, answer.decision,
+        evaluation.record_decision(cfg, store, ctx.champion_version, ctx.challenger_version, answer.decision,
                                    answer.approver, answer.reason, gate=outcome)
-    html, run_id = evaluation.publish(ctx, cfg, run_id)
+    html, run_id = evaluation.publish(ctx, cfg, store, run_id)
     get_run_logger().info("%s | decision: %s", report.headline(ctx), ctx.decision)
     o = regression.overall(ctx.table)
     return {"report": str(html), "gate": ctx.gate.passed, "gate_outcome": outcome, "promoted": promoted,

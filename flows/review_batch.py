@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 
+from hitl.review.store import ReviewStore
 from tasks import review
 from tasks.common import setup, wait_for_people
 
@@ -18,7 +19,8 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
     """Lease a batch, pause with its form (Prefect UI or `hitl review`), store the labels on resume."""
     cfg = setup(config_path)
     flow_run_id = str(get_run_context().flow_run.id)
-    batch = review.lease_batch(cfg, flow_run_id)
+    store = ReviewStore(cfg.store_url)  # one store for the run, passed down
+    batch = review.lease_batch(cfg, store, flow_run_id)
     if batch is None:
         get_run_logger().info("The review queue is empty: nothing to review.")
         return {"status": "empty", "stored": 0}
@@ -29,12 +31,12 @@ def review_batch(config_path: str = "configs/demo.yaml") -> dict:
     try:
         answer = wait_for_people(form, cfg, key=f"review-{batch.id}")
     except FlowPauseTimeout:
-        review.release_batch(cfg, batch, f"nobody resumed it within {cfg.review.timeout_s}s")
+        review.release_batch(cfg, store, batch, f"nobody resumed it within {cfg.review.timeout_s}s")
         raise
     values = answer.model_dump()
-    result = review.store_labels(cfg, batch, values)
-    review.publish_metrics(cfg, batch.id)
-    review.write_back_labels(cfg)
+    result = review.store_labels(cfg, store, batch, values)
+    review.publish_metrics(cfg, store, batch.id)
+    review.write_back_labels(cfg, store)
     return {"status": "submitted", "batch_id": batch.id, "stored": result.stored,
             "skipped": len(result.skipped), "reviewer": values["reviewer"]}
 

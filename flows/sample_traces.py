@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from hitl.learning.promotion import CHAMPION
+from hitl.review.store import ReviewStore
 from hitl.sampling.windows import previous_day
 from hitl.sim import world
 from tasks import sampling, training
@@ -28,16 +29,17 @@ def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None
     if window == "previous_day" and since is None and until is None:
         since, until = previous_day(get_run_context().flow_run.expected_start_time)
         get_run_logger().info("Window: %s to %s (the day before the scheduled time)", since, until)
-    loaded = sampling.load(cfg, since, until)
-    fresh = sampling.drop_considered(loaded.accepted, cfg)
+    store = ReviewStore(cfg.store_url)  # one store for the run, passed down
+    loaded = sampling.load(cfg, store, since, until)
+    fresh = sampling.drop_considered(loaded.accepted, cfg, store)
     if fresh.empty:
         print(f"No new valid traces in the window ({loaded.summary}); nothing to sample.")
         return {**loaded.summary, "selected": 0, "enqueued": 0}
     scored = sampling.score(load_model(cfg, CHAMPION), fresh, cfg)
     results, evaluated = sampling.evaluate(scored, cfg)
-    reference = sampling.reference_rows(cfg, training.launch_data(cfg, world.launch_data))
-    chosen, new = sampling.select_and_enqueue(evaluated, reference, cfg, sampling.run_window_key())
-    return sampling.publish(cfg, loaded, results, evaluated, chosen, new)
+    reference = sampling.reference_rows(cfg, store, training.launch_data(cfg, world.launch_data))
+    chosen, new = sampling.select_and_enqueue(evaluated, reference, cfg, store, sampling.run_window_key())
+    return sampling.publish(cfg, store, loaded, results, evaluated, chosen, new)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ from hitl.schemas import annotation_schema, validate_split
 
 
 @task(name="collect-resolved-labels", cache_policy=NO_CACHE)
-def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
+def collect(cfg: Config, store: ReviewStore) -> tuple[pd.DataFrame, dict]:
     """Resolved items as DatasetRecords (invalid ones quarantined), plus agreement on double-labelled items."""
-    store = ReviewStore(cfg.store_url)
     all_annotations = store.annotations()
     annotations, bad_ann = validate_split(all_annotations, annotation_schema(cfg))
     write_quarantine(bad_ann, cfg, "annotations")
@@ -34,12 +33,13 @@ def collect(cfg: Config) -> tuple[pd.DataFrame, dict]:
 
 
 @task(name="register-dataset-version", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def register(records: pd.DataFrame, cfg: Config, stats: dict) -> tuple[versions.DatasetVersion, bool]:
+def register(records: pd.DataFrame, cfg: Config, store: ReviewStore, stats: dict
+             ) -> tuple[versions.DatasetVersion, bool]:
     """Register the next version (or find that nothing changed); returns (version, created)."""
     tags = {versions.TAG + "kappa": f"{stats['kappa']:.4f}", versions.TAG + "kappa_pairs": str(stats["pairs"]),
             versions.TAG + "disputed": str(stats["disputed"])}
     dv, created = versions.register(records, cfg, tags)
-    evidence.record_dataset(evidence.open_log(cfg), dv)
+    evidence.record_dataset(evidence.open_log(cfg, store), dv)
     log = get_run_logger()
     if created:
         log.info("Registered %s: %d rows (parent %s), run %s", dv.ref, dv.rows, dv.parent, dv.run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ from tasks import training
 from tasks.common import load_model, setup
 from tasks.scoring import score_texts
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 CALIBRATION_NOTE = (f"with a fallback label, each model's abstention threshold on the regression set is "
                     f"cross-fitted ({abstention.VERDICT_FOLDS} folds by trace id: every row is judged with a "
                     f"threshold fitted without it); the served threshold is fitted on the whole random draw")
@@ -44,19 +48,20 @@ class Comparison:
 
 
 @task(name="record-gate-settings", cache_policy=NO_CACHE)
-def gate_settings(cfg: Config, champion_version: str, challenger_version: str) -> regression.Settings:
+def gate_settings(cfg: Config, store: ReviewStore, client: MlflowClient, champion_version: str,
+                  challenger_version: str) -> regression.Settings:
     """The gate's settings for this look at the challenger (earlier eval reports of the same version count as
     earlier looks), recorded in the audit chain before any label is read."""
     import mlflow
 
     earlier = 0
     if (exp := mlflow.get_experiment_by_name(cfg.eval_experiment)) is not None:
-        runs = mlflow.MlflowClient().search_runs(
+        runs = client.search_runs(
             [exp.experiment_id], f"tags.`hitl.challenger_version` = '{challenger_version}'", max_results=1000)
         earlier = sum(1 for r in runs if r.data.tags.get("hitl.model") in (None, cfg.model.registered_name)
                       and "delta" in r.data.metrics)
     st = regression.Settings.of(cfg, earlier + 1)
-    entry = evidence.record_gate_settings(evidence.open_log(cfg), cfg.model.registered_name, champion_version,
+    entry = evidence.record_gate_settings(evidence.open_log(cfg, store), cfg.model.registered_name, champion_version,
                                        challenger_version, st.as_dict())
     get_run_logger().info("Gate settings for look %d at v%s (margin %.1f pts, alpha %.3g of %g, power %g): audit "
                           "entry %s", st.look, challenger_version, 100 * st.margin, st.look_alpha, st.alpha, st.power,
@@ -117,10 +122,10 @@ def baseline(train: pd.DataFrame, records: pd.DataFrame, compared: Comparison, c
 
 
 @task(name="random-draw-completeness", cache_policy=NO_CACHE)
-def completeness(cfg: Config, records: pd.DataFrame) -> str:
+def completeness(cfg: Config, store: ReviewStore, records: pd.DataFrame) -> str:
     """How much of the random draw is in this dataset version, and what is still missing (never dropped
     silently: disputed and unreviewed random items are counted here)."""
-    drawn = ReviewStore(cfg.store_url).random_items()
+    drawn = store.random_items()
     if drawn.empty:
         return "no random draw yet"
     labelled = int(drawn["trace_id"].isin(records["trace_id"]).sum())
@@ -130,15 +135,14 @@ def completeness(cfg: Config, records: pd.DataFrame) -> str:
 
 
 @task(name="earlier-evals", cache_policy=NO_CACHE)
-def trend(cfg: Config) -> pd.DataFrame:
+def trend(cfg: Config, client: MlflowClient) -> pd.DataFrame:
     """Overall estimates of every earlier regression eval (MLflow eval runs), oldest first."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(cfg.eval_experiment)
     if exp is None:
         return pd.DataFrame()
-    runs = mlflow.MlflowClient().search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
-                                             max_results=500)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=500)
     rows = []
     for r in runs:
         m, t = r.data.metrics, r.data.tags
@@ -154,12 +158,12 @@ def trend(cfg: Config) -> pd.DataFrame:
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple[Path, str]:
+def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: str | None) -> tuple[Path, str]:
     """Write Markdown+HTML (the lineage names the release's audit chain entries), attach them as a Prefect
     artifact and to the eval MLflow run, and record the files in the audit chain. Returns (html, run)."""
     import mlflow
 
-    chain = evidence.open_log(cfg)
+    chain = evidence.open_log(cfg, store)
     ctx = replace(ctx, lineage={**ctx.lineage, "audit chain": evidence.release_line(
         chain, ctx.dataset, cfg.model.registered_name, ctx.challenger_version)})
     stem = f"regression-{ctx.dataset.replace('@', '-v')}-champ{ctx.champion_version}-chall{ctx.challenger_version}"
@@ -192,43 +196,45 @@ def publish(ctx: report.ReportContext, cfg: Config, run_id: str | None) -> tuple
 
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)
-def promote(cfg: Config, champion_version: str, challenger_version: str, approver: str, reason: str,
+def promote(cfg: Config, store: ReviewStore, champion_version: str, challenger_version: str, approver: str, reason: str,
             eval_run_id: str | None = None, gate: str = "", break_glass: bool = False) -> None:
     """Move `@champion` to the challenger; the old champion keeps `@previous`; the decision is tagged on the
     challenger's version first. Safe to repeat, and a crash half-way is finished by the next run
     (hitl/learning/promotion.py). `break_glass`: approved against a gate that did not PASS."""
     name = cfg.model.registered_name
     promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason, eval_run_id))
-    _record_decision(cfg, champion_version, challenger_version, "approve", approver, reason, gate, break_glass)
+    _record_decision(cfg, store, champion_version, challenger_version, "approve", approver, reason, gate,
+                     break_glass)
     get_run_logger().info("Promoted %s v%s to @champion (approved by %s%s); v%s is @previous", name,
                           challenger_version, approver, f", overriding gate {gate}" if break_glass else "",
                           champion_version)
 
 
 @task(name="record-release-decision", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
-                    reason: str, gate: str = "") -> str:
+def record_decision(cfg: Config, store: ReviewStore, champion_version: str, challenger_version: str, decision: str,
+                    approver: str, reason: str, gate: str = "") -> str:
     """A person's decision on a release in the audit chain (`promote` records approvals itself: call this for a
     rejection). Returns the entry, as "#seq (sha256 ...)"."""
-    entry = _record_decision(cfg, champion_version, challenger_version, decision, approver, reason, gate)
+    entry = _record_decision(cfg, store, champion_version, challenger_version, decision, approver, reason, gate)
     get_run_logger().info("Decision %s on v%s by %s: audit entry %s", decision, challenger_version, approver,
                           entry.short)
     return entry.short
 
 
-def _record_decision(cfg: Config, champion_version: str, challenger_version: str, decision: str, approver: str,
-                     reason: str, gate: str = "", break_glass: bool = False) -> Entry:
+def _record_decision(cfg: Config, store: ReviewStore, champion_version: str, challenger_version: str, decision: str,
+                     approver: str, reason: str, gate: str = "", break_glass: bool = False) -> Entry:
     """The decision as an audit entry (with the gate outcome it answered), whose hash then tags the challenger's
     model version."""
     name = cfg.model.registered_name
-    entry = evidence.record_decision(evidence.open_log(cfg), name, champion_version, challenger_version, decision,
-                                  approver, reason, gate, break_glass)
+    entry = evidence.record_decision(evidence.open_log(cfg, store), name, champion_version, challenger_version,
+                                     decision, approver, reason, gate, break_glass)
     evidence.tag_release(name, challenger_version, entry)
     return entry
 
 
-@task(name="evaluate-release", cache_policy=TASK_SOURCE + INPUTS + RUN_ID, persist_result=True)
-def evaluate_release(config_path: str, dataset_version: int | None,
+# The key leaves out the run's store and MLflow client: the resumed run opens new ones, and finds the result
+@task(name="evaluate-release", cache_policy=TASK_SOURCE + INPUTS + RUN_ID - "store" - "client", persist_result=True)
+def evaluate_release(config_path: str, dataset_version: int | None, store: ReviewStore, client: MlflowClient,
                      synthetic_launch: training.SyntheticLaunch | None = None
                      ) -> tuple[report.ReportContext, Path, str]:
     """The gate's settings recorded, then both models on the regression set and hard cases, the baseline on the
@@ -236,20 +242,20 @@ def evaluate_release(config_path: str, dataset_version: int | None,
     redo it. `synthetic_launch`: the launch data without `source.launch_path` (training.launch_data)."""
     cfg = setup(config_path)
     champion, challenger = load_model(cfg, CHAMPION), load_model(cfg, CHALLENGER)
-    settings = gate_settings(cfg, champion.version, challenger.version)  # before any label is read
-    records, dv = versions.load(cfg, dataset_version or training.dataset_of(cfg, challenger.version))
+    settings = gate_settings(cfg, store, client, champion.version, challenger.version)  # before any label is read
+    records, dv = versions.load(cfg, dataset_version or training.dataset_of(cfg, client, challenger.version))
     train, leakage = training.training_rows(records, training.launch_data(cfg, synthetic_launch), cfg, dv.ref)
     compared = compare(records, champion, challenger, cfg, settings)
     verdict = regression.gate(compared.table, cfg, settings)
-    lineage = {**versions.lineage(dv), "random draw": completeness(cfg, records),
+    lineage = {**versions.lineage(dv), "random draw": completeness(cfg, store, records),
                "leakage guard": leakage.summary,
                "models": f"{cfg.model.registered_name} champion v{champion.version}, challenger v{challenger.version}"}
     ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
                                challenger.version, compared.table, verdict, AWAITING[verdict.outcome],
                                compared.latest, compared.latest_window, compared.hard,
-                               baseline(train, records, compared, cfg, settings), trend(cfg),
+                               baseline(train, records, compared, cfg, settings), trend(cfg, client),
                                lineage, latest_min_n=cfg.evaluation.latest_min_n, calibration=compared.calibration)
-    html, run_id = publish(ctx, cfg, None)
+    html, run_id = publish(ctx, cfg, store, None)
     return ctx, html, run_id
 
 

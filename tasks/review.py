@@ -87,8 +87,7 @@ def approval_form(description: str, gate: str = "PASS") -> type[ApprovalForm]:
 
 
 @task(name="lease-review-batch", cache_policy=NO_CACHE)
-def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
-    store = ReviewStore(cfg.store_url)
+def lease_batch(cfg: Config, store: ReviewStore, flow_run_id: str) -> BatchView | None:
     requeued = store.requeue_proposals(cfg.labels)
     if requeued:
         get_run_logger().info("%d items held for a proposed label that is now in the label set are back in the "
@@ -106,8 +105,7 @@ def lease_batch(cfg: Config, flow_run_id: str) -> BatchView | None:
 
 
 @task(name="store-labels", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
-    store = ReviewStore(cfg.store_url)
+def store_labels(cfg: Config, store: ReviewStore, batch: BatchView, answer: dict) -> SubmitResult:
     sub = submission.submit(cfg, store, batch.id, batch.items, answer,
                             partial(evidence.record_review, evidence.open_log(cfg, store)))
     reviewer, result = sub.reviewer, sub.result
@@ -127,7 +125,7 @@ def store_labels(cfg: Config, batch: BatchView, answer: dict) -> SubmitResult:
 
 
 @task(name="write-labels-to-mlflow-traces", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def write_back_labels(cfg: Config) -> int:
+def write_back_labels(cfg: Config, store: ReviewStore) -> int:
     """With an MLflow trace source: every resolved label as a HUMAN assessment on its trace (idempotent)."""
     if cfg.source.kind != "mlflow":
         return 0
@@ -135,7 +133,6 @@ def write_back_labels(cfg: Config) -> int:
 
     from hitl.sampling import mlflow_traces
 
-    store = ReviewStore(cfg.store_url)
     ann = store.annotations()
     mlflow.set_tracking_uri(cfg.mlflow_uri)
     n = mlflow_traces.write_back(cfg, mlflow_traces.verdicts(store.resolved(ann), ann, store.resolutions()))
@@ -145,9 +142,8 @@ def write_back_labels(cfg: Config) -> int:
 
 
 @task(name="publish-review-metrics", cache_policy=NO_CACHE)
-def publish_metrics(cfg: Config, batch_id: str) -> dict[str, float]:
+def publish_metrics(cfg: Config, store: ReviewStore, batch_id: str) -> dict[str, float]:
     """Reviewer metrics after a batch: a Prefect artifact and an MLflow run in the review experiment."""
-    store = ReviewStore(cfg.store_url)
     try:
         return _publish_metrics(cfg, store, batch_id)
     except Exception as e:  # reporting must not fail a review whose labels are already stored
@@ -175,20 +171,20 @@ def _publish_metrics(cfg: Config, store: ReviewStore, batch_id: str) -> dict[str
 
 
 @task(name="take-disputed-items", cache_policy=TASK_SOURCE + RUN_ID, persist_result=True)
-def disputed_items(cfg: Config) -> list[dict]:
+def disputed_items(cfg: Config, store: ReviewStore) -> list[dict]:
     """Up to one batch of disputed items, random-draw items first (they are the release verdict).
 
     Persisted per flow run: a suspended adjudication resumed later answers the items its form showed, even if
-    more disputes arrived meanwhile."""
-    return adjudication.next_batch(ReviewStore(cfg.store_url).disputed(), cfg.review.batch_size)
+    more disputes arrived meanwhile. The key is the task's source and the run, never `store`."""
+    return adjudication.next_batch(store.disputed(), cfg.review.batch_size)
 
 
 @task(name="store-adjudications", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def store_adjudications(cfg: Config, items: list[dict], answer: dict) -> dict[str, int]:
+def store_adjudications(cfg: Config, store: ReviewStore, items: list[dict], answer: dict) -> dict[str, int]:
     """Resolve each disputed item with the adjudicator's label; items settled meanwhile are skipped."""
     adjudicator, labels = forms.parse_answer(answer, items)
     adjudication.check_adjudicator(adjudicator, cfg.review.adjudicators)
-    store, log = ReviewStore(cfg.store_url), get_run_logger()
+    log = get_run_logger()
     stored = skipped = 0
     for trace_id, (label, reason) in labels.items():
         try:
@@ -203,6 +199,6 @@ def store_adjudications(cfg: Config, items: list[dict], answer: dict) -> dict[st
 
 
 @task(name="release-review-batch", cache_policy=NO_CACHE)
-def release_batch(cfg: Config, batch: BatchView, why: str) -> None:
-    ReviewStore(cfg.store_url).expire_batch(batch.id)
+def release_batch(cfg: Config, store: ReviewStore, batch: BatchView, why: str) -> None:
+    store.expire_batch(batch.id)
     get_run_logger().warning("Batch %s released back to the queue: %s", batch.id, why)

@@ -31,10 +31,10 @@ def run_window_key() -> str:
 
 
 @task(name="load-traces", cache_policy=NO_CACHE)
-def load(cfg: Config, since: datetime | None, until: datetime | None) -> LoadResult:
+def load(cfg: Config, store: ReviewStore, since: datetime | None, until: datetime | None) -> LoadResult:
     """The window's new traces: files unchanged and read for it before are skipped, and traces considered or
     rows quarantined by earlier runs are not counted again (hitl/sampling/watermarks.py)."""
-    result = watermarks.load_new(cfg, ReviewStore(cfg.store_url), since, until)
+    result = watermarks.load_new(cfg, store, since, until)
     qpath = write_quarantine(result.quarantined, cfg, "traces")
     log = get_run_logger()
     log.info("Traces: %(rows_in)d new rows in = %(accepted)d accepted + %(quarantined)d quarantined", result.summary)
@@ -46,9 +46,9 @@ def load(cfg: Config, since: datetime | None, until: datetime | None) -> LoadRes
 
 
 @task(name="drop-considered", cache_policy=NO_CACHE)
-def drop_considered(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+def drop_considered(traces: pd.DataFrame, cfg: Config, store: ReviewStore) -> pd.DataFrame:
     """Traces no earlier sampling run has looked at (late arrivals in an old window included)."""
-    fresh = traces[~traces["trace_id"].isin(ReviewStore(cfg.store_url).known_trace_ids())]
+    fresh = traces[~traces["trace_id"].isin(store.known_trace_ids())]
     get_run_logger().info("%d of %d valid traces are new to sampling", len(fresh), len(traces))
     return fresh.reset_index(drop=True)
 
@@ -72,9 +72,9 @@ def evaluate(scored: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFr
 
 
 @task(name="reference-rows", tags=[CPU_TAG], cache_policy=NO_CACHE)
-def reference_rows(cfg: Config, launch: pd.DataFrame) -> pd.DataFrame:
+def reference_rows(cfg: Config, store: ReviewStore, launch: pd.DataFrame) -> pd.DataFrame:
     """What the model was trained on, as (text, label): the launch data and the labelled policy picks."""
-    resolved = ReviewStore(cfg.store_url).resolved()
+    resolved = store.resolved()
     if len(resolved):
         resolved = resolved[resolved["selection_reason"] != selection.RANDOM]
     labelled = pd.DataFrame({"text": resolved.get("input", pd.Series(dtype=str)),
@@ -83,11 +83,10 @@ def reference_rows(cfg: Config, launch: pd.DataFrame) -> pd.DataFrame:
 
 
 @task(name="select-and-enqueue", tags=[CPU_TAG], cache_policy=NO_CACHE)
-def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Config, run_key: str
-                       ) -> tuple[selection.Selection, int]:
+def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Config, store: ReviewStore,
+                       run_key: str) -> tuple[selection.Selection, int]:
     """The representative draw of each window, then the policy's picks; both enqueued atomically with the
     draw's records and every trace considered."""
-    store = ReviewStore(cfg.store_url)
     encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length)
     frozen = encoder.encode(evaluated["input"].tolist())
     ref_vectors = encoder.encode(reference["text"].tolist())
@@ -109,13 +108,13 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
 
 
 @task(name="publish-sampling-summary", cache_policy=NO_CACHE)
-def publish(cfg: Config, loaded: LoadResult, results: pd.DataFrame, evaluated: pd.DataFrame,
+def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, results: pd.DataFrame, evaluated: pd.DataFrame,
             chosen: selection.Selection, new: int) -> dict:
     """Prefect artifacts (budget spend, selection counts, evaluator fail rates by cohort) and the same in MLflow.
     First the windows of the files the traces came from are marked as read: the traces are stored by now."""
     import mlflow
 
-    watermarks.commit(ReviewStore(cfg.store_url), loaded.pending)
+    watermarks.commit(store, loaded.pending)
     selected = chosen.items
     col = cfg.selection.strata[0] if cfg.selection.strata else (cfg.cohorts[0] if cfg.cohorts else None)
     counts = selection.counts_by_reason(selected, col)

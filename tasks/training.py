@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,14 +16,15 @@ from hitl.datasets import splits, versions
 from hitl.learning import abstention, modeling, recipe, registry
 from hitl.ops.deploy import CPU_TAG
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 SyntheticLaunch = Callable[[WorldConfig], pd.DataFrame]  # the synthetic world's launch set, given by a flow
 
 
-def dataset_of(cfg: Config, model_version: str) -> int:
+def dataset_of(cfg: Config, client: MlflowClient, model_version: str) -> int:
     """The dataset version a registered model was fine-tuned on (its `hitl.dataset` tag)."""
-    from mlflow import MlflowClient
-
-    tags = MlflowClient().get_model_version(cfg.model.registered_name, model_version).tags
+    tags = client.get_model_version(cfg.model.registered_name, model_version).tags
     version = versions.ref_version(tags.get(versions.DATASET_TAG, ""))
     if version is None:
         raise LookupError(f"{cfg.model.registered_name} v{model_version} has no dataset tag: pass --dataset-version")

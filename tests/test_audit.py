@@ -378,11 +378,11 @@ def test_review_tasks_record_each_submission_once_however_often_retried(tmp_path
             batch = store.take_batch(4)
             answer = {forms.REVIEWER_FIELD: reviewer, **{forms.item_field(i): label for i in range(4)}}
             for _ in range(2):  # a retry after the labels were stored
-                review.store_labels.fn(cfg, batch, answer)
+                review.store_labels.fn(cfg, store, batch, answer)
         items = store.disputed()
         answer = {forms.REVIEWER_FIELD: "carol", **{forms.item_field(i): C for i in range(len(items))}}
         for _ in range(2):  # the retry finds the items settled: the entry still names every adjudication
-            review.store_adjudications.fn(cfg, items, answer)
+            review.store_adjudications.fn(cfg, store, items, answer)
     entries = evidence.open_log(cfg).entries()
     assert [e.kind for e in entries] == ["review", "review", "adjudication"]
     assert entries[2].ref["resolution_ids"] == [1, 2, 3, 4]
