@@ -7,6 +7,7 @@ from prefect import flow
 
 from hitl.learning import modeling, registry
 from hitl.learning.promotion import CHAMPION
+from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import training
 from tasks.common import setup
@@ -26,7 +27,8 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     ds = mlflow.data.from_pandas(data, name="launch-data", targets="label")
     params = {"base_model": str(modeling.base_model_path(cfg)), "rows": len(data),
               **training.recipe_params(cfg)}
-    version = training.register_model(model, cfg, CHAMPION, params, metrics,
+    store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
+    version = training.register_model(model, cfg, store, CHAMPION, params, metrics,
                                       {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds)
     return {"champion_version": version, "rows": len(data), **metrics}
 

@@ -7,6 +7,7 @@ from prefect import flow
 from hitl.datasets import versions
 from hitl.learning import modeling
 from hitl.learning.promotion import CHALLENGER, CHAMPION
+from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import training
 from tasks.common import deployed_top_level, load_model, setup, start_deployment
@@ -28,7 +29,8 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
               "abstain_threshold": threshold, **training.recipe_params(cfg)}
     tags = {"hitl.stage": "fine_tune", versions.DATASET_TAG: dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
-    version = training.register_model(model, cfg, CHALLENGER, params, metrics, tags, ds)
+    store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
+    version = training.register_model(model, cfg, store, CHALLENGER, params, metrics, tags, ds)
     out = {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
     if deployed_top_level():  # retrain is one chain: the challenger's regression eval (it waits for approval)
         run = start_deployment(cfg, config_path, "regression-eval", key="regression-eval-after",

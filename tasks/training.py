@@ -15,6 +15,7 @@ from hitl.config import Config, WorldConfig
 from hitl.datasets import splits, versions
 from hitl.learning import abstention, modeling, recipe, registry
 from hitl.ops.deploy import CPU_TAG
+from hitl.review.store import ReviewStore
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -120,8 +121,8 @@ def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str
 
 
 @task(name="log-and-register-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def register_model(model: modeling.IntentModel, cfg: Config, alias: str, params: dict, metrics: dict,
-                   tags: dict[str, str], dataset=None) -> str:
+def register_model(model: modeling.IntentModel, cfg: Config, store: ReviewStore, alias: str, params: dict,
+                   metrics: dict, tags: dict[str, str], dataset=None) -> str:
     """One MLflow run in the training experiment: params, metrics, dataset input, model, alias."""
     import mlflow
 
@@ -133,7 +134,7 @@ def register_model(model: modeling.IntentModel, cfg: Config, alias: str, params:
             mlflow.log_input(dataset, context="training")
         version = registry.log_and_register(model, cfg.model.registered_name, alias,
                                             {**tags, "training_run_id": run.info.run_id})
-    entry = evidence.record_model(evidence.open_log(cfg), cfg.model.registered_name, version)
+    entry = evidence.record_model(evidence.open_log(cfg, store), cfg.model.registered_name, version)
     evidence.tag_release(cfg.model.registered_name, version, entry)
     get_run_logger().info("Registered %s version %s as @%s (audit entry %s)", cfg.model.registered_name, version,
                           alias, entry.short)
