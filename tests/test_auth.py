@@ -17,7 +17,7 @@ from hitl import credentials
 from hitl.config import Config, StackConfig, load_config
 from hitl.credentials import Credentials, CredentialsError
 from hitl.environment import apply_environment
-from hitl.ops import stack
+from hitl.ops import processes, stack, stack_auth
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -136,7 +136,7 @@ def test_loopback_needs_nothing(host):
 ])
 def test_non_loopback_without_auth_or_tls_is_refused_before_anything_starts(tmp_path, monkeypatch, stack_kw,
                                                                            missing):
-    monkeypatch.setattr(stack, "_launch", lambda *a, **k: pytest.fail("launched a server"))
+    monkeypatch.setattr(processes, "launch", lambda *a, **k: pytest.fail("launched a server"))
     cfg = Config(labels=["a", "b"], state_dir=str(tmp_path), stack={"host": "0.0.0.0", **stack_kw})
     with pytest.raises(stack.StackError) as ei:
         stack.up(cfg, console_print=lambda _: None)
@@ -149,7 +149,7 @@ def test_non_loopback_without_auth_or_tls_is_refused_before_anything_starts(tmp_
 
 
 def test_exposed_credentials_file_stops_up_before_anything_starts(tmp_path, monkeypatch):
-    monkeypatch.setattr(stack, "_launch", lambda *a, **k: pytest.fail("launched a server"))
+    monkeypatch.setattr(processes, "launch", lambda *a, **k: pytest.fail("launched a server"))
     f = _cred_file(tmp_path, 0o644)
     cfg = Config(labels=["a", "b"], state_dir=str(tmp_path / "state"), stack={"auth": True, "auth_file": str(f)})
     with pytest.raises(stack.StackError, match="chmod 600"):
@@ -160,21 +160,23 @@ def test_secrets_go_to_the_environment_only(tmp_path):
     cfg = Config(labels=["a", "b"], state_dir=str(tmp_path), stack={"auth": True,
                                                                     "auth_file": str(_cred_file(tmp_path))})
     creds = credentials.load(cfg.stack)
-    stack._auth_ini(cfg).parent.mkdir(parents=True)
-    stack._write_auth_ini(cfg)
-    assert PASSWORD not in stack._auth_ini(cfg).read_text()
-    assert stack._auth_db(cfg).stat().st_mode & 0o077 == 0
+    stack_auth.auth_ini(cfg).parent.mkdir(parents=True)
+    stack_auth.write_auth_ini(cfg)
+    assert PASSWORD not in stack_auth.auth_ini(cfg).read_text()
+    assert stack_auth.auth_db(cfg).stat().st_mode & 0o077 == 0
     specs = {s.name: s for s in stack._specs(cfg)}
     assert specs["mlflow"].argv[-2:] == ["--app-name", "basic-auth"]
     for spec in specs.values():
         assert PASSWORD not in " ".join(spec.argv) and PASSWORD not in str(spec.env)  # status/down never see it
-        launched = stack._with_credentials(spec, creds)
+        launched = stack_auth.with_credentials(spec, creds)
         assert launched.argv == spec.argv
         assert launched.env["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
-    assert stack._with_credentials(specs["prefect"], creds).env["PREFECT_SERVER_API_AUTH_STRING"] == creds.auth_string
-    ml = stack._with_credentials(specs["mlflow"], creds).env
-    assert ml["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD and ml["MLFLOW_AUTH_CONFIG_PATH"] == str(stack._auth_ini(cfg))
-    assert stack._with_credentials(specs["prefect"], None) is specs["prefect"]
+    prefect_env = stack_auth.with_credentials(specs["prefect"], creds).env
+    assert prefect_env["PREFECT_SERVER_API_AUTH_STRING"] == creds.auth_string
+    ml = stack_auth.with_credentials(specs["mlflow"], creds).env
+    assert ml["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD
+    assert ml["MLFLOW_AUTH_CONFIG_PATH"] == str(stack_auth.auth_ini(cfg))
+    assert stack_auth.with_credentials(specs["prefect"], None) is specs["prefect"]
 
 
 # ------------------------------------------------------------------ end to end: both real servers with auth

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from hitl.config import Config, StackConfig
-from hitl.ops import stack
+from hitl.ops import processes, stack
 
 
 def _free_port() -> int:
@@ -66,7 +66,7 @@ def no_launch(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a server was launched although up() should have stopped before")
 
-    monkeypatch.setattr(stack, "_launch", boom)
+    monkeypatch.setattr(processes, "launch", boom)
 
 
 @contextlib.contextmanager
@@ -163,7 +163,7 @@ def test_failed_start_names_service_url_and_log_and_stops_the_rest(tmp_path, mon
             bin_dir, "mlflow", "import sys\nprint('fake mlflow exploded', file=sys.stderr)\nsys.exit(3)\n"
         ),
     }
-    monkeypatch.setattr(stack, "_executable", lambda name: str(fakes[name]))
+    monkeypatch.setattr(processes, "executable", lambda name: str(fakes[name]))
     cfg = _cfg(tmp_path / "state", start_timeout_s=3.0)
     printed: list[str] = []
     t0 = time.monotonic()
@@ -185,7 +185,7 @@ def test_failed_start_names_service_url_and_log_and_stops_the_rest(tmp_path, mon
 
 def test_down_kills_the_whole_group_and_escalates_to_sigkill(tmp_path, monkeypatch):
     """A server that ignores SIGTERM (and has a child) is SIGKILLed with its group after the timeout."""
-    monkeypatch.setattr(stack, "STOP_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(processes, "STOP_TIMEOUT_S", 1.0)
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
     child_file = tmp_path / "child.pid"
