@@ -15,7 +15,7 @@ from hitl.config import WorldConfig
 from hitl.quarantine import write_quarantine
 from hitl.sampling.sources import load_traces, normalize, trace_files
 from hitl.schemas import REASON_COLUMN
-from hitl.sim import world
+from hitl.sim import files, world
 
 
 @pytest.fixture
@@ -231,7 +231,7 @@ def test_world_window_quarantines_exactly_the_corrupted_extras(tmp_path):
     requests, truth = world.production_requests(wcfg, datetime(2025, 3, 1, tzinfo=UTC))
     preds = list(truth["label"])
     records = world.simulate_production(requests, truth, preds, [0.9] * len(preds), "v1", wcfg)
-    path = world.write_jsonl(records, tmp_path / "world" / "window.jsonl")
+    path = files.write_jsonl(records, tmp_path / "world" / "window.jsonl")
     k = world.corrupted_count(len(requests), wcfg.invalid_share)
     assert k == 15 and len(records) == 315
     result = load_traces(cfg, path)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hitl.config import WorldConfig
-from hitl.sim import world
+from hitl.sim import files, phrases, world
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -40,7 +40,7 @@ def _records(
 def _template_label(text: str) -> set[str]:
     """The intents whose standard templates could have produced `text` (greeting/thanks optional)."""
     found = set()
-    for label, templates in world.STANDARD_TEMPLATES.items():
+    for label, templates in phrases.STANDARD_TEMPLATES.items():
         for template in templates:
             body = re.sub(r"\\\{\w+\\\}", ".*?", re.escape(template))
             if re.fullmatch(rf"(?:\w+(?: there| morning)?, )?{body}(?: Thank.*)?", text, re.IGNORECASE):
@@ -71,9 +71,9 @@ def test_constants() -> None:
     assert len(world.INTENTS) == 10
     assert (world.INTENTS[0], world.INTENTS[-1]) == ("card_lost", "password_reset")
     assert world.CHANNELS == ("web_chat", "email", "app")
-    assert set(world.STANDARD_TEMPLATES) == set(world.INTENTS) == set(world.VOICE_TEMPLATES)
-    assert all(len(t) >= 8 for t in world.STANDARD_TEMPLATES.values())
-    assert all(len(t) >= 6 for t in world.VOICE_TEMPLATES.values())
+    assert set(phrases.STANDARD_TEMPLATES) == set(world.INTENTS) == set(phrases.VOICE_TEMPLATES)
+    assert all(len(t) >= 8 for t in phrases.STANDARD_TEMPLATES.values())
+    assert all(len(t) >= 6 for t in phrases.VOICE_TEMPLATES.values())
 
 
 def test_launch_data_all_intents_no_drift_channel(cfg: WorldConfig) -> None:
@@ -218,9 +218,28 @@ def test_simulate_production_deterministic_and_validates(cfg: WorldConfig, windo
 def test_write_jsonl_round_trip(cfg: WorldConfig, window: tuple, tmp_path: Path) -> None:
     requests, truth = window
     records = _records(cfg, requests, truth)
-    path = world.write_jsonl(iter(records), tmp_path / "nested" / "dir" / "traces.jsonl")
+    path = files.write_jsonl(iter(records), tmp_path / "nested" / "dir" / "traces.jsonl")
     assert path.exists() and list(path.parent.iterdir()) == [path]
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == records
-    world.write_jsonl(records[:3], path)
+    files.write_jsonl(records[:3], path)
     assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path: Path) -> None:
+    target = files.atomic_write(tmp_path / "a" / "out.txt", lambda p: p.write_text("old", encoding="utf-8"))
+    assert target.read_text(encoding="utf-8") == "old"
+
+    def half_then_fail(p: Path) -> None:
+        p.write_text("half", encoding="utf-8")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_write(target, half_then_fail)
+    assert target.read_text(encoding="utf-8") == "old"
+    assert [f.name for f in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_trace_timestamps_are_utc_with_milliseconds() -> None:
+    assert files.iso(pd.Timestamp("2026-01-02T03:04:05.678901")) == "2026-01-02T03:04:05.678Z"
+    assert files.iso(pd.Timestamp("2026-01-02T04:04:05+01:00")) == "2026-01-02T03:04:05.000Z"

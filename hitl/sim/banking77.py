@@ -13,9 +13,6 @@ arXiv:2003.04807. Source: PolyAI-LDN/task-specific-datasets.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hitl.config import ScenarioConfig
-from hitl.sim.world import _iso, _to_utc, write_jsonl
+from hitl.sim.files import atomic_write, iso, to_utc, write_jsonl
 
 ATTRIBUTION = (
     "BANKING77 (CC BY 4.0): Casanueva et al., Efficient Intent Detection with Dual Sentence Encoders, "
@@ -116,7 +113,7 @@ def _check(s: Banking77Scenario, n_labels: int) -> pd.Timestamp:
     if not s.tiers or len(set(s.tiers)) != len(s.tiers):
         raise ValueError(f"tiers must be distinct and non-empty, got {s.tiers}")
     try:
-        start = _to_utc(pd.Timestamp(s.start))
+        start = to_utc(pd.Timestamp(s.start))
     except ValueError as e:
         raise ValueError(f"start must be a date such as '2026-01-01', got {s.start!r}") from e
     if start != start.normalize():
@@ -201,20 +198,6 @@ def build(s: Banking77Scenario) -> ScenarioData:
 # ---------------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------------
-def _atomic(path: Path, write_to: Callable[[Path], object]) -> Path:
-    """Write `path` through `write_to(tmp)` then os.replace, like world.write_jsonl."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write_to(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _normalise(texts: pd.Series) -> set[str]:
     return set(texts.str.strip().str.lower().str.replace(r"\s+", " ", regex=True))
 
@@ -231,7 +214,7 @@ def _trace_records(day: pd.DataFrame) -> list[dict]:
     return [
         {
             "trace_id": r.trace_id,
-            "timestamp": _iso(r.timestamp),
+            "timestamp": iso(r.timestamp),
             "input": r.input,
             "output": "",
             "channel": r.channel,
@@ -259,15 +242,15 @@ def write(data: ScenarioData, out_dir: Path) -> dict[str, str]:
         )
 
     paths = {
-        "launch": _atomic(
+        "launch": atomic_write(
             out_dir / "launch.csv",
             lambda p: data.launch[["text", "label", "channel", "tier"]].to_csv(p, index=False, lineterminator="\n"),
         ),
         "traces": traces_dir,
-        "truth": _atomic(
+        "truth": atomic_write(
             out_dir / "truth.parquet", lambda p: data.traffic[["trace_id", "label"]].to_parquet(p, index=False)
         ),
-        "test": _atomic(
+        "test": atomic_write(
             out_dir / "test.parquet", lambda p: data.test[["text", "label", "group"]].to_parquet(p, index=False)
         ),
     }
@@ -291,7 +274,7 @@ def write(data: ScenarioData, out_dir: Path) -> dict[str, str]:
         "train_test_duplicate_texts_case_space_folded": folded,
     }
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
-    paths["scenario"] = _atomic(out_dir / "scenario.json", lambda p: p.write_text(text, encoding="utf-8"))
+    paths["scenario"] = atomic_write(out_dir / "scenario.json", lambda p: p.write_text(text, encoding="utf-8"))
     return {k: str(v) for k, v in paths.items()}
 
 

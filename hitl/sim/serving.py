@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from hitl.config import Config
 from hitl.learning import modeling
-from hitl.sim import world
+from hitl.sim import files, world
 
 
 def serve_window(cfg: Config, model: modeling.IntentModel, window: int) -> dict:
@@ -19,7 +19,7 @@ def serve_window(cfg: Config, model: modeling.IntentModel, window: int) -> dict:
     records = world.simulate_production(requests, truth, s.prediction, s.confidence.tolist(),
                                         model.version, cfg.world)
     day = start.strftime("%Y-%m-%d")
-    traces = world.write_jsonl(records, cfg.world_dir / "traces" / f"{day}.jsonl")
+    traces = files.write_jsonl(records, cfg.world_dir / "traces" / f"{day}.jsonl")
     truth_path = cfg.world_dir / "truth" / f"{day}.parquet"
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     truth.to_parquet(truth_path, index=False)
