@@ -2,6 +2,9 @@
 
 `load_config(path)` returns a validated `Config`; every other module takes values from it (label set,
 cohort columns, ports, paths, thresholds) instead of keeping its own copy.
+
+One module on purpose (over 450 lines): it is the schema of that one file, a model per section, the checks
+that span sections on the root, and the paths and URLs derived from it; a reader checks a key in one place.
 """
 
 from __future__ import annotations
