@@ -5,12 +5,12 @@ from __future__ import annotations
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 
-from hitl.evaluation import regression, report
+from hitl.evaluation import decision, regression, report
 from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import evaluation
 from tasks.common import setup, wait_for_people
-from tasks.review import OVERRIDE, approval_form
+from tasks.review import approval_form
 
 ASK = {"PASS": "**Approve** moves `@champion` to version {chall}; **reject** keeps version {champ}.",
        "INCONCLUSIVE": "The gate is **INCONCLUSIVE**: the data do not decide this release, and nothing is promoted "
@@ -38,10 +38,8 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     get_run_logger().info("Gate %s. Waiting for a decision: Resume this run in the Prefect UI or run "
                           "`hitl approve -c %s`", outcome, config_path)
     answer = wait_for_people(approval_form(description, outcome), cfg, key="approval")
-    promoted = answer.decision in ("approve", OVERRIDE)
-    break_glass = promoted and outcome != "PASS"
-    ctx.decision = (f"{'approved (break-glass, gate ' + outcome + ')' if break_glass else answer.decision + 'd'} "
-                    f"by {answer.approver}: {answer.reason}")
+    decided = decision.decide(answer.decision, outcome, answer.approver, answer.reason)
+    promoted, break_glass, ctx.decision = decided.promoted, decided.break_glass, decided.text
     if promoted:
         evaluation.promote(cfg, store, ctx.champion_version, ctx.challenger_version, answer.approver, answer.reason,
                            gate=outcome, break_glass=break_glass)

@@ -12,6 +12,7 @@ from prefect.input import RunInput
 
 from hitl.audit import evidence
 from hitl.config import Config
+from hitl.evaluation.decision import GATE_CHOICES, MIN_OVERRIDE_REASON
 from hitl.review import adjudication, forms, submission
 from hitl.review.store import BatchView, ReviewError, ReviewStore, SubmitResult
 
@@ -64,11 +65,6 @@ def build_adjudication_form(items: list[dict], cfg: Config) -> type[Adjudication
     """The adjudicator's form: the deciding label per disputed item, with every earlier label shown."""
     return _form("AdjudicationForm", AdjudicationForm, forms.adjudication_fields(items, cfg),
                  forms.describe_adjudication(items, cfg), cfg)
-
-
-OVERRIDE = "override"  # break-glass: promote against a gate that did not PASS
-GATE_CHOICES = {"PASS": ("approve", "reject"), "INCONCLUSIVE": ("approve", "reject"), "FAIL": ("reject", OVERRIDE)}
-MIN_OVERRIDE_REASON = 20  # characters: a gate that did not PASS is only overridden with a reason to read later
 
 
 def approval_form(description: str, gate: str = "PASS") -> type[ApprovalForm]:
