@@ -21,9 +21,11 @@ def test_evaluate_release_keys_on_its_inputs_but_not_the_store_or_client():
     assert kinds == {TaskSource, RunId, Inputs}
     (inputs,) = _inputs(t)
     args = {"config_path": "c.yaml", "dataset_version": 3, "synthetic_launch": None}
-    one = inputs.compute_key(None, {**args, "store": object(), "client": object()}, {})
-    other = inputs.compute_key(None, {**args, "store": object(), "client": object()}, {})
+    one = inputs.compute_key(None, {**args, "store": "store of one process", "client": 1}, {})
+    other = inputs.compute_key(None, {**args, "store": "store of the resumed run", "client": 2}, {})
     assert one == other == inputs.compute_key(None, args, {})
+    plain = Inputs()  # the same inputs, nothing left out: the store would change the key
+    assert plain.compute_key(None, {**args, "store": "a"}, {}) != plain.compute_key(None, {**args, "store": "b"}, {})
     assert one != inputs.compute_key(None, {**args, "dataset_version": 4}, {})
 
 
