@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+from mlflow import MlflowClient
 from prefect import flow
 
 from hitl.learning import modeling, registry
@@ -17,7 +18,8 @@ from tasks.common import setup
 def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> dict:
     """Launch data -> fine-tune the base model -> register `@champion` (skipped if one exists)."""
     cfg = setup(config_path)
-    existing = registry.alias_version(cfg.model.registered_name, CHAMPION)
+    client = MlflowClient()  # one for the run, passed down
+    existing = registry.alias_version(cfg.model.registered_name, CHAMPION, client)
     if existing and not force:
         print(f"{cfg.model.registered_name}@champion already exists (version {existing}); pass force=True to retrain")
         return {"champion_version": existing, "skipped": True}
@@ -28,7 +30,7 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     params = {"base_model": str(modeling.base_model_path(cfg)), "rows": len(data),
               **training.recipe_params(cfg)}
     store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
-    version = training.register_model(model, cfg, store, CHAMPION, params, metrics,
+    version = training.register_model(model, cfg, store, client, CHAMPION, params, metrics,
                                       {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds)
     return {"champion_version": version, "rows": len(data), **metrics}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mlflow import MlflowClient
 from prefect import flow
 
 from hitl.datasets import versions
@@ -18,9 +19,10 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     """Dataset version (digest-checked) -> train split (+ launch replay) -> leakage guard -> Trainer ->
     abstention threshold -> `@challenger` -> (deployed) a run of the regression-eval deployment."""
     cfg = setup(config_path)
+    client = MlflowClient()  # one for the run, passed down
     records, dv = versions.load(cfg, dataset_version)
     train, leakage = training.training_rows(records, training.launch_data(cfg, world.launch_data), cfg, dv.ref)
-    model = modeling.align_labels(load_model(cfg, CHAMPION), cfg.labels)
+    model = modeling.align_labels(load_model(cfg, CHAMPION, client), cfg.labels)
     parent = model.version
     metrics = training.train(model, train, cfg, f"{dv.name}-v{dv.version}")
     threshold = training.calibrate_abstention(model, records, cfg)
@@ -30,7 +32,7 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     tags = {"hitl.stage": "fine_tune", versions.DATASET_TAG: dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
     store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
-    version = training.register_model(model, cfg, store, CHALLENGER, params, metrics, tags, ds)
+    version = training.register_model(model, cfg, store, client, CHALLENGER, params, metrics, tags, ds)
     out = {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
     if deployed_top_level():  # retrain is one chain: the challenger's regression eval (it waits for approval)
         run = start_deployment(cfg, config_path, "regression-eval", key="regression-eval-after",

@@ -41,10 +41,10 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     decided = decision.decide(answer.decision, outcome, answer.approver, answer.reason)
     promoted, break_glass, ctx.decision = decided.promoted, decided.break_glass, decided.text
     if promoted:
-        evaluation.promote(cfg, store, ctx.champion_version, ctx.challenger_version, answer.approver, answer.reason,
-                           gate=outcome, break_glass=break_glass)
+        evaluation.promote(cfg, store, client, ctx.champion_version, ctx.challenger_version, answer.approver,
+                           answer.reason, gate=outcome, break_glass=break_glass)
     else:
-        evaluation.record_decision(cfg, store, ctx.champion_version, ctx.challenger_version, answer.decision,
+        evaluation.record_decision(cfg, store, client, ctx.champion_version, ctx.challenger_version, answer.decision,
                                    answer.approver, answer.reason, gate=outcome)
     html, run_id = evaluation.publish(ctx, cfg, store, run_id)
     get_run_logger().info("%s | decision: %s", report.headline(ctx), ctx.decision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
@@ -26,6 +27,7 @@ def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None
     """`since`/`until` bound the trace timestamps; without them, `window="previous_day"` (the daily
     deployment) takes the UTC day before the run's scheduled time, so a late or re-run run reads the same day."""
     cfg = setup(config_path)
+    client = MlflowClient()  # one for the run, passed down
     if window == "previous_day" and since is None and until is None:
         since, until = previous_day(get_run_context().flow_run.expected_start_time)
         get_run_logger().info("Window: %s to %s (the day before the scheduled time)", since, until)
@@ -35,7 +37,7 @@ def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None
     if fresh.empty:
         print(f"No new valid traces in the window ({loaded.summary}); nothing to sample.")
         return {**loaded.summary, "selected": 0, "enqueued": 0}
-    scored = sampling.score(load_model(cfg, CHAMPION), fresh, cfg)
+    scored = sampling.score(load_model(cfg, CHAMPION, client), fresh, cfg)
     results, evaluated = sampling.evaluate(scored, cfg)
     reference = sampling.reference_rows(cfg, store, training.launch_data(cfg, world.launch_data))
     chosen, new = sampling.select_and_enqueue(evaluated, reference, cfg, store, sampling.run_window_key())

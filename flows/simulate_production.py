@@ -5,6 +5,7 @@ Writes one window of trace JSONL as a logging system would, and the hidden groun
 
 from __future__ import annotations
 
+from mlflow import MlflowClient
 from prefect import flow
 
 from hitl.learning.promotion import CHAMPION
@@ -17,7 +18,8 @@ from tasks.common import load_model, setup
 def simulate_production(config_path: str = "configs/demo.yaml", window: int = 0) -> dict:
     """One day of synthetic production traffic scored by `@champion`."""
     cfg = setup(config_path)
-    return simulation.serve_window(cfg, load_model(cfg, CHAMPION), window, serving.serve_window)
+    client = MlflowClient()
+    return simulation.serve_window(cfg, load_model(cfg, CHAMPION, client), window, serving.serve_window)
 
 
 if __name__ == "__main__":

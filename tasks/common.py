@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config, load_config
 from hitl.environment import apply_environment
 from hitl.learning import modeling, promotion, registry
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 def setup(config_path: str) -> Config:
@@ -22,14 +27,14 @@ def setup(config_path: str) -> Config:
 
 
 @task(name="load-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def load_model(cfg: Config, alias: str) -> modeling.IntentModel:
+def load_model(cfg: Config, alias: str, client: MlflowClient) -> modeling.IntentModel:
     """Load `models:/<registered_name>@alias` and check it predicts the configured label set. A promotion a
     crash interrupted is finished first, so the aliases are where the approval put them."""
-    finished = promotion.finish_pending(cfg.model.registered_name)
+    finished = promotion.finish_pending(cfg.model.registered_name, client)
     if finished:
         get_run_logger().warning("Finished promoting %s v%s to @champion (approved by %s), which a crash had "
                                  "interrupted", cfg.model.registered_name, finished.promoted, finished.approver)
-    model = registry.load_registered(cfg.model.registered_name, alias)
+    model = registry.load_registered(cfg.model.registered_name, alias, client)
     modeling.check_labels(model, cfg)
     get_run_logger().info("Loaded %s@%s (version %s)", cfg.model.registered_name, alias, model.version)
     return model

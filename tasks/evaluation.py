@@ -196,14 +196,16 @@ def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: 
 
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)
-def promote(cfg: Config, store: ReviewStore, champion_version: str, challenger_version: str, approver: str, reason: str,
-            eval_run_id: str | None = None, gate: str = "", break_glass: bool = False) -> None:
+def promote(cfg: Config, store: ReviewStore, client: MlflowClient, champion_version: str, challenger_version: str,
+            approver: str, reason: str, eval_run_id: str | None = None, gate: str = "", break_glass: bool = False
+            ) -> None:
     """Move `@champion` to the challenger; the old champion keeps `@previous`; the decision is tagged on the
     challenger's version first. Safe to repeat, and a crash half-way is finished by the next run
     (hitl/learning/promotion.py). `break_glass`: approved against a gate that did not PASS."""
     name = cfg.model.registered_name
-    promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason, eval_run_id))
-    _record_decision(cfg, store, champion_version, challenger_version, "approve", approver, reason, gate,
+    promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason, eval_run_id),
+                      client)
+    _record_decision(cfg, store, client, champion_version, challenger_version, "approve", approver, reason, gate,
                      break_glass)
     get_run_logger().info("Promoted %s v%s to @champion (approved by %s%s); v%s is @previous", name,
                           challenger_version, approver, f", overriding gate {gate}" if break_glass else "",
@@ -211,24 +213,26 @@ def promote(cfg: Config, store: ReviewStore, champion_version: str, challenger_v
 
 
 @task(name="record-release-decision", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def record_decision(cfg: Config, store: ReviewStore, champion_version: str, challenger_version: str, decision: str,
-                    approver: str, reason: str, gate: str = "") -> str:
+def record_decision(cfg: Config, store: ReviewStore, client: MlflowClient, champion_version: str,
+                    challenger_version: str, decision: str, approver: str, reason: str, gate: str = "") -> str:
     """A person's decision on a release in the audit chain (`promote` records approvals itself: call this for a
     rejection). Returns the entry, as "#seq (sha256 ...)"."""
-    entry = _record_decision(cfg, store, champion_version, challenger_version, decision, approver, reason, gate)
+    entry = _record_decision(cfg, store, client, champion_version, challenger_version, decision, approver, reason,
+                             gate)
     get_run_logger().info("Decision %s on v%s by %s: audit entry %s", decision, challenger_version, approver,
                           entry.short)
     return entry.short
 
 
-def _record_decision(cfg: Config, store: ReviewStore, champion_version: str, challenger_version: str, decision: str,
-                     approver: str, reason: str, gate: str = "", break_glass: bool = False) -> Entry:
+def _record_decision(cfg: Config, store: ReviewStore, client: MlflowClient, champion_version: str,
+                     challenger_version: str, decision: str, approver: str, reason: str, gate: str = "",
+                     break_glass: bool = False) -> Entry:
     """The decision as an audit entry (with the gate outcome it answered), whose hash then tags the challenger's
     model version."""
     name = cfg.model.registered_name
     entry = evidence.record_decision(evidence.open_log(cfg, store), name, champion_version, challenger_version,
                                      decision, approver, reason, gate, break_glass)
-    evidence.tag_release(name, challenger_version, entry)
+    evidence.tag_release(name, challenger_version, entry, client)
     return entry
 
 
@@ -241,7 +245,7 @@ def evaluate_release(config_path: str, dataset_version: int | None, store: Revie
     same training rows, the decision, the published report. Persisted per run: the approval's resume does not
     redo it. `synthetic_launch`: the launch data without `source.launch_path` (training.launch_data)."""
     cfg = setup(config_path)
-    champion, challenger = load_model(cfg, CHAMPION), load_model(cfg, CHALLENGER)
+    champion, challenger = load_model(cfg, CHAMPION, client), load_model(cfg, CHALLENGER, client)
     settings = gate_settings(cfg, store, client, champion.version, challenger.version)  # before any label is read
     records, dv = versions.load(cfg, dataset_version or training.dataset_of(cfg, client, challenger.version))
     train, leakage = training.training_rows(records, training.launch_data(cfg, synthetic_launch), cfg, dv.ref)

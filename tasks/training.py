@@ -121,8 +121,8 @@ def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str
 
 
 @task(name="log-and-register-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def register_model(model: modeling.IntentModel, cfg: Config, store: ReviewStore, alias: str, params: dict,
-                   metrics: dict, tags: dict[str, str], dataset=None) -> str:
+def register_model(model: modeling.IntentModel, cfg: Config, store: ReviewStore, client: MlflowClient, alias: str,
+                   params: dict, metrics: dict, tags: dict[str, str], dataset=None) -> str:
     """One MLflow run in the training experiment: params, metrics, dataset input, model, alias."""
     import mlflow
 
@@ -133,9 +133,9 @@ def register_model(model: modeling.IntentModel, cfg: Config, store: ReviewStore,
         if dataset is not None:
             mlflow.log_input(dataset, context="training")
         version = registry.log_and_register(model, cfg.model.registered_name, alias,
-                                            {**tags, "training_run_id": run.info.run_id})
+                                            {**tags, "training_run_id": run.info.run_id}, client)
     entry = evidence.record_model(evidence.open_log(cfg, store), cfg.model.registered_name, version)
-    evidence.tag_release(cfg.model.registered_name, version, entry)
+    evidence.tag_release(cfg.model.registered_name, version, entry, client)
     get_run_logger().info("Registered %s version %s as @%s (audit entry %s)", cfg.model.registered_name, version,
                           alias, entry.short)
     return version

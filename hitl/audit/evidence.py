@@ -164,11 +164,12 @@ def record_decision(log: AuditLog, name: str, champion_version: str, challenger_
                       sha256_json(ref))[0]
 
 
-def tag_release(name: str, version: str, entry: Entry) -> None:
-    """Anchor the chain in the model registry: the head as a tag on the model version."""
+def tag_release(name: str, version: str, entry: Entry, client=None) -> None:
+    """Anchor the chain in the model registry: the head as a tag on the model version (`client`: the caller's
+    MlflowClient, else a new one)."""
     from mlflow import MlflowClient
 
-    MlflowClient().set_model_version_tag(name, str(version), HEAD_TAG, f"{entry.seq}:{entry.entry_sha256}")
+    (client or MlflowClient()).set_model_version_tag(name, str(version), HEAD_TAG, f"{entry.seq}:{entry.entry_sha256}")
 
 
 def release_line(log: AuditLog, dataset_ref: str, name: str, challenger_version: str) -> str:

@@ -27,39 +27,39 @@ class Promotion:
     eval_run_id: str | None = None  # the MLflow run of the regression eval the approval was given on
 
 
-def promote(registered_name: str, p: Promotion) -> None:
-    """Record the decision, then carry it out (see the module docstring)."""
+def promote(registered_name: str, p: Promotion, client=None) -> None:
+    """Record the decision, then carry it out (see the module docstring). `client`: the caller's MlflowClient."""
     from mlflow import MlflowClient
 
-    MlflowClient().set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
+    client = client or MlflowClient()
+    client.set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
     faults.checkpoint("promote:approved")
-    _carry_out(registered_name, p)
+    _carry_out(registered_name, p, client)
 
 
-def finish_pending(registered_name: str) -> Promotion | None:
+def finish_pending(registered_name: str, client=None) -> Promotion | None:
     """Finish a promotion a crash interrupted (its decision is on record); returns it, or None when none was
     pending."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    client = client or MlflowClient()
     try:
-        raw = MlflowClient().get_registered_model(registered_name).tags.get(PENDING_TAG)
+        raw = client.get_registered_model(registered_name).tags.get(PENDING_TAG)
     except MlflowException:
         return None  # no registered model yet
     if not raw:
         return None
     p = Promotion(**json.loads(raw))
-    _carry_out(registered_name, p)
+    _carry_out(registered_name, p, client)
     return p
 
 
-def _carry_out(registered_name: str, p: Promotion) -> None:
+def _carry_out(registered_name: str, p: Promotion, client) -> None:
     """Approval tags on the promoted version, @previous -> replaced, @champion -> promoted, @challenger
     removed, pending tag removed: single registry calls, each safe to repeat."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
     tags = {"hitl.approved_by": p.approver, "hitl.approval_reason": p.reason, "hitl.replaced_version": p.replaced}
     if p.eval_run_id:
         tags["hitl.eval_run_id"] = p.eval_run_id

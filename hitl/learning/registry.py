@@ -15,9 +15,10 @@ from hitl.learning import modeling
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers", "safetensors", "pandas", "numpy"]
 
 
-def log_and_register(model: modeling.IntentModel, registered_name: str, alias: str, tags: dict[str, str]) -> str:
+def log_and_register(model: modeling.IntentModel, registered_name: str, alias: str, tags: dict[str, str],
+                     client=None) -> str:
     """Log the model (pyfunc carrying the model folder) to the active MLflow run, register it, point `alias`
-    at it. Returns the version."""
+    at it. Returns the version. `client`: the caller's MlflowClient (else a new one)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -31,30 +32,30 @@ def log_and_register(model: modeling.IntentModel, registered_name: str, alias: s
             registered_model_name=registered_name,
         )
     version = str(info.registered_model_version)
-    client = MlflowClient()
+    client = client or MlflowClient()
     for k, v in tags.items():
         client.set_model_version_tag(registered_name, version, k, str(v))
     client.set_registered_model_alias(registered_name, alias, version)
     return version
 
 
-def alias_version(registered_name: str, alias: str) -> str | None:
+def alias_version(registered_name: str, alias: str, client=None) -> str | None:
     """The version an alias points at, or None when the model or alias does not exist."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(MlflowClient().get_model_version_by_alias(registered_name, alias).version)
+        return str((client or MlflowClient()).get_model_version_by_alias(registered_name, alias).version)
     except MlflowException:
         return None
 
 
-def load_registered(registered_name: str, alias_or_version: str) -> modeling.IntentModel:
+def load_registered(registered_name: str, alias_or_version: str, client=None) -> modeling.IntentModel:
     """Load `models:/NAME@alias` (or a version number) from the registry as an IntentModel."""
     import mlflow
     from mlflow import MlflowClient
 
-    client = MlflowClient()
+    client = client or MlflowClient()
     if alias_or_version.isdigit():
         mv = client.get_model_version(registered_name, alias_or_version)
     else:
