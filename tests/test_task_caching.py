@@ -33,3 +33,24 @@ def test_the_persisted_adjudication_batch_does_not_hash_its_inputs():
     t = review.disputed_items
     assert t.name == "take-disputed-items" and t.persist_result is True
     assert not _inputs(t)
+
+
+def test_no_task_hashes_a_store_or_client_it_is_given():
+    import inspect
+
+    from prefect import Task
+
+    from tasks import common, datasets, sampling, simulation, training
+
+    seen = 0
+    for module in (common, datasets, evaluation, review, sampling, simulation, training):
+        for t in vars(module).values():
+            if not isinstance(t, Task):
+                continue
+            shared = {"store", "client"} & set(inspect.signature(t.fn).parameters)
+            if not shared:
+                continue
+            seen += 1
+            for inputs in _inputs(t):
+                assert shared <= set(inputs.exclude), (t.name, shared)
+    assert seen >= 15
