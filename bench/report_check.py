@@ -40,7 +40,10 @@ def main(argv: list[str]) -> int:
         return 1
     run = runs[0]
     m, tags = run.data.metrics, run.data.tags
-    records, _ = versions.load(cfg, versions.ref_version(tags[versions.DATASET_TAG]))
+    version = versions.ref_version(tags[versions.DATASET_TAG])
+    if version is None:
+        raise LookupError(f"eval run {run.info.run_id} has no dataset version in its {versions.DATASET_TAG} tag")
+    records, _ = versions.load(cfg, version)
     truth = load_truth(cfg)
     traces = load_traces(cfg).accepted
     regression_ids = records.loc[records["split"] == "regression", "trace_id"]
