@@ -14,7 +14,7 @@ def test_reject_never_promotes():
     for outcome in GATE_CHOICES:
         d = decide("reject", outcome, "bo", "not now")
         assert (d.promoted, d.break_glass) == (False, False)
-        assert d.text.endswith(" by bo: not now")
+        assert d.text == "rejected by bo: not now"
 
 
 def test_promoting_against_a_gate_that_did_not_pass_is_break_glass():

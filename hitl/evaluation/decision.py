@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 OVERRIDE = "override"  # break-glass: promote against a gate that did not PASS
 GATE_CHOICES = {"PASS": ("approve", "reject"), "INCONCLUSIVE": ("approve", "reject"), "FAIL": ("reject", OVERRIDE)}
+PAST = {"approve": "approved", "reject": "rejected", OVERRIDE: "overridden"}
 MIN_OVERRIDE_REASON = 20  # characters: a gate that did not PASS is only overridden with a reason to read later
 
 
@@ -21,6 +22,6 @@ def decide(choice: str, outcome: str, approver: str, reason: str) -> Decision:
     """The meaning of `choice` ("approve", "reject" or OVERRIDE) on a release whose gate said `outcome`."""
     promoted = choice in ("approve", OVERRIDE)
     break_glass = promoted and outcome != "PASS"
-    text = (f"{'approved (break-glass, gate ' + outcome + ')' if break_glass else choice + 'd'} "
-            f"by {approver}: {reason}")
+    done = f"approved (break-glass, gate {outcome})" if break_glass else PAST[choice]
+    text = f"{done} by {approver}: {reason}"
     return Decision(promoted, break_glass, text)
