@@ -1,14 +1,18 @@
 # hitl-loop: two commands on a fresh machine.
 #   make demo   set up .venv, start the local stack, run the whole loop on the synthetic world
-#   make test   set up .venv and run the test suite (what CI runs)
+#   make test   set up .venv and run the test suite (what CI runs); make test-fast: all but e2e and slow tests
 #   make bench  the benchmarks behind docs/benchmarks.md (45 min on 2 cores; bench-quick: under 5)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.yaml
+# pytest-xdist, one worker per core of the 2-core machines we test on; a module runs whole on one worker (its
+# server stack starts once) and the modules that start servers are handed out first (tests/conftest.py).
+PYTEST_WORKERS ?= 2
+PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv demo test test-fast lint down clean browser postgres bench bench-quick
+.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,12 +38,19 @@ browser:
 postgres:
 	@.ci/postgres
 
-test: $(STAMP) browser postgres
+# The apt steps, one after the other (one dpkg lock).
+system: browser postgres
+
+# The apt steps run in the background while pip installs; both must succeed before the tests start.
+test:
+	@$(MAKE) --no-print-directory system & apt=$$!; \
+	  $(MAKE) --no-print-directory venv; venv=$$?; \
+	  wait $$apt; apt=$$?; [ $$venv = 0 ] && [ $$apt = 0 ]
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q $(PARALLEL) --durations=25
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not e2e and not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

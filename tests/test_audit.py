@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
-from helpers_domain import COHORTS, LABELS, forget_mlflow_uris, make_cfg, review_items
+from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -25,11 +25,6 @@ from hitl.review import forms
 from hitl.review.store import ReviewStore
 
 A, B, C = LABELS
-
-
-@pytest.fixture
-def store(tmp_path) -> ReviewStore:
-    return ReviewStore(f"sqlite:///{tmp_path}/r.db")
 
 
 @pytest.fixture
@@ -175,7 +170,7 @@ def test_export_round_trips_and_an_edited_export_is_named(store, log, tmp_path):
     (tmp_path / "edited.jsonl").write_text("\n".join([*lines[:3], json.dumps(edited), *lines[4:]]))
     assert evidence.verify(log, entries=audit_chain.read_export(tmp_path / "edited.jsonl")).problem.seq == 4
     with pytest.raises(audit_chain.AuditError):
-        audit_chain.read_export(tmp_path / "r.db")
+        audit_chain.read_export(tmp_path / "review.db")
 
 
 @pytest.fixture
@@ -212,17 +207,9 @@ def test_any_edit_anywhere_is_named_at_that_entry(chain, at, name, value, rehash
 # ---- the referenced MLflow objects ----
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
-    """A local MLflow (SQLite backend, artifacts in a temporary folder) for this module."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("mlflow")
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
-    yield root
-    mlflow.set_tracking_uri(before)
-    forget_mlflow_uris()
+def tracking(local_mlflow) -> Path:
+    """A local MLflow (SQLite backend, artifacts in a temporary folder) for this module: its folder."""
+    return local_mlflow[0]
 
 
 class _Echo:

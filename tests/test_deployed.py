@@ -16,7 +16,7 @@ from e2e_helpers import (
     deploy_and_start_worker,
     free_port,
     hitl,
-    postgres_or_skip,
+    postgres_or_none,
     resume,
     running_stack,
     truth,
@@ -33,14 +33,17 @@ pytestmark = pytest.mark.e2e
 RUN_TIMEOUT_S = 600
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def deployed(request, tmp_path_factory):
-    """The stack on SQLite files, then on PostgreSQL (Prefect server, MLflow server and review store)."""
-    project = f"deployed_{request.param}"
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """The stack on PostgreSQL (Prefect server, MLflow server and review store); on SQLite files where no
+    PostgreSQL answers outside CI. The other e2e modules run production mode on SQLite: test_e2e_loop (the
+    fine-tune -> regression-eval chain on the worker), test_browser_review (a review run suspended on the
+    worker, resumed), test_faults_e2e (servers killed and restarted with runs in flight)."""
     stack_cfg = {"prefect_port": free_port(), "mlflow_port": free_port(), "worker_port": free_port()}
-    if request.param == "postgresql":
-        stack_cfg["database_url"] = postgres_or_skip(project)
-    yield from running_stack(tmp_path_factory.mktemp(project), project=project, stack=stack_cfg,
+    database_url = postgres_or_none("deployed")
+    if database_url:
+        stack_cfg["database_url"] = database_url
+    yield from running_stack(tmp_path_factory.mktemp("deployed"), project="deployed", stack=stack_cfg,
                              deployments={"pool_concurrency": 1, "worker_poll_s": 1})
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers_domain import forget_mlflow_uris
 from test_recipe import LAUNCH, tiny_encoder
 
 from hitl.config import Config, TrainingConfig
@@ -67,6 +66,7 @@ def _launch() -> tuple[list[str], list[str]]:
     return [t for ts in LAUNCH.values() for t in ts], [lab for lab, ts in LAUNCH.items() for _ in ts]
 
 
+@pytest.mark.slow(reason="per case: a fine-tune, one killed in a subprocess (imports transformers), its resume")
 @pytest.mark.parametrize(("fault", "refit", "resumed_from"), [("train:select:step-8", False, 6),
                                                               ("train:refit:step-3", True, 2)])
 def test_fine_tuning_resumes_after_kill_and_ends_as_an_uninterrupted_run(fault, refit, resumed_from, tiny, tmp_path):
@@ -122,17 +122,13 @@ def test_epoch_sampler_draws_as_one_generator_through_the_epochs():
 
 # ---------------------------------------------------------------- MLflow on a SQLite file
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
+def tracking(local_mlflow):
     """An MLflow tracking + registry URI on SQLite with artifacts in a folder; env for the subprocesses."""
     import mlflow
 
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    root, uri = local_mlflow
     mlflow.create_experiment("faults-datasets", artifact_location=str(root / "artifacts"))
-    yield {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "_root": str(root)}
-    forget_mlflow_uris()
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "_root": str(root)}
 
 
 REGISTER = """

@@ -247,6 +247,7 @@ JUNK_COLUMNS = [c for c in trace_record(0) if c != "trace_id"]
 
 # Derandomized: the same examples on every run, so the figures in docs/reliability.md are reproducible. No
 # shrinking: an example is hundreds of rows, and the failure message names the row and the reason anyway.
+@pytest.mark.slow(reason="40 fuzzed trace folders of hundreds of rows, each loaded whole (docs/reliability.md)")
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("HITL_FUZZ_RANDOM"), database=None,
           phases=[Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,

@@ -10,13 +10,7 @@ import pytest
 from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 
 from hitl.review import forms, gold
-from hitl.review.store import ReviewStore
 from hitl.sampling.selection import RANDOM
-
-
-@pytest.fixture
-def store(tmp_path):
-    return ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
 
 
 def _seed(store, n: int, label: str = LABELS[0]) -> None:

@@ -78,6 +78,7 @@ def _data(groups: dict[str, list[str]]) -> tuple[list[str], list[str]]:
     return [t for ts in groups.values() for t in ts], [lab for lab, ts in groups.items() for _ in ts]
 
 
+@pytest.mark.slow(reason="real fine-tunes of a small encoder, both phases and early stopping, to see a label learnt")
 def test_recipe_learns_a_new_label_from_five_examples(tiny_cfg, tmp_path):
     model = modeling.load_base(tiny_cfg)
     texts, labels = _data(LAUNCH)

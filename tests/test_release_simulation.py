@@ -72,12 +72,17 @@ def gate_rates(settings):
             for i, (change, n) in enumerate((c, n) for c in (0.0, 2 * settings.margin, -0.03) for n in SIZES)}
 
 
+# The gate's error rates (a few percent, within 3 MCSE) need thousands of simulated releases per setting.
+GATE_RATES = pytest.mark.slow(reason="18 settings x 4,000 simulated releases of up to 9,000 labels (shared fixture)")
+
+
 def _never_drops(pass_rates: list[float]) -> list[tuple[int, float, float]]:
     """(n, rate before, rate at n) wherever the PASS rate drops by more than 3 MCSE of the difference."""
     steps = zip(SIZES[1:], pass_rates[:-1], pass_rates[1:], strict=True)
     return [(n, p0, p1) for n, p0, p1 in steps if p1 < p0 - 3 * np.hypot(_mcse(p0), _mcse(p1))]
 
 
+@GATE_RATES
 def test_an_equal_challenger_fails_at_most_alpha_and_passes_more_often_with_more_labels(gate_rates, settings):
     rates = [gate_rates[(0.0, n)] for n in SIZES]
     print("equal challenger:", {n: r for n, r in zip(SIZES, rates, strict=True)})
@@ -87,12 +92,14 @@ def test_an_equal_challenger_fails_at_most_alpha_and_passes_more_often_with_more
     assert gate_rates[(0.0, 6000)]["PASS"] >= 0.80
 
 
+@GATE_RATES
 def test_a_challenger_worse_by_twice_the_margin_almost_never_passes(gate_rates, settings):
     for n in SIZES:
         r = gate_rates[(2 * settings.margin, n)]
         assert r["PASS"] <= settings.alpha / 2 + 3 * _mcse(settings.alpha / 2), (n, r)
 
 
+@GATE_RATES
 def test_a_better_challenger_passes_more_often_with_more_labels(gate_rates):
     rates = [gate_rates[(-0.03, n)]["PASS"] for n in SIZES]
     print("3 points better, PASS:", dict(zip(SIZES, rates, strict=True)))

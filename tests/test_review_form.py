@@ -25,11 +25,6 @@ from hitl.review.store import BatchView
 from tasks.review import build_form
 
 
-@pytest.fixture
-def cfg(tmp_path):
-    return make_cfg(tmp_path)
-
-
 def _item(i: int, **kw) -> dict:
     return {"trace_id": f"tr-{i}", "input": f"message number {i}", "output": "reply", "prediction": "card_lost",
             "confidence": 0.42, "selection_reason": "flagged", "evaluator_reasons": "uncertainty: high",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 from helpers_domain import make_cfg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,11 +18,6 @@ from hitl.schemas import (
     trace_schema,
     validate_split,
 )
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    return make_cfg(tmp_path)
 
 
 def _traces(n: int, **cols) -> pd.DataFrame:

@@ -18,11 +18,6 @@ from hitl.schemas import REASON_COLUMN
 from hitl.sim import files, world
 
 
-@pytest.fixture
-def cfg(tmp_path):
-    return make_cfg(tmp_path)
-
-
 def _reasons_by_source(result) -> dict[str, str]:
     q = result.quarantined
     return dict(zip(q["_source"], q[REASON_COLUMN], strict=True))

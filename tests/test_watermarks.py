@@ -33,11 +33,6 @@ def cfg(tmp_path):
     return make_cfg(tmp_path, source={"kind": "files", "path": str(tmp_path / "traces")})
 
 
-@pytest.fixture
-def store(tmp_path):
-    return ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
-
-
 def store_considered(store: ReviewStore, result) -> None:
     """What the sampling flow does after loading: the traces enqueued/considered, then the pending marks."""
     store.enqueue(pd.DataFrame(columns=["trace_id"]), [], considered=result.accepted["trace_id"])
