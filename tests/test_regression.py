@@ -288,3 +288,16 @@ def test_agreement_without_pairs_or_variety():
     assert none["pairs"] == 0 and math.isnan(none["kappa"]) and math.isnan(none["raw_agreement"])
     same = agreement(_annotations([("a", "a"), ("a", "a")]))
     assert same["pairs"] == 2 and same["raw_agreement"] == 1.0 and math.isnan(same["kappa"])
+
+
+def test_labels_needed_for_a_row_without_discordant_pairs_follows_its_floor(tmp_path):
+    """No discordant pair yet: the variance floor falls as 1/N^2, so the figure is what growing the draw actually
+    needs (enough, and not several times more than enough)."""
+    cfg = _cfg(tmp_path)
+    s, a, b = _constructed(40, both=2, b=0, c=0)
+    o = overall(production_table(s, a, b, cfg))
+    assert o["outcome"] == "INCONCLUSIVE" and o["labels_needed"] > 0
+    k = math.ceil((40 + o["labels_needed"]) / 40)
+    outcomes = {m: overall(production_table(pd.concat([s] * m, ignore_index=True), a * m, b * m, cfg))["outcome"]
+                for m in (k, max(1, k // 2))}
+    assert outcomes == {k: "PASS", max(1, k // 2): "INCONCLUSIVE"}, (k, outcomes)

@@ -47,6 +47,7 @@ class Paired:
     challenger_var: np.ndarray
     delta: np.ndarray
     delta_var: np.ndarray  # linearised variance of the change, floored (see module docstring)
+    delta_var_linear: np.ndarray  # the same before the floor
     discordance: np.ndarray  # weighted share of items where exactly one model fails
     b: np.ndarray  # items the champion fails and the challenger passes
     c: np.ndarray  # items the champion passes and the challenger fails
@@ -74,12 +75,13 @@ def paired(champion_fail: np.ndarray, challenger_fail: np.ndarray, weights: np.n
     dd, vd = sums.hajek(b_w - a_w, b_w2 - a_w2, x_w2)
     psi = x_w.sum(axis=-1) / sums.total if sums.total > 0 else np.full(a.shape[:-1], np.nan)
     n_eff = design.kish(weights, d)
+    linear = vd
     if n_eff > 0:
         vd = np.maximum(vd, variance_floor(n_eff, alpha))
     dd_count, ab = d.astype(float), a - b
     nb = np.rint((x @ dd_count + ab @ dd_count) / 2).astype(np.int64)  # champion fails, challenger passes
     nc = np.rint((x @ dd_count - ab @ dd_count) / 2).astype(np.int64)
-    return Paired(int(d.sum()), n_eff, ra, va, rb, vb, dd, vd, psi, nb, nc)
+    return Paired(int(d.sum()), n_eff, ra, va, rb, vb, dd, vd, linear, psi, nb, nc)
 
 
 def design_n(rate: np.ndarray, var: np.ndarray, n: int, n_eff: float) -> np.ndarray:
@@ -150,14 +152,21 @@ def look_alpha(alpha: float, look: int) -> float:
     return alpha * look**-3 / 1.2020569031595942
 
 
-def labels_to_decide(var: float, n_total: int, margin: float, level: float, power: float) -> float:
-    """Random labels in all (at the row's current share of the draw and design effect) for the row's interval to
-    reach the margin with probability `power` if the true change were 0: n such that
-    (z_(1-level/2) + z_power) * se(n) <= margin, with se^2 scaling as 1/n. NaN when undefined."""
-    if not (var > 0 and n_total > 0 and margin > 0):
+def labels_to_decide(var_linear: float, n_eff: float, n_row: int, n_total: int, margin: float, level: float,
+                     power: float, alpha: float) -> float:
+    """Random labels in all for the row's interval to reach the margin with probability `power` if the true change
+    were 0: the N with (z_(1-level/2) + z_power) * se(N) <= margin, at the row's current share of the draw
+    (n_row of n_total) and design effect. se(N)^2 is the larger of the linearised variance, scaling as 1/N, and
+    the variance floor at the grown Kish size (`variance_floor`, which falls as 1/N^2): so a row without a
+    discordant pair yet is planned by its floor, not by a 1/N extrapolation of it. NaN when undefined."""
+    if not (n_row > 0 and n_eff > 0 and n_total > 0 and margin > 0):
         return math.nan
     target = (margin / (float(z_of(level)) + float(ndtri(power)))) ** 2
-    return n_total * var / target
+    rows_linear = n_row * var_linear / target if var_linear > 0 else 0.0
+    z2 = float(z_of(alpha)) ** 2  # the floor z^2 / (m (m + z^2)) <= target at a Kish size m
+    m = (-z2 + math.sqrt(z2 * z2 + 4 * z2 / target)) / 2
+    rows_floor = m * n_row / n_eff
+    return max(rows_linear, rows_floor) * n_total / n_row
 
 
 def detectable_change(var: float, level: float, power: float) -> float:

@@ -149,7 +149,8 @@ def production_table(sample: pd.DataFrame, champion_pred: list[str], challenger_
         outcome = str(j.outcome[i])
         need = math.nan
         if outcome == INCONCLUSIVE:  # the next look's level, scaled like this row's (Holm) level
-            total = inference.labels_to_decide(var, n_total, st.margin, level * next_alpha / st.look_alpha, st.power)
+            total = inference.labels_to_decide(float(est.delta_var_linear), est.n_eff, est.n, n_total, st.margin,
+                                               level * next_alpha / st.look_alpha, st.power, st.alpha)
             need = float(max(0, math.ceil(total - n_total))) if total == total else math.nan
         rows.append({**row, "champion": float(est.champion), "champion_low": float(lo_a), "champion_high": float(hi_a),
                      "challenger": float(est.challenger), "challenger_low": float(lo_b),
