@@ -69,8 +69,9 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     answer = wait_for_people(approval_form(description, outcome), cfg, key="approval")
     promoted = answer.decision in ("approve", OVERRIDE)
     break_glass = promoted and outcome != "PASS"
-    ctx.decision = (f"{'approved (break-glass, gate ' + outcome + ')' if break_glass else answer.decision + 'd'} "
-                    f"by {answer.approver}: {answer.reason}")
+    done = f"approved (break-glass, gate {outcome})" if break_glass else {"approve": "approved",
+                                                                           "reject": "rejected"}[answer.decision]
+    ctx.decision = f"{done} by {answer.approver}: {answer.reason}"
     if promoted:
         evaluation.promote(cfg, ctx.champion_version, ctx.challenger_version, answer.approver, answer.reason,
                            gate=outcome, break_glass=break_glass)
