@@ -27,6 +27,11 @@ PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 OUTCOMES = (PASS, FAIL, INCONCLUSIVE)
 
 
+def level_text(alpha: float) -> str:
+    """A confidence level as people read it: 0.0416 -> '95.8%'."""
+    return f"{100 * (1 - alpha):.3g}%"
+
+
 def z_of(level: float | np.ndarray) -> np.ndarray:
     """Two-sided normal quantile z_(1 - level/2)."""
     level = np.asarray(level, float)

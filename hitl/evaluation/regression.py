@@ -26,7 +26,7 @@ import pandas as pd
 from hitl.config import Config
 from hitl.evaluation import design, inference
 from hitl.evaluation.estimates import OVERALL
-from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS
+from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
 
 LABEL, LABEL_GROUP = "label", "label_group"
 PRIMARY, GUARD, EXPLORATORY = "primary", "guard", "exploratory"
@@ -237,10 +237,6 @@ def release_outcome(primary: np.ndarray, guards: np.ndarray) -> np.ndarray:
     return np.where(fail, FAIL, np.where(primary == PASS, PASS, INCONCLUSIVE))
 
 
-def _level(x: float) -> str:
-    return f"{100 * (1 - x):.4g}%"
-
-
 def row_name(r) -> str:
     return "overall" if r.cohort == OVERALL else f"{r.cohort}={r.value}"
 
@@ -258,19 +254,20 @@ def gate(table: pd.DataFrame, cfg: Config, settings: Settings | None = None) -> 
     m = _pts(st.margin)
     reasons = []
     for r in judged[judged["outcome"] == FAIL].itertuples():
-        reasons.append(f"{row_name(r)}: worse by {_pts(r.delta)} ({_level(r.level)} interval {_pts(r.delta_low)} "
+        reasons.append(f"{row_name(r)}: worse by {_pts(r.delta)} ({level_text(r.level)} interval {_pts(r.delta_low)} "
                        f"to {_pts(r.delta_high)}, above the {m} margin); fail rate {r.champion:.1%} -> "
                        f"{r.challenger:.1%}")
     if o["outcome"] == PASS and outcome == PASS:
         note = " (worse, but within the margin)" if o["within_margin_worse"] else ""
-        reasons.append(f"overall: the challenger is at most {_pts(o['delta_high'])} worse ({_level(o['level'])} "
+        reasons.append(f"overall: the challenger is at most {_pts(o['delta_high'])} worse ({level_text(o['level'])} "
                        f"upper bound), within the {m} margin{note}; no cohort or label group is significantly "
                        "worse beyond the margin")
     elif o["outcome"] == INCONCLUSIVE:
         need = o["labels_needed"]
         more = f"; about {int(need)} more random labels would decide it" if need == need else ""
-        reasons.append(f"overall: not decided: the change's {_level(o['level'])} interval {_pts(o['delta_low'])} to "
-                       f"{_pts(o['delta_high'])} reaches past the {m} margin without excluding 0{more}")
+        reasons.append(f"overall: not decided: the change's {level_text(o['level'])} interval "
+                       f"{_pts(o['delta_low'])} to {_pts(o['delta_high'])} reaches past the {m} margin without "
+                       f"excluding 0{more}")
     inconclusive = [f"{row_name(r)} (n={r.n}: interval {_pts(r.delta_low)} to {_pts(r.delta_high)}"
                     + (f"; about {int(r.labels_needed)} more random labels" if r.labels_needed == r.labels_needed
                        else "") + ")"

@@ -19,7 +19,7 @@ from jinja2 import Environment, select_autoescape
 from hitl import markdown
 from hitl.evaluation import design
 from hitl.evaluation.estimates import OVERALL
-from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS
+from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult, overall
 
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
@@ -29,11 +29,6 @@ LEGEND = {PASS: "the change's upper bound is within the margin: the challenger i
           FAIL: "the challenger is significantly worse, by more than the margin may allow",
           INCONCLUSIVE: "the interval still reaches past the margin without excluding 0: more random labels would "
                         "decide it (the row says how many); never promoted automatically"}
-
-
-def level_text(alpha: float) -> str:
-    """A confidence level as people read it: 0.0416 -> '95.8%'."""
-    return f"{100 * (1 - alpha):.3g}%"
 
 
 def estimate_note(settings: dict) -> str:
