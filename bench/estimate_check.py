@@ -1,8 +1,10 @@
 """Does the report's production estimate describe production? The regression set is drawn exactly as the
 sampling flow draws it (per window, stratified, `hitl.sampling.windows.draw`), labelled by two simulated
 noisy reviewers (disagreements settled by a third), and estimated with the report's own
-`hitl.evaluation.regression.production_table`. A second sample is drawn independently from the same traffic
-and scored against the ground truth. The two must agree within 1.96 * sqrt(se1^2 + se2^2)."""
+`hitl.evaluation.regression.production_table` (Hajek rates, Wilson intervals at the design-effective size). A
+second sample is drawn independently from the same traffic and scored against the ground truth. The two must
+agree within 1.96 * sqrt(se1^2 + se2^2), se1 read off the report's own interval (its half-width over z at the
+interval's level), se2 binomial."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hitl.config import Config
-from hitl.evaluation import regression
+from hitl.evaluation import inference, regression
 from hitl.sampling import windows
 
 
@@ -45,8 +47,8 @@ def run(traffic: pd.DataFrame, champion_pred: np.ndarray, challenger_pred: np.nd
     y = traffic["label"].to_numpy()[indep]
     out = []
     for who, pred in (("champion", champion_pred), ("challenger", challenger_pred)):
-        est, n_eff = float(o[who]), float(o["n_eff"])
-        se1 = np.sqrt(est * (1 - est) / n_eff)
+        est = float(o[who])
+        se1 = (float(o[f"{who}_high"]) - float(o[f"{who}_low"])) / (2 * float(inference.z_of(float(o["level"]))))
         fail = float(np.mean(pred[indep] != y))
         se2 = np.sqrt(fail * (1 - fail) / len(indep))
         tol = 1.96 * np.sqrt(se1**2 + se2**2)

@@ -128,6 +128,19 @@ def start(path: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a `start`ed process and return its output; past `timeout`, kill it and fail the test with the
+    tail of what it printed (a bare TimeoutExpired says nothing about where it hung)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"{' '.join(map(str, proc.args[2:]))} still running after {timeout:.0f} s; "
+                             f"its output:\n{(out or '')[-4000:]}") from None
+    return out or ""
+
+
 def wait_paused(cfg: Config, form: str, timeout: float = 180):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -59,3 +59,14 @@ def test_estimate_check_agrees_with_an_independent_sample(tmp_path):
                              seed=3).set_index("model")
     assert out.loc["champion", "independent_fail_rate"] == pytest.approx(0.16, abs=0.03)
     assert out["within"].all(), out
+
+
+def test_replace_section_rewrites_one_section_and_keeps_the_rest(tmp_path):
+    from bench.report import replace_section
+
+    doc = tmp_path / "b.md"
+    doc.write_text("# B\n\n## 2. Two\n\nkeep\n\n## 3. Three\n\nold\nold\n\n## 4. Four\n\nkeep too\n")
+    replace_section(doc, 3, "## 3. Three\n\nnew\n")
+    assert doc.read_text() == "# B\n\n## 2. Two\n\nkeep\n\n## 3. Three\n\nnew\n\n## 4. Four\n\nkeep too\n"
+    replace_section(doc, 4, "## 4. Four\n\nlast\n")  # the last section runs to the end of the file
+    assert doc.read_text().endswith("## 4. Four\n\nlast\n")

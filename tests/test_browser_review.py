@@ -7,7 +7,7 @@ import shutil
 import time
 
 import pytest
-from e2e_helpers import api, hitl, running_stack, start, truth, wait_paused
+from e2e_helpers import api, finish, hitl, running_stack, start, truth, wait_paused
 
 from hitl.review.forms import trace_ids_from_schema
 from hitl.review.store import ReviewStore
@@ -137,7 +137,7 @@ def test_adjudicator_settles_a_dispute_in_the_prefect_ui(small, tmp_path):
         assert "ann said" in run.fields["item_01"]["description"]  # both earlier labels are shown
         _resume_in_ui(driver, cfg, run, dict.fromkeys(fields, decided), "Adjudicator", "ui-lead",
                       tmp_path / "adjudication-filled.png")
-        out, _ = proc.communicate(timeout=300)  # a loaded 2-core machine (xdist runs two e2e modules at once)
+        out = finish(proc)  # 300 s: a loaded 2-core machine (xdist runs two e2e modules at once)
         assert proc.returncode == 0, out[-3000:]
     finally:
         driver.save_screenshot(str(tmp_path / "adjudication.png"))

@@ -13,7 +13,7 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-from e2e_helpers import REPO, api, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
+from e2e_helpers import REPO, api, finish, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
 
 from hitl.ops import runs
 from hitl.review.store import ReviewStore
@@ -103,7 +103,7 @@ def test_the_loop_end_to_end(e2e):
             resume(cfg, run.id, {**values, next(iter(fields)): "not-a-label"})
         assert flow_run_state(cfg, run.id) == "PAUSED"
         resume(cfg, run.id, values)
-        out, _ = proc.communicate(timeout=300)
+        out = finish(proc)
         assert proc.returncode == 0, out[-3000:]
     finally:
         proc.kill() if proc.poll() is None else None
@@ -192,7 +192,7 @@ def test_terminal_review_resumes_the_paused_run(e2e):
                            input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=300, cwd=REPO)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         assert "is not a label" in p.stdout and f"Submitted {len(fields)} labels as carol" in p.stdout
-        out, _ = proc.communicate(timeout=300)
+        out = finish(proc)
         assert proc.returncode == 0, out[-3000:]
     finally:
         proc.kill() if proc.poll() is None else None
@@ -232,7 +232,7 @@ def test_disputes_are_adjudicated_and_corrections_supersede_labels(e2e):
         fields = forms.trace_ids_from_schema(run.schema)
         assert set(fields.values()) == set(items["trace_id"])
         resume(cfg, run.id, {"reviewer": "erin", **dict.fromkeys(fields, second)})
-        out, _ = proc.communicate(timeout=300)
+        out = finish(proc)
         assert proc.returncode == 0, out[-3000:]
     finally:
         proc.kill() if proc.poll() is None else None

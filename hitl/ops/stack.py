@@ -10,6 +10,7 @@ Only light imports here: the servers are started as executables, never imported.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -83,6 +84,9 @@ def _specs(cfg: Config) -> list[_Spec]:
         "MLFLOW_TRACKING_URI": cfg.mlflow_uri,
         # in the environment, not argv: a PostgreSQL URL carries a password (argv shows in `ps` and the log)
         "MLFLOW_BACKEND_STORE_URI": cfg.mlflow_backend_url,
+        # hitl submits no MLflow server jobs (GenAI judges and prompt optimisation use them); the job runner would
+        # start five huey processes that each import MLflow. A caller's own setting wins.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
     }
     mlflow_app: list[str] = []
     if cfg.stack.auth:  # the secrets themselves are added at launch only (stack_auth.with_credentials)
