@@ -96,7 +96,7 @@ def change_axes(changes: pd.DataFrame, margin: float, level: str):
     from matplotlib.lines import Line2D
 
     rows = changes.iloc[::-1].reset_index(drop=True)
-    plt, fig, ax = _figure(9.5, 1.0 + 0.27 * max(len(rows), 1))
+    plt, fig, ax = _figure(9.5, 1.0 + min(0.27, 3.2 / max(len(rows), 1)) * max(len(rows), 1))  # at most 4.2 in
     y = np.arange(len(rows))
     lo, hi = change_limits(rows["delta_low"], rows["delta_high"], margin)
     ax.axvspan(100 * margin, hi, color="#fde8e8", zorder=0)

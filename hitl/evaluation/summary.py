@@ -17,7 +17,7 @@ from hitl.evaluation.inference import FAIL, PASS, holm_adjusted, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, GateResult
 
 MOVED_MOST = 5  # rows in "the cohorts that moved most"
-CHART_ROWS = 24  # rows of the change chart at most (the overall row, FAIL rows, then the strongest evidence)
+CHART_ROWS = 16  # rows of the change chart at most (the overall row, FAIL rows, then the strongest evidence)
 MOVED_NOTE = ("Exploratory: the rows whose change has the strongest evidence, ranked by their p-value adjusted by "
               "Holm's method within its family (cohort and label-group rows; per-label rows), so a long list of "
               "labels does not crowd the top by chance. They say where to look; the gate above decides.")
