@@ -160,16 +160,17 @@ def trend(cfg: Config, client: MlflowClient) -> pd.DataFrame:
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: str | None) -> tuple[Path, str]:
     """Write Markdown+HTML (the lineage names the release's audit chain entries), attach them as a Prefect
-    artifact and to the eval MLflow run, and record the files in the audit chain. Returns (html, run)."""
+    artifact (described by the report's sentence) and to the eval MLflow run (with the first screen as
+    report/summary.json), and record the files in the audit chain. Returns (html, run)."""
     import mlflow
 
     chain = evidence.open_log(cfg, store)
     ctx = replace(ctx, lineage={**ctx.lineage, "audit chain": evidence.release_line(
         chain, ctx.dataset, cfg.model.registered_name, ctx.challenger_version)})
     stem = f"regression-{ctx.dataset.replace('@', '-v')}-champ{ctx.champion_version}-chall{ctx.challenger_version}"
-    md_path, html_path = report.write(ctx, cfg.reports_dir, stem)
-    create_markdown_artifact(key="regression-report", markdown=md_path.read_text(),
-                             description=report.headline(ctx))
+    summary = ctx.summary()  # the first screen: the same structure in every format below
+    md_path, html_path = report.write(ctx, cfg.reports_dir, stem, summary)
+    create_markdown_artifact(key="regression-report", markdown=md_path.read_text(), description=summary.sentence)
     mlflow.set_experiment(cfg.eval_experiment)
     with mlflow.start_run(run_id=run_id, run_name=stem) as run:
         o = regression.overall(ctx.table)
@@ -185,6 +186,7 @@ def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: 
                          "hitl.look": str(ctx.gate.settings.get("look", 1)), "hitl.decision": ctx.decision})
         mlflow.log_artifact(str(md_path), "report")
         mlflow.log_artifact(str(html_path), "report")
+        mlflow.log_dict(summary.as_dict(), "report/summary.json")
         mlflow.log_text(ctx.table.to_csv(index=False), "report/production_estimates.csv")
         if ctx.hard is not None and len(ctx.hard):
             mlflow.log_text(ctx.hard.to_csv(index=False), "report/hard_cases.csv")

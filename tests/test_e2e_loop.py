@@ -138,7 +138,7 @@ def test_the_loop_end_to_end(e2e):
 
     # 6. approving the eval moves @champion, the old one becomes @previous
     approval = wait_paused(cfg, APPROVAL_FORM)
-    assert "Estimated production fail rate" in approval.description and "By channel" in approval.description
+    assert "of traffic wrong instead of" in approval.description and "By channel" in approval.description
     hitl(path, "approve", "--approver", "e2e-manager", "--reason", "looks right")
     with api(cfg):
         assert runs.wait(approval.id, 600).state.is_completed()
@@ -148,11 +148,13 @@ def test_the_loop_end_to_end(e2e):
     assert "approved by e2e-manager" in report and "| voice |" in report
     assert "- dataset: e2e-dataset@1" in report and "- reviewers: tester" in report
     assert "- leakage guard: passed" in report and "Strongest simple baseline" in report
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=client.search_runs([mlflow.get_experiment_by_name("e2e-regression-eval").experiment_id])[0]
-        .info.run_id, artifact_path="report/production_estimates.csv"))
+    eval_run = client.search_runs([mlflow.get_experiment_by_name("e2e-regression-eval").experiment_id])[0].info.run_id
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=eval_run,
+                                                            artifact_path="report/production_estimates.csv"))
     overall = table[table["cohort"] == "overall"].iloc[0]
     assert overall["n"] == len(random)
+    first_screen = mlflow.artifacts.load_dict(f"runs:/{eval_run}/report/summary.json")
+    assert f"**{first_screen['sentence']}**" in report and first_screen["gate"] in report
     assert chall.tags["hitl.leakage_check"].startswith("passed")
 
     # 7. status lists the stack, the queue, the dataset version and the aliases

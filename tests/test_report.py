@@ -27,13 +27,17 @@ def _ctx(tmp_path, decision: str = "pending", gate: dict | None = None, **kw) ->
                                 latest=table, latest_window="2026-01-01", hard=hard, **kw)
 
 
-def test_markdown_leads_with_the_production_estimate_and_decision(tmp_path):
+def test_markdown_leads_with_the_sentence_and_the_decisions_then_method_then_tables(tmp_path):
     md = report.to_markdown(_ctx(tmp_path, "approved by ann: ok"))
-    first = md.splitlines()[2]
-    assert first.startswith("**Estimated production fail rate") and "champion v1" in first and "v2" in first
-    assert "PASS: better (p=" in first and "gate PASS" in first
-    assert "approved by ann: ok" in md
-    assert md.index("## By channel") < md.index("## Hard cases (not production)") < md.index("## Gate: PASS")
+    lines = md.splitlines()
+    assert lines[2].startswith("**On 400 randomly drawn") and "challenger v2" in lines[2] and "champion v1" in lines[2]
+    assert "the gate says PASS because" in lines[2]
+    assert lines[4] == "Gate: **PASS** · Decision: **approved by ann: ok**"
+    assert (md.index("## Change per cohort") < md.index("## Cohorts that moved most (exploratory)")
+            < md.index("## How this was measured") < md.index("## Overall") < md.index("## By channel")
+            < md.index("## Hard cases (not production)") < md.index("## Gate: PASS"))
+    assert "| all | 400 | 11.4% (8.6–15.1%) | 1.4% (0.6–3.2%) | -10.0 pts (-12.4 to -7.6) |" in md  # moved down
+    assert "PASS: better (p=3.9e-17)" in md
     assert "| voice | 100 | 80.0% (" in md
     assert all(f"**{k}**" in md for k in ("PASS", "FAIL", "INCONCLUSIVE"))  # the legend
 
@@ -45,7 +49,8 @@ def test_html_is_self_contained_with_charts(tmp_path):
     md_path, html_path = report.write(_ctx(tmp_path, trend=trend), tmp_path, "r1")
     html = html_path.read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 2  # one cohort chart (channel) and the trend
+    assert len(images) == 3  # the change per cohort, the trend, one cohort's rates (channel)
+    assert html.index('id="change-chart"') < html.index("Across releases") < html.index("How this was measured")
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert "http://" not in html and "https://" not in html
     assert "Across releases" in html and "Hard cases (not production)" in html
@@ -93,7 +98,7 @@ def test_alpha_from_config_in_every_text_and_chart(tmp_path):
     assert level == "91.7%"
     md, html = report.to_markdown(ctx), report.to_html(ctx)
     assert "95%" not in md and "95%" not in html
-    assert f"({level} intervals)" in md and f"champion ({level} CI)" in md and "alpha 0.1 over all looks" in md
+    assert f"({level} interval " in md and f"champion ({level} CI)" in md and "alpha 0.1 over all looks" in md
     assert f"{level} (Holm)" in md  # the guard rows' level
 
 

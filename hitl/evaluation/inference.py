@@ -149,6 +149,19 @@ def holm_levels(p: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(nan, np.nan, out)
 
 
+def holm_adjusted(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values of one family (1-D; NaN p: NaN, left out): the k-th smallest p times the rows not
+    yet rejected, made monotone and capped at 1. Holm rejects a row at level alpha exactly when it is <= alpha."""
+    p = np.asarray(p, float)
+    keep = ~np.isnan(p)
+    out = np.full(p.shape, np.nan)
+    order = np.argsort(p[keep], kind="stable")
+    m = int(keep.sum())
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[keep][order]))
+    out[np.flatnonzero(keep)[order]] = adjusted
+    return out
+
+
 def look_alpha(alpha: float, look: int) -> float:
     """Alpha spent at the look-th evaluation of the same challenger: alpha * look^-3 / zeta(3) (0.83, 0.10,
     0.03, ... of alpha), so over every look the chance of any wrong verdict stays at most alpha (union bound)."""

@@ -1,18 +1,17 @@
-"""The post-retrain eval delta report, in the order a manager asks: what is the production fail rate before
-and after, per cohort, is the change real or too small to judge, how has it moved across releases; then the
-hard cases, the gate and the lineage. Markdown (Prefect/MLflow artifact) and a self-contained HTML page.
+"""The post-retrain eval delta report, in the order a manager asks. The first screen (`summary.Summary`): one
+sentence (what changed, how sure, what the gate says and why), the gate and the person's decision, the change
+per cohort with its interval, the cohorts that moved most, the trend across releases. Below: how it was
+measured, every table, the hard cases, the gate's reasons and the lineage. Markdown (Prefect/MLflow artifact)
+and a self-contained HTML page (charts in `report_charts`), both printed from the same `Summary`.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
@@ -20,7 +19,9 @@ from hitl import markdown
 from hitl.evaluation import design
 from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
-from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult, overall
+from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult
+from hitl.evaluation.report_charts import change_png, chart_png, heading, trend_png
+from hitl.evaluation.summary import MOVED_NOTE, Summary, summarize
 
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
              "training. They are not production: their fail rates are far above it by design.")
@@ -45,10 +46,6 @@ def estimate_note(settings: dict) -> str:
             f"change judged at Holm's level within the family (the row's level column); per-label rows are "
             f"exploratory and never decide. Margin {100 * settings.get('margin', 0.02):.1f} pts; labels needed at "
             f"power {settings.get('power', 0.8):g}.")
-
-
-def heading(cohort: str) -> str:
-    return "Overall" if cohort == OVERALL else f"By {cohort.replace('_', ' ')}"
 
 
 @dataclass
@@ -76,6 +73,11 @@ class ReportContext:
     @property
     def level(self) -> str:
         return level_text(self.gate.settings.get("look_alpha", 0.05))
+
+    def summary(self) -> Summary:
+        """The first screen: every format prints this one structure."""
+        return summarize(self.table, self.gate, self.champion_version, self.challenger_version, self.decision,
+                         self.trend)
 
 
 def _pct(v: float, signed: bool = False) -> str:
@@ -149,13 +151,8 @@ def display_rows(ctx: ReportContext) -> pd.DataFrame:
 
 
 def headline(ctx: ReportContext) -> str:
-    o = overall(ctx.table)
-    before = _with_ci(o["champion"], o["champion_low"], o["champion_high"])
-    after = _with_ci(o["challenger"], o["challenger_low"], o["challenger_high"])
-    return (f"Estimated production fail rate {before} for champion v{ctx.champion_version} -> {after} for "
-            f"challenger v{ctx.challenger_version} ({ctx.level} intervals): {_pct(o['delta'], True)} "
-            f"({_ci(o['delta_low'], o['delta_high'], True)}), {verdict_text(o)}, on {o['n']} random-sample traces; "
-            f"gate {ctx.gate.outcome}")
+    """The report's first sentence: what changed, how sure, what the gate says and why."""
+    return ctx.summary().sentence
 
 
 def _hard_rows(hard: pd.DataFrame) -> pd.DataFrame:
@@ -184,9 +181,27 @@ def _settings_line(ctx: ReportContext) -> str:
             f"power {st.get('power', 0):g}.")
 
 
-def to_markdown(ctx: ReportContext) -> str:
+TREND_PCT = tuple(f"{who}{suffix}" for who in ("champion", "challenger") for suffix in ("", "_low", "_high"))
+
+
+def _first_screen_md(s: Summary) -> list[str]:
+    lines = [f"**{s.sentence}**", "", f"Gate: **{s.gate}** · Decision: **{s.decision}**", ""]
+    if len(s.changes):
+        lines += ["## Change per cohort", "", f"_{s.chart_caption}_", "",
+                  markdown.table(pd.DataFrame(s.changes_display())), ""]
+    lines += ["## Cohorts that moved most (exploratory)", "", f"_{MOVED_NOTE}_", ""]
+    lines += [markdown.table(pd.DataFrame(s.moved_display())) if len(s.moved) else
+              "No cohort moved: no row has a discordant pair.", ""]
+    if len(s.trend):
+        lines += ["## Across releases", "", markdown.table(s.trend, pct_columns=TREND_PCT), ""]
+    return lines
+
+
+def to_markdown(ctx: ReportContext, s: Summary | None = None) -> str:
+    """The first screen (`Summary`), then how it was measured, every table, hard cases, the gate, lineage."""
+    s = s or ctx.summary()
     rows = display_rows(ctx)
-    lines = [f"# {ctx.title}", "", f"**{headline(ctx)}**", "", f"Promotion decision: **{ctx.decision}**", "",
+    lines = [f"# {ctx.title}", "", *_first_screen_md(s), "## How this was measured", "",
              f"_{estimate_note(ctx.gate.settings)}_", ""]
     if ctx.calibration:
         lines += [f"_Calibration: {ctx.calibration}_", ""]
@@ -194,8 +209,6 @@ def to_markdown(ctx: ReportContext) -> str:
         lines += [base, ""]
     for cohort, part in rows.groupby("cohort", sort=False):
         lines += [f"## {heading(cohort)}", "", markdown.table(part.drop(columns="cohort")), ""]
-    if ctx.trend is not None and len(ctx.trend):
-        lines += ["## Across releases", "", markdown.table(ctx.trend, pct_columns=("champion", "challenger")), ""]
     if ctx.hard is not None and len(ctx.hard):
         lines += ["## Hard cases (not production)", "", f"_{HARD_NOTE}_", "", markdown.table(_hard_rows(ctx.hard)), ""]
     lines += [f"## Gate: {ctx.gate.outcome}", *[f"- {r}" for r in ctx.gate.reasons]]
@@ -209,77 +222,27 @@ def to_markdown(ctx: ReportContext) -> str:
     return "\n".join(lines)
 
 
-def _figure(width: float, height: float = 3.6):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt, *plt.subplots(figsize=(width, height), dpi=110)
-
-
-def _png(plt, fig) -> str:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _top(*highs: np.ndarray) -> float:
-    """An axis that follows the data: a little above the highest bound shown (at most 100%)."""
-    vals = np.concatenate([np.asarray(h, float).ravel() for h in highs])
-    vals = vals[np.isfinite(vals)]
-    return float(min(1.0, max(0.01, 1.15 * vals.max()))) if vals.size else 1.0
-
-
-def chart_png(table: pd.DataFrame, cohort: str, level: str) -> str:
-    """Grouped bars: estimated fail rate of champion and challenger per value of one cohort, with intervals."""
-    part = table[(table["cohort"] == cohort) & (table["n"] > 0)]
-    x = np.arange(len(part))
-    plt, fig, ax = _figure(min(10, max(4, 1.1 * len(part) + 2)))
-    for off, who, color in ((-0.2, "champion", "#9aa5b1"), (0.2, "challenger", "#2f6fde")):
-        rate = part[who].to_numpy(float)
-        err = np.vstack([rate - part[f"{who}_low"].to_numpy(float), part[f"{who}_high"].to_numpy(float) - rate])
-        ax.bar(x + off, rate, 0.4, yerr=np.clip(np.nan_to_num(err), 0.0, None), capsize=3, label=who, color=color)
-    many = len(part) > 6
-    ax.set_xticks(x, [f"{v}\n(n={n})" for v, n in zip(part["value"], part["n"], strict=True)], fontsize=8,
-                  rotation=45 if many else 0, ha="right" if many else "center")
-    ax.set_ylabel("estimated production fail rate")
-    ax.set_ylim(0, _top(part["champion_high"], part["challenger_high"]))
-    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}" if v >= 0.1 or v == 0 else f"{v:.1%}")
-    ax.set_title(f"{heading(cohort)} ({level} intervals)", fontsize=10)
-    ax.legend(fontsize=8)
-    return _png(plt, fig)
-
-
-def trend_png(trend: pd.DataFrame, level: str) -> str:
-    """Estimated overall fail rate of the champion and the challenger at every regression eval so far."""
-    plt, fig, ax = _figure(min(10, max(5, 0.8 * len(trend) + 3)))
-    x = np.arange(len(trend))
-    for who, color, off in (("champion", "#9aa5b1", -0.08), ("challenger", "#2f6fde", 0.08)):
-        rate = trend[who].to_numpy(float)
-        err = np.vstack([rate - trend[f"{who}_low"].to_numpy(float), trend[f"{who}_high"].to_numpy(float) - rate])
-        ax.errorbar(x + off, rate, yerr=np.clip(np.nan_to_num(err), 0, None), fmt="o-", color=color, label=who,
-                    capsize=3)
-    ax.set_xticks(x, [f"{w}\nv{a}→v{b}" for w, a, b in zip(trend["when"], trend["champion_version"],
-                                                          trend["challenger_version"], strict=True)], fontsize=7)
-    ax.set_ylim(0, _top(trend["champion_high"], trend["challenger_high"]))
-    ax.set_ylabel("estimated production fail rate")
-    ax.set_title(f"Overall, across regression evals (each at its own level; this report's: {level})", fontsize=10)
-    ax.legend(fontsize=8)
-    return _png(plt, fig)
-
-
 HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ ctx.title }}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#1f2933}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:13px}
-th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}
-.fail{color:#b42318}.inconclusive{color:#8a6d00}
+<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;color:#1f2933}
+h1{font-size:1.5em;margin:.2em 0 .4em}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:13px}th{background:#f0f4f8}img{max-width:100%;height:auto}
+.note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}.fail{color:#b42318}.inconclusive{color:#8a6d00}
+.headline{font-size:19px;line-height:1.45;margin:.3em 0;max-width:60em}.decision{font-size:16px;margin:.5em 0}
+figure{margin:.5em 0}#change-chart{max-height:460px;width:auto}figcaption{margin-top:.2em}
 </style></head><body>
 <h1>{{ ctx.title }}</h1>
-<p><strong>{{ headline }}</strong></p>
-<p>Promotion decision: <strong>{{ ctx.decision }}</strong></p>
+<p id="headline" class="headline">{{ s.sentence }}</p>
+<p id="decision" class="decision">Gate: <strong class="{{ s.gate | lower }}">{{ s.gate }}</strong> ·
+Decision: <strong>{{ s.decision }}</strong></p>
+{% if change_png %}<figure id="change"><img id="change-chart" alt="change per cohort with intervals"
+src="data:image/png;base64,{{ change_png }}"><figcaption class="note">{{ s.chart_caption }}</figcaption></figure>
+{% endif %}
+<h2>Cohorts that moved most <span class="note">(exploratory)</span></h2><p class="note">{{ moved_note }}</p>
+{% if moved %}<table id="moved"><tr>{% for c in moved[0] %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in moved %}<tr>{% for c in r %}<td class="{{ css(c, r) }}">{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% else %}<p id="moved">No cohort moved: no row has a discordant pair.</p>{% endif %}
+{% if trend_png %}<h2>Across releases</h2><img alt="trend" src="data:image/png;base64,{{ trend_png }}">{% endif %}
+<h2>How this was measured</h2>
 <p class="note">{{ estimate_note }}</p>
 {% if ctx.calibration %}<p class="note">Calibration: {{ ctx.calibration }}</p>{% endif %}
 {% if baseline %}<p>{{ baseline }}</p>{% endif %}
@@ -290,7 +253,6 @@ th{background:#f0f4f8}img{max-width:100%;height:auto}.note{color:#52606d;font-si
 {% for r in rows %}<tr>{% for c in columns %}<td class="{{ css(c, r) }}">{{ r[c] }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% endfor %}
-{% if trend_png %}<h2>Across releases</h2><img alt="trend" src="data:image/png;base64,{{ trend_png }}">{% endif %}
 {% if hard %}<h2>Hard cases (not production)</h2><p class="note">{{ hard_note }}</p>
 <table><tr>{% for c in hard[0] %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in hard %}<tr>{% for c in r %}<td>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
@@ -314,7 +276,9 @@ def _css(column: str, row: dict) -> str:
     return next((k.lower() for k in (PASS, FAIL, INCONCLUSIVE) if v.startswith(k)), "")
 
 
-def to_html(ctx: ReportContext) -> str:
+def to_html(ctx: ReportContext, s: Summary | None = None) -> str:
+    """The same order and numbers as `to_markdown`, with charts, as one self-contained page."""
+    s = s or ctx.summary()
     rows = display_rows(ctx)
     sections = []
     for cohort, part in rows.groupby("cohort", sort=False):
@@ -322,18 +286,20 @@ def to_html(ctx: ReportContext) -> str:
         sections.append((cohort, part.drop(columns="cohort").to_dict("records"), png))
     columns = [c for c in rows.columns if c != "cohort"]
     hard = _hard_rows(ctx.hard).to_dict("records") if ctx.hard is not None and len(ctx.hard) else []
-    trend = trend_png(ctx.trend, ctx.level) if ctx.trend is not None and len(ctx.trend) else None
     env = Environment(autoescape=select_autoescape(default=True))
-    return env.from_string(HTML).render(ctx=ctx, headline=headline(ctx), sections=sections, columns=columns,
-                                        heading=heading, css=_css, estimate_note=estimate_note(ctx.gate.settings),
-                                        hard=hard, hard_note=HARD_NOTE, baseline=_baseline_line(ctx),
-                                        trend_png=trend, settings_line=_settings_line(ctx), legend=LEGEND)
+    return env.from_string(HTML).render(
+        ctx=ctx, s=s, change_png=change_png(s.changes, s.margin, s.level) if len(s.changes) else None,
+        moved=s.moved_display(), moved_note=MOVED_NOTE, trend_png=trend_png(s.trend, ctx.level) if len(s.trend)
+        else None, sections=sections, columns=columns, heading=heading, css=_css,
+        estimate_note=estimate_note(ctx.gate.settings), hard=hard, hard_note=HARD_NOTE,
+        baseline=_baseline_line(ctx), settings_line=_settings_line(ctx), legend=LEGEND)
 
 
-def write(ctx: ReportContext, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """Write `<stem>.md` and `<stem>.html`; also `latest.html`/`latest.md` next to them."""
+def write(ctx: ReportContext, out_dir: Path, stem: str, s: Summary | None = None) -> tuple[Path, Path]:
+    """Write `<stem>.md` and `<stem>.html` from one `Summary`; also `latest.html`/`latest.md` next to them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, html = to_markdown(ctx), to_html(ctx)
+    s = s or ctx.summary()
+    md, html = to_markdown(ctx, s), to_html(ctx, s)
     paths = (out_dir / f"{stem}.md", out_dir / f"{stem}.html")
     for p, text in zip(paths, (md, html), strict=True):
         p.write_text(text)
