@@ -4,18 +4,27 @@ them. Blind items: see also test_blind_review."""
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pandas as pd
 import pydantic
 import pytest
+import yaml
 from helpers_domain import COHORTS, LABELS, make_cfg, review_items
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
 from hitl.db import add_nullable_columns
 from hitl.learning.modeling import top_labels
-from hitl.review import forms
-from hitl.review.store import ReviewError, ReviewStore
+from hitl.review import forms, prefect_api
+from hitl.review.forms import NONE_FITS, choices, describe_batch, form_fields, label_of, parse_answer
+from hitl.review.store import BatchView, ReviewError, ReviewStore
+from hitl.sampling.selection import RANDOM
 from hitl.schemas import ReviewItem, validate_split
+from tasks.review import build_form
 
 MANY = [f"label_{c}{i}" for c in "zyxwvutsrq" for i in range(15)]  # 150 labels, config order not A-Z
 TOP = [["label_q3", 0.62], ["label_z0", 0.2], ["label_t7", 0.08], ["label_q4", 0.04], ["label_y1", 0.03],
@@ -79,7 +88,7 @@ def test_the_store_keeps_suggestions_and_gold_items_show_none(store):
 
 # ---- an existing store without the column ----
 
-def test_an_old_store_gains_the_column_on_open(tmp_path):
+def test_an_old_store_gains_the_column_on_open_and_its_items_show_as_before(tmp_path):
     url = f"sqlite:///{tmp_path / 'review.db'}"
     ReviewStore(url).enqueue(review_items(2), COHORTS)
     with create_engine(url).begin() as conn:  # what a store written before suggestions looks like
@@ -89,10 +98,14 @@ def test_an_old_store_gains_the_column_on_open(tmp_path):
     more = review_items(1, prefix="n")
     more["suggestions"] = [[("card_arrival", 0.9)]]
     store.enqueue(more, COHORTS)
+    cfg = make_cfg(tmp_path, review={"blind_share": 0.0})
     items = store.take_batch(10).items
     old = [it for it in items if it["trace_id"].startswith("t")]
     assert [it["suggestions"] for it in old] == [None, None]
-    assert next(it for it in items if it["trace_id"] == "n000")["suggestions"] == [["card_arrival", 0.9]]
+    assert all(choices(it, cfg) == (*sorted(LABELS), NONE_FITS) for it in old)  # the guess only, in its text
+    assert all(forms.shown_as(it, cfg) == forms.GUESS_ONLY for it in old)
+    new = next(it for it in items if it["trace_id"] == "n000")
+    assert choices(new, cfg)[:2] == ("card_arrival · 90%", NONE_FITS)
 
 
 def test_a_missing_column_that_is_not_nullable_is_refused_clearly(tmp_path):
@@ -102,4 +115,130 @@ def test_a_missing_column_that_is_not_nullable_is_refused_clearly(tmp_path):
         conn.execute(text("ALTER TABLE review_items DROP COLUMN evaluator_reasons"))
     with pytest.raises(ReviewError, match=r"cannot be upgraded in place: .*review_items.evaluator_reasons"):
         ReviewStore(url)
+
+
+# ---- the form ----
+
+def test_choices_top_five_by_probability_then_none_fits_then_every_label_a_to_z(many):
+    got = choices(_item(_shown(many)[0]), many)
+    assert got[:6] == ("label_q3 · 62%", "label_z0 · 20%", "label_t7 · 8%", "label_q4 · 4%", "label_y1 · 3%",
+                       NONE_FITS)
+    assert list(got[6:]) == sorted(MANY) and len(got) == 5 + 1 + 150
+
+
+def test_suggestions_outside_the_label_set_or_beyond_the_config_are_not_offered(tmp_path):
+    cfg = make_cfg(tmp_path, labels=MANY, review={"blind_share": 0.0, "suggestions": 2})
+    it = _item(suggestions=[["retired_label", 0.5], *TOP])
+    assert choices(it, cfg)[:3] == ("label_q3 · 62%", "label_z0 · 20%", NONE_FITS)
+    none = make_cfg(tmp_path, labels=MANY, review={"blind_share": 0.0, "suggestions": 0})
+    assert choices(it, none) == (*sorted(MANY), NONE_FITS) and forms.shown_as(it, none) == forms.GUESS_ONLY
+
+
+def test_blind_items_random_gold_and_the_blind_share_have_one_alphabetical_list(many):
+    blind = [_item(RANDOM, selection_reason=RANDOM), _item("gold", selection_reason=RANDOM, suggestions=None),
+             _item("no-guess", prediction=None), *(_item(t) for t in _shown(many, blind=True)[:5])]
+    assert {choices(it, many) for it in blind} == {(*sorted(MANY), NONE_FITS)}
+    assert all(forms.suggestions(it, many) == [] and forms.shown_as(it, many) == forms.BLIND for it in blind)
+    specs = {s.trace_id: s for s in form_fields(blind, many) if s.trace_id}
+    assert not any("%" in s.description or "label_q3" in s.description for s in specs.values())
+
+
+def test_description_shows_message_cohorts_and_suggestions_not_the_label_list(many):
+    shown, hidden = _shown(many)[0], _shown(many, blind=True)[0]
+    text = describe_batch("b" * 36, [_item(shown), _item(hidden, input="where is my refund")], many)
+    assert "`label_q3` 62%, `label_z0` 20%, `label_t7` 8%, `label_q4` 4%, `label_y1` 3% | voice | en-GB | free |" \
+        in text
+    assert "`label_y2`" not in text  # the sixth suggestion is not offered
+    assert f"| 2 | where is my refund | {forms.HIDDEN} | voice | en-GB | free |" in text
+    assert sum(f"`{lab}`" in text for lab in MANY) == 5  # no label list: only the five suggestions
+
+
+def test_a_suggested_choice_round_trips_through_the_form_to_its_label(many):
+    items = [_item(t) for t in _shown(many)[:2]]
+    form = build_form(BatchView("c" * 36, items), many)
+    assert form.model_json_schema()["properties"]["item_01"]["enum"][:2] == ["label_q3 · 62%", "label_z0 · 20%"]
+    answer = form(reviewer="ann", item_01="label_z0 · 20%", item_02="label_q3").model_dump()
+    assert parse_answer(answer, items, many.labels)[1] == {items[0]["trace_id"]: ("label_z0", None),
+                                                          items[1]["trace_id"]: ("label_q3", None)}
+    with pytest.raises(pydantic.ValidationError):  # a probability the form did not offer
+        form(reviewer="ann", item_01="label_z0 · 21%", item_02="label_q3")
+
+
+def test_label_of_is_exact_and_never_changes_a_label():
+    labels = {"card_lost", "odd · 5%", "odd"}
+    assert label_of("card_lost · 62%", labels) == "card_lost"
+    assert label_of("odd · 5%", labels) == "odd · 5%"  # a label that looks like a suggestion is itself
+    assert label_of("odd · 5% · 40%", labels) == "odd · 5%"
+    assert label_of(NONE_FITS, labels) == NONE_FITS
+    for stranger in ("unknown · 62%", "card_lost · 62", "card_lost·62%"):
+        assert label_of(stranger, labels) == stranger  # left for the store to refuse
+
+
+def test_split_choices_and_choice_for(many):
+    offered = choices(_item(_shown(many)[0]), many)
+    suggested, rest = forms.split_choices(offered)
+    assert suggested == list(offered[:5]) and rest == [*sorted(MANY), NONE_FITS]
+    assert forms.split_choices(rest) == ([], rest) and forms.split_choices(["a", "b"]) == ([], ["a", "b"])
+    assert forms.choice_for("label_t7", offered, MANY) == "label_t7 · 8%"
+    assert forms.choice_for("label_r2", offered, MANY) == "label_r2"
+
+
+_label = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.lists(_label, min_size=2, max_size=12, unique=True).filter(lambda ls: NONE_FITS not in ls),
+       data=st.data())
+def test_property_any_choice_maps_back_to_the_label_it_stands_for(tmp_path, labels, data):
+    cfg = make_cfg(tmp_path, labels=labels, review={"blind_share": 0.0})
+    picked = data.draw(st.lists(st.sampled_from(labels), max_size=6, unique=True))
+    probs = data.draw(st.lists(st.floats(0, 1), min_size=len(picked), max_size=len(picked)))
+    item = _item(suggestions=[[lab, p] for lab, p in zip(picked, probs, strict=True)])
+    offered = choices(item, cfg)
+    assert len(set(offered)) == len(offered)
+    assert {label_of(c, labels) for c in offered} == {*labels, NONE_FITS}  # every label, nothing else
+    suggested, _ = forms.split_choices(offered)
+    assert [label_of(c, labels) for c in suggested] == [lab for lab, p in forms.suggestions(item, cfg)
+                                                        if forms.suggestion_choice(lab, p) not in labels]
+    choice = data.draw(st.sampled_from(offered))
+    form = build_form(BatchView("d" * 36, [item]), cfg)
+    _, got = parse_answer(form(reviewer="r", item_01=choice).model_dump(), [item], labels)
+    assert got[item["trace_id"]][0] == label_of(choice, labels) in {*labels, NONE_FITS}
+
+
+def test_the_store_refuses_a_choice_that_maps_to_no_label(store):
+    store.enqueue(review_items(1), COHORTS)
+    batch = store.take_batch(1)
+    _, labels = parse_answer({"reviewer": "ann", "item_01": "card_lost · 62"}, batch.items, LABELS)
+    with pytest.raises(ReviewError, match="outside the label set"):
+        store.submit(batch.id, "ann", labels, LABELS)
+    _, labels = parse_answer({"reviewer": "ann", "item_01": "card_lost · 62%"}, batch.items, LABELS)
+    assert store.submit(batch.id, "ann", labels, LABELS).stored == 1
+    assert list(store.annotations()["label"]) == ["card_lost"]
+
+
+def test_hitl_review_offers_suggestions_by_letter_and_sends_the_choice(tmp_path, monkeypatch):
+    from hitl.cli import app, console
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"labels": LABELS, "state_dir": str(tmp_path / "state"),
+                                      "review": {"blind_share": 0.0}}))
+    cfg = make_cfg(tmp_path, review={"blind_share": 0.0})
+    items = [_item("t1", prediction="refund_request", suggestions=[["refund_request", 0.7], ["card_lost", 0.2]])]
+    form = build_form(BatchView("e" * 36, items), cfg)
+    run = prefect_api.PausedRun(str(uuid.uuid4()), "review-batch-x", "review-batch", prefect_api.REVIEW_FORM,
+                                form.model_json_schema(), form._description, "2026-01-01T00:00:00")
+    sent: list[dict] = []
+    monkeypatch.setattr(prefect_api, "paused_runs", lambda form=None: [run])
+    monkeypatch.setattr("prefect.flow_runs.resume_flow_run", lambda flow_run_id, run_input: sent.append(run_input))
+    monkeypatch.setattr("hitl.cli.reviewer._stack_ready", lambda cfg: None)
+    monkeypatch.setattr("hitl.cli.apply_environment", lambda cfg: None)
+    monkeypatch.setattr(console, "_width", 400)
+    result = CliRunner().invoke(app, ["review", "--reviewer", "ann", "-c", str(config)], input="z\nb\n\n")
+    assert result.exit_code == 0, result.output
+    assert "Labels: 1 card_arrival  2 card_lost  3 refund_request  4 (none of these fits)" in result.output
+    assert "Suggested: a refund_request · 70%  b card_lost · 20%" in result.output
+    assert "a letter a-b for a suggestion" in result.output  # "z" was refused
+    assert sent[0]["item_01"] == "card_lost · 20%"
+    assert parse_answer(form.model_validate(sent[0]).model_dump(), items, LABELS)[1] == {"t1": ("card_lost", None)}
 
