@@ -4,6 +4,7 @@ them. Blind items: see also test_blind_review."""
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import numpy as np
@@ -18,8 +19,9 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from hitl.db import add_nullable_columns
+from hitl.evaluation.estimates import newcombe_difference
 from hitl.learning.modeling import top_labels
-from hitl.review import forms, prefect_api
+from hitl.review import forms, metrics, prefect_api
 from hitl.review.forms import NONE_FITS, choices, describe_batch, form_fields, label_of, parse_answer
 from hitl.review.store import BatchView, ReviewError, ReviewStore
 from hitl.sampling.selection import RANDOM
@@ -242,3 +244,78 @@ def test_hitl_review_offers_suggestions_by_letter_and_sends_the_choice(tmp_path,
     assert sent[0]["item_01"] == "card_lost · 20%"
     assert parse_answer(form.model_validate(sent[0]).model_dump(), items, LABELS)[1] == {"t1": ("card_lost", None)}
 
+
+# ---- metrics: agreement with the champion, with and without suggestions ----
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def test_newcombe_difference_matches_the_published_example():
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80, method 10: 0.0524 to 0.3339
+    d, lo, hi = newcombe_difference(56, 70, 48, 80)
+    assert (round(d, 4), round(lo, 4), round(hi, 4)) == (0.2, 0.0524, 0.3339)
+    assert all(math.isnan(v) for v in newcombe_difference(1, 0, 1, 2))
+
+
+ANN = pd.DataFrame({"trace_id": ["s1", "s2", "s3", "s3", "b1", "b2", "r1", "r1", "g1", "x1"],
+                    "label": ["a", "a", "a", "b", "a", "b", "a", "a", "a", "a"]})
+ITEMS = pd.DataFrame({"trace_id": ["s1", "s2", "s3", "b1", "b2", "r1", "g1", "x1"],
+                      "selection_reason": ["uncertain"] * 5 + [RANDOM, "novel", "novel"],
+                      "prediction": ["a", "a", "a", "a", "a", "a", "a", None],
+                      "shown": [forms.SUGGESTED] * 3 + [forms.BLIND, forms.BLIND, forms.BLIND, forms.GUESS_ONLY,
+                                                        forms.BLIND]})
+
+
+def test_agreement_with_the_champion_with_and_without_suggestions_by_hand():
+    table, (d, lo, hi) = metrics.champion_agreement(ANN, ITEMS)
+    by = table.set_index("shown")
+    # with suggestions: s1 a, s2 a, s3 a + b -> 3 of 4; blind policy: b1 a, b2 b -> 1 of 2; random: 2 of 2.
+    # g1 (guess only) and x1 (no champion prediction) are not counted.
+    assert by.loc[metrics.WITH_SUGGESTIONS, ["annotations", "agree"]].tolist() == [4, 3]
+    assert by.loc[metrics.BLIND_POLICY, ["annotations", "agree"]].tolist() == [2, 1]
+    assert by.loc[metrics.BLIND_RANDOM, ["annotations", "agree"]].tolist() == [2, 2]
+    assert by.loc[metrics.WITH_SUGGESTIONS, ["low", "high"]].tolist() == pytest.approx(_wilson(3, 4))
+    assert by.loc[metrics.BLIND_POLICY, ["low", "high"]].tolist() == pytest.approx(_wilson(1, 2))
+    (l1, u1), (l2, u2) = _wilson(3, 4), _wilson(1, 2)
+    assert d == pytest.approx(0.25)
+    assert lo == pytest.approx(0.25 - math.sqrt((0.75 - l1) ** 2 + (u2 - 0.5) ** 2))
+    assert hi == pytest.approx(0.25 + math.sqrt((u1 - 0.75) ** 2 + (0.5 - l2) ** 2))
+
+
+def test_without_suggestions_there_is_no_comparison():
+    no_blind = ITEMS[ITEMS["shown"] != forms.BLIND]
+    table, effect = metrics.champion_agreement(ANN, no_blind)
+    assert list(table["shown"]) == [metrics.WITH_SUGGESTIONS] and all(math.isnan(v) for v in effect)
+    table, effect = metrics.champion_agreement(ANN, ITEMS.assign(shown=forms.GUESS_ONLY))
+    assert table.empty and all(math.isnan(v) for v in effect)
+    table, effect = metrics.champion_agreement(ANN, ITEMS.drop(columns="shown"))  # items of a scripted test
+    assert table.empty and all(math.isnan(v) for v in effect)
+
+
+def test_metrics_from_a_store_report_the_suggestions_effect(tmp_path):
+    cfg = make_cfg(tmp_path, review={"blind_share": 0.5})
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+    items = review_items(40)
+    items["suggestions"] = [[("card_lost", 0.5), ("refund_request", 0.3)]] * len(items)
+    store.enqueue(items, COHORTS)
+    batch = store.take_batch(40)
+    blind = {it["trace_id"] for it in batch.items if forms.is_blind(it, cfg)}
+    # the reviewer chooses the champion's card_lost on every item shown with suggestions, on one blind item in two
+    answers = {it["trace_id"]: ("card_lost" if it["trace_id"] not in blind or i % 2 else "card_arrival", None)
+               for i, it in enumerate(batch.items)}
+    store.submit(batch.id, "ann", answers, LABELS)
+    m = metrics.from_store(store, cfg, pd.Timestamp.now(tz="UTC").to_pydatetime())
+    by = m.champion.set_index("shown")
+    n_blind = len(blind)
+    k_blind = sum(answers[t][0] == "card_lost" for t in blind)
+    assert 0 < n_blind < 40 and by.loc[metrics.BLIND_POLICY, ["annotations", "agree"]].tolist() == [n_blind, k_blind]
+    assert by.loc[metrics.WITH_SUGGESTIONS, ["annotations", "agree"]].tolist() == [40 - n_blind, 40 - n_blind]
+    assert m.suggestion_effect == pytest.approx(newcombe_difference(40 - n_blind, 40 - n_blind, k_blind, n_blind))
+    page = metrics.markdown(m)
+    assert "| form showed | labels | chose the champion's prediction (95% CI) |" in page
+    assert f"Suggestions' effect (with minus blind, policy items): {100 * m.suggestion_effect[0]:+.1f} pts" in page
+    assert {"review_agrees_with_champion_suggested", "review_agrees_with_champion_blind",
+            "review_suggestion_effect"} <= set(m.as_mlflow_metrics())
