@@ -216,6 +216,9 @@ class ReviewConfig(_Strict):
     # of policy items (stable hash of the trace id): shown blind, with no model guess, confidence or reasons, like
     # every random-draw item (the release verdict) and gold item, so a reviewer cannot tell those apart
     blind_share: float = Field(0.2, ge=0.0, le=1.0)
+    # the champion's most probable labels stored with each review item when it is sampled, and offered first (with
+    # their probability) on its form unless it is blind; 0: none
+    suggestions: int = Field(5, ge=0, le=20)
 
 
 class DatasetConfig(_Strict):

@@ -34,6 +34,28 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+def add_nullable_columns(engine: Engine) -> list[str]:
+    """Add to the existing tables the nullable columns `Base` has gained since they were created (ALTER TABLE ...
+    ADD COLUMN, in one transaction), so a store keeps working across such a change; rows stored before read NULL.
+    Returns the "table.column" names added. A missing column that is not nullable cannot be added this way:
+    ValueError, nothing added."""
+    from sqlalchemy import inspect
+
+    with engine.begin() as conn:
+        insp = inspect(conn)
+        have = {name: {c["name"] for c in insp.get_columns(name)} for name in insp.get_table_names()}
+        missing = [(t, c) for t in Base.metadata.sorted_tables if t.name in have
+                   for c in t.columns if c.name not in have[t.name]]
+        required = [f"{t.name}.{c.name}" for t, c in missing if not c.nullable]
+        if required:
+            raise ValueError(f"columns {required} are missing and not nullable")
+        quote = conn.dialect.identifier_preparer.quote
+        for t, c in missing:
+            conn.exec_driver_sql(f"ALTER TABLE {quote(t.name)} ADD COLUMN {quote(c.name)} "
+                                 f"{c.type.compile(conn.dialect)}")
+    return [f"{t.name}.{c.name}" for t, c in missing]
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself (below)
     cur = dbapi_conn.cursor()

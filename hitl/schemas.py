@@ -33,6 +33,16 @@ def _is_json_object(s: str) -> bool:
         return False
 
 
+def _is_suggestions(v: object) -> bool:
+    """None, or a list of (label, probability in [0, 1]) pairs."""
+    if v is None or (isinstance(v, float) and v != v):
+        return True
+    try:
+        return all(isinstance(lab, str) and 0.0 <= float(p) <= 1.0 for lab, p in v)
+    except (TypeError, ValueError):
+        return False
+
+
 class Trace(pa.DataFrameModel):
     """One production interaction as the logging system recorded it."""
 
@@ -81,6 +91,12 @@ class ReviewItem(pa.DataFrameModel):
     inclusion_prob: Series[float] = pa.Field(nullable=True, gt=0.0, le=1.0)  # the random draw's items only
     window: Series[str] = pa.Field(nullable=True)
     stratum: Series[str] = pa.Field(nullable=True)
+    # the champion's top labels, [(label, probability), ...] most probable first; absent or None: none to show
+    suggestions: Series[object] | None = pa.Field(nullable=True)
+
+    @pa.check("suggestions", name="label_probability_pairs", error="suggestions must be (label, probability) pairs")
+    def _suggestions_are_pairs(cls, s: Series[object]) -> Series[bool]:
+        return s.map(_is_suggestions)
 
 
 class Annotation(pa.DataFrameModel):

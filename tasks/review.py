@@ -178,7 +178,7 @@ def disputed_items(cfg: Config, store: ReviewStore) -> list[dict]:
 @task(name="store-adjudications", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def store_adjudications(cfg: Config, store: ReviewStore, items: list[dict], answer: dict) -> dict[str, int]:
     """Resolve each disputed item with the adjudicator's label; items settled meanwhile are skipped."""
-    adjudicator, labels = forms.parse_answer(answer, items)
+    adjudicator, labels = forms.parse_answer(answer, items, cfg.labels)
     adjudication.check_adjudicator(adjudicator, cfg.review.adjudicators)
     log = get_run_logger()
     stored = skipped = 0

@@ -55,11 +55,13 @@ def drop_considered(traces: pd.DataFrame, cfg: Config, store: ReviewStore) -> pd
 
 @task(name="score-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Re-score with the champion; keep what production said (if it logged it) in production_* columns."""
+    """Re-score with the champion, with its top labels (`review.suggestions`) for the reviewer's form; keep what
+    production said (if it logged it) in production_* columns."""
     s = score_texts(model, traces["input"].tolist(), cfg)  # in partitions on the runner when large
     out = traces.rename(columns={"prediction": "production_prediction", "confidence": "production_confidence"})
     out["prediction"], out["confidence"] = s.prediction, s.confidence.astype(float)
     out["margin"], out["entropy"] = s.margin.astype(float), s.entropy.astype(float)
+    out["suggestions"] = modeling.top_labels(s.probs, model.labels, cfg.review.suggestions)  # shown on the form
     out["model_version"] = model.version
     return out
 

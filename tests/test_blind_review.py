@@ -23,6 +23,9 @@ from hitl.sim.reviewers import SimulatedReviewers
 from tasks.review import build_form
 
 RANDOM_GUESS, RANDOM_CONF, REASONS = "refund_request", 0.87, "uncertainty: 1 - margin 0.90 >= window p80 0.85"
+POLICY_SUGGESTIONS = [["card_lost", 0.5], ["refund_request", 0.3], ["card_arrival", 0.2]]
+SUGGESTED_CHOICES = ("card_lost · 50%", "refund_request · 30%", "card_arrival · 20%")
+A_Z = tuple(sorted(LABELS))
 
 
 def _policy(trace_id: str, **kw) -> dict:
@@ -32,10 +35,14 @@ def _policy(trace_id: str, **kw) -> dict:
 
 
 def _enqueue(store: ReviewStore) -> None:
-    """Three random-draw items (reviewed first) and 30 policy items; five seeded gold items."""
+    """Three random-draw items (reviewed first) and 30 policy items, each with the champion's suggestions as
+    sampling stores them; five seeded gold items."""
     rnd = review_items(3, prefix="r", priority=2.0)
     rnd["selection_reason"], rnd["prediction"], rnd["confidence"] = RANDOM, RANDOM_GUESS, RANDOM_CONF
-    store.enqueue(pd.concat([rnd, review_items(30, prefix="p")], ignore_index=True), COHORTS)
+    rnd["suggestions"] = [[[RANDOM_GUESS, RANDOM_CONF], ["card_lost", 0.1]]] * len(rnd)
+    policy = review_items(30, prefix="p")
+    policy["suggestions"] = [POLICY_SUGGESTIONS] * len(policy)
+    store.enqueue(pd.concat([rnd, policy], ignore_index=True), COHORTS)
     gold = pd.DataFrame({"trace_id": [f"g{i:03d}" for i in range(5)], "input": [f"message g{i:03d}" for i in range(5)],
                          "label": LABELS[0], "channel": "web_chat", "locale": "en-US", "tier": "free",
                          "prediction": RANDOM_GUESS, "confidence": 0.99})
@@ -116,8 +123,9 @@ def test_form_fields_show_blind_items_alike_and_the_same_choices(batch):
         _no_trace_of_the_guess(specs[t].description)
     for t in kinds["shown"]:
         assert specs[t].description.endswith(f"(model said card_lost, 50%; {REASONS})")
-    assert {s.choices for s in specs.values()} == {(*cfg.labels, NONE_FITS)}
-    assert all(choices(it, cfg) == (*cfg.labels, NONE_FITS) for it in b.items)
+    assert {specs[t].choices for t in blind} == {(*A_Z, NONE_FITS)}  # one list, A-Z: no suggestion
+    assert {specs[t].choices for t in kinds["shown"]} == {(*SUGGESTED_CHOICES, NONE_FITS, *A_Z)}
+    assert all(choices(it, cfg) == specs[it["trace_id"]].choices for it in b.items)
 
 
 def test_batch_description_rows_of_blind_items_are_alike(batch):
@@ -126,15 +134,15 @@ def test_batch_description_rows_of_blind_items_are_alike(batch):
     text = describe_batch(b.id, b.items, cfg)
     assert "random" not in text and "selected as" not in text
     header = next(ln for ln in text.splitlines() if ln.startswith("| # |"))
-    assert header == "| # | message | model said | conf. | channel | locale | tier |"
+    assert header == "| # | message | model's suggestions | channel | locale | tier |"
     rows = {it["trace_id"]: ln for it, ln in zip(b.items, [ln for ln in text.splitlines() if re.match(r"\| \d", ln)],
                                                  strict=True)}
     blind = [*kinds["random"], *kinds["gold"], *kinds["blind"]]
-    assert {_shape(rows[t], t) for t in blind} == {f"| N | <msg> | {HIDDEN} | {HIDDEN} | web_chat | en-US | free |"}
+    assert {_shape(rows[t], t) for t in blind} == {f"| N | <msg> | {HIDDEN} | web_chat | en-US | free |"}
     for t in [*kinds["random"], *kinds["gold"]]:
         _no_trace_of_the_guess(rows[t])
     shown = {_shape(rows[t], t) for t in kinds["shown"]}
-    assert shown == {"| N | <msg> | `card_lost` | N% | web_chat | en-US | free |"}
+    assert shown == {"| N | <msg> | `card_lost` N%, `refund_request` N%, `card_arrival` N% | web_chat | en-US | free |"}
 
 
 def test_a_resumed_batch_renders_identically(tmp_path):
@@ -156,7 +164,10 @@ def test_the_simulated_reviewers_answer_a_form_with_blind_items(batch, tmp_path)
                                 form._description, "")
     sim_cfg = make_cfg(tmp_path, simulation={"noise": 0.0})
     answer = SimulatedReviewers(sim_cfg, {it["trace_id"]: LABELS[1] for it in b.items}).answer_review(run)
-    reviewer, labels = forms.parse_answer(form.model_validate(answer).model_dump(), b.items)
+    kinds = _kinds(b.items, cfg)
+    assert {answer[f.name] for f in form_fields(b.items, cfg) if f.trace_id in kinds["shown"]} == \
+        {"card_arrival · 20%"}  # clicked as the suggestion where it is one
+    reviewer, labels = forms.parse_answer(form.model_validate(answer).model_dump(), b.items, cfg.labels)
     assert reviewer in sim_cfg.simulation.reviewers
     assert {t: lab for t, (lab, _) in labels.items()} == {it["trace_id"]: LABELS[1] for it in b.items}
 
@@ -198,6 +209,9 @@ def test_hitl_review_prints_blind_items_alike(tmp_path, monkeypatch):
     for t in [*kinds["random"], *kinds["gold"]]:
         _no_trace_of_the_guess(by_id[t])
     assert all("(model said card_lost, 50%;" in by_id[t] for t in kinds["shown"])
+    assert all("Suggested: a card_lost · 50%  b refund_request · 30%  c card_arrival · 20%" in by_id[t]
+               for t in kinds["shown"])
+    assert not any("Suggested" in by_id[t] for t in blind)
 
 
 def test_the_queue_order_does_not_show_on_the_form(tmp_path):

@@ -148,7 +148,7 @@ class PausedReview:
             except pydantic.ValidationError as e:
                 raise RuntimeError(f"Cannot resume this run: Run input validation failed: {e}") from None
             self.paused = False
-            reviewer, labels = forms.parse_answer(run_input, self.batch.items)
+            reviewer, labels = forms.parse_answer(run_input, self.batch.items, self.cfg.labels)
             self.store.submit(self.batch.id, reviewer, labels, self.cfg.labels,
                               max_rationale_chars=self.cfg.review.max_rationale_chars)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -29,15 +30,23 @@ def _refuse(what: str, why: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _pick_label(prompt: str, labels: list[str]) -> str:
+LETTERS = "abcdefghijklmnopqrst"  # the suggestions of an item (at most review.suggestions, 20)
+
+
+def _pick_label(prompt: str, labels: list[str], suggested: Sequence[str] = ()) -> str:
+    """A number of `labels`, a letter of `suggested`, or either's text; the chosen choice as the form has it."""
+    letters = dict(zip(LETTERS, suggested, strict=False))
     while True:
         raw = _ask(prompt).strip()
         if raw.isdigit() and 1 <= int(raw) <= len(labels):
             return labels[int(raw) - 1]
-        if raw in labels:
+        if raw in labels or raw in suggested:
             return raw
-        console.print(f"[red]{escape(repr(raw))} is not a label.[/] Type a number 1-{len(labels)} or a label name.",
-                      soft_wrap=True)
+        if raw in letters:
+            return letters[raw]
+        hint = f", a letter {LETTERS[0]}-{LETTERS[len(letters) - 1]} for a suggestion" if letters else ""
+        console.print(f"[red]{escape(repr(raw))} is not a label.[/] Type a number 1-{len(labels)}{hint} or a label "
+                      "name.", soft_wrap=True)
 
 
 def _ask_note(prompt: str, limit: int) -> str:
@@ -48,8 +57,9 @@ def _ask_note(prompt: str, limit: int) -> str:
     return note
 
 
-def _numbered(title: str, labels: list[str]) -> str:
-    return f"{title}: " + "  ".join(f"[bold]{i}[/] {escape(lab)}" for i, lab in enumerate(labels, 1))
+def _numbered(title: str, labels: list[str], keys: Sequence[str] | None = None) -> str:
+    keys = keys or [str(i) for i in range(1, len(labels) + 1)]
+    return f"{title}: " + "  ".join(f"[bold]{k}[/] {escape(lab)}" for k, lab in zip(keys, labels, strict=False))
 
 
 @app.command()
@@ -59,7 +69,7 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
            list_only: Annotated[bool, typer.Option("--list", help="only list open batches")] = False) -> None:
     """Label a paused review or adjudication batch in the terminal; submits by resuming its flow run."""
     from hitl.review import prefect_api
-    from hitl.review.forms import NONE_FITS, REVIEWER_FIELD, trace_ids_from_schema
+    from hitl.review.forms import NONE_FITS, REVIEWER_FIELD, split_choices, trace_ids_from_schema
     from hitl.review.store import MAX_REVIEWER_CHARS
 
     cfg = _cfg(config)
@@ -90,16 +100,19 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         _refuse("Not submitted", f"{name!r} is not an adjudicator: {', '.join(choices)}.")
     values: dict[str, str] = {REVIEWER_FIELD: name}
     fields = trace_ids_from_schema(run.schema)
-    labels = list(run.fields[next(iter(fields))].get("enum") or cfg.labels) if fields else list(cfg.labels)
+    first = run.fields[next(iter(fields))].get("enum") if fields else None
+    labels = split_choices(first or cfg.labels)[1]  # every label (and NONE_FITS), numbered once
     console.print(_numbered("Labels", labels))
     for n, (field, _trace_id) in enumerate(fields.items(), 1):
         prop = run.fields[field]
         console.rule(f"{prop.get('title', field)}  ({n}/{len(fields)})")
         console.print(prop.get("description", ""))
-        mine = list(prop.get("enum") or labels)  # each item's own choices, in its form's order
+        suggested, mine = split_choices(prop.get("enum") or labels)  # each item's own choices, in its form's order
         if mine != labels:
             console.print(_numbered("Labels for this item", mine))
-        values[field] = _pick_label("label> ", mine)
+        if suggested:
+            console.print(_numbered("Suggested", suggested, LETTERS))
+        values[field] = _pick_label("label> ", mine, suggested)
         limit = cfg.review.max_rationale_chars
         if values[field] == NONE_FITS:
             proposed = _ask("the label you propose> ").strip()

@@ -59,6 +59,17 @@ def wilson_interval(p: float, n_eff: float, alpha: float = 0.05) -> tuple[float,
     return float(low), float(high)
 
 
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Difference of two independent proportions k1/n1 - k2/n2 with Newcombe's hybrid score interval (his method
+    10: the square-and-add of each proportion's Wilson interval); NaNs when either n is 0."""
+    if n1 <= 0 or n2 <= 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson_interval(p1, n1, alpha), wilson_interval(p2, n2, alpha)
+    d = p1 - p2
+    return d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
 def kish_n_eff(weights: Sequence[float] | np.ndarray) -> float:
     """Kish effective sample size (sum w)^2 / sum w^2 (0 for no weights)."""
     w = np.asarray(weights, float)

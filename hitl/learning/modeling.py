@@ -180,6 +180,16 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy)
 
 
+def top_labels(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Per row of `probs`, its `k` most probable labels with their probability, most probable first (ties in
+    label order); labels of probability 0 (never trained: their logit is masked) are left out."""
+    probs = np.asarray(probs, float)
+    if k <= 0 or probs.size == 0:
+        return [[] for _ in range(len(probs))]
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(labels[j], float(row[j])) for j in idx if row[j] > 0] for row, idx in zip(probs, order, strict=True)]
+
+
 def concat_scores(parts: list[Scores]) -> Scores:
     """The scores of consecutive partitions of the texts as one `Scores`, in partition order."""
     arrays = (np.concatenate([getattr(s, f) for s in parts]) for f in ("probs", "confidence", "margin", "entropy"))

@@ -1,5 +1,6 @@
 """Reviewer metrics: throughput, backlog, time to resolution, agreement (Krippendorff's alpha for the rotating
-pool, Cohen's kappa per fixed pair and per label), and each reviewer's agreement with adjudicated labels.
+pool, Cohen's kappa per fixed pair and per label), each reviewer's agreement with adjudicated labels, and the
+reviewers' agreement with the champion with and without its suggestions on the form (anchoring).
 
 Pure functions over the review store's read models (`ReviewStore.annotations`, `items`, `batches`,
 `resolutions`), so they are tested on scripted batches without a server.
@@ -14,8 +15,15 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from hitl.evaluation.estimates import wilson_interval
-from hitl.review import gold
+from hitl.evaluation.estimates import newcombe_difference, wilson_interval
+from hitl.review import forms, gold
+from hitl.sampling.selection import RANDOM
+
+WITH_SUGGESTIONS = "with suggestions (policy items)"
+BLIND_POLICY = "blind (policy items: the blind share)"
+BLIND_RANDOM = "blind (random draw)"
+CHAMPION_COLUMNS = ["shown", "annotations", "agree", "agreement", "low", "high"]
+NO_DIFFERENCE = (float("nan"), float("nan"), float("nan"))
 
 
 @dataclass
@@ -31,12 +39,18 @@ class ReviewMetrics:
     reviewers: pd.DataFrame = field(default_factory=pd.DataFrame)  # per reviewer
     pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # Cohen's kappa per fixed pair
     per_label: pd.DataFrame = field(default_factory=pd.DataFrame)  # kappa of "label vs the rest" per label
+    champion: pd.DataFrame = field(default_factory=pd.DataFrame)  # agreement with the champion by what was shown
+    suggestion_effect: tuple[float, float, float] = NO_DIFFERENCE  # with minus without suggestions, 95% CI
 
     def as_mlflow_metrics(self) -> dict[str, float]:
         out = {"review_backlog": float(self.backlog), "review_backlog_oldest_h": self.backlog_oldest_h,
                "review_resolution_p50_h": self.resolution_p50_h, "review_resolution_p90_h": self.resolution_p90_h,
-               "review_items_per_hour": self.items_per_hour, "review_krippendorff_alpha": self.alpha}
-        return {k: v for k, v in out.items() if np.isfinite(v)}
+               "review_items_per_hour": self.items_per_hour, "review_krippendorff_alpha": self.alpha,
+               "review_suggestion_effect": self.suggestion_effect[0]}
+        rate = self.champion.set_index("shown")["agreement"] if len(self.champion) else pd.Series(dtype=float)
+        out |= {"review_agrees_with_champion_suggested": rate.get(WITH_SUGGESTIONS, np.nan),
+                "review_agrees_with_champion_blind": rate.get(BLIND_POLICY, np.nan)}
+        return {k: float(v) for k, v in out.items() if np.isfinite(v)}
 
 
 def _hours(delta: pd.Series) -> pd.Series:
@@ -98,10 +112,42 @@ def label_kappas(annotations: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "items_with_label", "kappa"])
 
 
+def champion_agreement(annotations: pd.DataFrame, items: pd.DataFrame
+                       ) -> tuple[pd.DataFrame, tuple[float, float, float]]:
+    """How often reviewers chose the champion's prediction, by what the form showed of it (`items["shown"]`,
+    `forms.shown_as`), each share with its 95% Wilson interval; and the difference with minus without
+    suggestions on policy items, with Newcombe's interval (SUGGESTION_NOTE says how to read it). Random-draw items
+    are production traffic, not the policy's hard cases: shown apart, never in the difference. Counts annotations
+    (an item labelled twice counts twice) of items with a champion prediction; items shown with the guess only are
+    left out."""
+    empty = pd.DataFrame(columns=CHAMPION_COLUMNS)
+    if "shown" not in items or annotations.empty or items.empty:
+        return empty, NO_DIFFERENCE
+    known = items[items["prediction"].notna() & (items["prediction"].astype(str) != "")]
+    group = np.select([known["shown"] == forms.SUGGESTED,
+                       (known["shown"] == forms.BLIND) & (known["selection_reason"] != RANDOM),
+                       known["shown"] == forms.BLIND], [WITH_SUGGESTIONS, BLIND_POLICY, BLIND_RANDOM], "")
+    shown = pd.DataFrame({"trace_id": known["trace_id"], "shown": group, "prediction": known["prediction"]})
+    joined = annotations[["trace_id", "label"]].merge(shown[shown["shown"] != ""], on="trace_id")
+    rows = []
+    for name in (WITH_SUGGESTIONS, BLIND_POLICY, BLIND_RANDOM):
+        g = joined[joined["shown"] == name]
+        if len(g):
+            agree = int((g["label"] == g["prediction"]).sum())
+            rows.append([name, len(g), agree, agree / len(g), *wilson_interval(agree / len(g), len(g))])
+    table = pd.DataFrame(rows, columns=CHAMPION_COLUMNS) if rows else empty
+    by = table.set_index("shown")
+    if not {WITH_SUGGESTIONS, BLIND_POLICY} <= set(by.index):
+        return table, NO_DIFFERENCE
+    s, b = by.loc[WITH_SUGGESTIONS], by.loc[BLIND_POLICY]
+    return table, newcombe_difference(int(s["agree"]), int(s["annotations"]), int(b["agree"]), int(b["annotations"]))
+
+
 def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFrame,
             resolutions: pd.DataFrame, now: datetime, gold_answers: pd.DataFrame | None = None,
             gold_policy: tuple[int, float] = (20, 0.8)) -> ReviewMetrics:
-    """Everything `hitl metrics` shows. `items`: trace_id, status, created_at, resolved_at; `batches`: id,
+    """Everything `hitl metrics` shows. `items`: trace_id, status, created_at, resolved_at (and, for the agreement
+    with the champion, selection_reason, prediction and shown: `from_store` adds it); `batches`: id,
     status, reviewer, created_at, submitted_at; `resolutions`: trace_id, kind, label, created_at;
     `gold_answers`: reviewer, correct (cumulative gold accuracy, checked with `gold_policy`)."""
     now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
@@ -133,6 +179,7 @@ def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFram
                      "adjudicated": len(judged), "agrees_with_adjudication": agree / len(judged) if len(judged)
                      else float("nan"), "agreement_low": lo, "agreement_high": hi})
     total_h = float(open_h[sub["id"].isin(per_batch.index).to_numpy()].sum()) if len(sub) else 0.0
+    champion, effect = champion_agreement(annotations, items)
     return ReviewMetrics(
         backlog=len(waiting), backlog_oldest_h=float(ages.max()) if len(ages) else 0.0,
         backlog_median_h=float(ages.median()) if len(ages) else 0.0,
@@ -140,16 +187,23 @@ def compute(annotations: pd.DataFrame, items: pd.DataFrame, batches: pd.DataFram
         resolution_p90_h=float(ttr.quantile(0.9)) if len(ttr) else float("nan"),
         items_per_hour=len(annotations) / total_h if total_h > 0 else float("nan"),
         alpha=alpha, alpha_items=alpha_items, reviewers=pd.DataFrame(rows),
-        pairs=pair_kappas(annotations), per_label=label_kappas(annotations))
+        pairs=pair_kappas(annotations), per_label=label_kappas(annotations), champion=champion,
+        suggestion_effect=effect)
 
 
 def from_store(store, cfg, now: datetime) -> ReviewMetrics:
-    """`compute` over everything a `ReviewStore` holds, with the config's gold policy."""
-    return compute(store.annotations(), store.items(), store.batches(), store.resolutions(), now,
+    """`compute` over everything a `ReviewStore` holds, with the config's gold policy; what each item's form showed
+    is `forms.shown_as` under the current config (a changed `review.blind_share` reclassifies past items)."""
+    items = store.items()
+    items["shown"] = [forms.shown_as(it, cfg) for it in items.to_dict("records")]
+    return compute(store.annotations(), items, store.batches(), store.resolutions(), now,
                    store.gold_answers(), (cfg.review.gold_min_answers, cfg.review.gold_min_accuracy))
 
 
 AGREES_WITH_ADJUDICATION = "agrees with adjudication, on disputed items only (95% CI)"
+SUGGESTION_NOTE = ("The blind share of policy items is drawn by a stable hash, so the two policy rows differ only "
+                   "in what the form showed: a difference above 0 is the suggestions' pull on reviewers (anchoring, "
+                   "or help: gold accuracy tells which).")
 ADJUDICATION_NOTE = ("Agreement with adjudication counts only disputed (adjudicated) or corrected items, where "
                      "reviewers disagreed or a label was wrong: it reads low by construction and is not a reviewer's "
                      "accuracy (gold accuracy is).")
@@ -180,4 +234,15 @@ def markdown(m: ReviewMetrics) -> str:
         lines += ["", "| pair | common items | raw agreement | Cohen's kappa |", "|---|---|---|---|"]
         lines += [f"| {p.reviewer_a} / {p.reviewer_b} | {p.items} | {f(p.agreement, True)} | {f(p.kappa)} |"
                   for p in m.pairs.itertuples()]
+    if len(m.champion):
+        d, lo, hi = m.suggestion_effect
+        lines += ["", "| form showed | labels | chose the champion's prediction (95% CI) |", "|---|---|---|"]
+        lines += [f"| {r.shown} | {r.annotations} | {f(r.agreement, True)} [{f(r.low, True)}, {f(r.high, True)}] |"
+                  for r in m.champion.itertuples()]
+        lines += ["", f"Suggestions' effect (with minus blind, policy items): {_pts(d)} (95% CI {_pts(lo)} to "
+                  f"{_pts(hi)}). {SUGGESTION_NOTE}"]
     return "\n".join([*lines, "", ADJUDICATION_NOTE])
+
+
+def _pts(v: float) -> str:
+    return "—" if not np.isfinite(v) else f"{100 * v:+.1f} pts"

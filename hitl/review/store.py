@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hitl.db import Base, open_engine
+from hitl.db import Base, add_nullable_columns, open_engine
 from hitl.db import now as _now
 from hitl.hashing import text_group
 from hitl.review import gold
@@ -49,6 +49,7 @@ from hitl.review.tables import (
     ReviewerCheck,
     StoreMeta,
     item_dict,
+    suggestions_json,
 )
 from hitl.review.views import ReviewViews
 from hitl.sampling.selection import RANDOM
@@ -96,7 +97,8 @@ class ReviewStore(ReviewViews, SamplingState):
         self._check_schema()
 
     def _check_schema(self) -> None:
-        """Create the tables of a new store; refuse one written by an incompatible version."""
+        """Create the tables of a new store; refuse one written by an incompatible version; add to an existing one
+        the nullable columns added since (e.g. the review items' suggestions)."""
         from sqlalchemy import inspect
 
         existing = set(inspect(self.engine).get_table_names())
@@ -111,6 +113,11 @@ class ReviewStore(ReviewViews, SamplingState):
             elif row.value != SCHEMA_VERSION:
                 raise ReviewError(f"The review store at {self.url} has schema {row.value}; this hitl-loop needs "
                                   f"{SCHEMA_VERSION}. Move it away and sample again.")
+        try:
+            add_nullable_columns(self.engine)
+        except ValueError as e:
+            raise ReviewError(f"The review store at {self.url} cannot be upgraded in place: {e}. Move it away "
+                              f"and sample again.") from e
 
     # ---- queue ----
     def enqueue(self, items: pd.DataFrame, cohorts: Iterable[str], considered: Iterable[str] = (),
@@ -136,6 +143,7 @@ class ReviewStore(ReviewViews, SamplingState):
                     required_annotations=int(r["required_annotations"]),
                     inclusion_prob=_float_or_none(r.get("inclusion_prob")), window=_str_or_none(r.get("window")),
                     stratum=_str_or_none(r.get("stratum")), text_group=text_group(r["input"]),
+                    suggestions=suggestions_json(r.get("suggestions")),
                 )
                 for r in items.to_dict("records")
                 if r["trace_id"] not in known
@@ -510,8 +518,9 @@ def _str_or_none(v) -> str | None:
 
 def _shown_gold(item: dict) -> dict:
     """A gold item as the form shows it: with the random-draw reason, so the form renders it blind
-    (`forms.is_blind`) and its borrowed guess never shows. Also applied on reading, for batches stored before."""
-    return {**item, "selection_reason": RANDOM}
+    (`forms.is_blind`) and its borrowed guess and suggestions never show. Also applied on reading, for batches
+    stored before."""
+    return {**item, "selection_reason": RANDOM, "suggestions": None}
 
 
 

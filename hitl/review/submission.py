@@ -30,7 +30,7 @@ def submit(cfg: Config, store: ReviewStore, batch_id: str, items: list[dict], an
            record: RecordReview) -> Submission:
     """Store one reviewer's answer to a batch and record it in the audit chain (once, however often retried).
     Raises ReviewError, storing nothing, when the answer is refused."""
-    reviewer, labels = forms.parse_answer(answer, items)
+    reviewer, labels = forms.parse_answer(answer, items, cfg.labels)
     result = store.submit(batch_id, reviewer, labels, cfg.labels,
                           gold_policy=(cfg.review.gold_min_answers, cfg.review.gold_min_accuracy),
                           max_rationale_chars=cfg.review.max_rationale_chars)

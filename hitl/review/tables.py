@@ -36,6 +36,9 @@ class Item(Base):
     stratum: Mapped[str | None] = mapped_column(String(400), nullable=True)
     text_group: Mapped[str] = mapped_column(String(16), default="", index=True)  # hitl.hashing.text_group
     evaluator_reasons: Mapped[str] = mapped_column(Text, default="")
+    # JSON [[label, probability], ...]: the champion's top labels when sampled (hitl.review.forms shows them);
+    # None for items stored before (added to an existing store on open: hitl.db.add_nullable_columns)
+    suggestions: Mapped[str | None] = mapped_column(Text, nullable=True)
     priority: Mapped[float] = mapped_column(Float, default=0.0)
     required_annotations: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
@@ -162,11 +165,25 @@ class ReviewerCheck(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+def suggestions_json(v) -> str | None:
+    """A review item's suggestions as stored: JSON [[label, probability], ...] (from pairs, or such JSON), or
+    None when it has none."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    pairs = json.loads(v) if isinstance(v, str) else v
+    return json.dumps([[str(lab), float(p)] for lab, p in pairs]) if len(pairs) else None
+
+
+def suggestions_of(stored: str | None) -> list[list] | None:
+    """The stored suggestions back as [[label, probability], ...], or None (for NULL, read as None or NaN)."""
+    return json.loads(stored) if isinstance(stored, str) and stored else None
+
+
 def item_dict(it: Item) -> dict:
     return {
         "trace_id": it.trace_id, "input": it.input, "output": it.output, "context": it.context,
         "prediction": it.prediction, "confidence": it.confidence, "model_version": it.model_version,
         "selection_reason": it.selection_reason, "evaluator_reasons": it.evaluator_reasons,
         "inclusion_prob": it.inclusion_prob, "window": it.window, "stratum": it.stratum,
-        **json.loads(it.cohorts),
+        "suggestions": suggestions_of(it.suggestions), **json.loads(it.cohorts),
     }

@@ -21,6 +21,7 @@ from hitl.review.tables import (
     Resolution,
     ReviewerCheck,
     item_dict,
+    suggestions_of,
 )
 from hitl.sampling.selection import RANDOM
 
@@ -72,11 +73,15 @@ class ReviewViews:
                                            "created_at"])
 
     def items(self) -> pd.DataFrame:
-        """Every review item's lifecycle: trace_id, selection_reason, status, created_at, resolved_at."""
+        """Every review item's lifecycle and what its form showed of the champion: trace_id, selection_reason,
+        status, created_at, resolved_at, prediction, suggestions (a list of [label, probability], or None)."""
         with self._session() as s:
             rows = s.execute(select(Item.trace_id, Item.selection_reason, Item.status, Item.created_at,
-                                    Item.resolved_at).order_by(Item.id)).all()
-        return pd.DataFrame(rows, columns=["trace_id", "selection_reason", "status", "created_at", "resolved_at"])
+                                    Item.resolved_at, Item.prediction, Item.suggestions).order_by(Item.id)).all()
+        out = pd.DataFrame(rows, columns=["trace_id", "selection_reason", "status", "created_at", "resolved_at",
+                                          "prediction", "suggestions"])
+        out["suggestions"] = pd.Series([suggestions_of(v) for v in out["suggestions"]], index=out.index, dtype=object)
+        return out
 
     def batches(self) -> pd.DataFrame:
         """Every review batch: id, flow_run_id, status, reviewer, created_at, submitted_at."""

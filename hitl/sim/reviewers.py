@@ -98,9 +98,10 @@ class SimulatedReviewers:
         values: dict[str, object] = {forms.REVIEWER_FIELD: reviewer}
         for name, trace_id in fields.items():
             nth = len(self.labelled_by[trace_id])
-            values[name] = self._label(trace_id, nth)
+            label = self._label(trace_id, nth)
+            values[name] = forms.choice_for(label, run.fields[name].get("enum") or (), self.cfg.labels)  # as clicked
             if self._rng("rationale", trace_id, nth).random() < 0.2:
-                values[f"{name}_rationale"] = f"{reviewer}: phrasing points to {values[name]}"
+                values[f"{name}_rationale"] = f"{reviewer}: phrasing points to {label}"
             self.labelled_by[trace_id].append(reviewer)
         return values
 
