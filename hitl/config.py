@@ -367,6 +367,11 @@ class Config(_Strict):
     def prefect_ui_url(self) -> str:
         return f"http://{self.stack.host}:{self.stack.prefect_port}"
 
+    def flow_run_url(self, flow_run_id: object) -> str:
+        """The Prefect UI page of a flow run (where a waiting run is resumed): what `hitl inbox`, the logs and
+        the notifications link to. The same path as Prefect's own `url_for("flow-run", ...)`."""
+        return f"{self.prefect_ui_url}/runs/flow-run/{flow_run_id}"
+
     @property
     def mlflow_uri(self) -> str:
         return f"http://{self.stack.host}:{self.stack.mlflow_port}"

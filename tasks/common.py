@@ -75,5 +75,5 @@ def start_deployment(cfg: Config, config_path: str, name: str, key: str, **param
     run_id = get_run_context().flow_run.id
     run = deploy.trigger(cfg, config_path, name, idempotency_key=f"{key}-{run_id}",
                          tags=[deploy.started_by(str(run_id))], **parameters)
-    get_run_logger().info("Started %s run %s (%s/runs/flow-run/%s)", name, run.name, cfg.prefect_ui_url, run.id)
+    get_run_logger().info("Started %s run %s (%s)", name, run.name, cfg.flow_run_url(run.id))
     return run

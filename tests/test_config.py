@@ -141,6 +141,18 @@ def test_derived_locations(tmp_path):
     assert other.traces_path == (tmp_path / "in").resolve()
 
 
+def test_flow_run_url_is_the_page_prefect_itself_links_to():
+    """One link per waiting run for the inbox, the logs and Prefect's notifications (its `ui_url`)."""
+    from prefect.settings import PREFECT_UI_URL, temporary_settings
+    from prefect.utilities.urls import url_for
+
+    cfg = Config(labels=["a", "b"], stack={"host": "10.0.0.5", "prefect_port": 4300})
+    run_id = "123e4567-e89b-12d3-a456-426614174000"
+    assert cfg.flow_run_url(run_id) == f"http://10.0.0.5:4300/runs/flow-run/{run_id}"
+    with temporary_settings(updates={PREFECT_UI_URL: cfg.prefect_ui_url}):
+        assert cfg.flow_run_url(run_id) == url_for("flow-run", obj_id=run_id)
+
+
 def test_apply_environment_points_clients_at_the_stack(monkeypatch):
     keys = ["PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI",
             "MLFLOW_REGISTRY_URI", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PREFECT_SERVER_ANALYTICS_ENABLED",

@@ -274,6 +274,20 @@ def test_disagreeing_reviewers_dispute(store):
     assert store.take_batch(5) is None  # a disputed item is not handed out again
 
 
+def test_unleased_items_and_disputed_trace_ids_are_what_waits_outside_any_run(store):
+    """`hitl inbox` counts: queued items no open batch holds, and the disputed items by trace id."""
+    store.enqueue(review_items(3, required=[2, 1, 1]), COHORTS)
+    assert store.unleased_items() == 3 and store.disputed_trace_ids() == []
+    b1 = store.take_batch(2)  # t000 and t001; t000 still wants a second label, t002 was not leased
+    assert store.unleased_items() == 2
+    b2 = store.take_batch(5)  # the rest: t000's second label and t002
+    assert store.unleased_items() == 0 and store.batches_wanted(5) == 0
+    store.submit(b1.id, "alice", _label_all(b1, A), LABELS)
+    store.submit(b2.id, "bob", _label_all(b2, C), LABELS)
+    assert store.disputed_trace_ids() == ["t000"] and store.unleased_items() == 0
+    assert [it["trace_id"] for it in store.disputed()] == store.disputed_trace_ids()
+
+
 # ---- concurrency ----
 
 def test_concurrent_submissions_to_different_batches_lose_nothing(store, url):

@@ -1,5 +1,5 @@
 """`hitl`: the command line of hitl-loop, one module per user: ML engineers (`engineer`), reviewers
-(`reviewer`), managers (`manager`), and the local stack and demo (`ops`), sharing this app.
+(`reviewer`), managers (`manager`), everyone (`inbox`), and the local stack and demo (`ops`), sharing this app.
 
 Heavy libraries (Prefect, MLflow, torch) are imported inside commands, so `hitl --help` is instant.
 """
@@ -100,4 +100,4 @@ def _run_flow(name: str, config: Path, **params):
         raise typer.Exit(1) from None
 
 
-from hitl.cli import audit, backup, engineer, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)
+from hitl.cli import audit, backup, engineer, inbox, manager, ops, reviewer  # noqa: E402,F401  (registers the commands)

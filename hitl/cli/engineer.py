@@ -87,7 +87,7 @@ def retrain(config: ConfigOpt = DEFAULT_CONFIG,
     _stack_ready(cfg)
     run = deploy.trigger(cfg, config, "fine-tune", **({"dataset_version": dataset_version}
                                                       if dataset_version is not None else {}))
-    console.print(f"Started fine-tune run {run.name}: {cfg.prefect_ui_url}/runs/flow-run/{run.id}")
+    console.print(f"Started fine-tune run {run.name}: {cfg.flow_run_url(run.id)}")
     if not wait:
         console.print("It runs on the worker; follow it in the UI or with `hitl status`.")
         return

@@ -144,12 +144,12 @@ def _deployed(cfg: Config, config: Path, name: str, **params):
     from hitl.ops import deploy, runs, stack
 
     run = deploy.trigger(cfg, config, name, **params)
-    console.print(f"[dim]{name}: run {run.name} on the worker ({cfg.prefect_ui_url}/runs/flow-run/{run.id})[/]")
+    console.print(f"[dim]{name}: run {run.name} on the worker ({cfg.flow_run_url(run.id)})[/]")
     done = runs.wait(run.id, DEMO_RUN_TIMEOUT_S)
     if not done.state.is_completed():
         log = next(s.log for s in stack.status(cfg) if s.name == "worker")
         console.print(f"[red]The {name} run {run.name} ended {done.state.name}: {done.state.message or ''}[/]\n"
-                      f"Read it in the Prefect UI ({cfg.prefect_ui_url}/runs/flow-run/{run.id}) or {log}.")
+                      f"Read it in the Prefect UI ({cfg.flow_run_url(run.id)}) or {log}.")
         raise typer.Exit(1)
     return done
 

@@ -19,10 +19,12 @@ class PausedRun:
     id: str
     name: str
     flow_name: str
-    form: str  # the form schema's title: ReviewForm or ApprovalForm
+    form: str  # the form schema's title: ReviewForm, AdjudicationForm or ApprovalForm
     schema: dict[str, Any]
     description: str
-    created: str
+    created: str  # when the run started (ISO)
+    paused_at: str = ""  # when it began to wait (the Paused/Suspended state's time, ISO)
+    expires_at: str | None = None  # when the wait times out (review.timeout_s after paused_at), ISO
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -70,8 +72,10 @@ def paused_runs(form: str | tuple[str, ...] | None = None) -> list[PausedRun]:
             if run.flow_id not in flow_names:
                 flow_names[run.flow_id] = client.read_flow(run.flow_id).name
             description = _read_input(client, run.id, keyset["description"]) or ""
+            timeout = run.state.state_details.pause_timeout
             out.append(PausedRun(str(run.id), run.name, flow_names[run.flow_id], title, schema,
-                                 str(description), str(run.start_time or run.created)))
+                                 str(description), str(run.start_time or run.created),
+                                 run.state.timestamp.isoformat(), timeout.isoformat() if timeout else None))
     return out
 
 

@@ -171,15 +171,23 @@ class ReviewStore(ReviewViews, SamplingState):
         rows = s.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id))
         return dict(rows.all())
 
-    def batches_wanted(self, size: int) -> int:
-        """How many more batches of `size` the queued items need (annotations still wanted and not leased; an
-        item needing two labels goes into two batches)."""
+    def _unleased_need(self) -> list[int]:
+        """Per queued item, the annotations still wanted that no open batch holds (items with none left out)."""
         with self._session() as s:
             open_n, done_n = self._open_assignments(s), self._annotation_counts(s)
             need = [it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0)
                     for it in s.scalars(select(Item).where(Item.status == QUEUED))]
-        need = [n for n in need if n > 0]
+        return [n for n in need if n > 0]
+
+    def batches_wanted(self, size: int) -> int:
+        """How many more batches of `size` the queued items need (annotations still wanted and not leased; an
+        item needing two labels goes into two batches)."""
+        need = self._unleased_need()
         return max(-(-sum(need) // size), max(need)) if need else 0
+
+    def unleased_items(self) -> int:
+        """Queued items still wanting an annotation that no open batch holds: work not yet dispatched."""
+        return len(self._unleased_need())
 
     def take_batch(self, size: int, lease_s: float | None = None, gold_share: float = 0.0,
                    flow_run_id: str | None = None) -> BatchView | None:
@@ -438,6 +446,12 @@ class ReviewStore(ReviewViews, SamplingState):
                                item=json.dumps(item_dict(item))))
             s.flush()
             return res.id
+
+    def disputed_trace_ids(self) -> list[str]:
+        """The trace ids of disputed items, in `disputed()`'s order, without reading their annotations."""
+        with self._session() as s:
+            return list(s.scalars(select(Item.trace_id).where(Item.status == DISPUTED)
+                                  .order_by(Item.priority.desc(), Item.id)))
 
     def disputed(self) -> list[dict]:
         """Disputed items with every annotation (reviewer, label, rationale), oldest first."""
