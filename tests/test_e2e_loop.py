@@ -7,6 +7,7 @@ and reads results back through the same APIs the UI uses.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -183,9 +184,16 @@ def test_terminal_review_resumes_the_paused_run(e2e):
     proc = start(path, "review-batch")
     try:
         run = wait_paused(cfg, REVIEW_FORM)
+        # the reviewer's inbox lists the waiting batch with its Prefect UI link, time left and answering command
+        box = json.loads(hitl(path, "inbox", "--json", "--as", "carol").stdout)
+        [waiting] = [w for w in box["waiting"] if w["run_id"] == run.id]
+        assert waiting["kind"] == "review" and waiting["link"] == f"{cfg.prefect_ui_url}/runs/flow-run/{run.id}"
+        assert waiting["command"] == f"hitl review --run {run.id} --reviewer carol -c {path}"
+        assert 0 < waiting["seconds_left"] <= cfg.review.timeout_s
+        assert cfg.flow_run_url(run.id) in hitl(path, "inbox", "--as", "carol").stdout
         fields = forms.trace_ids_from_schema(run.schema)
         known = truth(cfg)
-        labels = list(cfg.labels)
+        labels = forms.alphabetical(cfg.labels)  # `hitl review` numbers the labels A-Z
         # per item: a typo first (re-asked), then the label's number, then a rationale or Enter
         answers = []
         for i, trace_id in enumerate(fields.values()):
@@ -198,6 +206,8 @@ def test_terminal_review_resumes_the_paused_run(e2e):
         assert proc.returncode == 0, out[-3000:]
     finally:
         proc.kill() if proc.poll() is None else None
+    box = json.loads(hitl(path, "inbox", "--json", "--as", "carol").stdout)
+    assert run.id not in [w["run_id"] for w in box["waiting"]]  # answered: out of the inbox
     ann = store.annotations()
     mine = ann[ann["reviewer"] == "carol"].set_index("trace_id")
     assert len(mine) == len(fields) == before["queued"]
