@@ -116,11 +116,25 @@ class WorldConfig(_Strict):
     escalation_if_right: float = Field(0.05, ge=0.0, le=1.0)
 
 
+ENGINES = ("torch", "onnx", "onnx-int8")
+
+
 class ModelConfig(_Strict):
     base_path: str | None = None  # a local Hugging Face model folder; None = the packaged MiniLM
     registered_name: str = "hitl-intent"
     max_length: int = 64
     score_batch_size: int = 64
+    # What scores texts and computes frozen embeddings (hitl/learning/onnx_engine.py): torch (the reference),
+    # onnx (ONNX Runtime, fp32) or onnx-int8 (int8 dynamic quantisation; a version whose int8 export changed top
+    # labels at the export check serves fp32). An ONNX engine exports each registered version once, beside it.
+    engine: Literal["torch", "onnx", "onnx-int8"] = "torch"
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _known_engine(cls, v):
+        if v not in ENGINES:
+            raise ValueError(f"model.engine must be one of {', '.join(ENGINES)}; got {v!r}")
+        return v
 
 
 class RunnerConfig(_Strict):
