@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
     from hitl.learning.network import CosineIntentNetwork
-    from hitl.learning.onnx_engine import OnnxEngine
 
 ENCODER_DIR, HEAD_FILE, META_FILE = "encoder", "head.safetensors", "intent_model.json"
 ARTIFACT_KEY = "intent_model"
@@ -48,7 +47,7 @@ class IntentModel:
     base: str = ""
     # None: torch scores (the reference). Else the ONNX Runtime engine of this version's export, which computes
     # the probabilities in `score` (`registry.load_registered`); dropped when the network changes (training).
-    engine: OnnxEngine | None = None
+    engine: Any = None  # hitl.learning.onnx_engine.OnnxEngine (not imported here: it imports this module)
 
     @property
     def serving_engine(self) -> str:
