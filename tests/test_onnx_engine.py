@@ -8,6 +8,7 @@ import logging
 import pickle
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from helpers_domain import tiny_encoder
@@ -78,10 +79,23 @@ def test_int8_ships_when_it_keeps_the_top_labels(tiny_cfg, tmp_path, monkeypatch
     meta = onnx_engine.export_network(model, tmp_path / "onnx", TEXTS, max_length=32)
     assert meta["int8"]["file"] == onnx_engine.INT8_FILE and 0.0 <= meta["int8"]["agreement"] <= 1.0
     engine = onnx_engine.load_engine(tmp_path / "onnx", "onnx-int8")
-    assert engine.name == "onnx-int8" and len(engine.graph) < (tmp_path / "onnx" / onnx_engine.FP32_FILE).stat().st_size
+    assert engine.name == "onnx-int8"
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "onnx" / onnx_engine.INT8_FILE)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert engine.recheck.precision == "fp32"  # close calls are scored again in fp32
     model.engine = engine
     s = modeling.score(model, TEXTS, max_length=32)
     assert np.allclose(s.probs.sum(axis=1), 1.0, atol=1e-4) and set(s.prediction) <= set(LABELS)
+    close = s.margin < onnx_engine.RECHECK_MARGIN
+    if close.any():  # what was re-checked is fp32's answer
+        model.engine = engine.recheck
+        assert np.allclose(modeling.score(model, TEXTS, max_length=32).probs[close], s.probs[close], atol=1e-6)
+
+
+def test_int8_leaves_narrowing_matmuls_in_fp32(exported):
+    _, folder, _ = exported
+    narrowing = onnx_engine._narrowing_matmuls(folder / onnx_engine.FP32_FILE)
+    assert [n.split("/")[-3:] for n in narrowing] == [["output", "dense", "MatMul"]] * 2  # one per layer
 
 
 def test_int8_that_changes_top_labels_is_refused_and_fp32_serves(tiny_cfg, tmp_path, monkeypatch, caplog):
