@@ -47,7 +47,7 @@ FP32_MAX_ABS = 1e-4  # fp32 export: largest |probability (or embedding) differen
 INT8_MIN_AGREEMENT = 0.99  # int8 network: share of probe texts whose top label matches torch's
 INT8_MIN_COSINE = 0.99  # int8 frozen encoder: smallest cosine between a vector and torch's
 PROBE_TEXTS = 512  # texts an export is checked on (a deterministic sample of those given)
-RECHECK_MARGIN = 0.1  # int8 network: a top-two probability margin below this is scored again in fp32
+RECHECK_MARGIN = 0.05  # int8 network: a top-two probability margin below this is scored again in fp32
 BATCH_SIZE = 32  # ONNX Runtime's batches at most (on 2 cores it runs 32 short texts a batch 1.2-1.5x faster than 64)
 
 log = logging.getLogger("hitl.onnx")
