@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
     y = sample["trace_id"].map(truth).to_numpy()
     rows = []
     for who in ("champion", "challenger"):
-        model = registry.load_registered(cfg.model.registered_name, tags[f"hitl.{who}_version"])
+        model = registry.load_registered(cfg.model.registered_name, tags[f"hitl.{who}_version"],
+                                         engine=cfg.model.engine)  # the engine that served the report
         fail = float(np.mean(np.asarray(modeling.score(model, sample["input"].tolist()).prediction) != y))
         est, n_reg = m[f"{who}_fail_rate"], m["regression_n"]
         z = float(ndtri(1 - m.get("look_alpha", 0.05) / 2))  # the report's own interval, as a standard error

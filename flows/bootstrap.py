@@ -31,7 +31,8 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
               **training.recipe_params(cfg)}
     store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
     version = training.register_model(model, cfg, store, client, CHAMPION, params, metrics,
-                                      {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds)
+                                      {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds,
+                                      export_texts=data["text"].tolist())
     return {"champion_version": version, "rows": len(data), **metrics}
 
 

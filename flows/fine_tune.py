@@ -32,7 +32,8 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     tags = {"hitl.stage": "fine_tune", versions.DATASET_TAG: dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
     store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
-    version = training.register_model(model, cfg, store, client, CHALLENGER, params, metrics, tags, ds)
+    version = training.register_model(model, cfg, store, client, CHALLENGER, params, metrics, tags, ds,
+                                      export_texts=records["text"].tolist())  # checks an ONNX export on them
     out = {"challenger_version": version, "dataset": dv.ref, "train_rows": len(train), **metrics}
     if deployed_top_level():  # retrain is one chain: the challenger's regression eval (it waits for approval)
         run = start_deployment(cfg, config_path, "regression-eval", key="regression-eval-after",

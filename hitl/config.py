@@ -116,11 +116,28 @@ class WorldConfig(_Strict):
     escalation_if_right: float = Field(0.05, ge=0.0, le=1.0)
 
 
+ENGINES = ("torch", "onnx", "onnx-int8")
+
+
 class ModelConfig(_Strict):
     base_path: str | None = None  # a local Hugging Face model folder; None = the packaged MiniLM
     registered_name: str = "hitl-intent"
     max_length: int = 64
     score_batch_size: int = 64
+    # What scores texts and computes frozen embeddings (hitl/learning/onnx_engine.py): torch (the reference),
+    # onnx (ONNX Runtime, fp32) or onnx-int8 (int8 dynamic quantisation, close calls re-scored in fp32; a version
+    # whose int8 export changed top labels at the export check serves fp32). With an ONNX engine each version is
+    # exported and checked once, at registration, and logged beside it; a version registered without an export
+    # is scored by torch. onnx-int8 is the default: on BANKING77 it keeps torch's accuracy and predictions
+    # (bench/engine.py, docs/benchmarks.md) and is the fastest of the three.
+    engine: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _known_engine(cls, v):
+        if v not in ENGINES:
+            raise ValueError(f"model.engine must be one of {', '.join(ENGINES)}; got {v!r}")
+        return v
 
 
 class RunnerConfig(_Strict):

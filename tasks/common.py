@@ -34,9 +34,15 @@ def load_model(cfg: Config, alias: str, client: MlflowClient) -> modeling.Intent
     if finished:
         get_run_logger().warning("Finished promoting %s v%s to @champion (approved by %s), which a crash had "
                                  "interrupted", cfg.model.registered_name, finished.promoted, finished.approver)
-    model = registry.load_registered(cfg.model.registered_name, alias, client)
+    model = registry.load_registered(cfg.model.registered_name, alias, client, engine=cfg.model.engine)
     modeling.check_labels(model, cfg)
-    get_run_logger().info("Loaded %s@%s (version %s)", cfg.model.registered_name, alias, model.version)
+    log = get_run_logger()
+    log.info("Loaded %s@%s (version %s), scored by %s", cfg.model.registered_name, alias, model.version,
+             model.serving_engine)
+    if model.serving_engine != cfg.model.engine:
+        log.warning("model.engine is %s but version %s is scored by %s: %s", cfg.model.engine, model.version,
+                    model.serving_engine, "it was registered without an ONNX export" if model.engine is None
+                    else "its int8 export was refused at the export check (see onnx/onnx.json)")
     return model
 
 

@@ -112,7 +112,8 @@ def baseline(train: pd.DataFrame, records: pd.DataFrame, compared: Comparison, c
     sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
     if not cfg.evaluation.baseline or sample.empty or train["label"].nunique() < 2:
         return None
-    encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length)
+    encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length,
+                            engine=cfg.model.engine)
     fitted = anchor.fit(encoder.encode(train["text"].tolist()), train["label"].to_numpy())
     pred = fitted.predict(encoder.encode(sample["text"].tolist()))
     encoder.save()
@@ -255,7 +256,9 @@ def evaluate_release(config_path: str, dataset_version: int | None, store: Revie
     verdict = regression.gate(compared.table, cfg, settings)
     lineage = {**versions.lineage(dv), "random draw": completeness(cfg, store, records),
                "leakage guard": leakage.summary,
-               "models": f"{cfg.model.registered_name} champion v{champion.version}, challenger v{challenger.version}"}
+               "models": f"{cfg.model.registered_name} champion v{champion.version}, challenger v{challenger.version}",
+               "scored by": f"champion {champion.serving_engine}, challenger {challenger.serving_engine} (the "
+                            "engine that serves each)"}
     ctx = report.ReportContext("Regression eval: champion vs challenger", dv.ref, champion.version,
                                challenger.version, compared.table, verdict, AWAITING[verdict.outcome],
                                compared.latest, compared.latest_window, compared.hard,

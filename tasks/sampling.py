@@ -89,7 +89,8 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
                        run_key: str) -> tuple[selection.Selection, int]:
     """The representative draw of each window, then the policy's picks; both enqueued atomically with the
     draw's records and every trace considered."""
-    encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length)
+    encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length,
+                            engine=cfg.model.engine)
     frozen = encoder.encode(evaluated["input"].tolist())
     ref_vectors = encoder.encode(reference["text"].tolist())
     encoder.save()

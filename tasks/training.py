@@ -122,8 +122,10 @@ def train(model: modeling.IntentModel, data: pd.DataFrame, cfg: Config, tag: str
 
 @task(name="log-and-register-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def register_model(model: modeling.IntentModel, cfg: Config, store: ReviewStore, client: MlflowClient, alias: str,
-                   params: dict, metrics: dict, tags: dict[str, str], dataset=None) -> str:
-    """One MLflow run in the training experiment: params, metrics, dataset input, model, alias."""
+                   params: dict, metrics: dict, tags: dict[str, str], dataset=None,
+                   export_texts: list[str] | None = None) -> str:
+    """One MLflow run in the training experiment: params, metrics, dataset input, model, alias. With an ONNX
+    `model.engine`, the model's ONNX export (checked against torch on `export_texts`) is logged beside it."""
     import mlflow
 
     mlflow.set_experiment(cfg.training_experiment)
@@ -132,8 +134,10 @@ def register_model(model: modeling.IntentModel, cfg: Config, store: ReviewStore,
         mlflow.log_metrics(metrics)
         if dataset is not None:
             mlflow.log_input(dataset, context="training")
+        export = export_texts if cfg.model.engine != "torch" and export_texts else None
         version = registry.log_and_register(model, cfg.model.registered_name, alias,
-                                            {**tags, "training_run_id": run.info.run_id}, client)
+                                            {**tags, "training_run_id": run.info.run_id}, client, export,
+                                            cfg.model.score_batch_size, cfg.model.max_length)
     entry = evidence.record_model(evidence.open_log(cfg, store), cfg.model.registered_name, version)
     evidence.tag_release(cfg.model.registered_name, version, entry, client)
     get_run_logger().info("Registered %s version %s as @%s (audit entry %s)", cfg.model.registered_name, version,

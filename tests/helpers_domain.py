@@ -89,3 +89,19 @@ def forget_mlflow_uris() -> None:
 
     mlflow.set_registry_uri("")
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer: trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from hitl.learning import modeling
+
+    base = modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(folder)))
+    tok = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

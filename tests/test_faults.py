@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_recipe import LAUNCH, tiny_encoder
+from helpers_domain import tiny_encoder
+from test_recipe import LAUNCH
 
 from hitl.config import Config, TrainingConfig
 from hitl.learning import modeling, recipe

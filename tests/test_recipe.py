@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers_domain import tiny_encoder
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,20 +23,6 @@ LAUNCH = {
 NEW = ("crypto_wallet", ["link my crypto wallet", "crypto wallet connect", "add a crypto wallet",
                          "my crypto wallet is missing", "crypto wallet setup"])
 NEW_HELD_OUT = ["how do i use a crypto wallet", "crypto wallet help", "open crypto wallet", "crypto wallet please"]
-
-
-def tiny_encoder(folder: Path) -> Path:
-    """A 2-layer, 32-wide BERT with random weights and MiniLM's tokenizer: trains in seconds."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    base = modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(folder)))
-    tok = AutoTokenizer.from_pretrained(base)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def test_validation_split_keeps_rare_labels_whole():

@@ -45,6 +45,13 @@ class IntentModel:
     abstain_threshold: float | None = None  # below this top probability, predict the fallback label
     trained_counts: dict[str, int] = field(default_factory=dict)  # examples seen per label, cumulative
     base: str = ""
+    # None: torch scores (the reference). Else the ONNX Runtime engine of this version's export, which computes
+    # the probabilities in `score` (`registry.load_registered`); dropped when the network changes (training).
+    engine: Any = None  # hitl.learning.onnx_engine.OnnxEngine (not imported here: it imports this module)
+
+    @property
+    def serving_engine(self) -> str:
+        return "torch" if self.engine is None else self.engine.name
 
     @property
     def known_labels(self) -> list[str]:
@@ -120,6 +127,7 @@ def align_labels(model: IntentModel, labels: list[str]) -> IntentModel:
     net.bias = torch.nn.Parameter(bias)
     net.active = active
     model.labels = list(labels)
+    model.engine = None  # the export has the old head
     return model
 
 
@@ -132,9 +140,10 @@ def check_labels(model: IntentModel, cfg: Config) -> None:
 
 
 def run_batched(tokenizer: PreTrainedTokenizerBase, texts: list[str], forward: Callable[[dict], Any],
-                batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+                batch_size: int = 64, max_length: int = 64, tensors: str = "pt") -> np.ndarray:
     """Apply `forward(encoded_batch) -> tensor` to length-sorted batches under inference mode; rows come
-    back in the order of `texts`."""
+    back in the order of `texts`. `tensors="np"`: the batches are numpy arrays and `forward` returns one
+    (the ONNX Runtime engine)."""
     import torch
 
     order = np.argsort([len(t) for t in texts], kind="stable")
@@ -143,8 +152,9 @@ def run_batched(tokenizer: PreTrainedTokenizerBase, texts: list[str], forward: C
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            rows = forward(dict(enc)).float().numpy()
+                            return_tensors=tensors)
+            rows = forward(dict(enc))
+            rows = np.asarray(rows, dtype=np.float32) if tensors == "np" else rows.float().numpy()
             if out is None:
                 out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
             out[idx] = rows
@@ -158,8 +168,11 @@ def encode(model: IntentModel, texts: list[str], batch_size: int = 64, max_lengt
 
 
 def probabilities(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+    """Label probabilities of `texts`: on the model's ONNX Runtime engine when it has one, else torch."""
     import torch
 
+    if model.engine is not None:
+        return model.engine.run(model.tokenizer, texts, batch_size, max_length)
     model.network.eval()
     return run_batched(model.tokenizer, texts, lambda enc: torch.softmax(model.network(**enc).logits, dim=-1),
                        batch_size, max_length)

@@ -94,6 +94,7 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
         raise ValueError(f"Training labels {unknown} are not in the model's label set; add them to `labels` in "
                          "the config (a label added after the champion was trained gets its head row at the next "
                          "fine-tune)")
+    model.engine = None  # an ONNX export of the weights before training no longer serves this model
     net = model.network
     new = sorted({lab for lab in labels if not bool(net.active[index[lab]])})
     if bool(net.active.any()):  # continuing from a trained model: a gentler encoder rate forgets less
