@@ -161,3 +161,31 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     assert {"bootstrap/bootstrap", "sample-traces/sample-traces", "review-dispatch/review-dispatch",
             "review-batch/review-batch", "register-dataset/register-dataset", "fine-tune/fine-tune",
             "regression-eval/regression-eval"} <= completed
+
+
+def test_a_run_a_dead_worker_claimed_seconds_before_is_released_once_old_enough(deployed):
+    """The worker is killed seconds after claiming a run (Pending): the next worker's start waits until that
+    claim is old enough to be no live worker's, then puts it back to Scheduled, so it does not hold the
+    pool's one slot for good (seen when an hourly dispatch fired just before a kill)."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import Pending
+
+    from hitl.ops import orphans
+
+    cfg, path = deployed
+    assert stack.stop_worker(cfg, signal.SIGKILL)
+    try:
+        with api(cfg), get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("review-dispatch/review-dispatch")
+            run = client.create_flow_run_from_deployment(dep.id)
+            client.set_flow_run_state(run.id, Pending(), force=True)
+            started = time.monotonic()
+            released = orphans.release_pool_runs(cfg.deployments.pool, min_age_s=5)
+            waited = time.monotonic() - started
+            assert f"{run.name}: back to Scheduled" in released and waited >= 4
+            assert client.read_flow_run(UUID(str(run.id))).state.is_scheduled()
+            client.delete_flow_run(run.id)
+    finally:
+        stack.start_worker(cfg)

@@ -57,7 +57,12 @@ def mark_crashed() -> list[str]:
 def release_pool_runs(pool: str, min_age_s: float = 20.0) -> list[str]:
     """Runs a dead worker of `pool` left behind, called before a new worker starts: a Pending run (claimed,
     never started) goes back to Scheduled, so it runs again and stops holding a pool slot; a Running run whose
-    process on this host is gone is marked Crashed. Returns "name: what was done" for each."""
+    process on this host is gone is marked Crashed. Returns "name: what was done" for each.
+
+    A run that entered its state less than `min_age_s` ago may be one another worker is starting right now:
+    it is looked at again once it is that old (a dead worker's last claim, seconds before it was killed, would
+    otherwise hold the slot for good)."""
+    import time
     from datetime import UTC, datetime
 
     from prefect import get_client
@@ -74,22 +79,29 @@ def release_pool_runs(pool: str, min_age_s: float = 20.0) -> list[str]:
     host, done = socket.gethostname(), []
     states = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
     with get_client(sync_client=True) as client:
-        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=states),
-                                         work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-                                         limit=200):
-            since = run.state.timestamp if run.state else None
-            if since is not None and (datetime.now(UTC) - since).total_seconds() < min_age_s:
-                continue  # another worker may be starting it right now
-            if run.state.is_pending():
-                client.set_flow_run_state(run.id, Scheduled(message="its worker died before starting it"),
-                                          force=True)
-                done.append(f"{run.name}: back to Scheduled")
-                continue
-            pid_host, _, pid = str(run.infrastructure_pid or "").rpartition(":")
-            if pid.isdigit() and pid_host in ("", host) and not _process_exists(int(pid)):
-                client.set_flow_run_state(run.id, Crashed(message="its worker and process died; run it again "
-                                                                  "(finished, persisted work is kept)"), force=True)
-                done.append(f"{run.name}: Crashed")
+        for attempt in range(2):
+            young = []
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=states),
+                                             work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+                                             limit=200):
+                since = run.state.timestamp if run.state else None
+                age = (datetime.now(UTC) - since).total_seconds() if since is not None else min_age_s
+                if age < min_age_s:
+                    young.append(min_age_s - age)
+                    continue
+                if run.state.is_pending():
+                    client.set_flow_run_state(run.id, Scheduled(message="its worker died before starting it"),
+                                              force=True)
+                    done.append(f"{run.name}: back to Scheduled")
+                    continue
+                pid_host, _, pid = str(run.infrastructure_pid or "").rpartition(":")
+                if pid.isdigit() and pid_host in ("", host) and not _process_exists(int(pid)):
+                    client.set_flow_run_state(run.id, Crashed(message="its worker and process died; run it again "
+                                                                      "(finished, persisted work is kept)"), force=True)
+                    done.append(f"{run.name}: Crashed")
+            if not young or attempt:
+                break
+            time.sleep(max(young) + 0.5)
     return done
 
 
