@@ -22,8 +22,6 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-# No MLflow job runner (five huey processes importing mlflow at every server start): nothing here submits jobs.
-os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 # The Prefect scheduler queues a deployment's next runs on its own loop (60 s by default): a test that waits
 # for a scheduled run (test_deployed) waits seconds instead of a minute.
 os.environ.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")

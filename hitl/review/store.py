@@ -535,13 +535,3 @@ def _shown_gold(item: dict) -> dict:
     (`forms.is_blind`) and its borrowed guess and suggestions never show. Also applied on reading, for batches
     stored before."""
     return {**item, "selection_reason": RANDOM, "suggestions": None}
-
-
-
-
-
-
-def _postgres_serialize(conn) -> None:
-    """PostgreSQL's counterpart of BEGIN IMMEDIATE: one store transaction at a time across processes (a
-    transaction-scoped advisory lock), so two runs never lease the same items."""
-    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727271)")
