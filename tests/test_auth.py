@@ -209,7 +209,7 @@ FLOW = textwrap.dedent("""
 
 @pytest.mark.e2e
 def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tmp_path):
-    from e2e_helpers import hitl, start, write_config
+    from e2e_helpers import finish, hitl, start, write_config
 
     cred = _cred_file(tmp_path)
     path = write_config(tmp_path, stack={"host": "127.0.0.1", "prefect_port": auth_check.free_port(),
@@ -236,10 +236,10 @@ def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tm
         stop = tmp_path / "stop"
         sim = start(path, "simulate-reviewers", "--stop-file", str(stop), "--max-seconds", "240")
         try:
-            flow_out, _ = run.communicate(timeout=240)
+            flow_out = finish(run, 240)
         finally:
             stop.touch()
-            sim_out, _ = sim.communicate(timeout=60)
+            sim_out = finish(sim, 60)
         assert run.returncode == 0 and "DECISION approve manager-sim" in flow_out, flow_out[-3000:]
         assert sim.returncode == 0 and "resolved 1 paused runs" in sim_out, sim_out[-3000:]
 
