@@ -32,7 +32,7 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	  else echo "Install chromium and chromium-driver for tests/test_browser_review.py"; fi; }
+	  else echo "Install chromium and chromium-driver for tests/e2e/test_browser_review.py"; fi; }
 
 # The PostgreSQL run of the end-to-end test needs a local server: Debian's package on loopback (root + apt).
 postgres:

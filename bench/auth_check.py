@@ -4,7 +4,7 @@ Starts a throwaway stack with `stack.auth` on (a temp state dir, free loopback p
 file), sends each protected endpoint below ROUNDS times without credentials, with a wrong password, as an
 unknown user and with the right credentials, runs `hitl status` against it, and looks for the password in that
 output and in every file under the state dir. Prints the counts; exits 1 when a request without the right
-credentials got through, a right one was refused, or the password leaked. tests/test_auth.py runs the same probe.
+credentials got through, a right one was refused, or the password leaked. tests/e2e/test_auth.py runs the same probe.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ server while the process waits at that step and then let it go on (SIGCONT). The
 - `promote:approved`, `promote:previous-moved`, `promote:champion-moved`: between the registry writes of
   a promotion (hitl/learning/promotion.py)
 
-tests/test_faults.py and tests/test_faults_e2e.py kill the loop at each of them and check the re-run.
+tests/ops/test_faults.py and tests/e2e/test_faults_e2e.py kill the loop at each of them and check the re-run.
 """
 
 from __future__ import annotations

@@ -13,6 +13,19 @@ from hitl.config import Config
 LABELS = ["card_lost", "card_arrival", "refund_request"]
 COHORTS = ["channel", "locale", "tier"]
 
+# A launch set of three intents and one new intent with five reviewed examples (the recipe and fault tests).
+LAUNCH = {
+    "card_lost": ["i lost my card", "my card is lost", "card lost please block it", "lost the card yesterday",
+                  "i have lost my bank card", "block my lost card", "my card got lost", "card lost on the bus"],
+    "balance_inquiry": ["what is my balance", "show my balance", "balance please", "how much balance is left",
+                        "check my balance", "my account balance", "tell me the balance", "current balance"],
+    "transfer_failed": ["my transfer failed", "the transfer did not go through", "transfer failed again",
+                        "why did my transfer fail", "failed transfer to john", "transfer error failed",
+                        "my bank transfer failed", "transfer keeps failing"],
+}
+NEW = ("crypto_wallet", ["link my crypto wallet", "crypto wallet connect", "add a crypto wallet",
+                         "my crypto wallet is missing", "crypto wallet setup"])
+
 
 def make_cfg(tmp_path: Path, labels: list[str] | None = None, **kw: Any) -> Config:
     """A Config rooted in tmp_path; keyword arguments are top-level Config fields (dicts for sections)."""

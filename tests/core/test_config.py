@@ -12,7 +12,7 @@ import yaml
 from hitl.config import CONFIG_ENV, Config, load_config
 from hitl.environment import apply_environment
 
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def _write(tmp_path: Path, data) -> Path:
@@ -173,7 +173,7 @@ def test_banking77_config_matches_the_dataset_and_writes_its_scenario(tmp_path):
     from hitl.sim import banking77
 
     raw = yaml.safe_load((DEMO.parent / "banking77.yaml").read_text())
-    data_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+    data_dir = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
     raw |= {"state_dir": str(tmp_path / "state")}
     raw["scenario"]["data_dir"] = str(data_dir)
     cfg = load_config(_write(tmp_path, raw))

@@ -3,7 +3,7 @@ checkpoint and ends as an uninterrupted run does; a dataset version is complete 
 never points at a version that was not approved after its evaluation.
 
 The killed step runs in a subprocess with `HITL_FAULT` set; MLflow is a SQLite file here (no server):
-tests/test_faults_e2e.py does the same through the `hitl` commands on the real stack.
+tests/e2e/test_faults_e2e.py does the same through the `hitl` commands on the real stack.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers_domain import tiny_encoder
-from test_recipe import LAUNCH
+from helpers_domain import LAUNCH, tiny_encoder
 
 from hitl.config import Config, TrainingConfig
 from hitl.learning import modeling, recipe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, *args: str, fault: str | None = None, env: dict[str, str] | None = None

@@ -1,5 +1,5 @@
 """`hitl backup` / `hitl restore` on a state dir without servers: a consistent copy of live SQLite databases,
-checked on the way back, never over data without --replace (tests/test_faults_e2e.py drills it on the stack)."""
+checked on the way back, never over data without --replace (tests/e2e/test_faults_e2e.py drills it on the stack)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pytest
 
 from hitl.sim import banking77 as b77
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
 TRACE_KEYS = {"trace_id", "timestamp", "input", "output", "channel", "tier", "context", "metadata"}
 ISO_MS_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 

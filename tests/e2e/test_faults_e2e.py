@@ -4,7 +4,7 @@ loop's invariants are checked: no duplicate queue items, no lost or duplicated l
 version, and the loop goes on where it was.
 
 Fault points are armed with HITL_FAULT (hitl/faults.py); the kill -9 of the other points (dataset
-registration, fine-tuning, promotion) is tested without servers in tests/test_faults.py.
+registration, fine-tuning, promotion) is tested without servers in tests/ops/test_faults.py.
 """
 
 from __future__ import annotations

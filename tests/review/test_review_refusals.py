@@ -277,7 +277,7 @@ def test_cli_config_typo_is_one_line_exit_2(tmp_path, monkeypatch, command, sect
 def test_cli_config_typo_in_a_real_terminal_process(tmp_path):
     path = _write_config(tmp_path, reviw={"batch_size": 5})
     proc = subprocess.run([sys.executable, "-m", "hitl.cli", "review", "-c", str(path)], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).parents[1])
+                          text=True, timeout=120, cwd=Path(__file__).parents[2])
     out = (proc.stdout + proc.stderr).strip()
     assert proc.returncode == 2, out
     assert out == f"Config error: {path}: unknown key 'reviw' (did you mean 'review'?)"

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers_domain import tiny_encoder
+from helpers_domain import LAUNCH, NEW, tiny_encoder
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hitl.config import Config, TrainingConfig
 from hitl.learning import modeling, recipe
 
-LAUNCH = {
-    "card_lost": ["i lost my card", "my card is lost", "card lost please block it", "lost the card yesterday",
-                  "i have lost my bank card", "block my lost card", "my card got lost", "card lost on the bus"],
-    "balance_inquiry": ["what is my balance", "show my balance", "balance please", "how much balance is left",
-                        "check my balance", "my account balance", "tell me the balance", "current balance"],
-    "transfer_failed": ["my transfer failed", "the transfer did not go through", "transfer failed again",
-                        "why did my transfer fail", "failed transfer to john", "transfer error failed",
-                        "my bank transfer failed", "transfer keeps failing"],
-}
-NEW = ("crypto_wallet", ["link my crypto wallet", "crypto wallet connect", "add a crypto wallet",
-                         "my crypto wallet is missing", "crypto wallet setup"])
 NEW_HELD_OUT = ["how do i use a crypto wallet", "crypto wallet help", "open crypto wallet", "crypto wallet please"]
 
 

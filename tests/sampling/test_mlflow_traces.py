@@ -1,4 +1,4 @@
-"""The MLflow trace source's pure parts (the server round trip is in tests/test_e2e_loop.py)."""
+"""The MLflow trace source's pure parts (the server round trip is in tests/e2e/test_e2e_loop.py)."""
 
 from __future__ import annotations
 

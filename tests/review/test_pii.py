@@ -20,8 +20,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from hitl.review import forms, pii
 
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "pii.json").read_text())
-BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+FIXTURE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "pii.json").read_text())
+BANKING77 = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
 
 
 def _caught(row: dict) -> bool:

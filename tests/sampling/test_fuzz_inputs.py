@@ -4,7 +4,7 @@ row is accepted, and every quarantined entry's reason names the fault injected i
 file that is broken as a whole).
 
 The figures in docs/reliability.md ("Bad input") come from this module:
-`.venv/bin/python -m pytest -q -s tests/test_fuzz_inputs.py tests/test_review_refusals.py`.
+`.venv/bin/python -m pytest -q -s tests/sampling/test_fuzz_inputs.py tests/review/test_review_refusals.py`.
 """
 
 from __future__ import annotations
