@@ -171,15 +171,20 @@ def test_the_loop_end_to_end(e2e):
 
 
 def test_terminal_review_resumes_the_paused_run(e2e):
-    """A reviewer labels a paused batch item by item in `hitl review`; the run resumes and labels land."""
+    """A reviewer labels a paused batch item by item in `hitl review`; the run resumes and labels land.
+
+    The batch's items are enqueued directly (sampling into the queue is the first test's): this test is about
+    the paused run, the inbox and the terminal."""
+    from helpers_domain import review_items
+
     from hitl.review import forms
     from hitl.review.prefect_api import REVIEW_FORM
 
     cfg, path = e2e
-    hitl(path, "bootstrap")  # no-op when the first test already made a champion
-    hitl(path, "produce", "--window", "1")
-    hitl(path, "sample")
     store = ReviewStore(cfg.store_url)
+    items = review_items(6, prefix="term-")
+    store.enqueue(items, cfg.cohorts)
+    known = {t: cfg.labels[i % len(cfg.labels)] for i, t in enumerate(items["trace_id"])}
     before = store.counts()
     proc = start(path, "review-batch")
     try:
@@ -192,7 +197,7 @@ def test_terminal_review_resumes_the_paused_run(e2e):
         assert 0 < waiting["seconds_left"] <= cfg.review.timeout_s
         assert cfg.flow_run_url(run.id) in hitl(path, "inbox", "--as", "carol").stdout
         fields = forms.trace_ids_from_schema(run.schema)
-        known = truth(cfg)
+        assert set(fields.values()) == set(known)
         labels = forms.alphabetical(cfg.labels)  # `hitl review` numbers the labels A-Z
         # per item: a typo first (re-asked), then the label's number, then a rationale or Enter
         answers = []
