@@ -9,13 +9,13 @@ import json
 import os
 import secrets
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from e2e_helpers import api, running_stack
-from helpers_domain import review_items
+from helpers_domain import review_items, serving
 
 from hitl.ops import deploy, notify_reconcile, processes, runs, stack
 from hitl.review.store import ReviewStore
@@ -42,12 +42,12 @@ class Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def notified(tmp_path_factory):
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = ExitStack()
+    base = receiver.enter_context(serving(Receiver))
     tmp = tmp_path_factory.mktemp("notify")
     secret_file = tmp / "notify-secrets"
-    secret_file.write_text(f"HITL_NOTIFY_TEAM_URL=http://127.0.0.1:{receiver.server_port}/hook/{TOKEN}\n"
-                           f"HITL_NOTIFY_BROKEN_URL=http://127.0.0.1:{receiver.server_port}/broken/{BROKEN}\n")
+    secret_file.write_text(f"HITL_NOTIFY_TEAM_URL={base}/hook/{TOKEN}\n"
+                           f"HITL_NOTIFY_BROKEN_URL={base}/broken/{BROKEN}\n")
     secret_file.chmod(0o600)
     notifications = {"enabled": True, "secrets_file": str(secret_file), "settle_s": 5, "expiry_lead_s": 585,
                      "channels": {"team": {"kind": "webhook"}, "broken": {"kind": "webhook"}},
@@ -62,7 +62,7 @@ def notified(tmp_path_factory):
         yield cfg, path
     finally:
         gen.close()
-        receiver.shutdown()
+        receiver.close()
 
 
 def _messages(subject_part: str) -> list[dict]:
@@ -115,6 +115,7 @@ def test_each_kind_of_news_arrives_once_with_its_link_and_survives_a_restart(not
     # its second channel answers 500: the delivery alert says so on the team channel, naming no URL
     alert = _wait_for(lambda: _messages("A hitl notification was not delivered"))
     assert "answered HTTP 500" in alert[0]["text"] and "approval" in alert[0]["text"]
+    assert len(Receiver.refused) == 1  # tried once: a failed delivery is recorded, not retried
     expiring = _wait_for(lambda: _messages(f"expires in about 10 min: {first.name}"))  # 15 s after the suspend
     assert link in expiring[0]["text"]
     failure = _wait_for(lambda: _messages(f"A scheduled run failed: {failed.name}"))

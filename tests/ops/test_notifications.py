@@ -4,12 +4,11 @@ failures, and the reconciliation's decisions (hitl/ops/notifications.py, notify_
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from helpers_domain import make_cfg
+from helpers_domain import make_cfg, serving
 from pydantic import ValidationError
 
 from hitl.credentials import CredentialsError
@@ -107,10 +106,7 @@ class _Hook(BaseHTTPRequestHandler):
 def test_webhook_block_posts_text_and_fails_without_naming_its_url():
     from prefect.blocks.abstract import NotificationError
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}"
+    with serving(_Hook) as base:
         ok = HitlWebhook(name="t", url="{{url}}", json_data={"text": "{{subject}}\n{{body}}"},
                          secrets={"url": f"{base}/ok/tok3n"})
         ok.notify("body line", "subject line")
@@ -119,8 +115,6 @@ def test_webhook_block_posts_text_and_fails_without_naming_its_url():
         with pytest.raises(NotificationError) as e:
             bad.notify("x")
         assert "HTTP 503" in e.value.log and "tok3n" not in e.value.log and e.value.__cause__ is None
-    finally:
-        server.shutdown()
 
 
 def test_email_block_reports_an_unreachable_server_without_its_password():
