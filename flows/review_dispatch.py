@@ -8,8 +8,9 @@ suspends until a person resumes it; this run ends at once (fan-out, no waiting p
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.context import get_run_context
 
-from hitl.ops import runs
+from hitl.ops import notify_reconcile, runs
 from hitl.review import dispatch
 from hitl.review.store import ReviewStore
 from tasks.common import setup, start_deployment
@@ -25,9 +26,13 @@ def review_dispatch(config_path: str = "configs/demo.yaml") -> dict:
     reviews = [r for r in open_runs if r.deployment == REVIEW]
     n_start, wanted = dispatch.reviews_to_start(store.batches_wanted(cfg.review.batch_size),
                                                 [r.state_type for r in reviews], cfg.deployments.open_reviews)
-    started = []
-    for i in range(n_start):
-        started.append(start_deployment(cfg, config_path, "review-batch", key=f"review-{i}").name)
+    this_run = str(get_run_context().flow_run.id)
+    digest = notify_reconcile.digest_plan(cfg, n_start, this_run)  # many at once: one message lists them all
+    started = [start_deployment(cfg, config_path, "review-batch", key=f"review-{i}",
+                                **(digest.run(i) if digest else {})) for i in range(n_start)]
+    if digest:
+        notify_reconcile.announce_digest(cfg, digest, [(str(r.id), r.name) for r in started])
+    started = [r.name for r in started]
     adjudication = None
     if dispatch.adjudication_to_start(store.disputed(), any(r.deployment == ADJUDICATE for r in open_runs)):
         adjudication = start_deployment(cfg, config_path, "adjudicate", key="adjudicate").name

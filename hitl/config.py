@@ -319,6 +319,63 @@ class SimulationConfig(_Strict):
         return v
 
 
+class ChannelConfig(_Strict):
+    """Where notifications go (hitl/ops/notifications.py). Secrets never live here: a webhook's URL and an SMTP
+    password come from `notifications.secrets_file` or the environment (HITL_NOTIFY_<CHANNEL>_URL / _PASSWORD)."""
+
+    kind: Literal["webhook", "email"] = "webhook"  # webhook: Slack or Teams incoming webhooks, or any JSON POST
+    smtp_host: str | None = None  # email only
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_user: str | None = None  # its password is a secret: HITL_NOTIFY_<CHANNEL>_PASSWORD
+    sender: str | None = None  # email only: the From address
+
+    @model_validator(mode="after")
+    def _email_needs_server(self) -> ChannelConfig:
+        if self.kind == "email" and not (self.smtp_host and self.sender):
+            raise ValueError("an email channel needs smtp_host and sender")
+        return self
+
+
+NOTIFY_ROLES = ("reviewers", "adjudicators", "approvers", "operators")
+
+
+class NotificationsConfig(_Strict):
+    """Who hears of waiting work and failures, through Prefect automations and notification blocks that `hitl up`
+    creates (docs/operations.md, "Notifications")."""
+
+    enabled: bool = False
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)  # name -> channel
+    # role -> channel names; reviewers: review batches, adjudicators: disputes, approvers: releases, operators:
+    # failed scheduled runs. A role without channels hears nothing.
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+    people: dict[str, list[str]] = Field(default_factory=dict)  # role -> names (named in the message, emailed)
+    addresses: dict[str, str] = Field(default_factory=dict)  # name -> email address
+    alert_channel: str | None = None  # where a failed delivery is reported (best another channel than the routes')
+    expiry_lead_s: int = Field(600, ge=0)  # warn this long before a batch's wait expires (review.timeout_s)
+    digest_min: int = Field(5, ge=2)  # this many batches opened by one dispatch: one message lists them all
+    settle_s: int = Field(60, ge=5)  # the reconciliation leaves younger states to the automations
+    lookback_s: int = Field(86400, ge=60)  # the reconciliation looks this far back for failed runs
+    secrets_file: str | None = None  # KEY=value lines, mode 0600; else the environment
+
+    @model_validator(mode="after")
+    def _names_known(self) -> NotificationsConfig:
+        unknown_roles = sorted(set(self.routes) - set(NOTIFY_ROLES))
+        if unknown_roles:
+            raise ValueError(f"notifications.routes: unknown roles {unknown_roles}; known: {list(NOTIFY_ROLES)}")
+        used = {c for cs in self.routes.values() for c in cs} | ({self.alert_channel} - {None})
+        missing = sorted(used - set(self.channels))
+        if missing:
+            raise ValueError(f"notifications name channels that are not in notifications.channels: {missing}")
+        for role, channels in self.routes.items():
+            emailed = [c for c in channels if self.channels[c].kind == "email"]
+            nobody = [p for p in self.people.get(role, []) if p not in self.addresses]
+            if emailed and (not self.people.get(role) or nobody):
+                raise ValueError(f"notifications.routes.{role} sends email ({emailed}): name the role's people in "
+                                 f"notifications.people.{role} and each one's notifications.addresses")
+        return self
+
+
 class Config(_Strict):
     project: str = "hitl-demo"
     state_dir: str = ".hitl"
@@ -341,6 +398,7 @@ class Config(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     @field_validator("labels")
     @classmethod
@@ -370,6 +428,14 @@ class Config(_Strict):
         unknown = [c for c in self.selection.strata if c not in self.cohorts]
         if unknown:
             raise ValueError(f"selection.strata {unknown} are not among cohorts {self.cohorts}")
+        return self
+
+    @model_validator(mode="after")
+    def _expiry_warning_fits(self) -> Config:
+        n = self.notifications
+        if n.enabled and self.review.timeout_s - n.expiry_lead_s < 10:
+            raise ValueError(f"notifications.expiry_lead_s ({n.expiry_lead_s}) must leave at least 10 s of "
+                             f"review.timeout_s ({self.review.timeout_s}) before the warning")
         return self
 
     # ---- derived locations: one place names every path and URL ----

@@ -47,25 +47,43 @@ def _checked(username: str, password: str, source: str) -> Credentials:
     return Credentials(username, password)
 
 
-def read_file(path: Path) -> Credentials:
-    """Credentials from a file holding one line `user:password`; refused unless only its owner can read it."""
+def private_text(path: Path, what: str) -> str:
+    """The text of a file only its owner can read (`what` names it in errors, e.g. "stack.auth_file")."""
     try:
         st = path.stat()
     except OSError as e:
-        raise CredentialsError(f"stack.auth_file {path} cannot be read: {e.strerror}") from e
+        raise CredentialsError(f"{what} {path} cannot be read: {e.strerror}") from e
     if not stat.S_ISREG(st.st_mode):
-        raise CredentialsError(f"stack.auth_file {path} is not a regular file")
+        raise CredentialsError(f"{what} {path} is not a regular file")
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise CredentialsError(f"stack.auth_file {path} belongs to another user; it must be yours, mode 0600")
+        raise CredentialsError(f"{what} {path} belongs to another user; it must be yours, mode 0600")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        raise CredentialsError(f"stack.auth_file {path} has mode {mode:04o}, readable by others; "
+        raise CredentialsError(f"{what} {path} has mode {mode:04o}, readable by others; "
                                f"it must be 0600: run `chmod 600 {path}`")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return path.read_text()
+
+
+def read_file(path: Path) -> Credentials:
+    """Credentials from a file holding one line `user:password`; refused unless only its owner can read it."""
+    lines = [line for line in private_text(path, "stack.auth_file").splitlines() if line.strip()]
     if len(lines) != 1 or ":" not in lines[0]:
         raise CredentialsError(f"stack.auth_file {path} must hold exactly one line `user:password`")
     username, password = lines[0].split(":", 1)
     return _checked(username, password, f"stack.auth_file {path}")
+
+
+def read_secrets(path: Path, what: str) -> dict[str, str]:
+    """`KEY=value` lines (blank lines and `#` comments skipped) of a file only its owner can read."""
+    out = {}
+    for n, line in enumerate(private_text(path, what).splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise CredentialsError(f"{what} {path} line {n} is not KEY=value")  # never quote the line: a secret
+        out[key.strip()] = value.strip()
+    return out
 
 
 def load(stack: StackConfig) -> Credentials | None:

@@ -70,16 +70,17 @@ def wait_for_people(form, cfg: Config, key: str):
                           poll_interval=max(1, round(cfg.review.poll_interval_s)))
 
 
-def start_deployment(cfg: Config, config_path: str, name: str, key: str, **parameters):
-    """Start a run of deployment `name` without waiting for it and without a parent link (it may suspend).
-
-    The idempotency key `<key>-<this flow run id>` makes a re-run of this flow start nothing new."""
+def start_deployment(cfg: Config, config_path: str, name: str, key: str, run_name: str | None = None,
+                     tags: tuple[str, ...] = (), **parameters):
+    """Start a run of deployment `name` (named `run_name`, with `tags`) without waiting for it and without a
+    parent link (it may suspend). The idempotency key `<key>-<this flow run id>` makes a re-run of this flow start
+    nothing new."""
     from prefect.context import get_run_context
 
     from hitl.ops import deploy
 
     run_id = get_run_context().flow_run.id
-    run = deploy.trigger(cfg, config_path, name, idempotency_key=f"{key}-{run_id}",
-                         tags=[deploy.started_by(str(run_id))], **parameters)
+    run = deploy.trigger(cfg, config_path, name, idempotency_key=f"{key}-{run_id}", flow_run_name=run_name,
+                         tags=[deploy.started_by(str(run_id)), *tags], **parameters)
     get_run_logger().info("Started %s run %s (%s)", name, run.name, cfg.flow_run_url(run.id))
     return run

@@ -271,3 +271,16 @@ def evaluate_release(config_path: str, dataset_version: int | None, store: Revie
 AWAITING = {"PASS": "awaiting approval", "INCONCLUSIVE": "awaiting a decision (gate INCONCLUSIVE: never promoted "
                                                          "automatically)",
             "FAIL": "not promoted unless overridden (gate FAIL)"}
+
+
+@task(name="announce-release", cache_policy=TASK_SOURCE + INPUTS + RUN_ID, persist_result=True)
+def announce_release(config_path: str, headline: str, gate: str, models: str) -> bool:
+    """Tell the approvers (the `hitl.release.awaiting-approval` event their automation sends on). Persisted per
+    run: the approval's resume re-runs the flow from the top and finds this done, so nobody is told twice."""
+    from prefect.context import get_run_context
+
+    from hitl.ops import notify_reconcile
+
+    cfg = setup(config_path)
+    notify_reconcile.announce_release(cfg, str(get_run_context().task_run.flow_run_id), headline, gate, models)
+    return cfg.notifications.enabled

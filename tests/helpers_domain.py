@@ -1,8 +1,13 @@
-"""Small builders shared by the domain unit tests (configs, trace records, review items, JSONL files)."""
+"""Small builders shared by the domain unit tests (configs, trace records, review items, JSONL files, a local
+HTTP server)."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +123,15 @@ def tiny_encoder(folder: Path) -> Path:
                          intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server answering with `handler` in a thread; yields its base URL (http://127.0.0.1:PORT)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -25,7 +25,7 @@ DEMO_RUN_TIMEOUT_S = 6 * 3600  # one deployed run of the demo; the run's own tim
 def up(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Start (or reuse) the local Prefect and MLflow servers, deploy every flow of deployments/prefect.yaml
     with the config's schedules on the work pool, and start (or reuse) a worker."""
-    from hitl.ops import deploy, stack
+    from hitl.ops import deploy, notifications, notify_reconcile, stack
 
     cfg = _cfg(config)
     try:
@@ -34,7 +34,9 @@ def up(config: ConfigOpt = DEFAULT_CONFIG) -> None:
         console.print(f"Deployed {len(deployed)} flows on work pool {cfg.deployments.pool!r}: "
                       + ", ".join(f"{d.name} ({d.cron})" if d.cron else d.name for d in deployed))
         stack.start_worker(cfg, console_print=console.print)
-    except (stack.StackError, deploy.DeployError) as e:
+        for line in notify_reconcile.setup(cfg):
+            console.print(f"notifications: {line}", soft_wrap=True)
+    except (stack.StackError, deploy.DeployError, notifications.NotificationsError) as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from e
     for s in stack.status(cfg):

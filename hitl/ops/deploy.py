@@ -119,7 +119,8 @@ def apply(cfg: Config, config_path: str | os.PathLike[str]) -> list[DeploymentSp
 
 
 def trigger(cfg: Config, config_path: str | os.PathLike[str], name: str, *, wait: bool = False,
-            idempotency_key: str | None = None, tags: list[str] | None = None, **parameters: Any):
+            idempotency_key: str | None = None, tags: list[str] | None = None, flow_run_name: str | None = None,
+            **parameters: Any):
     """Start a run of deployment `name` (never as a subflow: a run that suspends must have no parent).
 
     With `wait`, block until the run is final (a run that suspends for people is not final: use
@@ -130,7 +131,7 @@ def trigger(cfg: Config, config_path: str | os.PathLike[str], name: str, *, wait
     s = spec(cfg, config_path, name)
     params = {**s.parameters, **parameters}
     return run_deployment(s.full_name, parameters=params, as_subflow=False, idempotency_key=idempotency_key,
-                          tags=tags, timeout=None if wait else 0, poll_interval=2)
+                          tags=tags, timeout=None if wait else 0, poll_interval=2, flow_run_name=flow_run_name)
 
 
 def started_by(flow_run_id: str) -> str:

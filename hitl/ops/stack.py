@@ -177,6 +177,15 @@ def _all_specs(cfg: Config) -> list[_Spec]:
     return [*_specs(cfg), _worker_spec(cfg)]
 
 
+def started_at(cfg: Config, name: str) -> float | None:
+    """When the running `name` service was started (its PID file's time, epoch seconds); None when not ours."""
+    spec = next(s for s in _all_specs(cfg) if s.name == name)
+    pid = processes.read_pid(spec.pid_file)
+    if pid is None or not processes.is_our_server(pid, spec.name, spec.marker):
+        return None
+    return spec.pid_file.stat().st_mtime
+
+
 def status(cfg: Config) -> list[Service]:
     """Each service with its PID (None when not running), URL, health and log path. Changes nothing."""
     out = []

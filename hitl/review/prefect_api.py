@@ -25,6 +25,8 @@ class PausedRun:
     created: str  # when the run started (ISO)
     paused_at: str = ""  # when it began to wait (the Paused/Suspended state's time, ISO)
     expires_at: str | None = None  # when the wait times out (review.timeout_s after paused_at), ISO
+    state_id: str = ""  # the Paused state's id, which is also the id of its `prefect.flow-run.Suspended` event
+    tags: tuple[str, ...] = ()
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -75,7 +77,8 @@ def paused_runs(form: str | tuple[str, ...] | None = None) -> list[PausedRun]:
             timeout = run.state.state_details.pause_timeout
             out.append(PausedRun(str(run.id), run.name, flow_names[run.flow_id], title, schema,
                                  str(description), str(run.start_time or run.created),
-                                 run.state.timestamp.isoformat(), timeout.isoformat() if timeout else None))
+                                 run.state.timestamp.isoformat(), timeout.isoformat() if timeout else None,
+                                 str(run.state.id), tuple(run.tags)))
     return out
 
 

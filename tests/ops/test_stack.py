@@ -9,13 +9,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers_domain import serving
 
 from hitl.config import Config, StackConfig
 from hitl.ops import processes, stack
@@ -234,17 +234,11 @@ class _Health(BaseHTTPRequestHandler):
 
 
 def test_wait_healthy():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(_Health) as base:
         assert stack.wait_healthy(f"{base}/health", 5) is True
         t0 = time.monotonic()
         assert stack.wait_healthy(f"{base}/other", 1.0) is False  # answers, but not 200
         assert time.monotonic() - t0 >= 1.0
-    finally:
-        server.shutdown()
-        server.server_close()
     assert stack.wait_healthy(f"http://127.0.0.1:{_free_port()}/health", 0.5) is False
 
 
