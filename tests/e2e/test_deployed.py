@@ -10,6 +10,7 @@ import signal
 import time
 
 import mlflow
+import pandas as pd
 import pytest
 from e2e_helpers import (
     api,
@@ -23,6 +24,7 @@ from e2e_helpers import (
     wait_paused,
 )
 
+from hitl.datasets import versions
 from hitl.ops import deploy, runs, stack
 from hitl.review import forms
 from hitl.review.prefect_api import APPROVAL_FORM, REVIEW_FORM
@@ -137,6 +139,11 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
         pytest.skip("needs the labels of the suspended-review test")
     _run(cfg, path, "register-dataset")
     hitl(path, "retrain", "--wait", timeout=RUN_TIMEOUT_S)
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    client = mlflow.MlflowClient()
+    chall = client.get_model_version_by_alias("e2e-intent", "challenger")  # linked to the dataset it learned
+    assert chall.version == "2" and chall.tags["hitl.dataset"] == "e2e-dataset@1"
+    assert chall.tags["hitl.leakage_check"].startswith("passed")
     with api(cfg):
         tuned = runs.flow_runs(["fine-tune/fine-tune"], states=("COMPLETED",))
         assert len(tuned) == 1
@@ -144,17 +151,35 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     assert len(chained) == 1 and chained[0].state_type == "PAUSED"
     approval = wait_paused(cfg, APPROVAL_FORM, timeout=60)
     assert approval.id == chained[0].id
+    assert "of traffic wrong instead of" in approval.description and "By channel" in approval.description
     hitl(path, "approve", "--approver", "e2e-manager", "--reason", "chain works")
     with api(cfg):
         done = runs.wait(approval.id, RUN_TIMEOUT_S)
     assert done.state.is_completed(), done.state.message
     history = _history(cfg, approval.id)
     assert "Suspended" in history
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    assert mlflow.MlflowClient().get_model_version_by_alias("e2e-intent", "champion").version == "2"
+    # approving moved @champion; the old one is @previous
+    assert client.get_model_version_by_alias("e2e-intent", "champion").version == "2"
+    assert client.get_model_version_by_alias("e2e-intent", "previous").version == "1"
     # the resumed run read its evaluation back: one regression-eval MLflow run for this eval, not two
     evals = mlflow.search_runs(experiment_names=[cfg.eval_experiment])
     assert len(evals) == 1
+    # the report: approval, cohorts, lineage, the baseline; its estimate counts the dataset's random draw; the
+    # first screen's sentence and gate are the same in the Markdown and in MLflow
+    report = (cfg.reports_dir / "latest.md").read_text()
+    assert "approved by e2e-manager" in report and "| voice |" in report
+    assert "- dataset: e2e-dataset@1" in report and "- reviewers: tester" in report
+    assert "- leakage guard: passed" in report and "Strongest simple baseline" in report
+    records, _ = versions.load(cfg)
+    eval_run = evals.iloc[0]["run_id"]
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=eval_run,
+                                                            artifact_path="report/production_estimates.csv"))
+    overall = table[table["cohort"] == "overall"].iloc[0]
+    assert overall["n"] == (records["selection_reason"] == "random").sum() > 0
+    first_screen = mlflow.artifacts.load_dict(f"runs:/{eval_run}/report/summary.json")
+    assert f"**{first_screen['sentence']}**" in report and first_screen["gate"] in report
+    out = hitl(path, "status").stdout
+    assert "champion" in out and "previous" in out
     # every stage ran on the worker from its deployment
     with api(cfg):
         completed = {r.deployment for r in runs.flow_runs(states=("COMPLETED",))}

@@ -12,11 +12,9 @@ import subprocess
 import sys
 
 import mlflow
-import pandas as pd
 import pytest
-from e2e_helpers import REPO, api, finish, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
+from e2e_helpers import REPO, finish, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
 
-from hitl.ops import runs
 from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +66,7 @@ def test_the_loop_end_to_end(e2e):
 
     from hitl.datasets import versions
     from hitl.review import forms
-    from hitl.review.prefect_api import APPROVAL_FORM, REVIEW_FORM
+    from hitl.review.prefect_api import REVIEW_FORM
 
     cfg, path = e2e
     mlflow.set_tracking_uri(cfg.mlflow_uri)
@@ -131,39 +129,13 @@ def test_the_loop_end_to_end(e2e):
     logged = client.get_run(dv.run_id).inputs.dataset_inputs[0].dataset
     assert logged.name == "e2e-dataset@1" and logged.digest
 
-    # 5. `hitl retrain` runs the fine-tune deployment on the worker -> @challenger, linked to the dataset;
-    # its completion starts the regression eval, which suspends for approval
-    hitl(path, "retrain", "--wait")
-    chall = client.get_model_version_by_alias("e2e-intent", "challenger")
-    assert chall.version == "2" and chall.tags["hitl.dataset"] == "e2e-dataset@1"
-
-    # 6. approving the eval moves @champion, the old one becomes @previous
-    approval = wait_paused(cfg, APPROVAL_FORM)
-    assert "of traffic wrong instead of" in approval.description and "By channel" in approval.description
-    hitl(path, "approve", "--approver", "e2e-manager", "--reason", "looks right")
-    with api(cfg):
-        assert runs.wait(approval.id, 600).state.is_completed()
-    assert client.get_model_version_by_alias("e2e-intent", "champion").version == "2"
-    assert client.get_model_version_by_alias("e2e-intent", "previous").version == "1"
-    report = (cfg.reports_dir / "latest.md").read_text()
-    assert "approved by e2e-manager" in report and "| voice |" in report
-    assert "- dataset: e2e-dataset@1" in report and "- reviewers: tester" in report
-    assert "- leakage guard: passed" in report and "Strongest simple baseline" in report
-    eval_run = client.search_runs([mlflow.get_experiment_by_name("e2e-regression-eval").experiment_id])[0].info.run_id
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=eval_run,
-                                                            artifact_path="report/production_estimates.csv"))
-    overall = table[table["cohort"] == "overall"].iloc[0]
-    assert overall["n"] == len(random)
-    first_screen = mlflow.artifacts.load_dict(f"runs:/{eval_run}/report/summary.json")
-    assert f"**{first_screen['sentence']}**" in report and first_screen["gate"] in report
-    assert chall.tags["hitl.leakage_check"].startswith("passed")
-
-    # 7. status lists the stack, the queue, the dataset version and the aliases
+    # 5. status lists the stack, the queue, the dataset version and the aliases (the release chain, retrain ->
+    # eval -> approval, runs deployed on the worker in test_deployed.py, on PostgreSQL, with its report checks)
     out = hitl(path, "status").stdout
-    for needle in ("prefect", "mlflow", "resolved", "e2e-dataset", "champion", "previous"):
+    for needle in ("prefect", "mlflow", "resolved", "e2e-dataset", "champion"):
         assert needle in out
 
-    # 8. reviewer metrics: after every batch in MLflow (and a Prefect artifact), and on demand
+    # 6. reviewer metrics: after every batch in MLflow (and a Prefect artifact), and on demand
     review_runs = client.search_runs([mlflow.get_experiment_by_name("e2e-review").experiment_id])
     assert review_runs and review_runs[0].data.metrics["review_backlog"] >= 0
     out = hitl(path, "metrics").stdout
