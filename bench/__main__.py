@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
     engines = engine.run(models["policy"], test["text"].tolist(), test["label"].tolist(),
                          s.data.launch["text"].tolist(), speed_n=300 if quick else 2000, frozen=not quick, log=_log)
     _log("MLflow trace source, window by window")
-    windowed = mlflow_windows.run(per_window=500 if quick else 5000, max_traces=400 if quick else 4000, log=_log)
+    windowed = mlflow_windows.run(per_window=100 if quick else 5000, max_traces=80 if quick else 4000, log=_log)
 
     elapsed = time.monotonic() - started
     curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)

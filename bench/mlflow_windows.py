@@ -136,7 +136,7 @@ def run(per_window: int = 5000, windows: int = 5, max_traces: int = 4000, late: 
         late_in = set(loaded.accepted["trace_id"]) & set(late_ids)
         rows.append({"run": k + 1, "day asked": f"{since:%Y-%m-%d}", "windows read": len(got.windows),
                      "trace infos paged": got.infos, "traces fetched whole": got.fetched,
-                     "taken (new)": len(loaded.accepted), "left by the cap": loaded.not_taken,
+                     "taken (new)": len(loaded.accepted), "left by the caps (windows read)": loaded.not_taken,
                      "late taken": len(late_in),
                      "late in the random draw": int(drawn.items["trace_id"].isin(late_ids).sum()),
                      "supplemental draws": sum(r["kind"] != draws.MAIN for r in drawn.records),
@@ -174,11 +174,12 @@ def to_markdown(r: dict) -> str:
             f"day), later runs their day and the day before (still within the allowance), never the experiment's "
             f"{r['traces']:,}; only new traces are fetched whole.\n"
             f"- **Nothing dropped silently**: each capped day gives a seeded {r['max_traces']:,} and the run says "
-            f"how many it left (`left by the cap`, in the run log and the sampling run's MLflow metrics); the random "
-            f"draw's inclusion probabilities include the share taken.\n"
+            f"how many it left (`left by the caps`: every trace of the windows it read is taken or counted there, "
+            f"as in the run log and the sampling run's `not_taken` metric); the random draw's inclusion "
+            f"probabilities include the share taken.\n"
             f"- **Late traces**: {r['late']} logged into day 1 after its run; run 2 read day 1 again and took "
             f"{rows[1]['late taken']} of them, the ones under day 1's cap ({r['late_under_cap']} of {r['late']} lie "
             f"below its threshold {r['first_cap']:.3f}); day 1's supplemental draw is in the `supplemental draws` "
             f"column.\n\n"
-            f"Wall time of the section: {r['seconds']:.0f} s of reads, draws and store writes, plus the logging when "
-            f"the cached experiment is missing.\n")
+            f"What the section adds to `make bench`: {r['seconds']:.0f} s of reads, draws and store writes with the "
+            f"experiment cached; {logged['seconds'] / 60:.0f} min more when it must be logged first.\n")
