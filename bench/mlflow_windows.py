@@ -153,7 +153,7 @@ def run(per_window: int = 5000, windows: int = 5, max_traces: int = 4000, late: 
 
     return {"rows": rows, "logged": made, "traces": windows * per_window + late, "per_window": per_window,
             "windows": windows, "max_traces": max_traces, "late": late,
-            "late_under_cap": sum(take_key(t, cfg.selection.seed) <= (first_cap or 1.0) for t in late_ids),
+            "late_under_cap": sum(take_key(t, cfg.selection.seed) < (first_cap or 1.1) for t in late_ids),
             "first_cap": first_cap, "seconds": round(time.monotonic() - started, 1)}
 
 

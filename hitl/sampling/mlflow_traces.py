@@ -113,8 +113,10 @@ def take_key(trace_id: str, seed: int) -> float:
 
 
 def cap(keys: list[float], max_traces: int) -> float | None:
-    """The threshold under which `max_traces` of the keys lie (a seeded simple random sample); None when all fit."""
-    return None if len(keys) <= max_traces else sorted(keys)[max_traces - 1]
+    """The threshold below which `max_traces` of the keys lie (a seeded simple random sample); None when all fit.
+    It is the next key up (bottom-k sampling): every trace, late ones too, is taken with probability equal to
+    the threshold given it, so weighting by its inverse is unbiased."""
+    return None if len(keys) <= max_traces else sorted(keys)[max_traces]
 
 
 def experiment_id(cfg: Config, client: MlflowClient) -> str:
@@ -166,7 +168,7 @@ def read_windows(cfg: Config, plans: list[WindowPlan], known: set[str], client: 
         keys = {t: take_key(t, cfg.selection.seed) for t, info in infos.items()
                 if "IN_PROGRESS" not in str(getattr(info, "state", ""))}
         below = cap(list(keys.values()), cfg.source.max_traces) if p.first else p.take_below
-        taken = [t for t, k in keys.items() if below is None or k <= below]
+        taken = [t for t, k in keys.items() if below is None or k < below]
         new = [t for t in taken if t not in known and t not in rates]
         rates |= {t: 1.0 if below is None else below for t in new}
         windows.append(WindowRead(p.since, p.until, len(keys), len(taken), len(new), below))

@@ -78,13 +78,13 @@ def test_runs_read_their_window_cap_it_and_still_take_late_traces(experiment, tm
     assert len(first.accepted) == CAP and first.not_taken == 10
     assert first.accepted["source_rate"].nunique() == 1
     below = first.accepted["source_rate"].iat[0]
-    assert set(first.accepted["trace_id"]) == {t for t in ids[1] if take_key(t, cfg.selection.seed) <= below}
+    assert set(first.accepted["trace_id"]) == {t for t in ids[1] if take_key(t, cfg.selection.seed) < below}
     assert any(line.startswith("Capped: window 2026-01-05 00:00 to 2026-01-06 00:00") and "took a seeded 30"
                in line for line in mlflow_report(cfg, first))
 
     late = [log_trace(client, exp_id, day(1)[0] + 23 * HOUR, 100 + k) for k in range(6)]  # day 1, logged late
     second = sample(cfg, store, 2, day(2)[1] + HOUR)
-    late_taken = {t for t in late if take_key(t, cfg.selection.seed) <= below}  # day 1 keeps its cap
+    late_taken = {t for t in late if take_key(t, cfg.selection.seed) < below}  # day 1 keeps its cap
     assert read_of(second) == {(5, 6): (46, CAP + len(late_taken), len(late_taken)), (6, 7): (40, CAP, CAP)}
     assert second.mlflow.infos == 86 and second.mlflow.fetched == CAP + len(late_taken)
     assert late_taken <= set(second.accepted["trace_id"]) and second.not_taken == 16 + 10 - len(late_taken)
@@ -94,7 +94,7 @@ def test_runs_read_their_window_cap_it_and_still_take_late_traces(experiment, tm
     assert set(read_of(third)) == {(6, 7), (7, 8)}
     assert read_of(third)[(7, 8)] == (13, 13, 13) and len(third.quarantined) == 1  # uncapped; bad request
     assert third.mlflow.infos == 41 + 13
-    assert (late2 in set(third.accepted["trace_id"])) == (take_key(late2, cfg.selection.seed) <= cap_of(store, 2))
+    assert (late2 in set(third.accepted["trace_id"])) == (take_key(late2, cfg.selection.seed) < cap_of(store, 2))
 
     fourth = sample(cfg, store, 4, day(4)[1] + HOUR)  # day 3 re-read within the allowance: bad counted once
     assert set(read_of(fourth)) == {(7, 8), (8, 9)} and fourth.summary["quarantined"] == 0
@@ -140,7 +140,7 @@ def test_the_cap_is_a_seeded_sample_of_max_traces():
     keys = [take_key(f"tr-{i}", 7) for i in range(1000)]
     assert mlflow_traces.cap(keys, 1000) is None
     below = mlflow_traces.cap(keys, 200)
-    assert sum(k <= below for k in keys) == 200 and 0.15 < below < 0.25
+    assert sum(k < below for k in keys) == 200 and 0.15 < below < 0.25
     assert take_key("tr-1", 7) != take_key("tr-1", 8)
     assert mlflow_traces.window_filter(1_500_000, None) == "trace.timestamp_ms >= 2"
     assert mlflow_traces.window_filter(None, 2 * 10**6) == "trace.timestamp_ms < 2"
