@@ -141,14 +141,14 @@ def page_infos(client: MlflowClient, exp_id: str, since: int | None, until: int 
             return found, returned
 
 
-def fetch(client: MlflowClient, exp_id: str, ids: list[str]) -> list:
-    """The whole traces (spans included) of `ids`, FETCH at a time."""
+def fetch(client: MlflowClient, exp_id: str, ids: list[str], include_spans: bool = True) -> list:
+    """The traces of `ids` in the experiment (whole, or their infos only), FETCH at a time."""
     out = []
     for i in range(0, len(ids), FETCH):
         chunk = ids[i:i + FETCH]
         named = ", ".join("'" + t.replace("'", "") + "'" for t in chunk)
         out += client.search_traces(locations=[exp_id], filter_string=f"trace.request_id IN ({named})",
-                                    max_results=len(chunk))
+                                    max_results=len(chunk), include_spans=include_spans)
     return out
 
 
@@ -232,8 +232,8 @@ def write_back(cfg: Config, resolved: pd.DataFrame) -> int:
         return 0
     name = cfg.source.assessment_name
     present: dict[str, set[str]] = {}
-    for t in mlflow.search_traces(locations=[exp.experiment_id], return_type="list", include_spans=False,
-                                  max_results=cfg.source.max_traces):
+    ids = sorted({str(t) for t in resolved["trace_id"] if isinstance(t, str)})
+    for t in fetch(mlflow.MlflowClient(), exp.experiment_id, ids, include_spans=False):  # these traces, no cap
         present[t.info.trace_id] = {str(a.feedback.value) for a in (t.info.assessments or [])
                                     if a.name == name and a.feedback is not None}
     written = 0

@@ -152,3 +152,14 @@ def test_the_draw_counts_the_share_the_source_took():
     drawn = windows.draw(pool, ["channel"], 10, {}, np.random.default_rng(0), 2)
     assert np.allclose(drawn.items["inclusion_prob"], 10 / 100 * 0.25)
     assert drawn.records[0]["rate"] == pytest.approx(0.1)  # late traces, taken at 0.25 too, are drawn at 0.1
+
+
+def test_write_back_reaches_every_resolved_trace_whatever_max_traces(experiment, tmp_path):
+    """Verdicts go back onto the traces named, not onto the first `max_traces` of the experiment."""
+    _, _, ids, _ = experiment
+    cfg = make_cfg(tmp_path, source={"kind": "mlflow", "experiment": "prod-windows", "max_traces": 2})
+    named = ids[3][:3]
+    resolved = pd.DataFrame({"trace_id": [*named, "tr-not-in-this-experiment"], "label": "card_lost",
+                             "reviewers": "rita", "rationale": "clear from the text"})
+    assert mlflow_traces.write_back(cfg, resolved) == 3
+    assert mlflow_traces.write_back(cfg, resolved) == 0  # once per trace and label
