@@ -153,6 +153,7 @@ def run(per_window: int = 5000, windows: int = 5, max_traces: int = 4000, late: 
 
     return {"rows": rows, "logged": made, "traces": windows * per_window + late, "per_window": per_window,
             "windows": windows, "max_traces": max_traces, "late": late,
+            "ran": time.strftime("%Y-%m-%d"),
             "late_under_cap": sum(take_key(t, cfg.selection.seed) < (first_cap or 1.1) for t in late_ids),
             "first_cap": first_cap, "seconds": round(time.monotonic() - started, 1)}
 
@@ -169,7 +170,8 @@ def to_markdown(r: dict) -> str:
             f"on {logged['made']}; kept under .hitl/bench-cache and reused), plus {r['late']} late traces stamped on "
             f"the first day and logged after its run: {r['traces']:,} in all. One sampling run per day, one hour "
             f"past it, `source.max_traces` {r['max_traces']:,} (below a day's {r['per_window']:,}), lateness "
-            f"allowance 24 h (bench/mlflow_windows.py).\n\n{table}\n\n"
+            f"allowance 24 h (bench/mlflow_windows.py). Run on {r.get('ran', logged['made'])} "
+            f"(`python -m bench --mlflow-windows`: this section alone).\n\n{table}\n\n"
             f"- **A run reads only its windows**: run 1 paged {rows[0]['trace infos paged']:,} trace infos (its "
             f"day), later runs their day and the day before (still within the allowance), never the experiment's "
             f"{r['traces']:,}; only new traces are fetched whole.\n"
