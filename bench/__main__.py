@@ -12,6 +12,8 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
 5. Scale-out: partitioned scoring on threads and on a local Dask cluster (bench/scaleout.py).
 6. Inference engines: the policy challenger on torch, ONNX Runtime fp32 and int8: speed against the length-sorted
    raw torch loop, accuracy and agreement on the test split (bench/engine.py).
+7. The MLflow trace source window by window: 25,000 traces over 5 days, capped and late traces, what each run
+   reads (bench/mlflow_windows.py). `--mlflow-windows` re-runs section 7 alone and rewrites it in place.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+MLFLOW_WINDOWS = "## 7. MLflow trace source, window by window"
 DATA = REPO.parent / "shared" / "data" / "banking77"
 
 
@@ -42,8 +45,26 @@ def main(argv: list[str]) -> int:
     art = REPO / "docs" / "bench"
     art.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    if "--mlflow-windows" in argv:
+        from bench import mlflow_windows, report
 
-    from bench import engine, estimate_check, finetune, learning_curves, report, scaleout, speed, world_check
+        result = mlflow_windows.run(log=_log)
+        (art / "mlflow-windows.json").write_text(json.dumps(result, indent=2, default=str))
+        report.replace_section(out_md, 7, f"{MLFLOW_WINDOWS}\n\n{mlflow_windows.to_markdown(result)}")
+        _log(f"done in {(time.monotonic() - started) / 60:.1f} min: section 7 of {out_md.relative_to(REPO)}")
+        return 0
+
+    from bench import (
+        engine,
+        estimate_check,
+        finetune,
+        learning_curves,
+        mlflow_windows,
+        report,
+        scaleout,
+        speed,
+        world_check,
+    )
     from hitl.config import Config, TrainingConfig
     from hitl.learning import modeling
     from hitl.learning.embeddings import FrozenEncoder
@@ -101,16 +122,20 @@ def main(argv: list[str]) -> int:
     test = s.data.test.sample(n=min(300, len(s.data.test)), random_state=0) if quick else s.data.test
     engines = engine.run(models["policy"], test["text"].tolist(), test["label"].tolist(),
                          s.data.launch["text"].tolist(), speed_n=300 if quick else 2000, frozen=not quick, log=_log)
+    _log("MLflow trace source, window by window")
+    windowed = mlflow_windows.run(per_window=100 if quick else 5000, max_traces=80 if quick else 4000, log=_log)
 
     elapsed = time.monotonic() - started
     curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)
     (art / f"results{'-quick' if quick else ''}.json").write_text(json.dumps({
         "finetune": ft_table.to_dict("records"), "estimate_check": check_table.to_dict("records"),
         "anchor_sanity": sanity,
-        "speed": speed_result, "scaleout": scale, "engines": engines, "seconds": elapsed}, indent=2, default=str))
+        "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "seconds": elapsed},
+        indent=2, default=str))
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
-                      + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines) + "\n")
+                      + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines)
+                      + f"\n\n{MLFLOW_WINDOWS}\n\n" + mlflow_windows.to_markdown(windowed) + "\n")
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
     return 0
 

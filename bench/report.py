@@ -172,9 +172,13 @@ def estimate_section(checks: pd.DataFrame, rerun: str | None = None, seconds: fl
 
 
 def replace_section(path: Path, number: int, text: str) -> None:
-    """Rewrite section `number` ("## N. ...") of a Markdown file in place, up to the next "## " heading."""
+    """Rewrite section `number` ("## N. ...") of a Markdown file in place, up to the next "## " heading; append
+    it when the file has no such section."""
     lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {number}. "))
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"## {number}. ")), None)
+    if start is None:
+        path.write_text("\n".join([*lines, "", *text.rstrip("\n").splitlines()]) + "\n")
+        return
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     rest = ["", *lines[end:]] if end < len(lines) else []
     path.write_text("\n".join([*lines[:start], *text.rstrip("\n").splitlines(), *rest]) + "\n")

@@ -86,7 +86,12 @@ class SourceConfig(_Strict):
     prediction_key: str = "intent"  # mlflow: the response field holding the model's label
     confidence_key: str = "confidence"
     assessment_name: str = "human_label"  # mlflow: the assessment resolved labels are written back as
+    # mlflow: the most traces a run takes from one window; a window holding more gives a seeded subset of this
+    # many (the log, the sampling run's record and the draw's inclusion probabilities say so), never a silent stop
     max_traces: int = Field(100_000, ge=1)
+    # mlflow: how long after a window's end a trace stamped inside it (the client's clock) may still arrive; each
+    # run reads again the windows read before until one read starts this long after their end (watermarks.py)
+    lateness_hours: float = Field(24.0, ge=0)
 
 
 class ScenarioConfig(_Strict):

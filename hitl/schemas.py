@@ -55,6 +55,8 @@ class Trace(pa.DataFrameModel):
     confidence: Series[float] = pa.Field(nullable=True, ge=0.0, le=1.0, coerce=True)  # every trace anyway
     context: Series[str] = pa.Field(nullable=True, str_length={"max_value": MAX_TEXT_CHARS})
     metadata: Series[str]
+    # the share of its window the source took (an MLflow window over source.max_traces); absent: every trace
+    source_rate: Series[float] | None = pa.Field(nullable=True, gt=0.0, le=1.0, coerce=True)
 
     @pa.check("metadata", name="json_object", error="metadata must be a JSON object string")
     def _metadata_is_json(cls, s: Series[str]) -> Series[bool]:

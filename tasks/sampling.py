@@ -42,6 +42,8 @@ def load(cfg: Config, store: ReviewStore, since: datetime | None, until: datetim
              "counted before", len(result.files), len(result.skipped), result.seen_before)
     if qpath:
         log.warning("Quarantined %d rows with reasons in %s", len(result.quarantined), qpath)
+    for line in watermarks.mlflow_report(cfg, result):
+        (log.warning if line.startswith("Capped") else log.info)(line)
     return result
 
 
@@ -124,7 +126,8 @@ def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, results: pd.Dat
     create_table_artifact(key="selection-by-reason", table=counts.astype(str).to_dict("records"),
                           description="Traces selected for review: reason x cohort")
     md = ["## Sampling run", f"rows in {loaded.rows_in} = accepted {len(loaded.accepted)} + "
-          f"quarantined {len(loaded.quarantined)}", f"selected {len(selected)}, new in queue {new}", "",
+          f"quarantined {len(loaded.quarantined)}", f"selected {len(selected)}, new in queue {new}",
+          *watermarks.mlflow_report(cfg, loaded), "",
           "### Budget spent (annotations)", "",
           markdown.table(pd.DataFrame([chosen.spend]))]
     if col is not None:
@@ -135,7 +138,8 @@ def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, results: pd.Dat
     create_markdown_artifact(key="sampling-summary", markdown="\n".join(md))
     summary = {**loaded.summary, "selected": len(selected), "enqueued": new,
                "flagged": int(evaluated["flagged"].sum()),
-               "random": int((selected["selection_reason"] == selection.RANDOM).sum())}
+               "random": int((selected["selection_reason"] == selection.RANDOM).sum()),
+               "not_taken": loaded.not_taken}
     mlflow.set_experiment(cfg.sampling_experiment)
     with mlflow.start_run(run_name="sample-traces"):
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})

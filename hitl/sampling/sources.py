@@ -42,6 +42,12 @@ class LoadResult:
     skipped: list[str] = field(default_factory=list)  # files not read again (hitl/sampling/watermarks.py)
     seen_before: int = 0  # rows read again whose trace was considered, or whose fault was counted, before
     pending: list = field(default_factory=list)  # watermarks.FileMark to commit once the traces are stored
+    mlflow: object = None  # an MLflow source's mlflow_traces.Read: windows read, traces paged and fetched, caps
+
+    @property
+    def not_taken(self) -> int:
+        """Traces an MLflow source left out of capped windows (source.max_traces), however many windows it read."""
+        return sum(w.in_window - w.taken for w in self.mlflow.windows) if self.mlflow is not None else 0
 
     @property
     def summary(self) -> dict[str, int]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import pandas as pd
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hitl.db import now as _now
 from hitl.sampling.tables import Draw, QuarantinedRow, SourceFile, SourceWindow
+from hitl.sampling.windows import utc
 
 
 class SamplingState:
@@ -52,6 +53,16 @@ class SamplingState:
             return set(s.execute(select(SourceWindow.since, SourceWindow.until).where(SourceWindow.source == source)
                                  .distinct()).all())
 
+    def source_windows(self, source: str) -> list[dict]:
+        """Every window of `source` read before: since, until, read_at (its latest read, ns since the epoch) and
+        take_below (the cap an MLflow window got at its first read; None: every trace)."""
+        with self._session() as s:
+            rows = s.execute(select(SourceWindow.since, SourceWindow.until, func.max(SourceWindow.read_at),
+                                    func.max(SourceWindow.take_below)).where(SourceWindow.source == source)
+                             .group_by(SourceWindow.since, SourceWindow.until)).all()
+        return [{"since": a, "until": b, "read_at": int(pd.Timestamp(utc(r)).value), "take_below": t}
+                for a, b, r, t in rows]
+
     def record_source_files(self, source: str, files: Iterable[Mapping]) -> None:
         """Record what was just read of each file: path, size, mtime_ns, sha256, rows, ts_min, ts_max."""
         with self._session.begin() as s:
@@ -65,7 +76,8 @@ class SamplingState:
 
     def cover_source_windows(self, source: str, windows: Iterable[Mapping]) -> None:
         """Record that each (path, sha256, since, until) was read whole and its traces stored (idempotent); the
-        windows of the file's earlier contents go (the new content is read for every processed window)."""
+        windows of the file's earlier contents go (the new content is read for every processed window). A window
+        covered again keeps its cap (take_below) and moves its read_at to the later read."""
         with self._session.begin() as s:
             for w in windows:
                 s.execute(delete(SourceWindow).where(SourceWindow.source == source, SourceWindow.path == w["path"],
@@ -74,9 +86,13 @@ class SamplingState:
                        SourceWindow.sha256 == w["sha256"],
                        SourceWindow.since.is_(None) if w["since"] is None else SourceWindow.since == w["since"],
                        SourceWindow.until.is_(None) if w["until"] is None else SourceWindow.until == w["until"])
-                if s.scalar(select(SourceWindow.id).where(*key)) is None:
+                row = s.scalar(select(SourceWindow).where(*key))
+                at = w.get("read_at") or _now()
+                if row is None:
                     s.add(SourceWindow(source=source, path=w["path"], sha256=w["sha256"], since=w["since"],
-                                       until=w["until"]))
+                                       until=w["until"], read_at=at, take_below=w.get("take_below")))
+                elif utc(row.read_at) < utc(at):
+                    row.read_at = at
 
     def record_quarantined(self, source: str, rows: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]:
         """Record quarantined rows (path, row_key, reason) not recorded before; returns their (path, row_key)."""

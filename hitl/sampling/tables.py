@@ -54,7 +54,8 @@ class SourceFile(Base):
 
 class SourceWindow(Base):
     """A window [since, until) (ns since the epoch, UTC; None: open) in which every row of one content of a file
-    was read and its traces stored as considered: that content is not read again for that window."""
+    was read and its traces stored as considered: that content is not read again for that window. For an MLflow
+    experiment, a window read (and read again until it is closed, hitl/sampling/watermarks.py)."""
 
     __tablename__ = "source_windows"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -63,7 +64,8 @@ class SourceWindow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     since: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)  # MLflow: its latest read
+    take_below: Mapped[float | None] = mapped_column(Float, nullable=True)  # MLflow: the window's cap; None: all
 
 
 class QuarantinedRow(Base):

@@ -14,8 +14,13 @@ asks for (the random draw gives it a supplemental draw of its day). Rows whose t
 knows are dropped, so only the new ones come back. Rows without a usable timestamp belong to every window;
 like every quarantined row they are recorded by (file, row key) and counted once, however often read.
 
-MLflow sources have no read watermark: each run searches the experiment, up to `source.max_traces`. Traces
-considered before are dropped by id, and quarantined traces are counted once, as for files.
+An MLflow source keeps the same windows, with one difference: it cannot tell that nothing was added to a window
+(a trace's timestamp is the client's, so a late trace lands in a window read already). Each run reads the window
+it asks for and every window read before that is not yet closed: a window is closed once a read started
+`source.lateness_hours` after its end (that read pages a window no trace is being added to, by the allowance);
+a closed window is not read again, the requested one included. A window's cap (`source.max_traces`,
+hitl/sampling/mlflow_traces.py) is fixed at its first read and kept with it. Only trace infos are paged; traces
+considered before are not fetched, and quarantined traces are counted once, as for files.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
 
 from hitl.config import Config
+from hitl.sampling import mlflow_traces
+from hitl.sampling.mlflow_traces import WindowPlan
 from hitl.sampling.sources import (
     REFUSED_COLUMNS,
     FileRows,
@@ -53,6 +60,7 @@ class WatermarkStore(Protocol):
     def known_trace_ids(self) -> set[str]: ...
     def source_files(self, source: str) -> dict[str, dict]: ...
     def processed_windows(self, source: str) -> set[Window]: ...
+    def source_windows(self, source: str) -> list[dict]: ...
     def record_source_files(self, source: str, files: Iterable[Mapping]) -> None: ...
     def cover_source_windows(self, source: str, windows: Iterable[Mapping]) -> None: ...
     def record_quarantined(self, source: str, rows: Iterable[tuple[str, str, str]]) -> set[tuple[str, str]]: ...
@@ -60,13 +68,19 @@ class WatermarkStore(Protocol):
 
 @dataclass(frozen=True)
 class FileMark:
-    """One content of a file read for one window; covered once the window's traces are stored."""
+    """One content of a file (or an MLflow experiment) read for one window; covered once the window's traces are
+    stored. MLflow windows also keep when the read started and the window's cap."""
 
     source: str
     path: str
     sha256: str
     since: int | None
     until: int | None
+    read_at: datetime | None = None  # None: when covered
+    take_below: float | None = None
+
+
+MLFLOW_CONTENT = "mlflow"  # an MLflow window's `sha256`: the experiment has no content hash
 
 
 def ns(t: datetime | None) -> int | None:
@@ -144,21 +158,36 @@ def in_windows(df: pd.DataFrame, windows: Iterable[Window]) -> pd.DataFrame:
     return df[keep]
 
 
+def mlflow_plan(windows: Iterable[Mapping], requested: Window, lateness_ns: int, now: int) -> list[WindowPlan]:
+    """The MLflow windows to read at `now` (ns): the requested one unless it is closed, and every window read
+    before that is not closed. `windows` are the recorded ones (since, until, read_at in ns, take_below)."""
+    def closed(w: Mapping) -> bool:
+        return w["until"] is not None and w["read_at"] >= w["until"] + lateness_ns
+
+    known = {(w["since"], w["until"]): w for w in windows}
+    plans = [WindowPlan(*requested)] if requested not in known else []
+    plans += [WindowPlan(w["since"], w["until"], w["take_below"], first=False) for w in known.values()
+              if not closed(w)]
+    return sorted(plans, key=lambda p: (p.since or 0, p.until or 0))
+
+
 def load_new(cfg: Config, store: WatermarkStore, since: datetime | None = None, until: datetime | None = None,
-             path: Path | None = None) -> LoadResult:
+             path: Path | None = None, now: datetime | None = None) -> LoadResult:
     """`sources.load_traces`, reading only what is new since the last runs: files unchanged and already read
     for [since, until) are skipped; a file read (new, or changed) is read for that window and for every window
     processed before, so late traces in those come too; traces already considered are dropped, and quarantined
     rows counted before are not counted again (`seen_before`). `pending` holds the marks to `commit` once the
-    traces are stored."""
+    traces are stored. An MLflow source reads its windows as the module's docstring says, at `now` (default:
+    the clock)."""
     requested: Window = (ns(since), ns(until))
-    reading, seen, skipped = [requested], [], []
+    reading, seen, skipped, marks, read = [requested], [], [], [], None
     if cfg.source.kind == "mlflow" and path is None:
-        from hitl.sampling import mlflow_traces
-
-        source = f"mlflow experiment {cfg.source.experiment}"
-        parts = [FileRows(source, mlflow_traces.read(cfg), pd.DataFrame(columns=REFUSED_COLUMNS))]
-        files = [source]
+        source, at = mlflow_traces.source_name(cfg), utc(now or datetime.now(UTC))
+        plans = mlflow_plan(store.source_windows(source), requested, int(cfg.source.lateness_hours * 3600e9), ns(at))
+        read = mlflow_traces.read_windows(cfg, plans, store.known_trace_ids())
+        parts = [FileRows(source, read.rows, pd.DataFrame(columns=REFUSED_COLUMNS))]
+        files, reading = [source], [(p.since, p.until) for p in plans]
+        marks = [FileMark(source, source, MLFLOW_CONTENT, w.since, w.until, at, w.take_below) for w in read.windows]
     else:
         root = path or cfg.traces_path
         source, parts, files = str(root), [], []
@@ -193,11 +222,11 @@ def load_new(cfg: Config, store: WatermarkStore, since: datetime | None = None, 
     owner = {t: p.label for p in parts for t in p.rows.rename(columns=cfg.source.column_map).get("trace_id", [])
              if isinstance(t, str)}
     waiting = {owner.get(t, "") for t in fresh["trace_id"]}
-    marks = [FileMark(source, s["path"], s["sha256"], *w) for s in seen for w in reading]
+    marks += [FileMark(source, s["path"], s["sha256"], *w) for s in seen for w in reading]
     commit(store, [m for m in marks if m.path not in waiting])
     return LoadResult(fresh, counted, len(fresh) + len(counted), files, skipped,
                       seen_before=len(accepted) - len(fresh) + len(quarantined) - len(counted),
-                      pending=[m for m in marks if m.path in waiting])
+                      pending=[m for m in marks if m.path in waiting], mlflow=read)
 
 
 def commit(store: WatermarkStore, marks: Iterable[FileMark]) -> None:
@@ -207,3 +236,20 @@ def commit(store: WatermarkStore, marks: Iterable[FileMark]) -> None:
         by_source.setdefault(m.source, []).append(asdict(m))
     for source, windows in by_source.items():
         store.cover_source_windows(source, windows)
+
+
+def mlflow_report(cfg: Config, loaded: LoadResult) -> list[str]:
+    """What an MLflow source's run read, one line per capped window first (for the run log and its record)."""
+    got = loaded.mlflow
+    if got is None:
+        return []
+    lines = [f"Capped: window {_when(w.since)} to {_when(w.until)} of {mlflow_traces.source_name(cfg)} holds "
+             f"{w.in_window:,} traces, more than source.max_traces {cfg.source.max_traces:,}: took a seeded "
+             f"{w.taken:,} ({w.take_below:.1%}; the random draw's inclusion probabilities include it), left "
+             f"{w.in_window - w.taken:,}; raise source.max_traces to take every trace" for w in got.windows if w.capped]
+    return [*lines, f"MLflow: {len(got.windows)} windows read, {got.infos:,} trace infos paged, {got.fetched:,} "
+                    f"traces fetched whole ({sum(w.new for w in got.windows):,} new)"]
+
+
+def _when(t: int | None) -> str:
+    return "open" if t is None else f"{pd.Timestamp(t, unit='ns', tz='UTC'):%Y-%m-%d %H:%M}"

@@ -5,7 +5,10 @@ sampling run makes its main draw: the run's random budget is shared among its ne
 their size, and each window is drawn stratified (hitl/sampling/representative.py). Traces that arrive
 late, after their window's main draw, get a supplemental draw at the main draw's per-stratum rates, so
 every trace of a window had the same chance it would have had on time. Each drawn trace carries its
-window, stratum and inclusion probability; each stratum's population and draw size is recorded.
+window, stratum and inclusion probability; each stratum's population and draw size is recorded. A trace the
+source took with a `source_rate` below 1 (an MLflow window over `source.max_traces`) has that share in its
+inclusion probability; the records keep the draw's own rates among the traces taken, which late traces of the
+window (taken at the same share) are drawn at.
 """
 
 from __future__ import annotations
@@ -56,9 +59,17 @@ def draw(pool: pd.DataFrame, strata: list[str], n: int, prior_rates: Mapping[str
         got = representative.stratified_draw(frame, strata, shares.get(w, 0), rng, min_per_stratum)
         parts.append(got)
         records += _records(frame, strata, got, w, MAIN, representative.draw_rates(got), 0.0)
+    parts = [_with_source_rate(p) for p in parts]
     items = pd.concat(parts) if parts else pool.iloc[0:0].assign(stratum=pd.Series(dtype=str),
                                                                    inclusion_prob=pd.Series(dtype=float))
     return Draw(items, records)
+
+
+def _with_source_rate(got: pd.DataFrame) -> pd.DataFrame:
+    """The draw's inclusion probabilities times the share of its window the source took (absent: 1)."""
+    if "source_rate" not in got.columns or got.empty:
+        return got
+    return got.assign(inclusion_prob=got["inclusion_prob"] * got["source_rate"].fillna(1.0).astype(float))
 
 
 def _records(frame: pd.DataFrame, strata: list[str], got: pd.DataFrame, window: str, kind: str,

@@ -208,18 +208,3 @@ def test_a_file_with_nothing_new_is_covered_at_once(cfg, store, tmp_path):
 def test_ns_takes_naive_times_as_utc():
     assert ns(datetime(2025, 3, 1)) == ns(D1) == pd.Timestamp("2025-03-01T00:00:00Z").value
     assert ns(None) is None and watermarks.ns(D1 + timedelta(microseconds=1)) == ns(D1) + 1000
-
-
-def test_an_mlflow_source_drops_considered_traces_and_counts_quarantine_once(tmp_path, store, monkeypatch):
-    """MLflow sources have no read watermark: each run searches the experiment; what is new is what counts."""
-    from hitl.sampling import mlflow_traces
-
-    cfg = make_cfg(tmp_path, source={"kind": "mlflow", "experiment": "prod"})
-    rows = [trace_record(i) | {"_source": f"mlflow trace tr-{i}"} for i in range(3)]
-    rows.append(trace_record("bad", input=None) | {"_source": "mlflow trace tr-bad"})
-    monkeypatch.setattr(mlflow_traces, "read", lambda cfg: pd.DataFrame(rows))
-    first = run(cfg, store)
-    assert first.summary == {"rows_in": 4, "accepted": 3, "quarantined": 1} and first.pending == []
-    rows.append(trace_record("new") | {"_source": "mlflow trace tr-new"})
-    second = run(cfg, store)
-    assert second.summary == {"rows_in": 1, "accepted": 1, "quarantined": 0} and second.seen_before == 4
