@@ -1,6 +1,7 @@
-"""Faults on the real stack with every database on PostgreSQL: `hitl backup` / `hitl restore` (pg_dump and
-pg_restore) drilled as tests/test_faults_e2e.py drills the SQLite stack, the restore landing on a server that
-lost the databases.
+"""Faults on the real stack with every database on PostgreSQL: a deployed flow run's process killed (the
+worker reports the crash, the flow's hook runs it again, or leaves it Crashed saying why); and `hitl backup` /
+`hitl restore` (pg_dump and pg_restore) drilled as tests/test_faults_e2e.py drills the SQLite stack, the
+restore landing on a server that lost the databases (last: it stops the module's stack).
 
 One stack for the module (Prefect, MLflow, the review store on PostgreSQL; deployments and a worker). Skipped
 where no PostgreSQL answers at HITL_TEST_DATABASE_URL outside CI (an error under CI)."""
@@ -8,14 +9,18 @@ where no PostgreSQL answers at HITL_TEST_DATABASE_URL outside CI (an error under
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import free_port, hitl, hitl_fails, postgres_or_none, running_stack, truth
+from e2e_helpers import api, free_port, hitl, hitl_fails, postgres_or_none, running_stack, truth
 
 from hitl.config import load_config
-from hitl.ops import stack
+from hitl.ops import orphans, runs, stack
 from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
@@ -49,18 +54,123 @@ def pg_loop(tmp_path_factory):
         postgres_or_none(PROJECT)
 
 
-def _label_and_register(cfg, path) -> None:
-    """30 labels and a dataset version, unless an earlier test of the module made them."""
-    from hitl.datasets import versions
-
+def _labelled(cfg) -> ReviewStore:
+    """The review store with 30 labels (made unless an earlier test of the module made them)."""
     store = ReviewStore(cfg.store_url)
     if store.annotations().empty:
         known = truth(cfg)
         batch = store.take_batch(100)
         store.submit(batch.id, "tester", {it["trace_id"]: (known[it["trace_id"]], None) for it in batch.items},
                      cfg.labels)
-    if not versions.list_versions(cfg):
-        hitl(path, "register-dataset")
+    return store
+
+
+def _start_with_fault(cfg, deployment: str, fault: str):
+    """A run of `deployment` whose process (every attempt) stops itself at `fault` (HITL_FAULT_SIGNAL=STOP)."""
+    from prefect import get_client
+
+    env = {"HITL_FAULT": fault, "HITL_FAULT_SIGNAL": "STOP"}
+    with api(cfg), get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(f"{deployment}/{deployment}")
+        return client.create_flow_run_from_deployment(dep.id, job_variables={"env": env}).id
+
+
+def _stopped_process(cfg, run_id, other_than: int | None = None, timeout: float = 300) -> int:
+    """The pid of the run's process (its infrastructure pid, or one under it) once stopped at the fault point."""
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout
+    with api(cfg), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            pid = str(run.infrastructure_pid or "").rpartition(":")[2]
+            for p in _tree(int(pid)) if pid.isdigit() else []:
+                if p != other_than and _proc_state(p) == "T":
+                    return p
+            time.sleep(0.5)
+    raise AssertionError(f"no process of run {run_id} stopped at its fault point within {timeout:.0f} s "
+                         f"(state {run.state.name})")
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rfind(")") + 2]
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        children.setdefault(int(text[text.rfind(")") + 2:].split()[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _states(cfg, run_id) -> list:
+    from prefect import get_client
+
+    with api(cfg), get_client(sync_client=True) as client:
+        return client.read_flow_run_states(run_id)
+
+
+def test_a_killed_flow_run_process_is_run_again_then_left_crashed_with_its_reason(pg_loop):
+    """kill -9 of a deployed `register-dataset` run's process (not the worker), between the parquet and the seal:
+    the worker marks the run Crashed with the exit status, the flow's hook schedules it again, and the second
+    attempt registers version 1 whole. A run killed again at its retry (crash_retries: 1) stays Crashed, its
+    message saying it was not run again, why, and where to retry it; it leaves no version."""
+    import mlflow
+
+    from hitl.datasets import versions
+
+    cfg, _, _ = pg_loop
+    store = _labelled(cfg)
+    run_id = _start_with_fault(cfg, "register-dataset", "dataset:after-artifact")
+    first = _stopped_process(cfg, run_id)
+    os.kill(first, signal.SIGKILL)
+    second = _stopped_process(cfg, run_id, other_than=first)  # the retry reached the same point
+    os.kill(second, signal.SIGCONT)
+    with api(cfg):
+        done = runs.wait(run_id, 300)
+    assert done.state.is_completed(), done.state.message
+    states = _states(cfg, run_id)
+    names = [s.name for s in states]
+    history = [(s.name, (s.message or "")[:90]) for s in states]
+    assert names.count("Crashed") == 1 and names.count("AwaitingRetry") == 1, history  # reported once, run again
+    crashed, retry = (next(s for s in states if s.name == n) for n in ("Crashed", "AwaitingRetry"))
+    assert "-9" in crashed.message and retry.message.startswith(orphans.CRASH_RETRY), (crashed.message, retry.message)
+    assert names.index("Crashed") < names.index("AwaitingRetry") < names.index("Completed"), names
+    (v1,) = versions.list_versions(cfg)
+    assert v1.rows == 30
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    exp = mlflow.get_experiment_by_name(cfg.dataset_experiment)
+    tags = [r.data.tags[versions.TAG + "status"] for r in mlflow.MlflowClient().search_runs([exp.experiment_id])]
+    assert sorted(tags) == [versions.ABANDONED, versions.COMPLETE]  # the killed attempt's half-written run
+
+    target = store.annotations()["trace_id"].iloc[0]
+    relabel = next(lab for lab in cfg.labels if lab != truth(cfg)[target])
+    store.resolve(target, relabel, "dave", "a correction", "correction", cfg.labels)  # new content to register
+    run_id = _start_with_fault(cfg, "register-dataset", "dataset:after-artifact")
+    first = _stopped_process(cfg, run_id)
+    os.kill(first, signal.SIGKILL)
+    os.kill(_stopped_process(cfg, run_id, other_than=first), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while "Not run again" not in ((final := _states(cfg, run_id)[-1]).message or "") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert final.is_crashed() and "crash_retries = 1" in final.message, final.message
+    assert cfg.flow_run_url(run_id) in final.message and "-9" in final.message
+    assert [s.name for s in _states(cfg, run_id)].count("AwaitingRetry") == 1
+    assert versions.list_versions(cfg) == [v1]
 
 
 def test_postgres_backup_and_restore_drill(pg_loop):
@@ -73,7 +183,9 @@ def test_postgres_backup_and_restore_drill(pg_loop):
     from hitl.datasets import versions
 
     cfg, path, clone = pg_loop
-    _label_and_register(cfg, path)
+    _labelled(cfg)
+    if not versions.list_versions(cfg):  # run on its own (-k)
+        hitl(path, "register-dataset")
     archive = path.parent / "backup.tar.gz"
     out = hitl(path, "backup", "-o", str(archive)).stdout
     print(out.strip())  # size and time, for docs/reliability.md (pytest -s)
