@@ -1,4 +1,5 @@
-"""Faults on the real stack with every database on PostgreSQL: a deployed flow run's process killed (the
+"""Faults on the real stack with every database on PostgreSQL: a promotion killed between its registry writes
+through the MLflow server (tests/test_faults.py does it on a SQLite file); a deployed flow run's process killed (the
 worker reports the crash, the flow's hook runs it again, or leaves it Crashed saying why); and `hitl backup` /
 `hitl restore` (pg_dump and pg_restore) drilled as tests/test_faults_e2e.py drills the SQLite stack, the
 restore landing on a server that lost the databases (last: it stops the module's stack).
@@ -11,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import api, free_port, hitl, hitl_fails, postgres_or_none, running_stack, truth
+from e2e_helpers import REPO, api, free_port, hitl, hitl_fails, postgres_or_none, running_stack, truth
 
 from hitl.config import load_config
 from hitl.ops import orphans, runs, stack
@@ -122,6 +125,67 @@ def _states(cfg, run_id) -> list:
 
     with api(cfg), get_client(sync_client=True) as client:
         return client.read_flow_run_states(run_id)
+
+
+PROMOTE = """
+import sys
+from hitl.learning import promotion
+if sys.argv[2] == "promote":
+    promotion.promote(sys.argv[1], promotion.Promotion("1", "2", "ann", "voice fixed", "eval-run"))
+else:
+    print(promotion.finish_pending(sys.argv[1]))
+"""
+
+
+def _promote(cfg, name: str, how: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """`promotion.promote` (or `finish_pending`, the recovery a model load does) of `name` in a fresh process
+    against the stack's MLflow server, with `fault` armed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HITL_FAULT"))}
+    env.update({"MLFLOW_TRACKING_URI": cfg.mlflow_uri, "MLFLOW_REGISTRY_URI": cfg.mlflow_uri},
+               **({"HITL_FAULT": fault} if fault else {}))
+    return subprocess.run([sys.executable, "-c", PROMOTE, name, how], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300)
+
+
+def test_promotion_kill_points_against_the_mlflow_server(pg_loop):
+    """kill -9 between the registry writes of a promotion, through the MLflow server (on PostgreSQL), at each of
+    the three points: `@champion` is the old champion or the approved challenger, the decision is pending; the
+    re-run in a fresh process (the recovery a model load does, or the approval promoted again) ends with champion
+    v2 carrying its approval, previous v1, no challenger, nothing pending."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hitl.learning import promotion
+
+    cfg = pg_loop[0]
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    client = MlflowClient(cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
+    exp = client.create_experiment(f"{PROJECT}-promotion")
+    run = client.create_run(exp).info.run_id
+    client.log_text(run, "weights", "model/weights.txt")
+    for fault, rerun in [("promote:approved", "finish"), ("promote:previous-moved", "promote"),
+                         ("promote:champion-moved", "finish")]:
+        name = f"{PROJECT}-{fault.split(':')[1]}"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source=f"runs:/{run}/model", run_id=run)
+        client.set_registered_model_alias(name, promotion.CHAMPION, "1")
+        client.set_registered_model_alias(name, promotion.CHALLENGER, "2")
+
+        killed = _promote(cfg, name, "promote", fault)
+        assert killed.returncode == -signal.SIGKILL, f"{fault}: {killed.returncode}\n{killed.stderr[-2000:]}"
+        champion = client.get_model_version_by_alias(name, promotion.CHAMPION)
+        assert champion.version == "1" or champion.tags.get("hitl.approved_by") == "ann", fault
+        assert promotion.PENDING_TAG in client.get_registered_model(name).tags, fault
+
+        again = _promote(cfg, name, rerun)
+        assert again.returncode == 0, f"{fault}: {again.stderr[-2000:]}"
+        model = client.get_registered_model(name)
+        assert {k: str(v) for k, v in model.aliases.items()} == {"champion": "2", "previous": "1"}, fault
+        assert promotion.PENDING_TAG not in model.tags, fault
+        tags = client.get_model_version(name, "2").tags
+        assert (tags["hitl.approved_by"], tags["hitl.eval_run_id"]) == ("ann", "eval-run"), fault
+        assert promotion.finish_pending(name, client) is None
 
 
 def test_a_killed_flow_run_process_is_run_again_then_left_crashed_with_its_reason(pg_loop):
