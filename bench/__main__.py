@@ -12,6 +12,8 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
 5. Scale-out: partitioned scoring on threads and on a local Dask cluster (bench/scaleout.py).
 6. Inference engines: the policy challenger on torch, ONNX Runtime fp32 and int8: speed against the length-sorted
    raw torch loop, accuracy and agreement on the test split (bench/engine.py).
+7. Fine-tuning resume on MiniLM: the recipe killed in each phase and resumed ends as the uninterrupted run
+   (bench/resume.py; `python -m bench.resume` runs it alone).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def main(argv: list[str]) -> int:
     art.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    from bench import engine, estimate_check, finetune, learning_curves, report, scaleout, speed, world_check
+    from bench import engine, estimate_check, finetune, learning_curves, report, resume, scaleout, speed, world_check
     from hitl.config import Config, TrainingConfig
     from hitl.learning import modeling
     from hitl.learning.embeddings import FrozenEncoder
@@ -101,16 +103,20 @@ def main(argv: list[str]) -> int:
     test = s.data.test.sample(n=min(300, len(s.data.test)), random_state=0) if quick else s.data.test
     engines = engine.run(models["policy"], test["text"].tolist(), test["label"].tolist(),
                          s.data.launch["text"].tolist(), speed_n=300 if quick else 2000, frozen=not quick, log=_log)
+    _log("fine-tuning resume on MiniLM")
+    resumed = resume.run(quick=quick, log=_log)
 
     elapsed = time.monotonic() - started
     curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)
     (art / f"results{'-quick' if quick else ''}.json").write_text(json.dumps({
         "finetune": ft_table.to_dict("records"), "estimate_check": check_table.to_dict("records"),
         "anchor_sanity": sanity,
-        "speed": speed_result, "scaleout": scale, "engines": engines, "seconds": elapsed}, indent=2, default=str))
+        "speed": speed_result, "scaleout": scale, "engines": engines, "resume": resumed, "seconds": elapsed}, indent=2,
+        default=str))
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
-                      + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines) + "\n")
+                      + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines) + "\n\n"
+                      + resume.to_markdown(resumed))
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
     return 0
 

@@ -28,7 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")
 
 
 # The longest modules (measured: README, "Tests"), handed out before the other e2e modules.
-LONGEST = ("test_deployed.py", "test_e2e_loop.py", "test_faults_e2e.py")
+LONGEST = ("test_deployed.py", "test_e2e_loop.py", "test_faults_e2e.py", "test_faults_postgres.py")
 
 
 def pytest_collection_modifyitems(config, items):

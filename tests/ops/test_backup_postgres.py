@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from hitl.ops import backup, databases, pgdump
 
 PROJECT = "pgbackup"
+pytestmark = pytest.mark.slow(reason="creates, dumps and restores PostgreSQL databases: seconds per CREATE DATABASE")
 
 
 @pytest.fixture
