@@ -1,5 +1,5 @@
 """Fine-tuning resume on MiniLM: the recipe killed (kill -9, `HITL_FAULT=train:<phase>:step-<n>`) in each of its
-two phases and resumed from its last sealed checkpoint ends as the uninterrupted run does. tests/test_faults.py
+two phases and resumed from its last sealed checkpoint ends as the uninterrupted run does. tests/ops/test_faults.py
 checks the same on a tiny encoder; this is the packaged MiniLM (all-MiniLM-L6-v2) on BANKING77 rows.
 
 For each kill point: the uninterrupted run's metrics and probabilities on held-out texts, then a fresh process

@@ -1,7 +1,7 @@
 """Faults on the real stack with every database on PostgreSQL: a promotion killed between its registry writes
-through the MLflow server (tests/test_faults.py does it on a SQLite file); a deployed flow run's process killed (the
+through the MLflow server (tests/ops/test_faults.py does it on a SQLite file); a deployed flow run's process killed (the
 worker reports the crash, the flow's hook runs it again, or leaves it Crashed saying why); and `hitl backup` /
-`hitl restore` (pg_dump and pg_restore) drilled as tests/test_faults_e2e.py drills the SQLite stack, the
+`hitl restore` (pg_dump and pg_restore) drilled as tests/e2e/test_faults_e2e.py drills the SQLite stack, the
 restore landing on a server that lost the databases (last: it stops the module's stack).
 
 One stack for the module (Prefect, MLflow, the review store on PostgreSQL; deployments and a worker). Skipped
