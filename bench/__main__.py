@@ -14,6 +14,8 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
    raw torch loop, accuracy and agreement on the test split (bench/engine.py).
 7. The MLflow trace source window by window: 25,000 traces over 5 days, capped and late traces, what each run
    reads (bench/mlflow_windows.py). `--mlflow-windows` re-runs section 7 alone and rewrites it in place.
+8. Fine-tuning resume on MiniLM: the recipe killed in each phase and resumed ends as the uninterrupted run
+   (bench/resume.py; `python -m bench.resume` runs it alone).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main(argv: list[str]) -> int:
         learning_curves,
         mlflow_windows,
         report,
+        resume,
         scaleout,
         speed,
         world_check,
@@ -124,18 +127,21 @@ def main(argv: list[str]) -> int:
                          s.data.launch["text"].tolist(), speed_n=300 if quick else 2000, frozen=not quick, log=_log)
     _log("MLflow trace source, window by window")
     windowed = mlflow_windows.run(per_window=100 if quick else 5000, max_traces=80 if quick else 4000, log=_log)
+    _log("fine-tuning resume on MiniLM")
+    resumed = resume.run(quick=quick, log=_log)
 
     elapsed = time.monotonic() - started
     curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)
     (art / f"results{'-quick' if quick else ''}.json").write_text(json.dumps({
         "finetune": ft_table.to_dict("records"), "estimate_check": check_table.to_dict("records"),
         "anchor_sanity": sanity,
-        "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "seconds": elapsed},
-        indent=2, default=str))
+        "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "resume": resumed,
+        "seconds": elapsed}, indent=2, default=str))
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
                       + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines)
-                      + f"\n\n{MLFLOW_WINDOWS}\n\n" + mlflow_windows.to_markdown(windowed) + "\n")
+                      + f"\n\n{MLFLOW_WINDOWS}\n\n" + mlflow_windows.to_markdown(windowed) + "\n\n"
+                      + resume.to_markdown(resumed))
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
     return 0
 

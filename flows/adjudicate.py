@@ -8,12 +8,13 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from tasks import review
 from tasks.common import setup, wait_for_people
 
 
-@flow(name="adjudicate", log_prints=True)
+@flow(name="adjudicate", log_prints=True, on_crashed=[retry_crashed])
 def adjudicate(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
     store = ReviewStore(cfg.store_url)  # one store for the run, passed down

@@ -8,13 +8,14 @@ from prefect import flow
 
 from hitl.learning import modeling, registry
 from hitl.learning.promotion import CHAMPION
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import training
 from tasks.common import setup
 
 
-@flow(name="bootstrap", log_prints=True)
+@flow(name="bootstrap", log_prints=True, on_crashed=[retry_crashed])
 def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> dict:
     """Launch data -> fine-tune the base model -> register `@champion` (skipped if one exists)."""
     cfg = setup(config_path)

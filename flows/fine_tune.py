@@ -8,13 +8,14 @@ from prefect import flow
 from hitl.datasets import versions
 from hitl.learning import modeling
 from hitl.learning.promotion import CHALLENGER, CHAMPION
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import training
 from tasks.common import deployed_top_level, load_model, setup, start_deployment
 
 
-@flow(name="fine-tune", log_prints=True)
+@flow(name="fine-tune", log_prints=True, on_crashed=[retry_crashed])
 def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
     """Dataset version (digest-checked) -> train split (+ launch replay) -> leakage guard -> Trainer ->
     abstention threshold -> `@challenger` -> (deployed) a run of the regression-eval deployment."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prefect import flow
 
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from tasks import datasets
 from tasks.common import setup
 
 
-@flow(name="register-dataset", log_prints=True)
+@flow(name="register-dataset", log_prints=True, on_crashed=[retry_crashed])
 def register_dataset(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
     store = ReviewStore(cfg.store_url)  # one store for the run, passed down

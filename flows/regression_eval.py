@@ -6,6 +6,7 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 
 from hitl.evaluation import decision, regression, report
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from hitl.sim import world
 from tasks import evaluation
@@ -21,7 +22,7 @@ ASK = {"PASS": "**Approve** moves `@champion` to version {chall}; **reject** kee
                "the report."}
 
 
-@flow(name="regression-eval", log_prints=True)
+@flow(name="regression-eval", log_prints=True, on_crashed=[retry_crashed])
 def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int | None = None) -> dict:
     """The challenger's dataset version (or the one given) -> report and release decision -> a person's
     decision -> promote. PASS asks to approve; INCONCLUSIVE and FAIL are never promoted without a person's

@@ -9,12 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from tasks import review
 from tasks.common import setup, wait_for_people
 
 
-@flow(name="review-batch", log_prints=True)
+@flow(name="review-batch", log_prints=True, on_crashed=[retry_crashed])
 def review_batch(config_path: str = "configs/demo.yaml") -> dict:
     """Lease a batch, pause with its form (Prefect UI or `hitl review`), store the labels on resume."""
     cfg = setup(config_path)

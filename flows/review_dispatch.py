@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from hitl.ops import notify_reconcile, runs
+from hitl.ops.orphans import retry_crashed
 from hitl.review import dispatch
 from hitl.review.store import ReviewStore
 from tasks.common import setup, start_deployment
@@ -18,7 +19,7 @@ from tasks.common import setup, start_deployment
 REVIEW, ADJUDICATE = "review-batch/review-batch", "adjudicate/adjudicate"
 
 
-@flow(name="review-dispatch", log_prints=True)
+@flow(name="review-dispatch", log_prints=True, on_crashed=[retry_crashed])
 def review_dispatch(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
     store = ReviewStore(cfg.store_url)

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from hitl.learning.promotion import CHAMPION
+from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from hitl.sampling.windows import previous_day
 from hitl.sim import world
@@ -21,7 +22,7 @@ from tasks import sampling, training
 from tasks.common import load_model, setup
 
 
-@flow(name="sample-traces", log_prints=True)
+@flow(name="sample-traces", log_prints=True, on_crashed=[retry_crashed])
 def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None = None,
                   until: datetime | None = None, window: Literal["all", "previous_day"] = "all") -> dict:
     """`since`/`until` bound the trace timestamps; without them, `window="previous_day"` (the daily

@@ -9,12 +9,13 @@ from mlflow import MlflowClient
 from prefect import flow
 
 from hitl.learning.promotion import CHAMPION
+from hitl.ops.orphans import retry_crashed
 from hitl.sim import serving
 from tasks import simulation
 from tasks.common import load_model, setup
 
 
-@flow(name="simulate-production", log_prints=True)
+@flow(name="simulate-production", log_prints=True, on_crashed=[retry_crashed])
 def simulate_production(config_path: str = "configs/demo.yaml", window: int = 0) -> dict:
     """One day of synthetic production traffic scored by `@champion`."""
     cfg = setup(config_path)

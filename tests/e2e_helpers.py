@@ -179,3 +179,15 @@ def truth(cfg: Config) -> dict[str, str]:
     from hitl.sim.reviewers import load_truth
 
     return load_truth(cfg)
+
+
+def hitl_fails(path: Path, *args: str, needles: tuple[str, ...], env: dict[str, str] | None = None) -> str:
+    """Run `hitl ARGS -c path` in a fresh process that must fail (exit 1) with one last line naming every one of
+    `needles` and no traceback of its own; returns that line."""
+    env = env or {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    p = subprocess.run([sys.executable, "-m", "hitl.cli", *args, "-c", str(path)], capture_output=True, text=True,
+                       timeout=600, cwd=REPO, env=env)
+    assert p.returncode == 1, f"hitl {' '.join(args)}: {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    last = p.stdout.strip().splitlines()[-1]
+    assert all(n in last for n in needles) and "Traceback (most recent call last)" not in p.stdout, p.stdout[-3000:]
+    return last

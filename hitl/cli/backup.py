@@ -16,7 +16,8 @@ from hitl.config import DEFAULT_CONFIG
 def backup_(config: ConfigOpt = DEFAULT_CONFIG,
             output: Annotated[Path | None, typer.Option("--output", "-o", help="the archive to write (.tar.gz); "
                                                         "default: backups/ beside the state dir")] = None) -> None:
-    """Copy the state dir's databases (SQLite online backup: the servers may run) and files into one archive."""
+    """Copy the state dir's databases (SQLite online backup, pg_dump for PostgreSQL: the servers may run) and files
+    into one archive."""
     from hitl.ops import backup
 
     cfg = _cfg(config)
@@ -46,8 +47,13 @@ def restore(archive: Annotated[Path, typer.Argument(help="an archive written by 
     except backup.BackupError as e:
         console.print(f"[red]Not restored:[/] {e}", soft_wrap=True)
         raise typer.Exit(1) from e
+    dumps = [d["database"] for d in manifest.get("postgres", [])]
+    on_postgres = f" (PostgreSQL: {', '.join(dumps)})" if dumps else ""
     console.print(f"Restored {archive} (made {manifest['created']} from {manifest['state_dir']}) into {cfg.state}: "
-                  f"{len(manifest['databases'])} databases checked. Start the stack with: hitl up -c {config}",
+                  f"{len(manifest['databases']) + len(dumps)} databases checked"
+                  f"{on_postgres}. Start the stack with: hitl up -c {config}",
                   soft_wrap=True)
+    for name in manifest.get("replaced_databases", []):
+        console.print(f"The PostgreSQL database that held data is kept as {name}.", soft_wrap=True)
     for note in manifest["not_included"]:
         console.print(f"[yellow]Not in the archive: {note}.[/]", soft_wrap=True)

@@ -4,8 +4,8 @@ Every SQLite database under the state dir (the review store, Prefect's and MLflo
 user store) is copied with SQLite's online backup API: a consistent snapshot even while the servers run.
 Then the other files: MLflow's artifacts, Prefect's persisted results, the world or scenario data, reports,
 quarantine, the audit key and head. Left out: logs, pid files, Trainer checkpoints and the embedding cache
-(rebuilt on demand). Databases on a PostgreSQL server (`stack.database_url`, `review.store_url`) are not in
-the archive: the manifest names them; back them up with `pg_dump`.
+(rebuilt on demand). Databases on a PostgreSQL server (`stack.database_url`, `review.store_url`) are dumped
+with `pg_dump` (custom format) into the archive and restored with `pg_restore` (hitl/ops/pgdump.py).
 
 For one point in time across the databases, back up while no flow runs (the servers may run): a version
 registered between two snapshots would be in one database and not the other.
@@ -13,12 +13,12 @@ registered between two snapshots would be in one database and not the other.
 A restore refuses while a server or the worker of the target config runs, and refuses a state dir that
 already holds data unless told to replace it (the old one is then moved aside, never deleted). It checks
 each database's SHA-256 against the manifest and SQLite's integrity check before it moves the restored
-state into place.
+state into place; a PostgreSQL dump, against its SHA-256 and `pg_restore --list`, and the databases are
+loaded under new names and renamed into place only when all loaded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import tarfile
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hitl.config import Config
+from hitl.hashing import file_sha256
+from hitl.ops import pgdump
 
 FORMAT = "hitl-backup/1"
 MANIFEST = "manifest.json"
@@ -43,7 +45,7 @@ class BackupError(RuntimeError):
 @dataclass(frozen=True)
 class Summary:
     archive: Path
-    databases: list[str]  # relative paths of the SQLite databases
+    databases: list[str]  # relative paths of the SQLite databases, then `postgres:<database>` for each dump
     files: int  # other files
     bytes: int  # size of the archive
     not_included: list[str]  # databases outside the state dir, with how to back them up
@@ -57,13 +59,6 @@ def _is_sqlite(path: Path) -> bool:
     except OSError:
         return False
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _state_files(state: Path) -> list[Path]:
@@ -79,12 +74,9 @@ def _state_files(state: Path) -> list[Path]:
 
 def external_databases(cfg: Config) -> list[str]:
     """Databases this config keeps outside the state dir (not in a backup), as `role: how to back it up`."""
-    out = []
-    if cfg.stack.database_url:
-        out.append("prefect, mlflow and review databases on stack.database_url: back them up with pg_dump")
-    elif not cfg.store_url.startswith("sqlite"):
-        out.append("review store at review.store_url: back it up with that database's own tools")
-    return out
+    if cfg.store_url.startswith(("sqlite", "postgres")):
+        return []
+    return ["review store at review.store_url: back it up with that database's own tools"]
 
 
 def backup(cfg: Config, archive: Path) -> Summary:
@@ -110,10 +102,14 @@ def backup(cfg: Config, archive: Path) -> Summary:
             finally:
                 dst.close()
                 src.close()
-            manifest_dbs.append({"path": str(rel), "sha256": _sha256(snap / rel)})
+            manifest_dbs.append({"path": str(rel), "sha256": file_sha256(snap / rel)})
+        try:
+            dumps = pgdump.dump(cfg, snap)
+        except pgdump.PgDumpError as e:
+            raise BackupError(str(e)) from e
         manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "project": cfg.project, "state_dir": str(state), "databases": manifest_dbs,
-                    "not_included": external_databases(cfg)}
+                    "postgres": dumps, "not_included": external_databases(cfg)}
         (snap / MANIFEST).write_text(json.dumps(manifest, indent=2))
         partial = archive.with_name(archive.name + ".partial")
         others = [rel for rel in files if rel not in set(dbs)]
@@ -121,11 +117,14 @@ def backup(cfg: Config, archive: Path) -> Summary:
             tar.add(snap / MANIFEST, arcname=MANIFEST)
             for rel in dbs:
                 tar.add(snap / rel, arcname=f"state/{rel}")
+            for d in dumps:
+                tar.add(snap / d["path"], arcname=d["path"])
             for rel in others:
                 if (state / rel).exists():  # a file may go while we copy (e.g. a temporary one)
                     tar.add(state / rel, arcname=f"state/{rel}")
         partial.replace(archive)
-    return Summary(archive, [str(r) for r in dbs], len(others), archive.stat().st_size,
+    return Summary(archive, [*map(str, dbs), *(f"postgres:{d['database']}" for d in dumps)], len(others),
+                   archive.stat().st_size,
                    manifest["not_included"], time.monotonic() - t0)
 
 
@@ -164,12 +163,23 @@ def restore(cfg: Config, archive: Path, replace: bool = False) -> dict:
         restored = Path(tmp) / "state"
         for db in manifest["databases"]:
             path = restored / db["path"]
-            if not path.is_file() or _sha256(path) != db["sha256"]:
+            if not path.is_file() or file_sha256(path) != db["sha256"]:
                 raise BackupError(f"{db['path']} in {archive} does not match its manifest: the archive is damaged")
             with sqlite3.connect(path) as conn:
                 check = conn.execute("PRAGMA integrity_check").fetchone()[0]
             if check != "ok":
                 raise BackupError(f"{db['path']} in {archive} fails SQLite's integrity check: {check}")
+        dumps = manifest.get("postgres", [])
+        try:
+            pgdump.check(cfg, dumps, Path(tmp), archive)
+            occupied = pgdump.holding_data(cfg, dumps)
+            if occupied and not replace:
+                raise BackupError(f"The PostgreSQL database(s) {', '.join(occupied)} already hold data: restore "
+                                  "with another project or server, or pass --replace to rename them aside (kept) "
+                                  "and restore in their place")
+            manifest["replaced_databases"] = pgdump.restore(cfg, dumps, Path(tmp), stamp.replace("-", ""))
+        except pgdump.PgDumpError as e:
+            raise BackupError(str(e)) from e
         if holds_data:
             state.rename(state.with_name(f"{state.name}.replaced-{stamp}"))
         elif state.exists():

@@ -3,7 +3,12 @@
 A `hitl` command that runs a flow in its own process tags the run (and its subflows) with its host and pid.
 If that process is killed (kill -9, out of memory) or gives up because it lost the Prefect server, the run
 stays Running in Prefect. Before running a flow, a command marks such runs on this host whose process is
-gone as Crashed, with what to do. Runs of the deployments belong to the worker, which reports its own.
+gone as Crashed, with what to do.
+
+Runs of the deployments belong to the worker: when a run's process dies, the worker marks it Crashed with the
+exit status and runs the flow's `on_crashed` hooks. `retry_crashed`, the hook of every deployed flow, then
+runs it again (`deployments.crash_retries` times; what finished and was persisted is not redone), or leaves it
+Crashed saying why it was not retried and what to do.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import socket
 from pathlib import Path
 
 TAG_PREFIX = "hitl-process:"
+CRASH_RETRY = "Crashed: run again"  # the message prefix of a crash retry's AwaitingRetry state
 
 
 def process_tag() -> str:
@@ -52,6 +58,78 @@ def mark_crashed() -> list[str]:
                                                               "finished work is kept"), force=True)
             marked.append(run.name)
     return marked
+
+
+def crash_retry_due(retried: int, allowed: int) -> bool:
+    """Whether a run that crashed after `retried` crash retries gets another (`deployments.crash_retries`)."""
+    return retried < allowed
+
+
+def retry_crashed(flow, flow_run, state) -> None:
+    """`on_crashed` hook of the deployed flows, which the worker runs once a run's process died: have the run
+    scheduled again (`AwaitingRetry`, same run id and parameters), or, once its crash retries are spent, mark it
+    Crashed with the reason and what to do. Runs outside a deployment, and subflows, are left alone.
+
+    The worker reports the crash a second time after its hooks return (Prefect 3.9's process worker), and that
+    report would overwrite a retry scheduled in the hook: a detached process (`python -m hitl.ops.orphans`)
+    schedules it once this hook's process has ended."""
+    import subprocess
+    import sys
+
+    from prefect import get_client
+    from prefect.logging.loggers import flow_run_logger
+    from prefect.states import Crashed
+
+    from hitl.config import load_config
+
+    if flow_run.deployment_id is None or flow_run.parent_task_run_id is not None:
+        return
+    log = flow_run_logger(flow_run, flow)
+    try:
+        cfg = load_config(flow_run.parameters["config_path"])
+    except Exception as e:  # noqa: BLE001 - a hook must not fail: say why, leave the run Crashed
+        log.error("Not run again after its crash: its config could not be read (%s)", e)
+        return
+    allowed = cfg.deployments.crash_retries
+    why = state.message or "its process ended without reporting"
+    with get_client(sync_client=True) as client:
+        history = client.read_flow_run_states(flow_run.id)
+        retried = sum(1 for s in history if s.name == "AwaitingRetry" and (s.message or "").startswith(CRASH_RETRY))
+        if crash_retry_due(retried, allowed):
+            message = f"{CRASH_RETRY} ({retried + 1} of {allowed}): {why}"
+            subprocess.Popen([sys.executable, "-m", "hitl.ops.orphans", str(flow_run.id), str(os.getpid()), message],
+                             start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+            log.warning("Its process died (%s): it runs again in a few seconds (crash retry %d of %d)", why,
+                        retried + 1, allowed)
+            return
+        message = (f"{why} Not run again: {retried} crash retr{'y' if retried == 1 else 'ies'} spent "
+                   f"(deployments.crash_retries = {allowed}). Look for the cause in the worker log (memory?), then "
+                   f"retry the run from its page: {cfg.flow_run_url(flow_run.id)}")
+        client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
+        log.error(message)
+
+
+def _reschedule_after(run_id: str, hook_pid: int, message: str, settle_s: float = 3.0, max_wait_s: float = 60.0
+                      ) -> None:
+    """Once process `hook_pid` (the hook) has ended and the worker has had `settle_s` to report the crash again,
+    schedule the run to run again now, unless its state moved on meanwhile (a person retried or cancelled it)."""
+    import time
+    from datetime import UTC, datetime
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import AwaitingRetry
+
+    deadline = time.monotonic() + max_wait_s
+    while _process_exists(hook_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(settle_s)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+        if run.state is not None and run.state.is_crashed():
+            client.set_flow_run_state(run.id, AwaitingRetry(scheduled_time=datetime.now(UTC), message=message),
+                                      force=True)
 
 
 def release_pool_runs(pool: str, min_age_s: float = 20.0) -> list[str]:
@@ -114,3 +192,9 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+if __name__ == "__main__":  # started by retry_crashed: RUN_ID HOOK_PID MESSAGE
+    import sys
+
+    _reschedule_after(sys.argv[1], int(sys.argv[2]), sys.argv[3])
