@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # The longest modules (measured: README, "Tests"), handed out before the other e2e modules.
-LONGEST = ("test_deployed.py", "test_e2e_loop.py", "test_faults_e2e.py", "test_faults_postgres.py")
+LONGEST = ("test_deployed.py", "test_e2e_loop.py", "test_faults_e2e.py")
 
 
 def pytest_collection_modifyitems(config, items):

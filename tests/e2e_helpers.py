@@ -191,3 +191,55 @@ def hitl_fails(path: Path, *args: str, needles: tuple[str, ...], env: dict[str, 
     last = p.stdout.strip().splitlines()[-1]
     assert all(n in last for n in needles) and "Traceback (most recent call last)" not in p.stdout, p.stdout[-3000:]
     return last
+
+
+def start_with_fault(cfg, deployment: str, fault: str):
+    """A run of `deployment` whose process (every attempt) stops itself at `fault` (HITL_FAULT_SIGNAL=STOP)."""
+    from prefect import get_client
+
+    env = {"HITL_FAULT": fault, "HITL_FAULT_SIGNAL": "STOP"}
+    with api(cfg), get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(f"{deployment}/{deployment}")
+        return client.create_flow_run_from_deployment(dep.id, job_variables={"env": env}).id
+
+
+def stopped_process(cfg, run_id, other_than: int | None = None, timeout: float = 300) -> int:
+    """The pid of the run's process (its infrastructure pid, or one under it) once stopped at the fault point."""
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout
+    with api(cfg), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            pid = str(run.infrastructure_pid or "").rpartition(":")[2]
+            for p in process_tree(int(pid)) if pid.isdigit() else []:
+                if p != other_than and proc_state(p) == "T":
+                    return p
+            time.sleep(0.5)
+    raise AssertionError(f"no process of run {run_id} stopped at its fault point within {timeout:.0f} s "
+                         f"(state {run.state.name})")
+
+
+def proc_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rfind(")") + 2]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        children.setdefault(int(text[text.rfind(")") + 2:].split()[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out

@@ -1,31 +1,46 @@
-"""Production mode on real parts: `hitl up`'s deployments and worker, review runs that suspend (and hold no
-worker), a worker and server restart while a review is suspended, and the fine-tune -> regression-eval chain.
+"""Production mode on real parts, on PostgreSQL: `hitl up`'s deployments and worker, review runs that suspend
+(and hold no worker), a worker and server restart while a review is suspended, promotion kill points through the
+MLflow server, a deployed run's process killed (run again once by its crash hook, then left Crashed saying why),
+the fine-tune -> regression-eval chain with its report, and last the `hitl backup`/`restore` drill with pg_dump
+(it stops the stack). One stack for all of them.
 
 The work pool's concurrency is 1 here: while the review waits, the one slot must stay free for other runs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import signal
+import subprocess
+import sys
+import tarfile
 import time
 
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from e2e_helpers import (
+    REPO,
     api,
     deploy_and_start_worker,
     free_port,
     hitl,
+    hitl_fails,
     postgres_or_none,
     resume,
     running_stack,
+    start_with_fault,
+    stopped_process,
     truth,
     wait_paused,
 )
 
+from hitl.config import load_config
 from hitl.datasets import versions
-from hitl.ops import deploy, runs, stack
+from hitl.ops import deploy, orphans, runs, stack
 from hitl.review import forms
 from hitl.review.prefect_api import APPROVAL_FORM, REVIEW_FORM
 from hitl.review.store import ReviewStore
@@ -33,20 +48,31 @@ from hitl.review.store import ReviewStore
 pytestmark = pytest.mark.e2e
 
 RUN_TIMEOUT_S = 600
+PROJECT = "deployed"
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """The stack on PostgreSQL (Prefect server, MLflow server and review store); on SQLite files where no
     PostgreSQL answers outside CI. The other e2e modules run production mode on SQLite: test_e2e_loop (the
-    fine-tune -> regression-eval chain on the worker), test_browser_review (a review run suspended on the
-    worker, resumed), test_faults_e2e (servers killed and restarted with runs in flight)."""
+    in-process flows, pauses and the PII check), test_browser_review (a review run suspended on the worker,
+    resumed), test_faults_e2e (servers killed and restarted with runs in flight). The module's last test, the
+    backup drill, stops this stack and starts a restored clone of it (`clone/` beside the config): both are
+    stopped here."""
     stack_cfg = {"prefect_port": free_port(), "mlflow_port": free_port(), "worker_port": free_port()}
-    database_url = postgres_or_none("deployed")
+    database_url = postgres_or_none(PROJECT)
     if database_url:
         stack_cfg["database_url"] = database_url
-    yield from running_stack(tmp_path_factory.mktemp("deployed"), project="deployed", stack=stack_cfg,
-                             deployments={"pool_concurrency": 1, "worker_poll_s": 1})
+    tmp = tmp_path_factory.mktemp(PROJECT)
+    clone = tmp / "clone" / "e2e.yaml"
+    try:
+        yield from running_stack(tmp, project=PROJECT, stack=stack_cfg,
+                                 deployments={"pool_concurrency": 1, "worker_poll_s": 1})
+    finally:
+        if clone.exists():
+            stack.down(load_config(clone))
+        if database_url:
+            postgres_or_none(PROJECT)
 
 
 def _run(cfg, path, name: str, **params):
@@ -65,6 +91,44 @@ def _history(cfg, run_id: str) -> list[str]:
 
     with api(cfg), get_client(sync_client=True) as c:
         return [s.name for s in c.read_flow_run_states(UUID(str(run_id)))]
+
+
+def _state_objs(cfg, run_id) -> list:
+    from prefect import get_client
+
+    with api(cfg), get_client(sync_client=True) as client:
+        return client.read_flow_run_states(run_id)
+
+
+def _labelled(cfg) -> ReviewStore:
+    """The review store with 30 labels (made unless an earlier test of the module made them)."""
+    store = ReviewStore(cfg.store_url)
+    if store.annotations().empty:
+        known = truth(cfg)
+        batch = store.take_batch(100)
+        store.submit(batch.id, "tester", {it["trace_id"]: (known[it["trace_id"]], None) for it in batch.items},
+                     cfg.labels)
+    return store
+
+
+PROMOTE = """
+import sys
+from hitl.learning import promotion
+if sys.argv[2] == "promote":
+    promotion.promote(sys.argv[1], promotion.Promotion("1", "2", "ann", "voice fixed", "eval-run"))
+else:
+    print(promotion.finish_pending(sys.argv[1]))
+"""
+
+
+def _promote(cfg, name: str, how: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """`promotion.promote` (or `finish_pending`, the recovery a model load does) of `name` in a fresh process
+    against the stack's MLflow server, with `fault` armed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HITL_FAULT"))}
+    env.update({"MLFLOW_TRACKING_URI": cfg.mlflow_uri, "MLFLOW_REGISTRY_URI": cfg.mlflow_uri},
+               **({"HITL_FAULT": fault} if fault else {}))
+    return subprocess.run([sys.executable, "-c", PROMOTE, name, how], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300)
 
 
 def test_up_deploys_every_flow_with_its_schedule(deployed):
@@ -133,6 +197,98 @@ def test_suspended_review_holds_no_worker_and_survives_restarts(deployed):
     assert len(store.batches()) == 1 and store.counts()["resolved"] == 30
 
 
+def test_promotion_kill_points_against_the_mlflow_server(deployed):
+    """kill -9 between the registry writes of a promotion, through the MLflow server (on PostgreSQL), at each of
+    the three points: `@champion` is the old champion or the approved challenger, the decision is pending; the
+    re-run in a fresh process (the recovery a model load does, or the approval promoted again) ends with champion
+    v2 carrying its approval, previous v1, no challenger, nothing pending."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hitl.learning import promotion
+
+    cfg = deployed[0]
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    client = MlflowClient(cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
+    exp = client.create_experiment(f"{PROJECT}-promotion")
+    run = client.create_run(exp).info.run_id
+    client.log_text(run, "weights", "model/weights.txt")
+    for fault, rerun in [("promote:approved", "finish"), ("promote:previous-moved", "promote"),
+                         ("promote:champion-moved", "finish")]:
+        name = f"{PROJECT}-{fault.split(':')[1]}"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source=f"runs:/{run}/model", run_id=run)
+        client.set_registered_model_alias(name, promotion.CHAMPION, "1")
+        client.set_registered_model_alias(name, promotion.CHALLENGER, "2")
+
+        killed = _promote(cfg, name, "promote", fault)
+        assert killed.returncode == -signal.SIGKILL, f"{fault}: {killed.returncode}\n{killed.stderr[-2000:]}"
+        champion = client.get_model_version_by_alias(name, promotion.CHAMPION)
+        assert champion.version == "1" or champion.tags.get("hitl.approved_by") == "ann", fault
+        assert promotion.PENDING_TAG in client.get_registered_model(name).tags, fault
+
+        again = _promote(cfg, name, rerun)
+        assert again.returncode == 0, f"{fault}: {again.stderr[-2000:]}"
+        model = client.get_registered_model(name)
+        assert {k: str(v) for k, v in model.aliases.items()} == {"champion": "2", "previous": "1"}, fault
+        assert promotion.PENDING_TAG not in model.tags, fault
+        tags = client.get_model_version(name, "2").tags
+        assert (tags["hitl.approved_by"], tags["hitl.eval_run_id"]) == ("ann", "eval-run"), fault
+        assert promotion.finish_pending(name, client) is None
+
+
+def test_a_killed_flow_run_process_is_run_again_then_left_crashed_with_its_reason(deployed):
+    """kill -9 of a deployed `register-dataset` run's process (not the worker), between the parquet and the seal:
+    the worker marks the run Crashed with the exit status, the flow's hook schedules it again, and the second
+    attempt registers version 1 whole. A run killed again at its retry (crash_retries: 1) stays Crashed, its
+    message saying it was not run again, why, and where to retry it; it leaves no version."""
+    import mlflow
+
+    from hitl.datasets import versions
+
+    cfg, _ = deployed
+    store = _labelled(cfg)
+    run_id = start_with_fault(cfg, "register-dataset", "dataset:after-artifact")
+    first = stopped_process(cfg, run_id)
+    os.kill(first, signal.SIGKILL)
+    second = stopped_process(cfg, run_id, other_than=first)  # the retry reached the same point
+    os.kill(second, signal.SIGCONT)
+    with api(cfg):
+        done = runs.wait(run_id, 300)
+    assert done.state.is_completed(), done.state.message
+    states = _state_objs(cfg, run_id)
+    names = [s.name for s in states]
+    history = [(s.name, (s.message or "")[:90]) for s in states]
+    assert names.count("Crashed") == 1 and names.count("AwaitingRetry") == 1, history  # reported once, run again
+    crashed, retry = (next(s for s in states if s.name == n) for n in ("Crashed", "AwaitingRetry"))
+    assert "-9" in crashed.message and retry.message.startswith(orphans.CRASH_RETRY), (crashed.message, retry.message)
+    assert names.index("Crashed") < names.index("AwaitingRetry") < names.index("Completed"), names
+    (v1,) = versions.list_versions(cfg)
+    assert v1.rows == 30
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    exp = mlflow.get_experiment_by_name(cfg.dataset_experiment)
+    tags = [r.data.tags[versions.TAG + "status"] for r in mlflow.MlflowClient().search_runs([exp.experiment_id])]
+    assert sorted(tags) == [versions.ABANDONED, versions.COMPLETE]  # the killed attempt's half-written run
+
+    target = store.annotations()["trace_id"].iloc[0]
+    relabel = next(lab for lab in cfg.labels if lab != truth(cfg)[target])
+    store.resolve(target, relabel, "dave", "a correction", "correction", cfg.labels)  # new content to register
+    run_id = start_with_fault(cfg, "register-dataset", "dataset:after-artifact")
+    first = stopped_process(cfg, run_id)
+    os.kill(first, signal.SIGKILL)
+    os.kill(stopped_process(cfg, run_id, other_than=first), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    final = _state_objs(cfg, run_id)[-1]
+    while "Not run again" not in (final.message or "") and time.monotonic() < deadline:
+        time.sleep(1)
+        final = _state_objs(cfg, run_id)[-1]
+    assert final.is_crashed() and "crash_retries = 1" in final.message, final.message
+    assert cfg.flow_run_url(run_id) in final.message and "-9" in final.message
+    assert [s.name for s in _state_objs(cfg, run_id)].count("AwaitingRetry") == 1
+    assert versions.list_versions(cfg) == [v1]
+
+
 def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed):
     cfg, path = deployed
     if ReviewStore(cfg.store_url).counts()["resolved"] == 0:
@@ -141,8 +297,9 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     hitl(path, "retrain", "--wait", timeout=RUN_TIMEOUT_S)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
     client = mlflow.MlflowClient()
+    latest = versions.list_versions(cfg)[-1]  # 2: the crash-retry test registered 1 and made a correction
     chall = client.get_model_version_by_alias("e2e-intent", "challenger")  # linked to the dataset it learned
-    assert chall.version == "2" and chall.tags["hitl.dataset"] == "e2e-dataset@1"
+    assert chall.version == "2" and chall.tags["hitl.dataset"] == latest.ref
     assert chall.tags["hitl.leakage_check"].startswith("passed")
     with api(cfg):
         tuned = runs.flow_runs(["fine-tune/fine-tune"], states=("COMPLETED",))
@@ -168,7 +325,7 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     # first screen's sentence and gate are the same in the Markdown and in MLflow
     report = (cfg.reports_dir / "latest.md").read_text()
     assert "approved by e2e-manager" in report and "| voice |" in report
-    assert "- dataset: e2e-dataset@1" in report and "- reviewers: tester" in report
+    assert f"- dataset: {latest.ref}" in report and re.search(r"- reviewers: .*tester", report)
     assert "- leakage guard: passed" in report and "Strongest simple baseline" in report
     records, _ = versions.load(cfg)
     eval_run = evals.iloc[0]["run_id"]
@@ -214,3 +371,64 @@ def test_a_run_a_dead_worker_claimed_seconds_before_is_released_once_old_enough(
             client.delete_flow_run(run.id)
     finally:
         stack.start_worker(cfg)
+
+
+def test_postgres_backup_and_restore_drill(deployed):
+    """Back up the running stack (three pg_dump archives, each with its SHA-256), refuse a restore over it, stop
+    it and lose every database; restore into a fresh clone's state dir and start it: queue, labels, dataset
+    versions and aliases are as they were; sampling finds nothing new, and a correction goes into the next
+    dataset version, whose parent is the latest restored one."""
+    import mlflow
+
+    from hitl.datasets import versions
+
+    cfg, path = deployed
+    clone = path.parent / "clone" / "e2e.yaml"  # the fixture stops its stack too
+    if not cfg.stack.database_url:
+        pytest.skip("the PostgreSQL drill needs PostgreSQL (tests/e2e/test_faults_e2e.py drills SQLite files)")
+    _labelled(cfg)
+    if not versions.list_versions(cfg):  # run on its own (-k)
+        hitl(path, "register-dataset")
+    archive = path.parent / "backup.tar.gz"
+    out = hitl(path, "backup", "-o", str(archive)).stdout
+    print(out.strip())  # size and time, for docs/reliability.md (pytest -s)
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert sorted(d["database"] for d in manifest["postgres"]) == [f"{PROJECT}_{r}" for r in
+                                                                     ("mlflow", "prefect", "review")]
+    assert not [d for d in manifest["databases"] if d["path"].endswith(("review.db", "mlflow.db", "prefect.db"))]
+    hitl_fails(path, "restore", str(archive), "--replace", needles=("running", "hitl down"))
+
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    store = ReviewStore(cfg.store_url)
+    before = {"counts": store.counts(), "annotations": store.annotations(), "versions": versions.list_versions(cfg),
+              "aliases": mlflow.MlflowClient().get_registered_model(cfg.model.registered_name).aliases}
+    assert before["counts"]["resolved"] == 30 and before["versions"]
+    store.engine.dispose()
+    hitl(path, "down")
+    postgres_or_none(PROJECT)  # the disaster: the server lost every database of the project
+
+    clone.parent.mkdir()
+    raw = yaml.safe_load(path.read_text())
+    clone.write_text(yaml.safe_dump({**raw, "state_dir": str(clone.parent / "state")}))
+    fresh = load_config(clone)
+    out = hitl(clone, "restore", str(archive)).stdout
+    assert f"PostgreSQL: {PROJECT}_prefect, {PROJECT}_mlflow, {PROJECT}_review" in out
+    hitl(clone, "up")
+    mlflow.set_tracking_uri(fresh.mlflow_uri)
+    store = ReviewStore(fresh.store_url)
+    assert store.counts() == before["counts"] and store.annotations().equals(before["annotations"])
+    assert versions.list_versions(fresh) == before["versions"]
+    assert mlflow.MlflowClient().get_registered_model(fresh.model.registered_name).aliases == before["aliases"]
+
+    assert "'enqueued': 0" in hitl(clone, "sample").stdout
+    assert store.counts() == before["counts"]
+    target = store.annotations()["trace_id"].iloc[1]
+    relabel = next(lab for lab in fresh.labels if lab != truth(fresh)[target])
+    hitl(clone, "relabel", target, relabel, "--reviewer", "dave", "--reason", "after the restore")
+    hitl(clone, "register-dataset")
+    *kept, new = versions.list_versions(fresh)
+    last = before["versions"][-1]
+    assert kept == before["versions"] and (new.version, new.parent) == (last.version + 1, last.version)
+    assert versions.load(fresh, new.version)[0].set_index("trace_id").loc[target, "label"] == relabel
+    versions.load(fresh, last.version)  # the restored artifact passes its digest check

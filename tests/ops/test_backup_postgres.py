@@ -1,6 +1,6 @@
 """`hitl backup` / `hitl restore` of databases on PostgreSQL (pg_dump custom format, pg_restore), no servers
 of the stack: each dump checked on the way back, restored all or none, never over data without --replace,
-and a clear refusal when the client tools are missing or too old (tests/e2e/test_faults_postgres.py drills
+and a clear refusal when the client tools are missing or too old (tests/e2e/test_deployed.py drills
 it on the stack). Skipped where no PostgreSQL answers at HITL_TEST_DATABASE_URL (an error under CI)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A deployed run whose process died is run again by its flow's `on_crashed` hook (hitl/ops/orphans.py), which
-the worker runs; tests/e2e/test_faults_postgres.py kills such a process on the stack."""
+the worker runs; tests/e2e/test_deployed.py kills such a process on the stack."""
 
 from __future__ import annotations
 
