@@ -243,3 +243,56 @@ def process_tree(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def snapshot(cfg: Config) -> dict:
+    """What a restore must bring back: the queue's counts, the annotations, the dataset versions, the aliases."""
+    import mlflow
+
+    from hitl.datasets import versions
+    from hitl.review.store import ReviewStore
+
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    store = ReviewStore(cfg.store_url)
+    try:
+        return {"counts": store.counts(), "annotations": store.annotations(), "versions": versions.list_versions(cfg),
+                "aliases": mlflow.MlflowClient().get_registered_model(cfg.model.registered_name).aliases}
+    finally:
+        store.engine.dispose()
+
+
+def clone_config(path: Path, clone: Path) -> Config:
+    """The config at `path` with its state dir moved under `clone`'s folder (a fresh machine's), written to `clone`."""
+    clone.parent.mkdir()
+    raw = yaml.safe_load(path.read_text())
+    clone.write_text(yaml.safe_dump({**raw, "state_dir": str(clone.parent / "state")}))
+    return load_config(clone)
+
+
+def check_restored(clone: Path, before: dict) -> None:
+    """Start the restored clone (`hitl up`): the snapshot is back; sampling finds nothing new; a correction goes
+    into the next dataset version, whose parent is the latest restored one, and the restored version passes its
+    digest check."""
+    import mlflow
+
+    from hitl.datasets import versions
+    from hitl.review.store import ReviewStore
+
+    fresh = load_config(clone)
+    hitl(clone, "up")
+    assert snapshot(fresh) | {"annotations": None} == before | {"annotations": None}
+    store = ReviewStore(fresh.store_url)
+    assert store.annotations().equals(before["annotations"])
+    mlflow.set_tracking_uri(fresh.mlflow_uri)
+
+    assert "'enqueued': 0" in hitl(clone, "sample").stdout
+    assert store.counts() == before["counts"]
+    target = store.annotations()["trace_id"].iloc[1]  # [0] may have been corrected before the backup
+    relabel = next(lab for lab in fresh.labels if lab != truth(fresh)[target])
+    hitl(clone, "relabel", target, relabel, "--reviewer", "dave", "--reason", "after the restore")
+    hitl(clone, "register-dataset")
+    *kept, new = versions.list_versions(fresh)
+    last = before["versions"][-1]
+    assert kept == before["versions"] and (new.version, new.parent) == (last.version + 1, last.version)
+    assert versions.load(fresh, new.version)[0].set_index("trace_id").loc[target, "label"] == relabel
+    versions.load(fresh, last.version)  # the restored artifact passes its digest check

@@ -21,10 +21,11 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from e2e_helpers import (
     REPO,
     api,
+    check_restored,
+    clone_config,
     deploy_and_start_worker,
     free_port,
     hitl,
@@ -32,6 +33,7 @@ from e2e_helpers import (
     postgres_or_none,
     resume,
     running_stack,
+    snapshot,
     start_with_fault,
     stopped_process,
     truth,
@@ -378,7 +380,6 @@ def test_postgres_backup_and_restore_drill(deployed):
     it and lose every database; restore into a fresh clone's state dir and start it: queue, labels, dataset
     versions and aliases are as they were; sampling finds nothing new, and a correction goes into the next
     dataset version, whose parent is the latest restored one."""
-    import mlflow
 
     from hitl.datasets import versions
 
@@ -399,36 +400,12 @@ def test_postgres_backup_and_restore_drill(deployed):
     assert not [d for d in manifest["databases"] if d["path"].endswith(("review.db", "mlflow.db", "prefect.db"))]
     hitl_fails(path, "restore", str(archive), "--replace", needles=("running", "hitl down"))
 
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    store = ReviewStore(cfg.store_url)
-    before = {"counts": store.counts(), "annotations": store.annotations(), "versions": versions.list_versions(cfg),
-              "aliases": mlflow.MlflowClient().get_registered_model(cfg.model.registered_name).aliases}
+    before = snapshot(cfg)
     assert before["counts"]["resolved"] == 30 and before["versions"]
-    store.engine.dispose()
     hitl(path, "down")
     postgres_or_none(PROJECT)  # the disaster: the server lost every database of the project
 
-    clone.parent.mkdir()
-    raw = yaml.safe_load(path.read_text())
-    clone.write_text(yaml.safe_dump({**raw, "state_dir": str(clone.parent / "state")}))
-    fresh = load_config(clone)
+    clone_config(path, clone)
     out = hitl(clone, "restore", str(archive)).stdout
     assert f"PostgreSQL: {PROJECT}_prefect, {PROJECT}_mlflow, {PROJECT}_review" in out
-    hitl(clone, "up")
-    mlflow.set_tracking_uri(fresh.mlflow_uri)
-    store = ReviewStore(fresh.store_url)
-    assert store.counts() == before["counts"] and store.annotations().equals(before["annotations"])
-    assert versions.list_versions(fresh) == before["versions"]
-    assert mlflow.MlflowClient().get_registered_model(fresh.model.registered_name).aliases == before["aliases"]
-
-    assert "'enqueued': 0" in hitl(clone, "sample").stdout
-    assert store.counts() == before["counts"]
-    target = store.annotations()["trace_id"].iloc[1]
-    relabel = next(lab for lab in fresh.labels if lab != truth(fresh)[target])
-    hitl(clone, "relabel", target, relabel, "--reviewer", "dave", "--reason", "after the restore")
-    hitl(clone, "register-dataset")
-    *kept, new = versions.list_versions(fresh)
-    last = before["versions"][-1]
-    assert kept == before["versions"] and (new.version, new.parent) == (last.version + 1, last.version)
-    assert versions.load(fresh, new.version)[0].set_index("trace_id").loc[target, "label"] == relabel
-    versions.load(fresh, last.version)  # the restored artifact passes its digest check
+    check_restored(clone, before)

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from e2e_helpers import REPO, api, hitl, truth, write_config
+from e2e_helpers import REPO, api, check_restored, clone_config, hitl, snapshot, truth, write_config
 
 from hitl.config import Config, load_config
 from hitl.ops import stack
@@ -209,9 +208,7 @@ def test_backup_and_restore_drill(loop):
     """Back up the running stack, restore into the state dir of a fresh clone (refused over a running
     stack), start it: queue, labels, dataset versions and aliases are as they were; sampling finds nothing
     new to queue, and a correction goes into the next dataset version, whose parent is the latest restored."""
-    import mlflow
 
-    from hitl.datasets import versions
 
     cfg, path, clone = loop
     archive = path.parent / "backup.tar.gz"
@@ -220,32 +217,9 @@ def test_backup_and_restore_drill(loop):
     assert "review.db" in out and "mlflow.db" in out and "prefect.db" in out
     _one_line_error(_hitl(path, "restore", str(archive), "--replace"), "running", "hitl down")
 
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    store = ReviewStore(cfg.store_url)
-    before = {"counts": store.counts(), "annotations": store.annotations(), "versions": versions.list_versions(cfg),
-              "aliases": mlflow.MlflowClient().get_registered_model(cfg.model.registered_name).aliases}
+    before = snapshot(cfg)
     hitl(path, "down")
 
-    clone.parent.mkdir()
-    raw = yaml.safe_load(path.read_text())
-    clone.write_text(yaml.safe_dump({**raw, "state_dir": str(clone.parent / "state")}))
-    fresh = load_config(clone)
+    clone_config(path, clone)
     hitl(clone, "restore", str(archive))
-    hitl(clone, "up")
-    mlflow.set_tracking_uri(fresh.mlflow_uri)
-    store = ReviewStore(fresh.store_url)
-    assert store.counts() == before["counts"] and store.annotations().equals(before["annotations"])
-    assert versions.list_versions(fresh) == before["versions"]
-    assert mlflow.MlflowClient().get_registered_model(fresh.model.registered_name).aliases == before["aliases"]
-
-    assert "'enqueued': 0" in hitl(clone, "sample").stdout
-    assert store.counts() == before["counts"]
-    target = store.annotations()["trace_id"].iloc[1]  # [0] was corrected before the backup
-    relabel = next(lab for lab in fresh.labels if lab != truth(fresh)[target])
-    hitl(clone, "relabel", target, relabel, "--reviewer", "dave", "--reason", "after the restore")
-    hitl(clone, "register-dataset")
-    *kept, new = versions.list_versions(fresh)
-    last = before["versions"][-1]
-    assert kept == before["versions"] and (new.version, new.parent) == (last.version + 1, last.version)
-    assert versions.load(fresh, new.version)[0].set_index("trace_id").loc[target, "label"] == relabel
-    versions.load(fresh, last.version)  # the restored artifact passes its digest check
+    check_restored(clone, before)
