@@ -16,6 +16,9 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
    reads (bench/mlflow_windows.py). `--mlflow-windows` re-runs section 7 alone and rewrites it in place.
 8. Fine-tuning resume on MiniLM: the recipe killed in each phase and resumed ends as the uninterrupted run
    (bench/resume.py; `python -m bench.resume` runs it alone).
+9. The review form in the browser: a scripted reviewer labels a 50-item BANKING77 batch in the Prefect UI's form
+   with and without suggestions (bench/review_form.py). Only `--review-form` runs it (it writes
+   docs/bench/review-form.json and rewrites section 9 in place); a full run keeps the section it finds.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ def main(argv: list[str]) -> int:
     art = REPO / "docs" / "bench"
     art.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    if "--review-form" in argv:
+        return review_form_section()
     if "--mlflow-windows" in argv:
         from bench import mlflow_windows, report
 
@@ -64,6 +69,7 @@ def main(argv: list[str]) -> int:
         mlflow_windows,
         report,
         resume,
+        review_form,
         scaleout,
         speed,
         world_check,
@@ -137,12 +143,28 @@ def main(argv: list[str]) -> int:
         "anchor_sanity": sanity,
         "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "resume": resumed,
         "seconds": elapsed}, indent=2, default=str))
+    kept = report.section_text(out_md, review_form.SECTION)  # measured by --review-form alone
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
                       + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines)
                       + f"\n\n{MLFLOW_WINDOWS}\n\n" + mlflow_windows.to_markdown(windowed) + "\n\n"
-                      + resume.to_markdown(resumed))
+                      + resume.to_markdown(resumed) + (f"\n\n{kept}" if kept else ""))
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
+    return 0
+
+
+def review_form_section() -> int:
+    """`--review-form`: measure the review form in the browser, record it, and rewrite its section."""
+    from bench import report, review_form
+
+    started = time.monotonic()
+    result = review_form.run(log=_log)
+    elapsed = time.monotonic() - started
+    (REPO / "docs" / "bench" / "review-form.json").write_text(json.dumps(
+        {**result, "measured": time.strftime("%Y-%m-%d"), "seconds": elapsed}, indent=2))
+    report.replace_section(REPO / "docs" / "benchmarks.md", review_form.SECTION,
+                           review_form.section(result, time.strftime("%Y-%m-%d"), elapsed))
+    _log(f"done in {elapsed / 60:.1f} min: {review_form.to_markdown(result)}")
     return 0
 
 

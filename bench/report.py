@@ -171,14 +171,27 @@ def estimate_section(checks: pd.DataFrame, rerun: str | None = None, seconds: fl
                             "within"]]), ""])
 
 
+def _section_bounds(lines: list[str], number: int) -> tuple[int, int] | None:
+    """Where section `number` ("## N. ...") starts and where the next "## " heading (or the end) is."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"## {number}. ")), None)
+    if start is None:
+        return None
+    return start, next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+
+
+def section_text(path: Path, number: int) -> str:
+    """Section `number` of a Markdown file, up to the next "## " heading; "" when it has none."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    bounds = _section_bounds(lines, number)
+    return "\n".join(lines[slice(*bounds)]).rstrip("\n") + "\n" if bounds else ""
+
+
 def replace_section(path: Path, number: int, text: str) -> None:
     """Rewrite section `number` ("## N. ...") of a Markdown file in place, up to the next "## " heading; append
     it when the file has no such section."""
     lines = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(f"## {number}. ")), None)
-    if start is None:
-        path.write_text("\n".join([*lines, "", *text.rstrip("\n").splitlines()]) + "\n")
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    bounds = _section_bounds(lines, number)
+    start, end = bounds or (len(lines), len(lines))
+    head = [*lines[:start], ""] if bounds is None else lines[:start]
     rest = ["", *lines[end:]] if end < len(lines) else []
-    path.write_text("\n".join([*lines[:start], *text.rstrip("\n").splitlines(), *rest]) + "\n")
+    path.write_text("\n".join([*head, *text.rstrip("\n").splitlines(), *rest]) + "\n")

@@ -156,6 +156,15 @@ def wait_paused(cfg: Config, form: str, timeout: float = 180):
     raise AssertionError(f"no paused {form} run appeared within {timeout}s")
 
 
+def wait_completed(cfg: Config, run_id: str, timeout: float = 300) -> None:
+    """Wait for a flow run to finish; fail the test unless it completed."""
+    from hitl.ops import runs
+
+    with api(cfg):
+        done = runs.wait(run_id, timeout)
+    assert done.state.is_completed(), done.state.message
+
+
 def resume(cfg: Config, run_id: str, values: dict) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

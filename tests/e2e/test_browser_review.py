@@ -3,17 +3,14 @@ open the run page, Resume, pick a label per item, name, submit. The labels land 
 
 from __future__ import annotations
 
-import shutil
-import time
-
 import pytest
-from e2e_helpers import api, finish, hitl, running_stack, start, truth, wait_paused
+from e2e_helpers import api, finish, hitl, running_stack, start, truth, wait_completed, wait_paused
 
+from bench.review_form import ScriptedReviewer, browser
 from hitl.review.forms import trace_ids_from_schema
 from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -30,59 +27,13 @@ def small(tmp_path_factory):
     )
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    assert CHROMIUM and CHROMEDRIVER, (
-        "This test drives the Prefect UI in headless Chromium: install Debian's `chromium` and "
-        "`chromium-driver` (`.ci/run` and `make test` do this where apt-get is available)."
-    )
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-sync", "--window-size=1400,1800"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-
-
-def _click_text(driver, xpath: str, timeout: float = 30):
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    el = WebDriverWait(driver, timeout).until(ec.element_to_be_clickable(("xpath", xpath)))
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-    el.click()
-    return el
-
-
-def _open_resume_dialog(driver) -> None:
-    """Resume lives in the run page's ⋮ menu (Prefect 3.9's UI)."""
-    from selenium.webdriver.common.by import By
-
-    menus = [b for b in driver.find_elements(By.XPATH, "//button") if b.get_attribute("aria-haspopup")]
-    assert menus, "the run page has no ⋮ menu: did the Prefect UI load?"
-    menus[0].click()
-    _click_text(driver, "//*[@role='menuitem'][contains(., 'Resume')]")
-    _click_text(driver, "//*[contains(text(),'Resume Flow Run')]")
-
-
 def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, name: str, shot) -> None:
     """Open the paused run's page, Resume, pick `labels[field]` per item, sign as `name`, submit."""
-    from selenium.webdriver.common.by import By
-
-    driver.get(f"{cfg.prefect_ui_url}/v2/runs/flow-run/{run.id}")
-    # the run graph canvas redraws without pause under software rendering: hide it
-    time.sleep(3)
-    driver.execute_script("document.querySelectorAll('canvas').forEach(c => c.style.display='none')")
-    _open_resume_dialog(driver)
-    for field, label in labels.items():  # field "item_01" has the title "Item 1"
-        title = f"Item {int(field.split('_')[1])}"
-        _click_text(driver, f"//*[normalize-space()='{title}']/following::*[normalize-space()='Select'][1]")
-        _click_text(driver, f"//*[@role='option'][normalize-space()='{label}']")
-    driver.find_element(By.XPATH, f"//*[normalize-space()='{name_title}']/following::textarea[1]").send_keys(name)
+    reviewer = ScriptedReviewer(driver, list(cfg.labels))
+    reviewer.open(cfg.prefect_ui_url, run.id)
+    reviewer.label(labels)
     driver.save_screenshot(str(shot))
-    driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
+    reviewer.sign_and_submit(name_title, name)
 
 
 def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):
@@ -94,7 +45,7 @@ def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):
     hitl(path, "bootstrap")
     hitl(path, "produce")
     hitl(path, "sample")
-    driver = _browser()
+    driver = browser()
     try:
         with api(cfg):
             started = deploy.trigger(cfg, path, "review-batch")
@@ -106,9 +57,7 @@ def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):
         fields = trace_ids_from_schema(run.schema)
         _resume_in_ui(driver, cfg, run, {f: known[t] for f, t in fields.items()}, "Reviewer", "ui-reviewer",
                       tmp_path / "filled.png")
-        with api(cfg):
-            done = runs.wait(run.id, 300)
-        assert done.state.is_completed(), done.state.message
+        wait_completed(cfg, run.id)
     finally:
         driver.save_screenshot(str(tmp_path / "last.png"))
         driver.quit()
@@ -129,7 +78,7 @@ def test_adjudicator_settles_a_dispute_in_the_prefect_ui(small, tmp_path):
         store.submit(batch.id, who, {it["trace_id"]: (label, None) for it in batch.items}, cfg.labels)
     assert len(store.disputed()) == 2
     decided = cfg.labels[2]
-    driver = _browser()
+    driver = browser()
     proc = start(path, "adjudicate")
     try:
         run = wait_paused(cfg, "AdjudicationForm")
