@@ -315,7 +315,7 @@ def summarise(m: dict, ranks: dict[str, int]) -> dict:
 def to_markdown(r: dict) -> str:
     b, a = r["forms"]["before"], r["forms"]["after"]
     rows = [("old form: all labels A-Z, no suggestions", b), ("suggestions first (5), then all labels", a)]
-    lines = ["| form | options per item | interactions per item (answer among suggestions / not) | most | "
+    lines = ["| form | options per item | interactions per item (items whose answer is suggested / not) | most | "
              "seconds for the batch's items | per item |", "|---|---|---|---|---|---|"]
     for name, f in rows:
         lines.append(f"| {name} | {f['offered']} | {f['interactions_per_item']:.2f} "
@@ -337,13 +337,15 @@ order), then in the form with five suggestions first. It opens an item's select 
 view without scrolling the list, else types the label's first letters (the list filters as it types) until the
 answer is in view and clicks it. Clicks and keystrokes are counted per item; scrolling the form from item to item is
 not (the same in both forms), nor the batch's own steps (open the run page, the ⋮ menu, Resume, the name, submit).
-In {RANKS.count(0)} items of {len(RANKS)} the answer is not among the suggestions (an assumed mix, not a measured hit
-rate); both kinds are shown apart. Every label reached the review store.
+In one item in {len(RANKS) // RANKS.count(0)} the answer is not among the five suggestions (an assumed mix, not a
+measured hit rate; the answer's rank among them cycles through {", ".join(map(str, RANKS[:-1]))}); both kinds are
+shown apart. Every label reached the review store.
 
 {to_markdown(r)}
 
 A scripted browser measures the form's mechanics (how many clicks and keystrokes, how long the page takes to
-answer them), not a person's reading and deciding time, which neither form removes. The seconds are WebDriver's on
-a shared 2-core machine; compare them with each other, not with a person. The whole measurement took
-{seconds / 60:.1f} min.
+answer them), not a person's reading and deciding time, which neither form removes. The interactions are the firm
+figure. The seconds are WebDriver's on a shared 2-core machine and overstate the difference: after every keystroke
+the script reads the filtered list back until it stops changing (a person glances at it), so each typed letter
+costs it far more than it costs a person. The whole measurement took {seconds / 60:.1f} min.
 """
