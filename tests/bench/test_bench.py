@@ -70,3 +70,15 @@ def test_replace_section_rewrites_one_section_and_keeps_the_rest(tmp_path):
     assert doc.read_text() == "# B\n\n## 2. Two\n\nkeep\n\n## 3. Three\n\nnew\n\n## 4. Four\n\nkeep too\n"
     replace_section(doc, 4, "## 4. Four\n\nlast\n")  # the last section runs to the end of the file
     assert doc.read_text().endswith("## 4. Four\n\nlast\n")
+
+
+def test_a_missing_section_is_appended_and_section_text_reads_it_back(tmp_path):
+    """`--review-form` writes section 7 into a file without one; a full bench run carries it over."""
+    from bench.report import replace_section, section_text
+
+    doc = tmp_path / "b.md"
+    doc.write_text("# B\n\n## 6. Six\n\nkeep\n")
+    assert section_text(doc, 7) == "" and section_text(tmp_path / "none.md", 7) == ""
+    replace_section(doc, 7, "## 7. Seven\n\nform\n")
+    assert doc.read_text() == "# B\n\n## 6. Six\n\nkeep\n\n## 7. Seven\n\nform\n"
+    assert section_text(doc, 7) == "## 7. Seven\n\nform\n" and section_text(doc, 6) == "## 6. Six\n\nkeep\n"
