@@ -73,7 +73,7 @@ def test_replace_section_rewrites_one_section_and_keeps_the_rest(tmp_path):
 
 
 def test_a_missing_section_is_appended_and_section_text_reads_it_back(tmp_path):
-    """`--review-form` writes section 7 into a file without one; a full bench run carries it over."""
+    """`--review-form` writes its section into a file without one; a full bench run carries it over."""
     from bench.report import replace_section, section_text
 
     doc = tmp_path / "b.md"
