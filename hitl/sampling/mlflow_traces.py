@@ -56,7 +56,7 @@ def _message(request: object, key: str | None) -> object:
     return request
 
 
-PAGE = 5000  # trace infos per search_traces call (the SQL store refuses more than 50,000)
+PAGE = 500  # trace infos per search_traces call: the tracking server refuses more (SearchTracesV3, max 500)
 FETCH = 200  # whole traces per call, named by id in the filter
 
 
