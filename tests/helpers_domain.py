@@ -135,3 +135,25 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def terminal_review(monkeypatch, form, config: Path, reviewer: str, answers: str):
+    """`hitl review` (typer's CliRunner) over one paused run whose form is `form`, offline: a stand-in
+    `paused_runs` plays the Prefect server and the resume is recorded. Returns (the CLI result, the inputs sent)."""
+    import uuid
+
+    from typer.testing import CliRunner
+
+    from hitl.cli import app, console
+    from hitl.review import prefect_api
+
+    run = prefect_api.PausedRun(str(uuid.uuid4()), "review-batch-x", "review-batch", prefect_api.REVIEW_FORM,
+                                form.model_json_schema(), form._description, "2026-01-01T00:00:00")
+    sent: list[dict] = []
+    monkeypatch.setattr(prefect_api, "paused_runs", lambda form=None: [run])
+    monkeypatch.setattr("prefect.flow_runs.resume_flow_run", lambda flow_run_id, run_input: sent.append(run_input))
+    monkeypatch.setattr("hitl.cli.reviewer._stack_ready", lambda cfg: None)
+    monkeypatch.setattr("hitl.cli.apply_environment", lambda cfg: None)
+    monkeypatch.setattr(console, "_width", 400)  # no wrapping: one description per line
+    result = CliRunner().invoke(app, ["review", "--reviewer", reviewer, "-c", str(config)], input=answers)
+    return result, sent

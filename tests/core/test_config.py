@@ -8,6 +8,7 @@ from pathlib import Path
 import pydantic
 import pytest
 import yaml
+from helpers_domain import make_cfg
 
 from hitl.config import CONFIG_ENV, Config, load_config
 from hitl.environment import apply_environment
@@ -182,3 +183,14 @@ def test_banking77_config_matches_the_dataset_and_writes_its_scenario(tmp_path):
     written = banking77.write(banking77.build(banking77.from_config(cfg.scenario)), cfg.scenario_dir)
     assert Path(written["traces"]) == cfg.traces_path and Path(written["launch"]) == cfg.launch_path
     assert Path(written["truth"]) == cfg.truth_path
+
+
+@pytest.mark.parametrize(("key", "default", "bad"), [
+    ("blind_share", 0.2, (-0.1, 1.5)),  # a fifth of the policy's items are labelled blind
+    ("suggestions", 5, (-1, 21)),  # the champion's top five first in the form
+])
+def test_review_settings_have_their_defaults_and_bounds(tmp_path, key, default, bad):
+    assert getattr(make_cfg(tmp_path).review, key) == default
+    for value in bad:
+        with pytest.raises(pydantic.ValidationError):
+            make_cfg(tmp_path, review={key: value})

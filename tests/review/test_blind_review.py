@@ -8,11 +8,9 @@ import re
 import uuid
 
 import pandas as pd
-import pydantic
 import pytest
 import yaml
-from helpers_domain import COHORTS, LABELS, make_cfg, review_items
-from typer.testing import CliRunner
+from helpers_domain import COHORTS, LABELS, make_cfg, review_items, terminal_review
 
 from hitl.config import Config, load_config
 from hitl.review import forms, prefect_api
@@ -104,13 +102,6 @@ def test_the_blind_share_of_policy_items_is_close_to_the_config_and_stable(tmp_p
     assert all(is_blind(_policy(t), high) for t in ids[:2000] if is_blind(_policy(t), low))  # nested shares
 
 
-def test_blind_share_is_validated_and_defaults_to_a_fifth(tmp_path):
-    assert make_cfg(tmp_path).review.blind_share == 0.2
-    for bad in (-0.1, 1.5):
-        with pytest.raises(pydantic.ValidationError):
-            make_cfg(tmp_path, review={"blind_share": bad})
-
-
 # ---- what the reviewer sees ----
 
 def test_form_fields_show_blind_items_alike_and_the_same_choices(batch):
@@ -176,8 +167,6 @@ def test_the_simulated_reviewers_answer_a_form_with_blind_items(batch, tmp_path)
 
 def test_hitl_review_prints_blind_items_alike(tmp_path, monkeypatch):
     """`hitl review` over a real batch's form; a fake `paused_runs` stands in for the Prefect server."""
-    from hitl.cli import app, console
-
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"labels": LABELS, "state_dir": str(tmp_path / "state")}))
     cfg = load_config(config)
@@ -186,16 +175,7 @@ def test_hitl_review_prints_blind_items_alike(tmp_path, monkeypatch):
     _enqueue(store)
     b = store.take_batch(20, gold_share=0.2)
     form = build_form(b, cfg)
-    run = prefect_api.PausedRun(str(uuid.uuid4()), "review-batch-x", "review-batch", prefect_api.REVIEW_FORM,
-                                form.model_json_schema(), form._description, "2026-01-01T00:00:00")
-    sent: list[dict] = []
-    monkeypatch.setattr(prefect_api, "paused_runs", lambda form=None: [run])
-    monkeypatch.setattr("prefect.flow_runs.resume_flow_run", lambda flow_run_id, run_input: sent.append(run_input))
-    monkeypatch.setattr("hitl.cli.reviewer._stack_ready", lambda cfg: None)
-    monkeypatch.setattr("hitl.cli.apply_environment", lambda cfg: None)
-    monkeypatch.setattr(console, "_width", 400)  # no wrapping: one description per line
-
-    result = CliRunner().invoke(app, ["review", "--reviewer", "alice", "-c", str(config)], input="1\n\n" * 20)
+    result, sent = terminal_review(monkeypatch, form, config, "alice", "1\n\n" * 20)
     assert result.exit_code == 0, result.output
     assert sent and form.model_validate(sent[0])
     out = result.output

@@ -5,23 +5,21 @@ them. Blind items: see also test_blind_review."""
 from __future__ import annotations
 
 import math
-import uuid
 
 import numpy as np
 import pandas as pd
 import pydantic
 import pytest
 import yaml
-from helpers_domain import COHORTS, LABELS, make_cfg, review_items
+from helpers_domain import COHORTS, LABELS, make_cfg, review_items, terminal_review
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
-from typer.testing import CliRunner
 
 from hitl.db import add_nullable_columns
 from hitl.evaluation.estimates import newcombe_difference
 from hitl.learning.modeling import top_labels
-from hitl.review import forms, metrics, prefect_api
+from hitl.review import forms, metrics
 from hitl.review.forms import NONE_FITS, choices, describe_batch, form_fields, label_of, parse_answer
 from hitl.review.store import BatchView, ReviewError, ReviewStore
 from hitl.sampling.selection import RANDOM
@@ -59,13 +57,6 @@ def test_top_labels_most_probable_first_ties_in_label_order_zeros_left_out():
                                             [("c", 1.0)]]
     assert top_labels(probs, labels, 0) == [[], [], []]
     assert top_labels(np.zeros((0, 4)), labels, 5) == []
-
-
-def test_review_suggestions_config_defaults_to_five_and_is_bounded(tmp_path):
-    assert make_cfg(tmp_path).review.suggestions == 5
-    for bad in (-1, 21):
-        with pytest.raises(pydantic.ValidationError):
-            make_cfg(tmp_path, review={"suggestions": bad})
 
 
 def test_review_item_schema_takes_suggestions_optionally_and_checks_them(cfg):
@@ -220,23 +211,13 @@ def test_the_store_refuses_a_choice_that_maps_to_no_label(store):
 
 
 def test_hitl_review_offers_suggestions_by_letter_and_sends_the_choice(tmp_path, monkeypatch):
-    from hitl.cli import app, console
-
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"labels": LABELS, "state_dir": str(tmp_path / "state"),
                                       "review": {"blind_share": 0.0}}))
     cfg = make_cfg(tmp_path, review={"blind_share": 0.0})
     items = [_item("t1", prediction="refund_request", suggestions=[["refund_request", 0.7], ["card_lost", 0.2]])]
     form = build_form(BatchView("e" * 36, items), cfg)
-    run = prefect_api.PausedRun(str(uuid.uuid4()), "review-batch-x", "review-batch", prefect_api.REVIEW_FORM,
-                                form.model_json_schema(), form._description, "2026-01-01T00:00:00")
-    sent: list[dict] = []
-    monkeypatch.setattr(prefect_api, "paused_runs", lambda form=None: [run])
-    monkeypatch.setattr("prefect.flow_runs.resume_flow_run", lambda flow_run_id, run_input: sent.append(run_input))
-    monkeypatch.setattr("hitl.cli.reviewer._stack_ready", lambda cfg: None)
-    monkeypatch.setattr("hitl.cli.apply_environment", lambda cfg: None)
-    monkeypatch.setattr(console, "_width", 400)
-    result = CliRunner().invoke(app, ["review", "--reviewer", "ann", "-c", str(config)], input="z\nb\n\n")
+    result, sent = terminal_review(monkeypatch, form, config, "ann", "z\nb\n\n")
     assert result.exit_code == 0, result.output
     assert "Labels: 1 card_arrival  2 card_lost  3 refund_request  4 (none of these fits)" in result.output
     assert "Suggested: a refund_request · 70%  b card_lost · 20%" in result.output
