@@ -25,6 +25,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from hitl.hashing import file_sha256 as sha256_file  # one file digest for the chain, backups and watermarks
+
 if TYPE_CHECKING:
     from hitl.review.store import ReviewStore
 
@@ -91,14 +93,6 @@ def canonical(obj: object) -> bytes:
 
 def sha256_json(obj: object) -> str:
     return hashlib.sha256(canonical(obj)).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_tree(folder: Path, skip: Iterable[str] = ()) -> str:

@@ -36,6 +36,7 @@ from typing import Protocol
 import pandas as pd
 
 from hitl.config import Config
+from hitl.hashing import file_sha256
 from hitl.sampling import mlflow_traces
 from hitl.sampling.mlflow_traces import WindowPlan
 from hitl.sampling.sources import (
@@ -105,11 +106,6 @@ def covered(span: tuple[int, int] | None, windows: Iterable[Window], since: int 
             return True
         t = max(e for e in ends if e is not None)
     return True
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def span(rows: pd.DataFrame, cfg: Config) -> tuple[int, int] | None:
