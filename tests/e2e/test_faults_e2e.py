@@ -179,29 +179,33 @@ def test_a_lost_prefect_server_is_named_and_its_orphan_run_marked_crashed(loop):
 
 
 def _lose_server_mid_registration(cfg: Config, path: Path, server: str) -> subprocess.CompletedProcess:
-    """`hitl register-dataset` frozen at `dataset:after-artifact`, `server` killed, the command let go on."""
+    """`hitl register-dataset` frozen at `dataset:after-artifact`, `server` killed, the command let go on.
+    Its output goes to files, not pipes: a full pipe would block it before its fault point."""
     env = {**_env("dataset:after-artifact", stop=True), "PREFECT_CLIENT_MAX_RETRIES": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hitl.cli", "register-dataset", "-c", str(path)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_stopped(proc.pid)
-        _kill_server(cfg, server)
-        os.kill(proc.pid, signal.SIGCONT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill() if proc.poll() is None else None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    out_path, err_path = path.parent / f"lose-{server}.out", path.parent / f"lose-{server}.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "hitl.cli", "register-dataset", "-c", str(path)], cwd=REPO,
+                                env=env, stdout=out, stderr=err, text=True)
+        try:
+            _wait_stopped(proc, out_path, err_path)
+            _kill_server(cfg, server)
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.wait(timeout=300)
+        finally:
+            proc.kill() if proc.poll() is None else None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out_path.read_text(), err_path.read_text())
 
 
-def _wait_stopped(pid: int, timeout: float = 300) -> None:
-    """Wait until process `pid` stopped itself at its fault point (state T)."""
+def _wait_stopped(proc: subprocess.Popen, out: Path, err: Path, timeout: float = 300) -> None:
+    """Wait until `proc` stopped itself at its fault point (state T); if it ends first, show what it said."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+    while time.monotonic() < deadline and proc.poll() is None:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
         if stat[stat.rfind(")") + 2] == "T":
             return
         time.sleep(0.2)
-    raise AssertionError(f"process {pid} never reached its fault point")
+    said = f"{out.read_text()[-3000:]}\n{err.read_text()[-3000:]}"
+    raise AssertionError(f"`hitl register-dataset` never reached its fault point (exit {proc.poll()}):\n{said}")
 
 
 def test_backup_and_restore_drill(loop):
