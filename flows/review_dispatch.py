@@ -25,7 +25,7 @@ def review_dispatch(config_path: str = "configs/demo.yaml") -> dict:
     store = ReviewStore(cfg.store_url)
     open_runs = runs.flow_runs([REVIEW, ADJUDICATE], states=runs.OPEN)
     reviews = [r for r in open_runs if r.deployment == REVIEW]
-    n_start, wanted = dispatch.reviews_to_start(store.batches_wanted(cfg.review.batch_size),
+    n_start, wanted = dispatch.reviews_to_start(store.batches_wanted(cfg.review.batch_size, cfg.review.gold_share),
                                                 [r.state_type for r in reviews], cfg.deployments.open_reviews)
     this_run = str(get_run_context().flow_run.id)
     digest = notify_reconcile.digest_plan(cfg, n_start, this_run)  # many at once: one message lists them all

@@ -179,11 +179,22 @@ class ReviewStore(ReviewViews, SamplingState):
                     for it in s.scalars(select(Item).where(Item.status == QUEUED))]
         return [n for n in need if n > 0]
 
-    def batches_wanted(self, size: int) -> int:
+    def batches_wanted(self, size: int, gold_share: float = 0.0) -> int:
         """How many more batches of `size` the queued items need (annotations still wanted and not leased; an
-        item needing two labels goes into two batches)."""
+        item needing two labels goes into two batches). Gold items take their share of each batch, as in
+        `take_batch`, so fewer queued items fit in one."""
         need = self._unleased_need()
-        return max(-(-sum(need) // size), max(need)) if need else 0
+        if not need:
+            return 0
+        with self._session() as s:
+            room = self._room(s, size, gold_share)
+        return max(-(-sum(need) // room), max(need))
+
+    @staticmethod
+    def _room(s: Session, size: int, gold_share: float) -> int:
+        """Queued items a batch of `size` holds: the rest of it is gold items, when there are any."""
+        has_gold = gold_share > 0 and s.scalar(select(func.count()).select_from(GoldItem)) > 0
+        return max(1, size - round(size * gold_share)) if has_gold else size
 
     def unleased_items(self) -> int:
         """Queued items still wanting an annotation that no open batch holds: work not yet dispatched."""
@@ -213,8 +224,7 @@ class ReviewStore(ReviewViews, SamplingState):
             queued = s.scalars(
                 select(Item).where(Item.status == QUEUED).order_by(Item.priority.desc(), Item.id)
             ).all()
-            has_gold = gold_share > 0 and s.scalar(select(func.count()).select_from(GoldItem)) > 0
-            room = max(1, size - round(size * gold_share)) if has_gold else size
+            room = self._room(s, size, gold_share)
             picked = [
                 it for it in queued
                 if it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0) > 0

@@ -32,7 +32,8 @@ def test_demo_config_loads():
     assert "card_lost" in cfg.labels
     assert cfg.cohorts == ["channel", "locale", "tier"]
     assert set(cfg.selection.strata) <= set(cfg.cohorts)
-    assert (cfg.selection.budget, cfg.review.batch_size, cfg.dataset.hard_case_share) == (900, 60, 0.2)
+    assert (cfg.selection.budget, cfg.dataset.hard_case_share) == (900, 0.2)
+    assert cfg.selection.budget <= cfg.review.batch_size * cfg.deployments.open_reviews  # the day's review: one wave
     assert cfg.prefect_api_url == "http://127.0.0.1:4270/api"
     assert cfg.mlflow_uri == "http://127.0.0.1:5070"
     assert cfg.state.is_absolute() and cfg.state.parts[-2:] == (".hitl", "demo")

@@ -129,8 +129,9 @@ def test_new_labels_drop_the_engine(exported, tiny_cfg):
 def test_export_travels_with_the_registered_version(tiny_cfg, local_mlflow, caplog):
     import mlflow
 
-    model = _model(tiny_cfg)
-    mlflow.set_experiment("onnx-registry")
+    root, _ = local_mlflow
+    model = _model(tiny_cfg)  # artifacts under the module's folder (the SQLite store's default is ./mlruns)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("onnx-registry", (root / "artifacts").as_uri()))
     with mlflow.start_run():
         v1 = registry.log_and_register(model, "onnx-intent", "old", {})  # no export: registered before ONNX
     with mlflow.start_run() as run:

@@ -126,3 +126,17 @@ def test_only_labels_since_the_last_good_check_go_to_adjudication(store):
     # checks: 2/2 (too few), 4/4 good, 4/6 (upper bound 0.90: still good), 4/8 (upper 0.79: flagged)
     assert sent == [0, 0, 0, 8]
     assert {d["trace_id"] for d in store.disputed()} == batches[3]
+
+
+def test_batches_wanted_leaves_room_for_gold_so_one_dispatch_starts_enough_runs(store):
+    """Gold items take their share of each batch: the count the dispatch starts is the count that drains the
+    queue (without gold the same queue fits in fewer batches)."""
+    store.enqueue(review_items(30, required=[2] * 10 + [1] * 20), COHORTS)  # 40 annotations
+    assert store.batches_wanted(10, gold_share=0.2) == 4  # no gold items seeded yet: 10 queued items a batch
+    _seed(store, 20)
+    wanted = store.batches_wanted(10, gold_share=0.2)
+    assert wanted == 5  # 8 queued items a batch
+    taken = 0
+    while store.take_batch(10, gold_share=0.2) is not None:
+        taken += 1
+    assert taken == wanted and store.batches_wanted(10, gold_share=0.2) == 0
