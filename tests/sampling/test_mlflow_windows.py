@@ -163,3 +163,18 @@ def test_write_back_reaches_every_resolved_trace_whatever_max_traces(experiment,
                              "reviewers": "rita", "rationale": "clear from the text"})
     assert mlflow_traces.write_back(cfg, resolved) == 3
     assert mlflow_traces.write_back(cfg, resolved) == 0  # once per trace and label
+
+
+def test_a_window_larger_than_a_page_is_read_whole_across_pages(experiment, monkeypatch):
+    """Pages of 7 over day 1 (40 traces and the late ones other tests added; the server's page is 500): the same
+    traces as one page, each once, none outside the window; the fetch in chunks of 9 returns each whole once."""
+    client, exp_id, ids, _ = experiment
+    since, until = (ns(d) for d in day(1))
+    whole, _ = mlflow_traces.page_infos(client, exp_id, since, until)
+    monkeypatch.setattr(mlflow_traces, "PAGE", 7)
+    monkeypatch.setattr(mlflow_traces, "FETCH", 9)
+    infos, returned = mlflow_traces.page_infos(client, exp_id, since, until)
+    assert returned == len(infos) == len(whole) >= COUNTS[0] and set(infos) == set(whole) >= set(ids[1])
+    assert all(since <= info.timestamp_ms * 10**6 < until for info in infos.values())
+    fetched = mlflow_traces.fetch(client, exp_id, sorted(infos))
+    assert sorted(t.info.trace_id for t in fetched) == sorted(infos)
