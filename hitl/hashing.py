@@ -30,6 +30,7 @@ def text_group(text: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes (hex), streamed (the backup manifests, the audit chain, the watermarks)."""
+    """The SHA-256 of a file's bytes (hex), streamed: dataset versions, the backup manifests, the audit chain and
+    the watermarks."""
     with Path(path).open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -10,7 +10,6 @@ version, so a crash never leaves half a dataset version. The next registration m
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from hitl import faults
 from hitl.config import Config
 from hitl.datasets.splits import assign_splits
-from hitl.hashing import text_group
+from hitl.hashing import file_sha256, text_group
 from hitl.schemas import dataset_schema, validate_split
 
 TAG = "hitl.dataset."
@@ -77,10 +76,6 @@ def build_records(resolved: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd
     df["split"] = assign_splits(df, cfg.dataset.hard_case_share)
     df = df[[*RECORD_COLUMNS, *cfg.cohorts]].sort_values("trace_id").reset_index(drop=True)
     return validate_split(df, dataset_schema(cfg))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _from_run(run) -> DatasetVersion:
@@ -163,7 +158,7 @@ def register(records: pd.DataFrame, cfg: Config, extra_tags: dict[str, str] | No
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ARTIFACT_FILE
         records.to_parquet(path, index=False)
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if latest and latest.sha256 == digest:
             return latest, False
         version = (latest.version + 1) if latest else 1
@@ -227,7 +222,7 @@ def load(cfg: Config, version: int | None = None) -> tuple[pd.DataFrame, Dataset
         local = mlflow.artifacts.download_artifacts(
             run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}", dst_path=tmp
         )
-        actual = _sha256(Path(local))
+        actual = file_sha256(Path(local))
         if actual != dv.sha256:
             raise ValueError(
                 f"{dv.ref} failed its digest check: artifact sha256 {actual[:12]} != registered "
