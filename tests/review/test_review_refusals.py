@@ -9,6 +9,7 @@ then stores them as the review flow does.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -286,7 +287,7 @@ def test_cli_config_typo_in_a_real_terminal_process(tmp_path):
 
 def test_zz_refusal_figures():
     """Runs last in this module: how many bad review requests were refused (docs/reliability.md)."""
-    if REFUSED["store"] == 0:
+    if REFUSED["store"] == 0 and not os.environ.get("CI"):  # run on its own (-k); in CI the refusals run first
         pytest.skip("the refusal tests did not run in this session")
     print(f"\nbad review input: {REFUSED['store']} store submissions and {REFUSED['cli']} CLI requests refused, "
           "each with a one-line message, nothing stored, no traceback")

@@ -299,9 +299,10 @@ def test_fuzzed_files_never_crash_and_every_row_is_accounted_for(tmp_path_factor
     TALLY["file_faults"] += exp.file_faults
 
 
+@pytest.mark.slow(reason="the tally of the fuzz property above, which is slow: deselected with it")
 def test_zz_the_fuzz_tried_at_least_ten_thousand_rows():
     """Runs after the property above (pytest keeps file order): the issue's bar of 10,000 generated rows."""
-    if TALLY["examples"] == 0:
+    if TALLY["examples"] == 0 and not os.environ.get("CI"):  # run on its own (-k); in CI the property runs first
         pytest.skip("the fuzz property did not run in this session")
     print(f"\nbad input fuzz: {TALLY['examples']} examples, {TALLY['rows']} rows in = {TALLY['accepted']} accepted "
           f"+ {TALLY['quarantined']} quarantined; {TALLY['faults']} malformed rows/files injected "
