@@ -171,24 +171,21 @@ class ReviewStore(ReviewViews, SamplingState):
         rows = s.execute(select(AnnotationRow.item_id, func.count()).group_by(AnnotationRow.item_id))
         return dict(rows.all())
 
-    def _unleased_need(self) -> list[int]:
+    def _unleased_need(self, s: Session) -> list[int]:
         """Per queued item, the annotations still wanted that no open batch holds (items with none left out)."""
-        with self._session() as s:
-            open_n, done_n = self._open_assignments(s), self._annotation_counts(s)
-            need = [it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0)
-                    for it in s.scalars(select(Item).where(Item.status == QUEUED))]
+        open_n, done_n = self._open_assignments(s), self._annotation_counts(s)
+        need = [it.required_annotations - done_n.get(it.id, 0) - open_n.get(it.id, 0)
+                for it in s.scalars(select(Item).where(Item.status == QUEUED))]
         return [n for n in need if n > 0]
 
     def batches_wanted(self, size: int, gold_share: float = 0.0) -> int:
         """How many more batches of `size` the queued items need (annotations still wanted and not leased; an
         item needing two labels goes into two batches). Gold items take their share of each batch, as in
         `take_batch`, so fewer queued items fit in one."""
-        need = self._unleased_need()
-        if not need:
-            return 0
         with self._session() as s:
-            room = self._room(s, size, gold_share)
-        return max(-(-sum(need) // room), max(need))
+            need = self._unleased_need(s)
+            room = self._room(s, size, gold_share) if need else size
+        return max(-(-sum(need) // room), max(need)) if need else 0
 
     @staticmethod
     def _room(s: Session, size: int, gold_share: float) -> int:
@@ -198,7 +195,8 @@ class ReviewStore(ReviewViews, SamplingState):
 
     def unleased_items(self) -> int:
         """Queued items still wanting an annotation that no open batch holds: work not yet dispatched."""
-        return len(self._unleased_need())
+        with self._session() as s:
+            return len(self._unleased_need(s))
 
     def take_batch(self, size: int, lease_s: float | None = None, gold_share: float = 0.0,
                    flow_run_id: str | None = None) -> BatchView | None:
