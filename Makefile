@@ -12,7 +12,7 @@ CONFIG ?= configs/demo.yaml
 PYTEST_WORKERS ?= 2
 PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick
+.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick bench-quarters
 
 # torch first, pinned, with pip: the CPU wheel (pip finds it on this machine's disk; nothing else may pull a CUDA
 # build). Then the project with uv, pinned: the same versions as pip resolves (compared package by package),
@@ -61,6 +61,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+# Three retrain cycles on BANKING77, policy and random picks, 3 seeds: 21 fine-tunes (section 10 of docs/benchmarks.md)
+bench-quarters: $(STAMP)
+	$(BIN)/python -m bench.quarters
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,6 +19,9 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
 9. The review form in the browser: a scripted reviewer labels a 50-item BANKING77 batch in the Prefect UI's form
    with and without suggestions (bench/review_form.py). Only `--review-form` runs it (it writes
    docs/bench/review-form.json and rewrites section 9 in place); a full run keeps the section it finds.
+10. Quarter after quarter: three retrain cycles on BANKING77 with drift that keeps arriving, policy and random picks
+   on the real recipe, 3 seeds (bench/quarters.py). Only `make bench-quarters` (`python -m bench.quarters`) runs
+   it (about 21 fine-tunes); a full run keeps the section it finds.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def main(argv: list[str]) -> int:
         finetune,
         learning_curves,
         mlflow_windows,
+        quarters,
         report,
         resume,
         review_form,
@@ -143,7 +147,9 @@ def main(argv: list[str]) -> int:
         "anchor_sanity": sanity,
         "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "resume": resumed,
         "seconds": elapsed}, indent=2, default=str))
-    kept = report.section_text(out_md, review_form.SECTION)  # measured by --review-form alone
+    # measured by --review-form and by `make bench-quarters` alone
+    kept = "\n".join(t for t in (report.section_text(out_md, review_form.SECTION),
+                                 report.section_text(out_md, quarters.SECTION)) if t)
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
                       + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines)

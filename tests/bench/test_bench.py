@@ -82,3 +82,64 @@ def test_a_missing_section_is_appended_and_section_text_reads_it_back(tmp_path):
     replace_section(doc, 7, "## 7. Seven\n\nform\n")
     assert doc.read_text() == "# B\n\n## 6. Six\n\nkeep\n\n## 7. Seven\n\nform\n"
     assert section_text(doc, 7) == "## 7. Seven\n\nform\n" and section_text(doc, 6) == "## 6. Six\n\nkeep\n"
+
+
+# ---------------------------------------------------------------------------------------------- quarters
+def test_quarters_scenario_brings_each_group_in_its_quarter_and_never_reuses_a_row():
+    from pathlib import Path
+
+    from bench import quarters as qb
+
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
+    setup = qb.Setup()
+    s = qb.build(data, seed=1, setup=setup)
+    assert sorted(sum(s.groups.values(), [])) == sorted(s.labels)  # every intent in exactly one group
+    assert [len(s.groups[g]) for g in ("q1-new", "q2-new")] == list(setup.new_per_quarter)
+    assert set(s.launch["label"]) == set(s.groups["launch"])
+    assert (s.launch["label"].value_counts() == setup.launch_per_intent).all()
+    arrived = set(s.groups["launch"])
+    seen = set(s.launch["text"])
+    for q, traffic in enumerate(s.quarters, start=1):
+        arrived |= set(s.groups.get(f"q{q}-new", []))
+        assert set(traffic["label"]) == arrived  # what has arrived, and nothing that has not
+        assert (traffic["group"] == traffic["label"].map({lab: g for g, ls in s.groups.items() for lab in ls})).all()
+        spoken = traffic["channel"] == qb.VOICE
+        if q == setup.voice_quarter:
+            assert abs(spoken.mean() - setup.voice_share) < 0.05
+            assert not traffic.loc[spoken, "input"].str.contains(r"[A-Z?.,!]").any()
+        else:
+            assert not spoken.any()
+        assert traffic["trace_id"].is_unique and traffic["timestamp"].is_monotonic_increasing
+        typed = set(traffic.loc[~spoken, "input"])
+        assert not typed & seen  # BANKING77 has a few repeated texts; none is split across launch and quarters
+        seen |= typed
+    assert len(s.test) == len(s.test_voice) == 3080 and (s.test.groupby("group").size() >= 1000).all()
+
+
+def test_voice_rendering_is_lower_case_without_punctuation_and_seeded():
+    from bench import quarters as qb
+
+    text = "Why hasn't my Card arrived yet? It's been 2 weeks!"
+    a = qb.voice(text, np.random.default_rng(5))
+    assert a == qb.voice(text, np.random.default_rng(5)) and a == a.lower()
+    assert not set("?!.,") & set(a)
+    words = ["why", "hasn't", "my", "card", "arrived", "yet", "it's", "been", "2", "weeks"]
+    spoken = a.split()[-len(words):]  # a filler may come first; a swap keeps a word's letters
+    assert [sorted(w) for w in spoken] == [sorted(w) for w in words]
+    rendered = [qb.voice(text, np.random.default_rng(k)) for k in range(200)]
+    assert 0.3 < np.mean([r.split()[0] != "why" for r in rendered]) < 0.7  # a filler about half the time
+
+
+def test_seed_blocked_paired_difference():
+    from bench import quarters as qb
+
+    rng = np.random.default_rng(0)
+    other = rng.random(1000) < 0.3
+    model = np.where(rng.random(1000) < 0.1, ~other, other)
+    d, var = qb._paired(model, other)
+    assert d == pytest.approx(other.mean() - model.mean())
+    m1, lo1, hi1 = qb.blocked([(model, other)])
+    m3, lo3, hi3 = qb.blocked([(model, other)] * 3)  # three identical seeds: same mean, interval sqrt(3) narrower
+    assert m1 == pytest.approx(100 * d) == pytest.approx(m3)
+    assert (hi1 - lo1) / (hi3 - lo3) == pytest.approx(np.sqrt(3)) and hi1 - lo1 == pytest.approx(
+        2 * 1.96 * 100 * np.sqrt(var), rel=1e-3)
