@@ -29,7 +29,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,8 @@ class Setup:
     voice_share: float = 0.5  # share of that quarter's traffic on the voice channel
     traffic_cap: int | None = None  # quick mode: at most this many traffic rows per quarter
     strategies: tuple[str, ...] = STRATEGIES
-    training: dict = field(default_factory=dict)  # TrainingConfig overrides (quick mode)
+    training: dict = field(default_factory=dict)  # TrainingConfig overrides (quick mode, variants)
+    from_base: bool = False  # variant: each quarter trains the base model afresh on every row, not the champion
 
 
 @dataclass
@@ -222,7 +223,7 @@ def run_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.ndarray],
                 texts += picked["input"].tolist()
                 labels += picked["label"].tolist()
                 vecs.append(v_quarters[q - 1][pos])
-                model = modeling.align_labels(model, s.labels)
+                model = modeling.align_labels(modeling.load_base(cfg) if setup.from_base else model, s.labels)
                 recipe.fine_tune(model, texts, labels, training, Path(tmp) / "trainer")
                 same_rows = anchor.fit(np.vstack(vecs), np.asarray(labels), seed=seed)
                 pred = np.asarray(modeling.score(model, test_texts).prediction)
@@ -316,7 +317,7 @@ def acceptance(table: pd.DataFrame, min_group: int = 1000) -> list[str]:
     return lines
 
 
-def to_markdown(result: dict) -> str:
+def to_markdown(result: dict, variants: dict[str, dict] | None = None) -> str:
     setup, table = result["setup"], pd.DataFrame(result["table"])
     checks = pd.DataFrame(result["checks"])
 
@@ -355,9 +356,41 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {c['seed']} | {c['quarter']} | {c['model']} | {100 * c['report_estimate']:.1f} | "
                          f"{100 * c['independent_fail_rate']:.1f} | {100 * c['difference']:+.1f} | "
                          f"{100 * c['tolerance']:.1f} | {c['within']} |")
+    if variants:
+        lines += ["", variants_markdown(result, variants)]
     lines += ["", "Not covered yet: the synthetic world over several quarters; how the regression set's weights stay "
               "right as it accumulates draws across quarters (each quarter's check draws afresh); out-of-scope "
               "traffic."]
+    return "\n".join(lines)
+
+
+def _recipe_name(name: str, setup: dict) -> str:
+    changes = [f"{k}={v:g}" for k, v in setup["training"].items()] + (["from base"] if setup.get("from_base") else [])
+    return f"{name} ({', '.join(changes)})" if changes else name
+
+
+def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
+    """The policy's quarters under each recipe variant (`--variant`), beside the default recipe's: launch intents
+    against the bootstrap champion, the other groups against the anchor on the same rows."""
+    lines = ["### Recipe variants (policy picks; `python -m bench.quarters --variant NAME ...`)", "",
+             "Each variant is its own run on the seeds listed (the bootstrap champion of a seed is the same model in "
+             "every run); a variant on fewer seeds than the default is not paired with it. Accuracy in %; launch: "
+             "difference with the bootstrap champion, the other groups: with the anchor on the same rows (points, "
+             "seed-blocked paired 95% intervals).", "",
+             "| recipe | seeds | quarter | launch (vs bootstrap) | q1-new (vs anchor) | q2-new (vs anchor) "
+             "| voice (vs anchor) |", "|---|---|---|---|---|---|---|"]
+
+    def cell(t: pd.DataFrame, q: int, group: str, key: str) -> str:
+        r = t[(t["quarter"] == q) & (t["group"] == group)].iloc[0]
+        return f"{r['model_acc']:.1f} ({r[key]:+.1f} [{r[key + '_low']:+.1f}, {r[key + '_high']:+.1f}])"
+
+    for name, res in {"default": base, **variants}.items():
+        t = pd.DataFrame(res["table"])
+        t = t[t["strategy"] == "policy"]
+        for q in sorted(t["quarter"].unique()):
+            lines.append(f"| {_recipe_name(name, res['setup'])} | {list(res['setup']['seeds'])} | {q} | "
+                         f"{cell(t, q, 'launch', 'vs_bootstrap')} | {cell(t, q, 'q1-new', 'vs_anchor')} | "
+                         f"{cell(t, q, 'q2-new', 'vs_anchor')} | {cell(t, q, VOICE, 'vs_anchor')} |")
     return "\n".join(lines)
 
 
@@ -377,8 +410,8 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
 
 
 def main(argv: list[str]) -> int:
-    """`python -m bench.quarters [--quick]`: run, write docs/bench/quarters[-quick].json and section 10 of
-    docs/benchmarks[-quick].md."""
+    """`python -m bench.quarters [--quick | --variant NAME ... | --render]`: run, write docs/bench/quarters[-quick |
+    -NAME].json, and rewrite section 10 of docs/benchmarks[-quick].md (`--render`: only that)."""
     import os
 
     from bench import report
@@ -387,9 +420,23 @@ def main(argv: list[str]) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "--render" in argv:
+        render()
+        return 0
     quick = "--quick" in argv
     setup = Setup(seeds=(0,), budget=40, traffic_cap=400, training={"epochs": 1, "validation_share": 0.0}) \
         if quick else Setup()
+    # a recipe variant, measured apart: --variant NAME [--training key=value,...] [--strategies a,b] [--seeds 0,1]
+    # [--from-base]
+    variant = argv[argv.index("--variant") + 1] if "--variant" in argv else ""
+    if variant:
+        pairs = argv[argv.index("--training") + 1].split(",") if "--training" in argv else []
+        overrides = {k: float(v) for k, v in (p.split("=") for p in pairs)}
+        strategies = tuple(argv[argv.index("--strategies") + 1].split(",")) if "--strategies" in argv else \
+            setup.strategies
+        seeds = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")) if "--seeds" in argv else setup.seeds
+        setup = replace(setup, training={**setup.training, **overrides}, strategies=strategies, seeds=seeds,
+                        from_base="--from-base" in argv)
     cache = REPO / ".hitl" / "bench-cache"
     encoder = FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
 
@@ -398,13 +445,30 @@ def main(argv: list[str]) -> int:
 
     result = run(setup, encoder.encode, log=log)
     encoder.save()
-    suffix = "-quick" if quick else ""
+    suffix = ("-quick" if quick else "") + (f"-{variant}" if variant else "")
     (REPO / "docs" / "bench" / f"quarters{suffix}.json").write_text(json.dumps(result, indent=2, default=str))
-    out_md = REPO / "docs" / f"benchmarks{suffix}.md"
-    if out_md.exists():
-        report.replace_section(out_md, SECTION, to_markdown(result))
-    log(f"done in {result['minutes']:.1f} min; section {SECTION} of {out_md.name}")
+    if quick:
+        out_md = REPO / "docs" / "benchmarks-quick.md"
+        if out_md.exists():
+            report.replace_section(out_md, SECTION, to_markdown(result))
+    else:
+        render()
+    log(f"done in {result['minutes']:.1f} min; docs/bench/quarters{suffix}.json")
     return 0
+
+
+def render() -> None:
+    """Section 10 of docs/benchmarks.md from docs/bench/quarters.json and the variants' quarters-NAME.json."""
+    from bench import report
+
+    art = REPO / "docs" / "bench"
+    base = art / "quarters.json"
+    if not base.exists():
+        return
+    variants = {f.stem.removeprefix("quarters-"): json.loads(f.read_text()) for f in sorted(art.glob("quarters-*.json"))
+                if "quick" not in f.stem}
+    report.replace_section(REPO / "docs" / "benchmarks.md", SECTION,
+                           to_markdown(json.loads(base.read_text()), variants))
 
 
 if __name__ == "__main__":

@@ -270,6 +270,10 @@ class TrainingConfig(_Strict):
     refit: bool = True  # after early stopping picks the epochs, train again on every row (validation included)
     seed: int = 42
     replay_launch: bool = True  # mix the launch data into every fine-tune to avoid forgetting
+    # continuing from a champion: weight of a distillation term that keeps the champion's probabilities over the
+    # labels it already knew, on every training row (0: off; recipe.py, "Learning without Forgetting")
+    distill_weight: float = Field(0.0, ge=0.0)
+    distill_temperature: float = Field(2.0, gt=0.0)
     max_steps: int = -1  # >0 caps training (tests)
     checkpoint_steps: int = Field(100, ge=0)  # a resumable checkpoint every N steps (0: none); see recipe.py
 

@@ -13,7 +13,12 @@
    patience), the best state kept in memory; then (`refit`) a second pass on every row for that many
    epochs. The encoder and the head have their own learning rates; continuing from a trained champion, the
    encoder's is lower (`continue_learning_rate`), so the launch intents are not forgotten.
-4. Crash-safe: every `checkpoint_steps` steps a phase (`select`: early stopping, `refit`, or `train`)
+4. Optional distillation (`distill_weight` > 0, continuing from a trained champion): before training, the
+   champion's probabilities over the labels it already knew (at `distill_temperature`) are computed on every
+   training row, and the loss adds weight * T^2 * KL(champion || network) over those labels (Li & Hoiem,
+   "Learning without Forgetting", 2016), so new labels are learned without moving the old decision regions
+   further than the rows require.
+5. Crash-safe: every `checkpoint_steps` steps a phase (`select`: early stopping, `refit`, or `train`)
    saves a Trainer checkpoint (weights, optimizer, scheduler, RNG states) plus the early-stopping state,
    sealed by a marker written last, under `output_dir/run-<key>` (the key hashes the starting weights,
    the rows and the settings). A re-run with the same key resumes from the last sealed checkpoint; the
@@ -104,20 +109,24 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
         held[:] = False
     everything = np.ones(len(labels), dtype=bool)
     run_dir = _run_dir(model, texts, labels, training, output_dir, max_length, fallback_label)
+    teacher = _teacher(model, texts, training, max_length)
     if not held.any():
         _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
-        out = _train(model, texts, labels, everything, None, training.epochs, training, run_dir / "train", max_length)
+        out = _train(model, texts, labels, everything, None, training.epochs, training, run_dir / "train", max_length,
+                     teacher)
         shutil.rmtree(run_dir, ignore_errors=True)
         return {**out, "validation_rows": 0.0, "new_head_rows": float(len(new))}
     start = {k: v.detach().clone() for k, v in net.state_dict().items()} if training.refit else None
     _init_new_rows(model, texts, labels, ~held, new, fallback_label, max_length)
-    first = _train(model, texts, labels, ~held, held, training.epochs, training, run_dir / "select", max_length)
+    first = _train(model, texts, labels, ~held, held, training.epochs, training, run_dir / "select", max_length,
+                   teacher)
     out = {**first, "validation_rows": float(held.sum()), "new_head_rows": float(len(new))}
     if start is not None:
         net.load_state_dict(start)
         _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
         epochs = max(1.0, float(np.ceil(first["best_epoch"])))
-        final = _train(model, texts, labels, everything, None, epochs, training, run_dir / "refit", max_length)
+        final = _train(model, texts, labels, everything, None, epochs, training, run_dir / "refit", max_length,
+                       teacher)
         out.update({f"refit_{k}": v for k, v in final.items()}, train_rows=final["train_rows"])
     shutil.rmtree(run_dir, ignore_errors=True)
     return out
@@ -148,6 +157,24 @@ def _idle_s(folder: Path) -> float:
         return 0.0
 
 
+def _teacher(model: IntentModel, texts: list[str], training: TrainingConfig, max_length: int):
+    """(indices of the labels the model knows now, their probabilities at the distillation temperature on every
+    training row), or None when distillation is off or the model knows no label yet."""
+    import torch
+
+    from hitl.learning.modeling import run_batched
+
+    known = torch.nonzero(model.network.active).flatten()
+    if training.distill_weight <= 0 or len(known) < 2:
+        return None
+    model.network.eval()
+    t = training.distill_temperature
+    with torch.no_grad():
+        probs = run_batched(model.tokenizer, texts, lambda enc: torch.softmax(
+            model.network(**enc).logits[:, known] / t, dim=-1), 64, max_length)
+    return known, torch.as_tensor(np.asarray(probs), dtype=torch.float32)
+
+
 def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows: np.ndarray, new: list[str],
                    fallback_label: str | None, max_length: int) -> None:
     """Head rows of labels never trained: the prototype of their examples among `rows` (a fallback label
@@ -169,10 +196,11 @@ def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows
 
 def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: np.ndarray,
            val_rows: np.ndarray | None, epochs: float, training: TrainingConfig, phase_dir: Path,
-           max_length: int) -> dict[str, float]:
+           max_length: int, teacher=None) -> dict[str, float]:
     """One Trainer pass (a phase) on `train_rows` (sampling weighted by `balance_power`); with `val_rows`,
-    early stopping restores the best epoch's weights. Resumes from the phase's last sealed checkpoint; a
-    phase that already finished only loads its weights and metrics."""
+    early stopping restores the best epoch's weights; with a `teacher` (`_teacher`), the distillation term is
+    added to the loss. Resumes from the phase's last sealed checkpoint; a phase that already finished only
+    loads its weights and metrics."""
     import torch
     from datasets import Dataset
     from safetensors.torch import load_file, save_file
@@ -191,7 +219,8 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
     def dataset(mask: np.ndarray) -> Dataset:
         rows = np.flatnonzero(mask)
         enc = tok([texts[i] for i in rows], truncation=True, max_length=max_length)
-        return Dataset.from_dict({**enc, "labels": [index[labels[i]] for i in rows]})
+        extra = {"row": rows.tolist()} if teacher is not None else {}  # which teacher row goes with it
+        return Dataset.from_dict({**enc, "labels": [index[labels[i]] for i in rows], **extra})
 
     validate = val_rows is not None and val_rows.any()
     train_ds, val_ds = dataset(train_rows), (dataset(val_rows) if validate else None)
@@ -224,6 +253,18 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
             super()._save_checkpoint(model, trial)
             loss_sum = loss_before + self._total_loss_scalar + float(self._tr_loss.item())
             _seal(phase_dir, self.state.global_step, loss_sum, best if validate else None)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            rows = inputs.pop("row", None)
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            if teacher is not None and rows is not None:
+                known, probs = teacher
+                t = training.distill_temperature
+                student = torch.log_softmax(outputs.logits[:, known.to(outputs.logits.device)] / t, dim=-1)
+                target = probs[rows.cpu()].to(student.device)
+                loss = loss + training.distill_weight * t * t * torch.nn.functional.kl_div(
+                    student, target, reduction="batchmean")
+            return (loss, outputs) if return_outputs else loss
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:

@@ -76,3 +76,27 @@ def test_unknown_training_label_is_refused(tiny_cfg, tmp_path):
     model = modeling.load_base(tiny_cfg)
     with pytest.raises(ValueError, match="not in the model's label set"):
         recipe.fine_tune(model, ["x"], ["unknown"], tiny_cfg.training, tmp_path)
+
+
+@pytest.mark.slow(reason="three real fine-tunes of a small encoder: a champion, then two continued runs compared")
+def test_distillation_keeps_the_champion_s_old_labels_closer_and_still_learns_the_new_one(tiny_cfg, tmp_path):
+    import numpy as np
+
+    champion = modeling.load_base(tiny_cfg)
+    recipe.fine_tune(champion, *_data(LAUNCH), tiny_cfg.training, tmp_path)
+    saved = modeling.save(champion, tmp_path / "champion")
+    labels = [*LAUNCH, NEW[0]]
+    launch_texts = _data(LAUNCH)[0]
+    before = modeling.probabilities(champion, launch_texts)[:, :len(LAUNCH)]
+    drift, learned = {}, {}
+    for weight in (0.0, 1.0):
+        training = tiny_cfg.training.model_copy(update={"distill_weight": weight})
+        model = modeling.align_labels(modeling.load(saved), labels)
+        metrics = recipe.fine_tune(model, *_data({**LAUNCH, NEW[0]: NEW[1]}), training, tmp_path / str(weight))
+        assert metrics["new_head_rows"] == 1
+        after = modeling.probabilities(model, launch_texts)[:, :len(LAUNCH)]
+        after = after / after.sum(axis=1, keepdims=True)  # over the old labels, as the distillation term sees them
+        drift[weight] = float(np.mean(np.sum(before * (np.log(before + 1e-9) - np.log(after + 1e-9)), axis=1)))
+        learned[weight] = modeling.score(model, NEW_HELD_OUT).prediction.count(NEW[0])
+    assert drift[1.0] < drift[0.0], drift  # the old labels' probabilities moved less
+    assert learned[1.0] >= 3, learned  # and the new label is still learnt from five examples
