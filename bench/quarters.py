@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -38,6 +39,7 @@ import pandas as pd
 from bench import estimate_check
 from bench.learning_curves import bench_config, t_interval
 from hitl.config import TrainingConfig
+from hitl.evaluation import paired
 from hitl.hashing import text_group
 from hitl.learning import anchor, modeling, recipe
 from hitl.sampling import selection
@@ -247,10 +249,8 @@ def run_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.ndarray],
 # ---------------------------------------------------------------------------------------------- summaries
 def _paired(model_fail: np.ndarray, other_fail: np.ndarray) -> tuple[float, float]:
     """Model accuracy minus the other's, and the variance of its Agresti-Min adjusted estimate."""
-    a, b = np.asarray(other_fail, bool), np.asarray(model_fail, bool)
-    n_adj = a.size + 2
-    q10, q01 = ((a & ~b).sum() + 0.5) / n_adj, ((~a & b).sum() + 0.5) / n_adj
-    return float((a & ~b).mean() - (~a & b).mean()), float((q10 + q01 - (q10 - q01) ** 2) / n_adj)
+    estimate, _, variance = paired.adjusted_difference(other_fail, model_fail)  # model fail minus other fail
+    return -estimate, variance
 
 
 def blocked(pairs: list[tuple[np.ndarray, np.ndarray]], z: float = 1.959964) -> tuple[float, float, float]:
@@ -395,8 +395,6 @@ def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
 
 
 def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path = DATA, log=print) -> dict:
-    import os
-
     started = time.monotonic()
     rows, checks = [], []
     for seed in setup.seeds:
@@ -412,8 +410,6 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
 def main(argv: list[str]) -> int:
     """`python -m bench.quarters [--quick | --variant NAME ... | --render]`: run, write docs/bench/quarters[-quick |
     -NAME].json, and rewrite section 10 of docs/benchmarks[-quick].md (`--render`: only that)."""
-    import os
-
     from bench import report
     from hitl.config import Config
     from hitl.learning.embeddings import FrozenEncoder

@@ -37,6 +37,17 @@ def paired_difference(champion_fail: Sequence[bool] | np.ndarray, challenger_fai
     The weighted 2x2 cell shares are scaled to counts at the Kish effective sample size and 0.5 is added to
     each of the four cells before the Wald interval. Returns (unadjusted estimate, low, high), in [-1, 1].
     """
+    estimate, diff, variance = adjusted_difference(champion_fail, challenger_fail, weights)
+    if math.isnan(estimate):
+        return math.nan, math.nan, math.nan
+    half = float(ndtri(1 - alpha / 2)) * math.sqrt(variance)
+    return estimate, float(max(-1.0, diff - half)), float(min(1.0, diff + half))
+
+
+def adjusted_difference(champion_fail: Sequence[bool] | np.ndarray, challenger_fail: Sequence[bool] | np.ndarray,
+                        weights: Sequence[float] | np.ndarray | None = None) -> tuple[float, float, float]:
+    """Challenger minus champion fail rate: (unadjusted estimate, Agresti-Min adjusted estimate, its variance),
+    the pieces of `paired_difference`'s interval (also summed over independent blocks, e.g. seeds)."""
     a, b = _fails(champion_fail, challenger_fail)
     w = np.ones(a.size) if weights is None else np.asarray(weights, float)
     if w.shape != a.shape or not (np.isfinite(w) & (w > 0)).all():
@@ -48,5 +59,4 @@ def paired_difference(champion_fail: Sequence[bool] | np.ndarray, challenger_fai
     n_adj = n_eff + 2  # four cells + 0.5
     q10, q01 = (n_eff * p10 + 0.5) / n_adj, (n_eff * p01 + 0.5) / n_adj
     diff = q01 - q10
-    half = float(ndtri(1 - alpha / 2)) * math.sqrt((q10 + q01 - diff**2) / n_adj)
-    return float(p01 - p10), float(max(-1.0, diff - half)), float(min(1.0, diff + half))
+    return float(p01 - p10), float(diff), float((q10 + q01 - diff**2) / n_adj)
