@@ -12,7 +12,7 @@ CONFIG ?= configs/demo.yaml
 PYTEST_WORKERS ?= 2
 PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick bench-quarters
+.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick bench-quarters bench-oos
 
 # torch first, pinned, with pip: the CPU wheel (pip finds it on this machine's disk; nothing else may pull a CUDA
 # build). Then the project with uv, pinned: the same versions as pip resolves (compared package by package),
@@ -65,6 +65,9 @@ bench-quick: $(STAMP)
 # Three retrain cycles on BANKING77, policy and random picks, 3 seeds: 21 fine-tunes (section 10 of docs/benchmarks.md)
 bench-quarters: $(STAMP)
 	$(BIN)/python -m bench.quarters
+
+bench-oos: $(STAMP)
+	$(BIN)/python -m bench.out_of_scope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -22,6 +22,9 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
 10. Quarter after quarter: three retrain cycles on BANKING77 with drift that keeps arriving, policy and random picks
    on the real recipe, 3 seeds (bench/quarters.py). Only `make bench-quarters` (`python -m bench.quarters`) runs
    it (about 21 fine-tunes); a full run keeps the section it finds.
+11. Out-of-scope: held-out BANKING77 intents as unknown traffic, the product's model against the anchor at one fixed
+   false-abstention rate (bench/out_of_scope.py). Only `make bench-oos` (`python -m bench.out_of_scope`) runs it;
+   a full run keeps the section it finds.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def main(argv: list[str]) -> int:
         finetune,
         learning_curves,
         mlflow_windows,
+        out_of_scope,
         quarters,
         report,
         resume,
@@ -147,9 +151,10 @@ def main(argv: list[str]) -> int:
         "anchor_sanity": sanity,
         "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "resume": resumed,
         "seconds": elapsed}, indent=2, default=str))
-    # measured by --review-form and by `make bench-quarters` alone
+    # measured by --review-form, `make bench-quarters` and `make bench-oos` alone
     kept = "\n".join(t for t in (report.section_text(out_md, review_form.SECTION),
-                                 report.section_text(out_md, quarters.SECTION)) if t)
+                                 report.section_text(out_md, quarters.SECTION),
+                                 report.section_text(out_md, out_of_scope.SECTION)) if t)
     out_md.write_text(report.markdown_doc(setup, curves, ft_table, check_table, sanity, speed_result, elapsed, quick,
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
                       + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines)

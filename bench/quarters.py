@@ -360,7 +360,7 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None) -> str:
         lines += ["", variants_markdown(result, variants)]
     lines += ["", "Not covered yet: the synthetic world over several quarters; how the regression set's weights stay "
               "right as it accumulates draws across quarters (each quarter's check draws afresh); out-of-scope "
-              "traffic."]
+              "traffic over the quarters (section 11 measures it on its own)."]
     return "\n".join(lines)
 
 

@@ -76,7 +76,7 @@ def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.Dat
         return np.asarray(scores.prediction[:k])
     return abstention.verdict_predictions(scores.probs[:k], model.labels, model.fallback_label,
                                           sample["label"].to_numpy(), 1.0 / sample["inclusion_prob"].to_numpy(float),
-                                          sample["trace_id"].astype(str))
+                                          sample["trace_id"].astype(str), in_scope=scores.in_scope[:k])
 
 
 @task(name="compare-champion-and-challenger", tags=[CPU_TAG], cache_policy=NO_CACHE)

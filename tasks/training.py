@@ -82,17 +82,18 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
 
 @task(name="calibrate-abstention", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
-    """With a fallback label: the abstention threshold that maximises weighted accuracy on the random draw."""
+    """With a fallback label: the threshold on the in-scope score (`modeling.Scores.in_scope`) that maximises
+    weighted accuracy on the random draw."""
     sample, weights = abstention.calibration_rows(records)
     if cfg.fallback_label is None or sample.empty:
         return None
     model.abstain_threshold = None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
-    thr = abstention.calibrate(s.confidence, np.asarray(s.prediction), sample["label"].to_numpy(),
+    thr = abstention.calibrate(s.in_scope, np.asarray(s.prediction), sample["label"].to_numpy(),
                                cfg.fallback_label, weights)
     model.abstain_threshold = thr
-    get_run_logger().info("Abstention threshold %.3f (predict %s below it), calibrated on %d random-draw rows",
-                          thr, cfg.fallback_label, len(sample))
+    get_run_logger().info("Abstention threshold %.3f on the in-scope score (predict %s below it), calibrated on %d "
+                          "random-draw rows", thr, cfg.fallback_label, len(sample))
     return thr
 
 

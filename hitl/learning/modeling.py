@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hitl.learning.network import CosineIntentNetwork
 
 ENCODER_DIR, HEAD_FILE, META_FILE = "encoder", "head.safetensors", "intent_model.json"
+REFERENCE_FILE = "reference.npy"
 ARTIFACT_KEY = "intent_model"
 FORMAT = "hitl-cosine-intent/1"
 
@@ -42,12 +43,15 @@ class IntentModel:
     labels: list[str]
     version: str = "base"
     fallback_label: str | None = None
-    abstain_threshold: float | None = None  # below this top probability, predict the fallback label
+    abstain_threshold: float | None = None  # below this in-scope score, predict the fallback label
     trained_counts: dict[str, int] = field(default_factory=dict)  # examples seen per label, cumulative
     base: str = ""
     # None: torch scores (the reference). Else the ONNX Runtime engine of this version's export, which computes
     # the probabilities in `score` (`registry.load_registered`); dropped when the network changes (training).
     engine: Any = None  # hitl.learning.onnx_engine.OnnxEngine (not imported here: it imports this module)
+    # sentence vectors (float16) of training rows of the in-scope labels, kept when trained with a fallback label:
+    # the in-scope score's reference (abstention.in_scope_score); None: the top probability stands in
+    reference: np.ndarray | None = None
 
     @property
     def serving_engine(self) -> str:
@@ -67,6 +71,7 @@ class Scores:
     confidence: np.ndarray  # probability of the top label
     margin: np.ndarray  # top-1 minus top-2 probability
     entropy: np.ndarray  # entropy over the known labels / log(number of known labels), in [0, 1]
+    in_scope: np.ndarray  # abstention's score in [0, 1]: closeness to the reference (abstention.py), else confidence
 
 
 def base_model_path(cfg: Config) -> Path:
@@ -178,19 +183,45 @@ def probabilities(model: IntentModel, texts: list[str], batch_size: int = 64, ma
                        batch_size, max_length)
 
 
+def _probabilities_and_vectors(model: IntentModel, texts: list[str], batch_size: int, max_length: int
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """Label probabilities and sentence vectors in one torch pass (an ONNX engine computes the probabilities, and
+    the vectors take a torch pass of their own)."""
+    import torch
+
+    if model.engine is not None:
+        return probabilities(model, texts, batch_size, max_length), encode(model, texts, batch_size, max_length)
+    net = model.network
+    net.eval()
+
+    def both(enc: dict) -> Any:
+        sentence = net.embed(**enc)
+        return torch.cat([torch.softmax(net.head(sentence), dim=-1), sentence], dim=1)
+
+    out = run_batched(model.tokenizer, texts, both, batch_size, max_length)
+    return out[:, :len(model.labels)], out[:, len(model.labels):]
+
+
 def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> Scores:
-    """Predicted labels, confidences, margins and normalised entropies; with a fallback label and an
-    abstention threshold, a top probability below the threshold predicts the fallback label."""
+    """Predicted labels, confidences, margins, normalised entropies and in-scope scores; with a fallback label and
+    an abstention threshold, an in-scope score below the threshold predicts the fallback label."""
     n_labels = len(model.labels)
-    probs = probabilities(model, texts, batch_size, max_length) if texts else np.zeros((0, n_labels), np.float32)
+    vectors = None
+    if not texts:
+        probs = np.zeros((0, n_labels), np.float32)
+    elif model.reference is not None:
+        probs, vectors = _probabilities_and_vectors(model, texts, batch_size, max_length)
+    else:
+        probs = probabilities(model, texts, batch_size, max_length)
     top2 = np.sort(probs, axis=1)[:, -2:] if n_labels > 1 else np.hstack([probs, probs])
     known = max(int(model.network.active.sum()), 2)
     p = np.clip(probs, 1e-12, 1.0)
     entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
+    in_scope = abstention.in_scope_score(vectors, model.reference) if vectors is not None else top2[:, 1]
     pred = [model.labels[i] for i in probs.argmax(axis=1)]
     if model.fallback_label and model.abstain_threshold is not None:
-        pred = abstention.apply(top2[:, 1], np.asarray(pred), model.fallback_label, model.abstain_threshold).tolist()
-    return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy)
+        pred = abstention.apply(in_scope, np.asarray(pred), model.fallback_label, model.abstain_threshold).tolist()
+    return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy, np.asarray(in_scope, float))
 
 
 def top_labels(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:
@@ -205,7 +236,8 @@ def top_labels(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[
 
 def concat_scores(parts: list[Scores]) -> Scores:
     """The scores of consecutive partitions of the texts as one `Scores`, in partition order."""
-    arrays = (np.concatenate([getattr(s, f) for s in parts]) for f in ("probs", "confidence", "margin", "entropy"))
+    arrays = (np.concatenate([getattr(s, f) for s in parts])
+              for f in ("probs", "confidence", "margin", "entropy", "in_scope"))
     return Scores([p for s in parts for p in s.prediction], *arrays)
 
 
@@ -224,6 +256,10 @@ def save(model: IntentModel, path: Path) -> Path:
     meta = {"format": FORMAT, "labels": model.labels, "fallback_label": model.fallback_label,
             "abstain_threshold": model.abstain_threshold, "trained_counts": model.trained_counts, "base": model.base}
     (path / META_FILE).write_text(json.dumps(meta, indent=2))
+    if model.reference is not None:
+        np.save(path / REFERENCE_FILE, np.asarray(model.reference, np.float16), allow_pickle=False)
+    else:
+        (path / REFERENCE_FILE).unlink(missing_ok=True)
     return path
 
 
@@ -247,6 +283,7 @@ def load(path: Path, version: str = "local") -> IntentModel:
         net.log_scale.copy_(head["log_scale"].reshape(()))
         net.active.copy_(head["active"] > 0.5)
     net.eval()
+    reference = np.load(path / REFERENCE_FILE, allow_pickle=False) if (path / REFERENCE_FILE).exists() else None
     return IntentModel(net, AutoTokenizer.from_pretrained(path / ENCODER_DIR), meta["labels"], version,
                        meta.get("fallback_label"), meta.get("abstain_threshold"), meta.get("trained_counts", {}),
-                       meta.get("base", ""))
+                       meta.get("base", ""), reference=reference)

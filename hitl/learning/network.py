@@ -57,11 +57,14 @@ class CosineIntentNetwork(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None
                 ) -> SequenceClassifierOutput:
-        sentence = self.embed(input_ids, attention_mask, token_type_ids)
-        logits = self.log_scale.exp() * sentence @ F.normalize(self.weight, dim=-1).T + self.bias
-        logits = logits.masked_fill(~self.active, INACTIVE_LOGIT)
+        logits = self.head(self.embed(input_ids, attention_mask, token_type_ids))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def head(self, sentence: torch.Tensor) -> torch.Tensor:
+        """The logits of sentence vectors: scaled cosine to each label's row plus its bias; inactive labels masked."""
+        logits = self.log_scale.exp() * sentence @ F.normalize(self.weight, dim=-1).T + self.bias
+        return logits.masked_fill(~self.active, INACTIVE_LOGIT)
 
     @torch.no_grad()
     def set_prototypes(self, rows: dict[int, torch.Tensor]) -> None:

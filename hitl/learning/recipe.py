@@ -100,6 +100,7 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
                          "the config (a label added after the champion was trained gets its head row at the next "
                          "fine-tune)")
     model.engine = None  # an ONNX export of the weights before training no longer serves this model
+    model.reference = None  # nor do sentence vectors of the encoder before training (set again below)
     net = model.network
     new = sorted({lab for lab in labels if not bool(net.active[index[lab]])})
     if bool(net.active.any()):  # continuing from a trained model: a gentler encoder rate forgets less
@@ -115,6 +116,7 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
         out = _train(model, texts, labels, everything, None, training.epochs, training, run_dir / "train", max_length,
                      teacher)
         shutil.rmtree(run_dir, ignore_errors=True)
+        _keep_reference(model, texts, labels, fallback_label, max_length)
         return {**out, "validation_rows": 0.0, "new_head_rows": float(len(new))}
     start = {k: v.detach().clone() for k, v in net.state_dict().items()} if training.refit else None
     _init_new_rows(model, texts, labels, ~held, new, fallback_label, max_length)
@@ -129,7 +131,21 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
                        teacher)
         out.update({f"refit_{k}": v for k, v in final.items()}, train_rows=final["train_rows"])
     shutil.rmtree(run_dir, ignore_errors=True)
+    _keep_reference(model, texts, labels, fallback_label, max_length)
     return out
+
+
+def _keep_reference(model: IntentModel, texts: list[str], labels: list[str], fallback_label: str | None,
+                    max_length: int) -> None:
+    """With a fallback label: keep the trained encoder's sentence vectors of the in-scope training rows (at most
+    `abstention.REFERENCE_PER_LABEL` per label) as the model's reference for the in-scope score."""
+    from hitl.learning import abstention
+    from hitl.learning.modeling import encode
+
+    if fallback_label is None:
+        return
+    rows = abstention.reference_rows(labels, fallback_label)
+    model.reference = encode(model, [texts[i] for i in rows], max_length=max_length).astype(np.float16)
 
 
 def _run_dir(model: IntentModel, texts: list[str], labels: list[str], training: TrainingConfig, output_dir: Path,

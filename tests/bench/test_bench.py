@@ -143,3 +143,98 @@ def test_seed_blocked_paired_difference():
     assert m1 == pytest.approx(100 * d) == pytest.approx(m3)
     assert (hi1 - lo1) / (hi3 - lo3) == pytest.approx(np.sqrt(3)) and hi1 - lo1 == pytest.approx(
         2 * 1.96 * 100 * np.sqrt(var), rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- out-of-scope
+def test_out_of_scope_folds_keep_unknown_intents_apart_from_the_out_of_scope_rows_trained_on():
+    from pathlib import Path
+
+    from bench import out_of_scope as oos
+    from hitl.sim import banking77
+
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
+    labels = banking77.load_labels(data)
+    setup = oos.Setup()
+    folds = oos.folds_of(labels, seed=3, setup=setup)
+    assert len(folds) == setup.folds
+    assert sorted(sum((f.unknown for f in folds), [])) == sorted(set(sum((f.unknown for f in folds), [])))
+    for f in folds:
+        assert len(f.unknown) == len(f.oos_train) == setup.per_fold
+        assert not set(f.unknown) & set(f.oos_train) and not (set(f.unknown) | set(f.oos_train)) & set(f.known)
+        assert sorted([*f.unknown, *f.oos_train, *f.known]) == sorted(labels)
+    assert folds == oos.folds_of(labels, seed=3, setup=setup) and folds != oos.folds_of(labels, seed=4, setup=setup)
+    train = banking77._read_split(data / "train.csv", labels)
+    texts, y = oos.training_rows(train, folds[0], np.random.default_rng(0), setup)
+    counts = pd.Series(y).value_counts()
+    assert counts[oos.FALLBACK] == setup.per_fold * setup.oos_per_intent
+    assert (counts.drop(oos.FALLBACK) == setup.train_per_intent).all() and len(counts) == len(folds[0].known) + 1
+    unknown_texts = set(train.loc[train["label"].isin(folds[0].unknown), "text"])
+    assert not unknown_texts & set(texts)  # no row of an unknown intent is trained on, under any label
+    with pytest.raises(ValueError, match="need more than"):
+        oos.folds_of(labels, 0, oos.Setup(folds=7, per_fold=11))
+
+
+def test_cross_fitted_thresholds_hold_the_false_abstention_rate_on_other_folds():
+    from bench import out_of_scope as oos
+    from hitl.learning import abstention
+
+    rng = np.random.default_rng(1)
+    n = 20_000
+    in_scope = rng.random(n) < 0.8
+    scores = np.where(in_scope, rng.normal(1.0, 1.0, n), rng.normal(-1.0, 1.0, n))
+    cal = abstention.fold_of([str(i) for i in range(n)], 5)
+    t = oos.thresholds_at(scores, in_scope, cal, 5, 0.05)
+    assert len(np.unique(t)) == 5  # one threshold per fold, each fitted without that fold
+    for g in range(5):  # the threshold of fold g comes from the other folds' in-scope scores only
+        assert t[cal == g][0] == pytest.approx(np.quantile(scores[in_scope & (cal != g)], 0.05))
+    assert abs((scores[in_scope] < t[in_scope]).mean() - 0.05) < 0.01
+    from scipy.stats import norm
+    expected_recall = norm.cdf(norm.ppf(0.05) + 1.0 - (-1.0))  # the unknown's scores sit 2 sd lower
+    assert abs((scores[~in_scope] < t[~in_scope]).mean() - expected_recall) < 0.03
+
+
+def test_cluster_interval_resamples_whole_intents():
+    from bench import out_of_scope as oos
+
+    rng = np.random.default_rng(2)
+    clusters = np.repeat(np.arange(40), 50)
+    per_cluster = rng.random(40) < 0.5  # all of a cluster's items agree: 40 independent units, not 2,000
+    values = per_cluster[clusters].astype(float)
+    m, lo, hi = oos.cluster_interval(values, clusters)
+    assert m == pytest.approx(values.mean())
+    naive = 1.96 * np.sqrt(m * (1 - m) / len(values))
+    clustered = 1.96 * np.sqrt(m * (1 - m) / 40)
+    assert hi - lo == pytest.approx(2 * clustered, rel=0.25) and hi - lo > 4 * naive
+    assert lo < m < hi
+
+
+def test_mahalanobis_prefers_the_nearer_class_in_the_stretched_direction():
+    from bench import out_of_scope as oos
+
+    rng = np.random.default_rng(3)
+    cov = np.diag([9.0, 0.25])  # wide along x, narrow along y
+    a = rng.multivariate_normal([0, 0], cov, 500)
+    b = rng.multivariate_normal([0, 3], cov, 500)
+    train, labels = np.vstack([a, b]), np.array(["a"] * 500 + ["b"] * 500)
+    score, at = oos.mahalanobis(train, labels, np.array([[4.0, 0.2], [0.0, 2.9], [0.0, 20.0]]))
+    assert list(at[:2]) == [0, 1]  # (4, 0.2) is 4 away in x, yet a's: x is the wide direction
+    assert score[2] < score[0] < 0  # far off both classes scores lowest
+
+
+def test_label_share_is_read_seed_by_seed_against_each_seed_s_random_final():
+    from bench.report import goal_line, label_share
+
+    def curve(seed, strategy, accs):
+        return [{"seed": seed, "strategy": strategy, "round": r, "labels": 100 * r, "acc_new": a}
+                for r, a in enumerate(accs)]
+
+    rows = [*curve(0, "random", [0, 0.2, 0.4, 0.6, 0.8]), *curve(0, "policy", [0, 0.4, 0.8, 0.9, 0.9]),
+            *curve(1, "random", [0, 0.1, 0.2, 0.3, 0.4]), *curve(1, "policy", [0, 0.2, 0.3, 0.5, 0.6])]
+    shares, (m, lo, hi) = label_share(pd.DataFrame(rows))
+    assert shares == pytest.approx([200 / 400, 250 / 400])  # seed 1: 0.4 reached half-way from 200 to 300 labels
+    assert m == pytest.approx(0.5625) and lo < m < hi
+    line = goal_line(pd.DataFrame(rows), {"random_final_new": 0.6, "policy_reach": 220.0}, 400)
+    assert "**not met**" in line and "56% of random's labels" in line and "by 6 points" in line
+    never = [*rows, *curve(2, "random", [0, 0.5, 0.6, 0.7, 0.8]), *curve(2, "policy", [0, 0.1, 0.1, 0.1, 0.1])]
+    shares, (m, _, _) = label_share(pd.DataFrame(never))
+    assert np.isinf(shares[-1]) and np.isinf(m)

@@ -249,3 +249,47 @@ def test_calibration_rows_are_the_random_draw_weighted_by_inverse_inclusion():
     assert weights.tolist() == [2.0, 4.0]
     empty, w = calibration_rows(records[records["selection_reason"] != RANDOM])
     assert empty.empty and len(w) == 0
+
+
+def test_reference_rows_keep_in_scope_labels_capped_and_never_the_fallback():
+    from hitl.learning.abstention import reference_rows
+
+    labels = ["a"] * 300 + ["b"] * 5 + ["oos"] * 50 + ["a"] * 10
+    rows = reference_rows(labels, "oos", per_label=200, seed=1)
+    kept = np.asarray(labels)[rows]
+    assert (kept == "a").sum() == 200 and (kept == "b").sum() == 5 and "oos" not in kept
+    assert np.all(np.diff(rows) > 0) and np.array_equal(rows, reference_rows(labels, "oos", per_label=200, seed=1))
+    assert len(reference_rows(["oos", "oos"], "oos")) == 0 and len(reference_rows([], None)) == 0
+
+
+def test_in_scope_score_is_the_nearest_reference_row_s_cosine_mapped_to_0_1():
+    from hitl.learning.abstention import in_scope_score
+
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(50, 8))
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    far = rng.normal(size=(20, 8))
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    score = in_scope_score(np.vstack([ref[:3], -ref[:1], far]), ref.astype(np.float16), block=7)
+    assert np.allclose(score[:3], 1.0, atol=1e-3)  # a reference row itself (float16 storage rounds a little)
+    assert np.all((score >= 0) & (score <= 1))
+    brute = (1 + (far @ ref.T).max(axis=1)) / 2
+    assert np.allclose(score[4:], brute, atol=2e-3)  # blocks of 7 rows give the one-matrix answer
+    assert np.array_equal(in_scope_score(far, np.zeros((0, 8))), np.ones(20))  # nothing to compare: never abstain
+    assert in_scope_score(np.zeros((0, 8)), ref).shape == (0,)
+
+
+def test_verdict_predictions_abstain_on_the_in_scope_score_when_given():
+    from hitl.learning.abstention import verdict_predictions
+
+    rng = np.random.default_rng(5)
+    n = 400
+    truth = np.where(rng.random(n) < 0.3, OOS, "a")
+    probs = np.column_stack([np.full(n, 0.9), np.full(n, 0.1)])  # top probability tells nothing
+    labels = ["a", OOS]
+    in_scope = np.where(truth == OOS, rng.uniform(0.5, 0.7, n), rng.uniform(0.8, 1.0, n))  # the score does
+    ids = [f"t{i}" for i in range(n)]
+    with_score = verdict_predictions(probs, labels, OOS, truth, None, ids, in_scope=in_scope)
+    assert (with_score == truth).mean() == 1.0
+    without = verdict_predictions(probs, labels, OOS, truth, None, ids)
+    assert (without == "a").all()  # the top probability is the same everywhere: never worth abstaining on

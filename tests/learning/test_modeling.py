@@ -59,6 +59,29 @@ def test_abstention_predicts_the_fallback_label(tmp_path):
     assert modeling.score(model, ["i lost my card", "what is my balance"]).prediction == ["out_of_scope"] * 2
 
 
+def test_a_reference_decides_abstention_and_travels_with_the_model(tmp_path):
+    cfg = Config(labels=[*LABELS, "out_of_scope"], fallback_label="out_of_scope", state_dir=str(tmp_path))
+    model = modeling.load_base(cfg)
+    model.network.set_prototypes({i: torch.randn(model.network.weight.shape[1]) for i in range(3)})
+    inside = ["i lost my card", "what is my balance"]
+    texts = [*inside, "the weather on mars is cold today"]
+    plain = modeling.score(model, texts)
+    assert np.array_equal(plain.in_scope, plain.confidence)  # no reference: the top probability stands in
+    model.reference = modeling.encode(model, inside).astype(np.float16)
+    s = modeling.score(model, texts, batch_size=2)
+    assert np.allclose(s.probs, plain.probs, atol=1e-6)  # one pass for probabilities and vectors: the same ones
+    assert np.allclose(s.in_scope[:2], 1.0, atol=2e-3) and s.in_scope[2] < s.in_scope[:2].min()
+    model.abstain_threshold = float(s.in_scope[2] + s.in_scope[:2].min()) / 2
+    assert modeling.score(model, texts).prediction[2] == "out_of_scope"
+    assert "out_of_scope" not in modeling.score(model, inside).prediction
+
+    back = modeling.load(modeling.save(model, tmp_path / "m"))
+    assert back.reference.shape == model.reference.shape and back.abstain_threshold == model.abstain_threshold
+    assert np.allclose(modeling.score(back, texts).in_scope, s.in_scope, atol=1e-6)
+    model.reference = None
+    assert modeling.load(modeling.save(model, tmp_path / "m")).reference is None  # the old file does not linger
+
+
 def test_label_set_grows_but_never_shrinks(cfg, tmp_path):
     model = modeling.load_base(cfg)
     model.network.set_prototypes({0: torch.randn(model.network.weight.shape[1])})

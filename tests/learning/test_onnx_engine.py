@@ -64,6 +64,19 @@ def test_export_is_checked_against_torch_and_scores_the_same(exported):
     assert np.allclose(got.probs[:, 3], 0.0)  # an inactive label stays masked
 
 
+def test_an_onnx_served_model_with_a_reference_scores_in_scope_as_torch_does(exported):
+    model, folder, _ = exported
+    model.reference = modeling.encode(model, TEXTS[:4], max_length=32).astype(np.float16)
+    try:
+        ref = modeling.score(model, TEXTS, batch_size=5, max_length=32)
+        model.engine = onnx_engine.load_engine(folder, "onnx")
+        got = modeling.score(model, TEXTS, batch_size=5, max_length=32)
+    finally:
+        model.engine, model.reference = None, None
+    assert np.allclose(got.in_scope, ref.in_scope, atol=1e-5) and np.allclose(got.probs, ref.probs, atol=1e-4)
+    assert np.allclose(ref.in_scope[:4], 1.0, atol=2e-3)
+
+
 def test_fp32_that_differs_from_torch_is_refused(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_engine, "FP32_MAX_ABS", -1.0)
     with pytest.raises(onnx_engine.ExportError, match="differs from torch"):

@@ -100,3 +100,20 @@ def test_distillation_keeps_the_champion_s_old_labels_closer_and_still_learns_th
         learned[weight] = modeling.score(model, NEW_HELD_OUT).prediction.count(NEW[0])
     assert drift[1.0] < drift[0.0], drift  # the old labels' probabilities moved less
     assert learned[1.0] >= 3, learned  # and the new label is still learnt from five examples
+
+
+def test_a_fallback_label_leaves_a_reference_of_the_in_scope_rows(tiny_cfg, tmp_path):
+    """Trained with a fallback label, the model keeps its encoder's vectors of the in-scope rows (not the fallback
+    label's) as the in-scope score's reference; trained without one, it keeps none."""
+    cfg = tiny_cfg.model_copy(update={"labels": [*LAUNCH, "out_of_scope"], "fallback_label": "out_of_scope"})
+    model = modeling.load_base(cfg)
+    texts, labels = _data({**LAUNCH, "out_of_scope": ["tell me a joke", "what is the weather", "who won"]})
+    training = cfg.training.model_copy(update={"max_steps": 2})
+    recipe.fine_tune(model, texts, labels, training, tmp_path, fallback_label="out_of_scope")
+    in_scope = [t for t, lab in zip(texts, labels, strict=True) if lab != "out_of_scope"]
+    assert model.reference.dtype == np.float16 and len(model.reference) == len(in_scope)
+    assert np.allclose(model.reference.astype(np.float32), modeling.encode(model, in_scope), atol=2e-3)
+    s = modeling.score(model, in_scope)
+    assert np.allclose(s.in_scope, 1.0, atol=2e-3)  # each in-scope row has itself in the reference
+    recipe.fine_tune(model, in_scope, [lab for lab in labels if lab != "out_of_scope"], training, tmp_path)
+    assert model.reference is None

@@ -78,15 +78,16 @@ def test_partitions_cover_the_rows_in_order():
 def test_partition_scores_join_in_the_order_of_the_texts():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=10).astype(np.float32)
-    whole = modeling.Scores([f"l{i}" for i in range(10)], probs, probs.max(1), probs.max(1) / 2, probs.min(1))
+    whole = modeling.Scores([f"l{i}" for i in range(10)], probs, probs.max(1), probs.max(1) / 2, probs.min(1),
+                            rng.random(10))
 
     def part(s: slice) -> modeling.Scores:
         return modeling.Scores(whole.prediction[s], whole.probs[s], whole.confidence[s], whole.margin[s],
-                               whole.entropy[s])
+                               whole.entropy[s], whole.in_scope[s])
 
     joined = modeling.concat_scores([part(s) for s in runners.partitions(10, 4)])
     assert joined.prediction == whole.prediction
-    for f in ("probs", "confidence", "margin", "entropy"):
+    for f in ("probs", "confidence", "margin", "entropy", "in_scope"):
         assert np.array_equal(getattr(joined, f), getattr(whole, f))
 
 
