@@ -240,9 +240,11 @@ def run_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.ndarray],
                                                n_random=min(400, len(unseen) // 4),
                                                n_independent=min(2000, len(unseen) // 2), noise=0.05, seed=seed)
                     checks += check.assign(seed=seed, quarter=q).to_dict("records")
-                new = (picked["group"] != "launch").mean() if len(picked) else 0.0
-                log(f"seed {seed} {strategy:6s} quarter {q}: {len(pos)} labels ({new:.0%} new intents), "
-                    f"{len(labels)} training rows, {time.monotonic() - t0:.0f}s")
+                later = (picked["group"] != "launch").mean() if len(picked) else 0.0
+                fresh = (picked["group"] == f"q{q}-new").mean() if len(picked) else 0.0
+                log(f"seed {seed} {strategy:6s} quarter {q}: {len(pos)} labels ({later:.0%} on intents that arrived "
+                    f"after launch, {fresh:.0%} on this quarter's new ones), {len(labels)} training rows, "
+                    f"{time.monotonic() - t0:.0f}s")
     return rows, checks
 
 
