@@ -60,7 +60,7 @@ SCORERS = {
 }
 FROZEN = ("anchor", "anchor_centroid", "anchor_knn", "anchor_mahalanobis")  # the simple baselines
 ANCHOR = "anchor"
-# label groups of BANKING77 for the breakdown, by the first word of the intent that names a product area
+# label groups of BANKING77 for the breakdown: the first of these keywords (in this order) an intent's name contains
 GROUP_WORDS = (("top_up", "top-up"), ("topping", "top-up"), ("transfer", "transfer"), ("cash", "cash & ATM"),
                ("atm", "cash & ATM"), ("exchange", "exchange"), ("currenc", "exchange"), ("verify", "identity"),
                ("identity", "identity"), ("refund", "refund"), ("card", "card"), ("pin", "card"),
@@ -89,7 +89,7 @@ SCENARIO_NAMES = {"banking77": "BANKING77", "world": "synthetic world"}
 
 
 def group_of(intent: str) -> str:
-    """A BANKING77 intent's label group (for the breakdown): the first product-area word it contains."""
+    """A BANKING77 intent's label group (for the breakdown, by GROUP_WORDS); "account & other" without a keyword."""
     name = intent.lower()
     return next((g for word, g in GROUP_WORDS if word in name), "account & other")
 
