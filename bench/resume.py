@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from hitl.config import Config, TrainingConfig
-from hitl.learning import modeling, recipe
+from hitl.learning import checkpoints, modeling, recipe
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -110,7 +110,7 @@ def _case(fault: str, expected: dict, probs: np.ndarray, cfg: Config, texts: lis
         raise RuntimeError(f"{fault}: expected kill -9, got exit {p.returncode}: {p.stderr[-2000:]}")
     run_dir = next(out_dir.glob("run-*"))
     phase = fault.split(":")[1]
-    sealed = sorted(c for c in (run_dir / phase).glob("checkpoint-*") if (c / recipe.SEALED).exists())
+    sealed = sorted(c for c in (run_dir / phase).glob("checkpoint-*") if (c / checkpoints.SEALED).exists())
     size = _size_mb(sealed[-1]) if sealed else 0.0
     select_done = (run_dir / "select" / recipe.DONE).exists()  # before the resume, which removes the run folder
     t0 = time.monotonic()

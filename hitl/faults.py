@@ -8,7 +8,7 @@ server while the process waits at that step and then let it go on (SIGCONT). The
 - `sampling:after-enqueue`: the queue written, the sampling summary not yet (tasks/sampling.py)
 - `dataset:after-artifact`: the version's parquet logged, its `complete` tag not yet (hitl/datasets/versions.py)
 - `train:<phase>:step-<n>`: fine-tuning after optimizer step n of a phase (`select`, `refit` or `train`)
-  (hitl/learning/recipe.py)
+  (hitl/learning/recipe.py, checkpoints.py)
 - `promote:approved`, `promote:previous-moved`, `promote:champion-moved`: between the registry writes of
   a promotion (hitl/learning/promotion.py)
 

@@ -24,7 +24,8 @@
    the rows and the settings). A re-run with the same key resumes from the last sealed checkpoint; the
    sampler draws epoch k's order from its seed alone, so the resumed run sees the batches an uninterrupted
    one would and ends with the same weights and metrics (runtime and speed count the resumed part only). A
-   finished phase leaves its weights and metrics; the run folder goes when `fine_tune` returns.
+   finished phase leaves its weights and metrics; the run folder goes when `fine_tune` returns. The sealing,
+   RNG and sampler pieces and the Trainer callbacks are `hitl.learning.checkpoints`.
 
 Pure helpers (`validation_split`, `sample_weights`, `prototypes`) are separate so they can be unit-tested
 without a model. torch/transformers are imported inside functions.
@@ -42,8 +43,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hitl import faults
 from hitl.config import TrainingConfig
+from hitl.learning import checkpoints
 
 if TYPE_CHECKING:  # pragma: no cover
     from hitl.learning.modeling import IntentModel
@@ -78,7 +79,7 @@ def prototypes(vectors: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
     return {lab: vectors[y == lab].mean(axis=0) for lab in sorted(set(labels))}
 
 
-SEALED, DONE, FINAL_WEIGHTS, FINAL_RNG = "hitl-sealed.json", "hitl-done.json", "hitl-final.safetensors", "hitl-rng.pt"
+DONE, FINAL_WEIGHTS, FINAL_RNG = "hitl-done.json", "hitl-final.safetensors", "hitl-rng.pt"
 
 
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -227,7 +228,8 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
     if (phase_dir / DONE).exists():
         net.load_state_dict(load_file(str(phase_dir / FINAL_WEIGHTS)))
         net.eval()
-        _set_rng_state(torch.load(phase_dir / FINAL_RNG, weights_only=False))  # what comes next draws the same
+        # what comes next draws the same
+        checkpoints.set_rng_state(torch.load(phase_dir / FINAL_RNG, weights_only=False))
         return json.loads((phase_dir / DONE).read_text())
     set_seed(training.seed)
     index = {lab: i for i, lab in enumerate(model.labels)}
@@ -241,12 +243,12 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
     validate = val_rows is not None and val_rows.any()
     train_ds, val_ds = dataset(train_rows), (dataset(val_rows) if validate else None)
     weights = sample_weights([labels[i] for i in np.flatnonzero(train_rows)], training.balance_power)
-    best = _best_state(training.early_stopping_patience)
+    best = checkpoints.best_state(training.early_stopping_patience)
     every = training.checkpoint_steps
-    resume = _last_sealed(phase_dir) if every else None
+    resume = checkpoints.last_sealed(phase_dir) if every else None
     loss_before = 0.0  # summed training loss of the steps before the checkpoint resumed from
     if resume is not None:
-        sealed = json.loads((resume / SEALED).read_text())
+        sealed = json.loads((resume / checkpoints.SEALED).read_text())
         loss_before = sealed["loss_sum"]
         if sealed["best"]:
             best.restore(phase_dir, sealed["best"])
@@ -263,12 +265,12 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
 
     class _Trainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
-            return _epoch_sampler(weights, training.seed)
+            return checkpoints.epoch_sampler(weights, training.seed)
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
             loss_sum = loss_before + self._total_loss_scalar + float(self._tr_loss.item())
-            _seal(phase_dir, self.state.global_step, loss_sum, best if validate else None)
+            checkpoints.seal(phase_dir, self.state.global_step, loss_sum, best if validate else None)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             rows = inputs.pop("row", None)
@@ -303,7 +305,7 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
     logging.getLogger("transformers.trainer").setLevel(logging.ERROR)
     trainer = _Trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                        data_collator=DataCollatorWithPadding(tok), compute_metrics=metrics if validate else None,
-                       callbacks=[*([best] if validate else []), _fault_points(phase_dir.name, every)])
+                       callbacks=[*([best] if validate else []), checkpoints.fault_points(phase_dir.name, every)])
     trainer.remove_callback(PrinterCallback)  # metrics go to the caller's log, not stdout
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if best.state is not None:
@@ -321,134 +323,8 @@ def _train(model: IntentModel, texts: list[str], labels: list[str], train_rows: 
         phase_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(phase_dir / "final.tmp"))
         (phase_dir / "final.tmp").replace(phase_dir / FINAL_WEIGHTS)
-        torch.save(_rng_state(), phase_dir / FINAL_RNG)
-        _write_atomic(phase_dir / DONE, json.dumps(out))
+        torch.save(checkpoints.rng_state(), phase_dir / FINAL_RNG)
+        checkpoints.write_atomic(phase_dir / DONE, json.dumps(out))
         for ckpt in phase_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _rng_state() -> dict:
-    import random
-
-    import torch
-
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict) -> None:
-    import random
-
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def _epoch_sampler(weights: np.ndarray, seed: int):
-    """Weighted draws with replacement whose epoch-k order is the k-th draw of a generator seeded with
-    `seed` (Trainer calls `set_epoch`): the same orders as one generator run through the epochs, yet a
-    resumed run gets them without replaying the epochs before."""
-    import torch
-
-    class EpochSampler(torch.utils.data.WeightedRandomSampler):
-        def set_epoch(self, epoch: int) -> None:
-            self.generator.manual_seed(seed)
-            for _ in range(epoch):
-                torch.multinomial(self.weights, self.num_samples, self.replacement, generator=self.generator)
-
-    return EpochSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(weights), replacement=True,
-                        generator=torch.Generator().manual_seed(seed))
-
-
-def _seal(phase_dir: Path, step: int, loss_sum: float, best) -> None:
-    """Mark checkpoint `step` complete (written last, after Trainer's files and the early-stopping state),
-    then drop older checkpoints and best weights no sealed checkpoint needs."""
-    ckpt = phase_dir / f"checkpoint-{step}"
-    kept = best.dump(phase_dir) if best is not None else None
-    _write_atomic(ckpt / SEALED, json.dumps({"step": step, "loss_sum": loss_sum, "best": kept}))
-    for old in phase_dir.glob("checkpoint-*"):
-        if old != ckpt:
-            shutil.rmtree(old, ignore_errors=True)
-    for f in phase_dir.glob("best-*.safetensors"):
-        if kept is None or f.name != kept["file"]:
-            f.unlink(missing_ok=True)
-
-
-def _last_sealed(phase_dir: Path) -> Path | None:
-    """The newest checkpoint of the phase that was sealed (a crash mid-save leaves an unsealed one)."""
-    sealed = [p for p in phase_dir.glob("checkpoint-*") if (p / SEALED).exists()]
-    return max(sealed, key=lambda p: int(p.name.rsplit("-", 1)[1])) if sealed else None
-
-
-def _fault_points(phase: str, every: int):
-    """A Trainer callback: fault point `train:<phase>:step-<n>` after each optimizer step; a checkpoint due at
-    an epoch's last step is written after that epoch's evaluation (so it holds the evaluation's early-stopping
-    state and the RNG state after it); no extra full checkpoint at the very end (the phase saves its weights)."""
-    from transformers import TrainerCallback
-
-    class FaultPoints(TrainerCallback):
-        def __init__(self) -> None:
-            self.save_after_epoch = False
-
-        def on_step_end(self, args, state, control, **kwargs):
-            faults.checkpoint(f"train:{phase}:step-{state.global_step}")
-            if state.global_step >= state.max_steps and every and state.global_step % every:
-                control.should_save = False
-            elif control.should_save and abs(state.epoch - round(state.epoch)) < 1e-6:
-                control.should_save, self.save_after_epoch = False, True
-            return control
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if self.save_after_epoch:
-                control.should_save, self.save_after_epoch = True, False
-            return control
-
-    return FaultPoints()
-
-
-def _best_state(patience: int):
-    """A Trainer callback that keeps the best weights by validation balanced accuracy (ties: lower loss) in
-    memory and stops after `patience` evaluations without improvement; `dump`/`restore` carry it through a
-    checkpoint."""
-    from safetensors.torch import load_file, save_file
-    from transformers import TrainerCallback
-
-    class BestState(TrainerCallback):
-        def __init__(self) -> None:
-            self.bad, self.score, self.epoch, self.state, self.step = 0, (-1.0, 0.0), 0.0, None, 0
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-            m = metrics or {}
-            score = (round(float(m.get("eval_balanced_accuracy", -1.0)), 6), -float(m.get("eval_loss", 0.0)))
-            if score > self.score:
-                self.score, self.epoch, self.bad = score, float(state.epoch or 0), 0
-                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                self.step = state.global_step
-            else:
-                self.bad += 1
-                if self.bad >= patience:
-                    control.should_training_stop = True
-            return control
-
-        def dump(self, folder: Path) -> dict:
-            """Write the best weights (once per best) next to the checkpoints; the counters as a dict."""
-            name = f"best-{self.step}.safetensors"
-            if self.state is not None and not (folder / name).exists():
-                save_file({k: v.contiguous() for k, v in self.state.items()}, str(folder / "best.tmp"))
-                (folder / "best.tmp").replace(folder / name)
-            return {"bad": self.bad, "score": list(self.score), "epoch": self.epoch, "step": self.step,
-                    "file": name if self.state is not None else None}
-
-        def restore(self, folder: Path, d: dict) -> None:
-            self.bad, self.score, self.epoch, self.step = d["bad"], tuple(d["score"]), d["epoch"], d["step"]
-            self.state = load_file(str(folder / d["file"])) if d["file"] else None
-
-    return BestState()

@@ -23,7 +23,7 @@ import yaml
 from helpers_domain import LAUNCH, tiny_encoder
 
 from hitl.config import Config, TrainingConfig
-from hitl.learning import modeling, recipe
+from hitl.learning import checkpoints, modeling, recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,7 +91,7 @@ def test_fine_tuning_resumes_after_kill_and_ends_as_an_uninterrupted_run(fault, 
     _killed(_run(TRAIN, str(cfg_file), str(data_file), str(out), fault=fault))
     run_dir = next(out.glob("run-*"))
     phase = fault.split(":")[1]
-    sealed = [p.name for p in (run_dir / phase).glob("checkpoint-*") if (p / recipe.SEALED).exists()]
+    sealed = [p.name for p in (run_dir / phase).glob("checkpoint-*") if (p / checkpoints.SEALED).exists()]
     assert sealed == [f"checkpoint-{resumed_from}"]
     if phase == "refit":
         assert (run_dir / "select" / recipe.DONE).exists()  # the finished phase is not trained again
@@ -114,7 +114,7 @@ def test_epoch_sampler_draws_as_one_generator_through_the_epochs():
     gen = torch.Generator().manual_seed(3)
     plain = torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights), len(weights), generator=gen)
     expected = [list(plain) for _ in range(4)]
-    sampler = recipe._epoch_sampler(weights, 3)
+    sampler = checkpoints.epoch_sampler(weights, 3)
     for epoch in (2, 0, 3, 1):
         sampler.set_epoch(epoch)
         assert list(sampler) == expected[epoch]
