@@ -6,7 +6,7 @@ import mlflow
 from mlflow import MlflowClient
 from prefect import flow
 
-from hitl.learning import modeling, registry
+from hitl.learning import modeling, promotion, registry
 from hitl.learning.promotion import CHAMPION
 from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
@@ -32,7 +32,7 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
               **training.recipe_params(cfg)}
     store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
     version = training.register_model(model, cfg, store, client, CHAMPION, params, metrics,
-                                      {"hitl.stage": "bootstrap", "hitl.base": model.version}, ds,
+                                      {promotion.STAGE_TAG: promotion.BOOTSTRAP, "hitl.base": model.version}, ds,
                                       export_texts=data["text"].tolist())
     return {"champion_version": version, "rows": len(data), **metrics}
 

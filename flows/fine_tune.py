@@ -7,7 +7,7 @@ from prefect import flow
 
 from hitl.datasets import versions
 from hitl.learning import modeling
-from hitl.learning.promotion import CHALLENGER, CHAMPION
+from hitl.learning.promotion import CHALLENGER, CHAMPION, STAGE_TAG
 from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
 from hitl.sim import world
@@ -30,7 +30,7 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     ds = versions.as_mlflow_dataset(records, dv.ref, dv.run_id)
     params = {"dataset": dv.ref, "parent_model_version": parent, "train_rows": len(train),
               "abstain_threshold": threshold, **training.recipe_params(cfg)}
-    tags = {"hitl.stage": "fine_tune", versions.DATASET_TAG: dv.ref, "hitl.dataset_run_id": dv.run_id,
+    tags = {STAGE_TAG: "fine_tune", versions.DATASET_TAG: dv.ref, "hitl.dataset_run_id": dv.run_id,
             "hitl.parent_model_version": parent, "hitl.leakage_check": leakage.summary}
     store = ReviewStore(cfg.store_url)  # the audit chain's, once for the run
     version = training.register_model(model, cfg, store, client, CHALLENGER, params, metrics, tags, ds,

@@ -11,6 +11,8 @@ server while the process waits at that step and then let it go on (SIGCONT). The
   (hitl/learning/recipe.py, checkpoints.py)
 - `promote:approved`, `promote:previous-moved`, `promote:champion-moved`: between the registry writes of
   a promotion (hitl/learning/promotion.py)
+- `rollback:decided`, `rollback:previous-moved`, `rollback:champion-moved`: between the registry writes of
+  `hitl rollback` (hitl/learning/promotion.py)
 
 tests/ops/test_faults.py and tests/e2e/test_faults_e2e.py kill the loop at each of them and check the re-run.
 """

@@ -32,8 +32,9 @@ def load_model(cfg: Config, alias: str, client: MlflowClient) -> modeling.Intent
     crash interrupted is finished first, so the aliases are where the approval put them."""
     finished = promotion.finish_pending(cfg.model.registered_name, client)
     if finished:
-        get_run_logger().warning("Finished promoting %s v%s to @champion (approved by %s), which a crash had "
-                                 "interrupted", cfg.model.registered_name, finished.promoted, finished.approver)
+        get_run_logger().warning("Finished the %s of %s v%s to @champion (decided by %s), which a crash had "
+                                 "interrupted", finished.kind, cfg.model.registered_name, finished.promoted,
+                                 finished.approver)
     model = registry.load_registered(cfg.model.registered_name, alias, client, engine=cfg.model.engine)
     modeling.check_labels(model, cfg)
     log = get_run_logger()

@@ -18,7 +18,7 @@ from hitl.audit import evidence
 from hitl.audit.chain import Entry
 from hitl.config import Config
 from hitl.datasets import versions
-from hitl.evaluation import regression, report
+from hitl.evaluation import regression, report, summary
 from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.learning.promotion import CHALLENGER, CHAMPION
@@ -137,25 +137,25 @@ def completeness(cfg: Config, store: ReviewStore, records: pd.DataFrame) -> str:
 
 @task(name="earlier-evals", cache_policy=NO_CACHE)
 def trend(cfg: Config, client: MlflowClient) -> pd.DataFrame:
-    """Overall estimates of every earlier regression eval (MLflow eval runs), oldest first."""
+    """Overall estimates of every earlier regression eval (MLflow eval runs) and every rollback, oldest first
+    (summary.releases)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(cfg.eval_experiment)
-    if exp is None:
-        return pd.DataFrame()
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=500)
-    rows = []
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
+                                                     max_results=500)
+    evals = []
     for r in runs:
         m, t = r.data.metrics, r.data.tags
         if "champion_fail_rate" not in m or "champion_fail_rate_low" not in m:
             continue
-        rows.append({"when": pd.Timestamp(r.info.start_time, unit="ms").strftime("%m-%d %H:%M"),
-                     "champion_version": t.get("hitl.champion_version", "?"),
-                     "challenger_version": t.get("hitl.challenger_version", "?"),
-                     **{f"{who}{suffix}": m.get(f"{who}_fail_rate{suffix}") for who in ("champion", "challenger")
-                        for suffix in ("", "_low", "_high")},
-                     "n": int(m.get("regression_n", 0)), "decision": t.get("hitl.decision", "")})
-    return pd.DataFrame(rows)
+        evals.append({"at": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"),
+                      "champion_version": t.get("hitl.champion_version", "?"),
+                      "challenger_version": t.get("hitl.challenger_version", "?"),
+                      **{f"{who}{suffix}": m.get(f"{who}_fail_rate{suffix}") for who in ("champion", "challenger")
+                         for suffix in ("", "_low", "_high")},
+                      "n": int(m.get("regression_n", 0)), "decision": t.get("hitl.decision", "")})
+    return summary.releases(evals, promotion.rollbacks(cfg.model.registered_name, client))
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from hitl.audit import evidence
 from hitl.config import Config, WorldConfig
 from hitl.datasets import splits, versions
-from hitl.learning import abstention, modeling, recipe, registry
+from hitl.learning import abstention, modeling, promotion, recipe, registry
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
 
@@ -73,7 +73,7 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
     if not check.passed:
         mlflow.set_experiment(cfg.training_experiment)
         with mlflow.start_run(run_name="train-challenger (stopped: leakage)",
-                              tags={"hitl.stage": "fine_tune", versions.DATASET_TAG: dataset_ref,
+                              tags={promotion.STAGE_TAG: "fine_tune", versions.DATASET_TAG: dataset_ref,
                                     "hitl.leakage_check": check.summary}):
             mlflow.log_dict({"shared_ids": check.shared_ids, "shared_texts": check.shared_texts}, "leakage.json")
         splits.require_no_leakage(check)

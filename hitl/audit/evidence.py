@@ -27,6 +27,7 @@ from hitl.audit.chain import (
 )
 from hitl.config import Config
 from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE, DatasetVersion
+from hitl.learning.promotion import APPROVED_BY, ROLLED_BACK
 from hitl.review.store import ReviewStore
 from hitl.review.tables import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution
 
@@ -45,6 +46,10 @@ def model_subject(name: str, version: str) -> str:
 
 def decision_subject(name: str, challenger_version: str, decision: str) -> str:
     return f"release {name} v{challenger_version}: {decision}"
+
+
+def rollback_subject(name: str, from_version: str, to_version: str) -> str:
+    return f"rollback {name} v{from_version} -> v{to_version}"
 
 
 def _review_rows(s: Session, batch_ids: Iterable[str] | None = None) -> dict[str, dict]:
@@ -162,6 +167,15 @@ def record_decision(log: AuditLog, name: str, champion_version: str, challenger_
         ref |= {"gate": gate, "break_glass": bool(break_glass)}
     return log.append("decision", approver, decision_subject(name, challenger_version, decision), ref,
                       sha256_json(ref))[0]
+
+
+def record_rollback(log: AuditLog, name: str, from_version: str, to_version: str, actor: str, reason: str
+                    ) -> Entry:
+    """A person's rollback of `@champion` from one version to an earlier approved one, recorded before the
+    registry moves (the same decision again, after a crash, appends nothing and returns the entry)."""
+    ref = {"name": name, "from_version": str(from_version), "to_version": str(to_version), "actor": actor,
+           "reason": reason}
+    return log.append("rollback", actor, rollback_subject(name, from_version, to_version), ref, sha256_json(ref))[0]
 
 
 def tag_release(name: str, version: str, entry: Entry, client=None) -> None:
@@ -300,9 +314,27 @@ def _check_decision(_live: _Live, e: Entry, latest: bool) -> str | None:
     from mlflow import MlflowClient
 
     tags = MlflowClient().get_model_version(e.ref["name"], e.ref["challenger_version"]).tags
-    by = tags.get("hitl.approved_by")
+    by = tags.get(APPROVED_BY)
     return None if by == e.ref.get("approver") else \
-        f"the model version's hitl.approved_by is {by!r}, recorded {e.ref.get('approver')!r}"
+        f"the model version's {APPROVED_BY} is {by!r}, recorded {e.ref.get('approver')!r}"
+
+
+def _check_rollback(_live: _Live, e: Entry, latest: bool) -> str | None:
+    """The payload, and on the version rolled back the tags the rollback wrote (unless a later rollback of the
+    same version, restored in between, wrote its own)."""
+    bad = _differs("the rollback has", sha256_json(e.ref), e.payload_sha256)
+    if bad or not latest:
+        return bad
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(e.ref["name"], e.ref["from_version"]).tags
+    if ROLLED_BACK["by"] not in tags:
+        return "recorded, but the registry was never moved: run the same `hitl rollback` again to finish it"
+    if tags.get(ROLLED_BACK["entry"]) != str(e.seq):
+        return None  # a later rollback of this version (it was restored in between) tagged it since
+    by = tags[ROLLED_BACK["by"]]
+    return None if by == e.ref.get("actor") else \
+        f"the model version's {ROLLED_BACK['by']} is {by!r}, recorded {e.ref.get('actor')!r}"
 
 
 def _check_gate(_live: _Live, e: Entry, _latest: bool) -> str | None:
@@ -313,7 +345,7 @@ _CHECKS: dict[str, tuple[str, Callable[[_Live, Entry, bool], str | None]]] = {
     "review": ("store", _check_review), "adjudication": ("store", _check_resolutions),
     "correction": ("store", _check_resolutions), "dataset": ("mlflow", _check_dataset),
     "model": ("mlflow", _check_model), "report": ("mlflow", _check_report), "decision": ("mlflow", _check_decision),
-    "gate": ("store", _check_gate),
+    "gate": ("store", _check_gate), "rollback": ("mlflow", _check_rollback),
 }
 
 

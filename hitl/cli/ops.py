@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from hitl.cli import ConfigOpt, _cfg, app, console
@@ -112,6 +113,7 @@ def _print_registry(cfg: Config) -> None:
     from mlflow.exceptions import MlflowException
 
     from hitl.datasets import versions
+    from hitl.learning import promotion
 
     d = Table(title=f"Dataset versions: {cfg.dataset.name}")
     for col in ("version", "rows", "parent", "sha256", "run"):
@@ -120,15 +122,31 @@ def _print_registry(cfg: Config) -> None:
         d.add_row(str(v.version), str(v.rows), str(v.parent or "-"), v.sha256[:12], v.run_id[:12])
     console.print(d)
     m = Table(title=f"Model: {cfg.model.registered_name}")
-    m.add_column("alias")
-    m.add_column("version")
+    for col in ("alias", "version", "decided"):
+        m.add_column(col)
+    client = MlflowClient()
     try:
-        aliases = MlflowClient().get_registered_model(cfg.model.registered_name).aliases
+        aliases = client.get_registered_model(cfg.model.registered_name).aliases
     except MlflowException:
         aliases = {}
     for alias, version in sorted(aliases.items()):
-        m.add_row(alias, str(version))
+        m.add_row(alias, str(version), _decided(client.get_model_version(cfg.model.registered_name, version).tags))
     console.print(m)
+    for rb in promotion.rollbacks(cfg.model.registered_name, client)[-3:]:
+        console.print(f"Rolled back {rb['at'][:16].replace('T', ' ')}: v{rb['from_version']} -> "
+                      f"v{rb['to_version']} by {rb['by']}: {escape(rb['reason'])}", soft_wrap=True)
+
+
+def _decided(tags: dict) -> str:
+    """What put a model version where it is: its rollback, its approval, or the bootstrap."""
+    from hitl.learning import promotion
+
+    rb = promotion.ROLLED_BACK
+    if rb["by"] in tags:
+        return f"rolled back by {tags[rb['by']]} ({tags.get(rb['at'], '')[:10]})"
+    if promotion.APPROVED_BY in tags:
+        return f"approved by {tags[promotion.APPROVED_BY]}"
+    return "launch (bootstrap)" if tags.get(promotion.STAGE_TAG) == promotion.BOOTSTRAP else "-"
 
 
 

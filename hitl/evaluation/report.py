@@ -21,7 +21,7 @@ from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult
 from hitl.evaluation.report_charts import change_png, chart_png, heading, trend_png
-from hitl.evaluation.summary import MOVED_NOTE, Summary, summarize
+from hitl.evaluation.summary import MOVED_NOTE, TREND_ESTIMATES, Summary, summarize
 
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
              "training. They are not production: their fail rates are far above it by design.")
@@ -181,9 +181,6 @@ def _settings_line(ctx: ReportContext) -> str:
             f"power {st.get('power', 0):g}.")
 
 
-TREND_PCT = tuple(f"{who}{suffix}" for who in ("champion", "challenger") for suffix in ("", "_low", "_high"))
-
-
 def _first_screen_md(s: Summary) -> list[str]:
     lines = [f"**{s.sentence}**", "", f"Gate: **{s.gate}** · Decision: **{s.decision}**", ""]
     if len(s.changes):
@@ -193,7 +190,7 @@ def _first_screen_md(s: Summary) -> list[str]:
     lines += [markdown.table(pd.DataFrame(s.moved_display())) if len(s.moved) else
               "No cohort moved: no row has a discordant pair.", ""]
     if len(s.trend):
-        lines += ["## Across releases", "", markdown.table(s.trend, pct_columns=TREND_PCT), ""]
+        lines += ["## Across releases", "", markdown.table(s.trend, pct_columns=TREND_ESTIMATES), ""]
     return lines
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS
+from hitl.evaluation.summary import ROLLBACK
 
 
 def heading(cohort: str) -> str:
@@ -61,7 +62,8 @@ def chart_png(table: pd.DataFrame, cohort: str, level: str) -> str:
 
 
 def trend_png(trend: pd.DataFrame, level: str) -> str:
-    """Estimated overall fail rate of the champion and the challenger at every regression eval so far."""
+    """Estimated overall fail rate of the champion and the challenger at every regression eval so far, and a
+    dashed line at each rollback (summary.releases)."""
     plt, fig, ax = _figure(min(10, max(5, 0.8 * len(trend) + 3)))
     x = np.arange(len(trend))
     for who, color, off in (("champion", "#9aa5b1", -0.08), ("challenger", "#2f6fde", 0.08)):
@@ -69,8 +71,11 @@ def trend_png(trend: pd.DataFrame, level: str) -> str:
         err = np.vstack([rate - trend[f"{who}_low"].to_numpy(float), trend[f"{who}_high"].to_numpy(float) - rate])
         ax.errorbar(x + off, rate, yerr=np.clip(np.nan_to_num(err), 0, None), fmt="o-", color=color, label=who,
                     capsize=3)
-    ax.set_xticks(x, [f"{w}\nv{a}→v{b}" for w, a, b in zip(trend["when"], trend["champion_version"],
-                                                          trend["challenger_version"], strict=True)], fontsize=7)
+    rolled = trend["decision"].astype(str).str.startswith(ROLLBACK).to_numpy()
+    for i in x[rolled]:  # no estimates there: a dashed line where @champion went back
+        ax.axvline(i, color="#b42318", ls="--", lw=1, label="rollback" if i == x[rolled][0] else None)
+    ax.set_xticks(x, [f"{w}\n{'rollback ' if r else ''}v{a}→v{b}" for w, a, b, r in zip(
+        trend["when"], trend["champion_version"], trend["challenger_version"], rolled, strict=True)], fontsize=7)
     ax.set_ylim(0, _top(trend["champion_high"], trend["challenger_high"]))
     ax.set_ylabel("estimated production fail rate")
     ax.set_title(f"Overall, across regression evals\n(each at its own level; this report's: {level})", fontsize=9)

@@ -111,6 +111,28 @@ def chart_rows(table: pd.DataFrame, limit: int = CHART_ROWS) -> pd.DataFrame:
                               zip(rows["cohort"], rows["value"], rows["n"], strict=True)]).reset_index(drop=True)
 
 
+ROLLBACK = "rollback"  # a trend row's decision starts with it when @champion was rolled back there
+TREND_ESTIMATES = tuple(f"{who}{suffix}" for who in ("champion", "challenger") for suffix in ("", "_low", "_high"))
+
+
+def releases(evals: list[dict], rollbacks: list[dict]) -> pd.DataFrame:
+    """Every earlier regression eval (dicts with `at`, a UTC Timestamp, versions, TREND_ESTIMATES, n, decision)
+    and every rollback (promotion.rollbacks: at, from/to versions, by, reason; no estimates), oldest first,
+    `at` shown as `when`."""
+    rows = [{**e} for e in evals]
+    for rb in rollbacks:
+        at = pd.Timestamp(rb["at"]) if rb["at"] else pd.NaT
+        at = at if pd.isna(at) else at.tz_convert("UTC") if at.tzinfo else at.tz_localize("UTC")
+        rows.append({"at": at, "champion_version": rb["from_version"], "challenger_version": rb["to_version"],
+                     **dict.fromkeys(TREND_ESTIMATES, np.nan), "n": 0,
+                     "decision": f"{ROLLBACK} to v{rb['to_version']} by {rb['by']}: {rb['reason']}"})
+    if not rows:
+        return pd.DataFrame()
+    out = pd.DataFrame(rows).sort_values("at", kind="stable", na_position="first")
+    when = pd.to_datetime(out.pop("at"), utc=True).dt.strftime("%m-%d %H:%M").fillna("?")
+    return out.assign(when=when)[["when", *out.columns]].reset_index(drop=True)
+
+
 def trend_rows(trend: pd.DataFrame | None, table: pd.DataFrame, champion_version: str, challenger_version: str,
                decision: str) -> pd.DataFrame:
     """Earlier evals (oldest first) and this report's overall estimate as the last row; empty without earlier

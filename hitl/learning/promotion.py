@@ -1,10 +1,12 @@
-"""Promotion in the MLflow model registry: `@champion` moves to an approved challenger, safely across crashes.
+"""Moves of `@champion` in the MLflow model registry, safe across crashes: promotion to an approved challenger,
+and rollback to an earlier approved version.
 
 The decision is written first, as a `hitl.promotion.pending` tag on the registered model (both versions,
-approver, reason); then the approval tags go on the challenger's version, the aliases move one call at a
-time, and the tag goes. So `@champion` only ever points at the old champion or at the approved, evaluated
-challenger, and a promotion a crash interrupted is finished from the tag (`finish_pending`) or by calling
-`promote` again: every step can be repeated.
+who, why); then the decision's tags go on a version (the approval on the promoted one; on a rollback, the
+reason on the version rolled back), the aliases move one call at a time (`@previous` to the version replaced,
+then `@champion`), and the tag goes. So `@champion` only ever points at the old champion or at the version the
+decision names, and a move a crash interrupted is finished from the tag (`finish_pending`) or by making the
+same move again: every step can be repeated.
 """
 
 from __future__ import annotations
@@ -16,15 +18,59 @@ from hitl import faults
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 PENDING_TAG = "hitl.promotion.pending"
+PROMOTE, ROLLBACK = "promote", "rollback"
+APPROVED_BY = "hitl.approved_by"
+STAGE_TAG, BOOTSTRAP = "hitl.stage", "bootstrap"  # the launch champion's version: registered without an approval
+# Tags on a version that was rolled back: who, why, to which version, when (ISO time), the audit entry's seq
+ROLLED_BACK = {"by": "hitl.rolled_back_by", "reason": "hitl.rollback_reason", "to": "hitl.rolled_back_to",
+               "at": "hitl.rolled_back_at", "entry": "hitl.rollback_entry"}
 
 
 @dataclass(frozen=True)
 class Promotion:
     replaced: str  # the champion version before
-    promoted: str  # the approved challenger version
+    promoted: str  # the approved challenger version (a rollback: the earlier approved version restored)
     approver: str
     reason: str
     eval_run_id: str | None = None  # the MLflow run of the regression eval the approval was given on
+    kind: str = PROMOTE  # or ROLLBACK
+    at: str = ""  # a rollback: when it was decided (ISO time) and its audit entry's seq, for the tags
+    entry: int | None = None
+
+
+class RollbackRefused(ValueError):
+    """A rollback that would not restore an approved, loadable champion; the message says what to do."""
+
+
+def rollback_target(registered_name: str, to: str | None, client=None) -> tuple[str, str]:
+    """(current champion, version to restore) for `hitl rollback`: `to`, else `@previous`. The version must
+    exist, differ from the champion, and have been approved (or be a launch champion, the bootstrap's); one
+    that was itself rolled back is restored only when named."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    try:
+        current = str(client.get_model_version_by_alias(registered_name, CHAMPION).version)
+    except MlflowException as e:
+        raise RollbackRefused(f"{registered_name} has no @champion to roll back.") from e
+    try:
+        target = client.get_model_version(registered_name, to) if to else \
+            client.get_model_version_by_alias(registered_name, PREVIOUS)
+    except MlflowException as e:
+        raise RollbackRefused(f"{registered_name} has no version {to}: `hitl status` lists the aliases." if to else
+                              f"{registered_name} has no @previous (no promotion yet): name a version with --to."
+                              ) from e
+    version, tags = str(target.version), target.tags or {}
+    if version == current:
+        raise RollbackRefused(f"v{version} is already @champion: name an earlier approved version with --to.")
+    if APPROVED_BY not in tags and tags.get(STAGE_TAG) != BOOTSTRAP:
+        raise RollbackRefused(f"v{version} was never approved (no {APPROVED_BY} tag): only an approved version, "
+                              "or the launch champion, can be restored.")
+    if ROLLED_BACK["by"] in tags and not to:
+        raise RollbackRefused(f"@previous is v{version}, which was rolled back by {tags[ROLLED_BACK['by']]} "
+                              f"({tags.get(ROLLED_BACK['reason'], '')!r}): name the version to restore with --to.")
+    return current, version
 
 
 def promote(registered_name: str, p: Promotion, client=None) -> None:
@@ -35,6 +81,32 @@ def promote(registered_name: str, p: Promotion, client=None) -> None:
     client.set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
     faults.checkpoint("promote:approved")
     _carry_out(registered_name, p, client)
+
+
+def rollback(registered_name: str, p: Promotion, client=None) -> None:
+    """Record the rollback (`p.kind` ROLLBACK: `replaced` is the champion rolled back, `promoted` the version
+    restored), then carry it out: the same steps, tags and crash safety as a promotion."""
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient()
+    client.set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
+    faults.checkpoint("rollback:decided")
+    _carry_out(registered_name, p, client)
+
+
+def rollbacks(registered_name: str, client=None) -> list[dict]:
+    """Every version that was rolled back, as {at, from_version, to_version, by, reason}, oldest first (what
+    the report's trend and `hitl status` show)."""
+    from mlflow import MlflowClient
+
+    out = []
+    for mv in (client or MlflowClient()).search_model_versions(f"name = '{registered_name}'"):
+        t = mv.tags or {}
+        if ROLLED_BACK["by"] in t:
+            out.append({"at": t.get(ROLLED_BACK["at"], ""), "from_version": str(mv.version),
+                        "to_version": t.get(ROLLED_BACK["to"], "?"), "by": t[ROLLED_BACK["by"]],
+                        "reason": t.get(ROLLED_BACK["reason"], "")})
+    return sorted(out, key=lambda r: r["at"])
 
 
 def finish_pending(registered_name: str, client=None) -> Promotion | None:
@@ -56,19 +128,26 @@ def finish_pending(registered_name: str, client=None) -> Promotion | None:
 
 
 def _carry_out(registered_name: str, p: Promotion, client) -> None:
-    """Approval tags on the promoted version, @previous -> replaced, @champion -> promoted, @challenger
-    removed, pending tag removed: single registry calls, each safe to repeat."""
+    """The decision's tags (a promotion's approval on the promoted version; a rollback's reason on the version
+    rolled back), @previous -> replaced, @champion -> promoted, @challenger removed, pending tag removed:
+    single registry calls, each safe to repeat."""
     from mlflow.exceptions import MlflowException
 
-    tags = {"hitl.approved_by": p.approver, "hitl.approval_reason": p.reason, "hitl.replaced_version": p.replaced}
-    if p.eval_run_id:
-        tags["hitl.eval_run_id"] = p.eval_run_id
+    if p.kind == ROLLBACK:
+        tagged, tags = p.replaced, {ROLLED_BACK["by"]: p.approver, ROLLED_BACK["reason"]: p.reason,
+                                    ROLLED_BACK["to"]: p.promoted, ROLLED_BACK["at"]: p.at,
+                                    ROLLED_BACK["entry"]: str(p.entry)}
+    else:
+        tagged, tags = p.promoted, {APPROVED_BY: p.approver, "hitl.approval_reason": p.reason,
+                                    "hitl.replaced_version": p.replaced}
+        if p.eval_run_id:
+            tags["hitl.eval_run_id"] = p.eval_run_id
     for k, v in tags.items():
-        client.set_model_version_tag(registered_name, p.promoted, k, v)
+        client.set_model_version_tag(registered_name, tagged, k, v)
     client.set_registered_model_alias(registered_name, PREVIOUS, p.replaced)
-    faults.checkpoint("promote:previous-moved")
+    faults.checkpoint(f"{p.kind}:previous-moved")
     client.set_registered_model_alias(registered_name, CHAMPION, p.promoted)
-    faults.checkpoint("promote:champion-moved")
+    faults.checkpoint(f"{p.kind}:champion-moved")
     try:
         if str(client.get_model_version_by_alias(registered_name, CHALLENGER).version) == str(p.promoted):
             client.delete_registered_model_alias(registered_name, CHALLENGER)

@@ -324,6 +324,31 @@ def test_a_rewritten_tail_is_caught_by_the_release_tag_in_mlflow(tracking, store
     assert "hitl.audit_head" in p.reason and "names entry #4: entries were removed" in p.reason
 
 
+def test_a_rollback_is_recorded_before_the_registry_moves_and_checked_against_it(tracking, store, log, tmp_path):
+    from mlflow import MlflowClient
+
+    from hitl.learning import promotion
+
+    cfg = _cfg(tmp_path, "rollback")
+    rel = _release(cfg, log, tracking)
+    name, client = rel["name"], MlflowClient()
+    v2 = client.create_model_version(name, source=client.get_model_version(name, rel["version"]).source).version
+    client.set_model_version_tag(name, v2, promotion.APPROVED_BY, "ann")
+    client.set_registered_model_alias(name, promotion.PREVIOUS, rel["version"])
+    client.set_registered_model_alias(name, promotion.CHAMPION, v2)
+
+    entry = evidence.record_rollback(log, name, v2, rel["version"], "bo", "v2 misroutes card_lost")
+    p = _verify(log, store, cfg).problem  # killed before the registry moved: the chain says so
+    assert p.seq == entry.seq and "never moved: run the same `hitl rollback` again" in p.reason
+    assert evidence.record_rollback(log, name, v2, rel["version"], "bo", "v2 misroutes card_lost") == entry
+    promotion.rollback(name, promotion.Promotion(v2, rel["version"], "bo", "v2 misroutes card_lost",
+                                                 kind=promotion.ROLLBACK, at=entry.at, entry=entry.seq))
+    assert _verify(log, store, cfg).ok
+    client.set_model_version_tag(name, v2, promotion.ROLLED_BACK["by"], "mallory")
+    p = _verify(log, store, cfg).problem
+    assert p.seq == entry.seq and "hitl.rolled_back_by is 'mallory', recorded 'bo'" in p.reason
+
+
 # ---- the command line and the tasks ----
 
 def test_hitl_audit_verify_and_export(tmp_path):

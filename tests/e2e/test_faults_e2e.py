@@ -3,8 +3,9 @@ during a run, and a backup restored into a fresh state dir. After each, the comm
 loop's invariants are checked: no duplicate queue items, no lost or duplicated labels, no partial dataset
 version, and the loop goes on where it was.
 
-Fault points are armed with HITL_FAULT (hitl/faults.py); the kill -9 of the other points (dataset
-registration, fine-tuning, promotion) is tested without servers in tests/ops/test_faults.py.
+Fault points are armed with HITL_FAULT (hitl/faults.py); promotion's and rollback's are killed here against
+the MLflow server, the other points (dataset registration, fine-tuning) without servers in
+tests/ops/test_faults.py.
 """
 
 from __future__ import annotations
@@ -206,6 +207,59 @@ def _wait_stopped(proc: subprocess.Popen, out: Path, err: Path, timeout: float =
         time.sleep(0.2)
     said = f"{out.read_text()[-3000:]}\n{err.read_text()[-3000:]}"
     raise AssertionError(f"`hitl register-dataset` never reached its fault point (exit {proc.poll()}):\n{said}")
+
+
+def test_rollbacks_killed_half_way_on_the_real_registry(loop):
+    """`hitl rollback` killed (kill -9) between its registry writes, at each of its three points, against the
+    stack's MLflow server: `@champion` is always the old version or the one the decision names; the same
+    command again finishes the move. Then it refuses to bring back a version that was rolled back unless it is
+    named, `hitl audit verify` passes with every rollback in the chain, and `hitl status` and the report's trend
+    show them. (Promotion's kill points on the server: tests/e2e/test_deployed.py.)"""
+    import mlflow
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from hitl.cli import app
+    from hitl.learning import promotion
+    from tasks import evaluation
+
+    cfg, path, _ = loop
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    client, name = MlflowClient(), cfg.model.registered_name
+    v1 = client.get_model_version_by_alias(name, "champion")
+    assert str(v1.version) == "1"
+    for v in ("2", "3", "4"):  # approved releases with the launch model's files (a real one: test_deployed.py)
+        client.create_model_version(name, source=v1.source, run_id=v1.run_id,
+                                    model_id=v1.model_id or v1.source.removeprefix("models:/"))
+        client.set_model_version_tag(name, v, promotion.APPROVED_BY, "ann")
+    client.set_registered_model_alias(name, promotion.PREVIOUS, "3")
+    client.set_registered_model_alias(name, promotion.CHAMPION, "4")
+
+    def aliases() -> dict[str, str]:
+        return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+    runner = CliRunner()
+    why = "v{} misroutes card_lost since the release"
+    for old, new, to, point in (("4", "3", None, "decided"), ("3", "2", "2", "previous-moved"),
+                                ("2", "1", "1", "champion-moved")):
+        args = ["rollback", "--by", "bo", "--reason", why.format(old), *(["--to", to] if to else [])]
+        p = _hitl(path, *args, fault=f"rollback:{point}")
+        assert p.returncode == -signal.SIGKILL, p.stdout[-2000:] + p.stderr[-2000:]
+        assert aliases()["champion"] in (old, new), point
+        again = runner.invoke(app, [*args, "-c", str(path)])  # the same command again finishes it
+        assert again.exit_code == 0 and "Finished the interrupted rollback" in again.output, again.output
+        assert aliases() == {"champion": new, "previous": old}
+        assert client.get_model_version(name, old).tags[promotion.ROLLED_BACK["by"]] == "bo"
+
+    refused = runner.invoke(app, ["rollback", "--by", "bo", "--reason", why.format(1), "-c", str(path)])
+    assert refused.exit_code == 1 and "was rolled back by bo" in refused.output and "--to" in refused.output
+    verified = runner.invoke(app, ["audit", "verify", "-c", str(path)])
+    assert verified.exit_code == 0, verified.output
+    status = runner.invoke(app, ["status", "-c", str(path)]).output
+    assert "rolled back by bo" in status and "v4 -> v3 by bo" in status, status
+    trend = evaluation.trend.fn(cfg, client)
+    rows = trend[trend["decision"].str.startswith("rollback")]
+    assert rows[["champion_version", "challenger_version"]].values.tolist() == [["4", "3"], ["3", "2"], ["2", "1"]]
 
 
 def test_backup_and_restore_drill(loop):
