@@ -62,8 +62,19 @@ def running_stack(tmp: Path, **overrides):
         deploy_and_start_worker(cfg, path)
         yield cfg, path
     finally:
-        stack.down(cfg)
+        stop_stack(cfg)
         forget_mlflow_uris()
+
+
+def stop_stack(cfg: Config) -> None:
+    """`hitl down` for a module's stack, once the events this test process emitted to it (Prefect sends them
+    from a background worker, e.g. for each block loaded) are delivered: left queued, the next
+    `prefect_test_harness` in this process drains them against a server that is gone (measured: 55-67 s of
+    retries in tests/ops/test_runners.py's teardown)."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30)
+    stack.down(cfg)
 
 
 TEST_DATABASE_URL = os.environ.get("HITL_TEST_DATABASE_URL", "postgresql://hitl:hitl@127.0.0.1:5432")

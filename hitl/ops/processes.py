@@ -156,8 +156,9 @@ def send_signal(pid: int, sig: int, group: bool) -> None:
             os.kill(pid, sig)
 
 
-def stop_all(pids: list[int], timeout_s: float | None = None) -> None:
-    """SIGTERM each process group, wait up to `timeout_s` for all to go, then SIGKILL what is left."""
+def stop_all(pids: list[int], timeout_s: float | None = None) -> list[int]:
+    """SIGTERM each process group, wait up to `timeout_s` for all to go, then SIGKILL what is left; returns
+    the pids that had to be killed."""
     timeout_s = STOP_TIMEOUT_S if timeout_s is None else timeout_s
     groups = {pid: leads_own_group(pid) for pid in pids}
     for pid, group in groups.items():
@@ -182,10 +183,27 @@ def stop_all(pids: list[int], timeout_s: float | None = None) -> None:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.0)
+    return left
+
+
+# exec'd first when this process ignores SIGINT: gives the service SIGINT's default action back, then runs it
+_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def service_argv(argv: list[str]) -> list[str]:
+    """The command line that starts a service. A process started in the background by a non-interactive shell
+    (`hitl up &` in a script, a CI step) ignores SIGINT, and its children inherit that; Prefect's worker stops
+    on SIGTERM by sending itself SIGINT, so it would never stop and `down` would kill it after STOP_TIMEOUT_S
+    (measured: 16 s per stack). Such a service is started through a one-line exec that restores the default."""
+    argv = [executable(argv[0]), *argv[1:]]
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        return [sys.executable, "-c", _DEFAULT_SIGINT, *argv]
+    return argv
 
 
 def launch(spec: Launchable, cwd: Path) -> int:
-    argv = [executable(spec.argv[0]), *spec.argv[1:]]
+    argv = service_argv(spec.argv)
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(spec.log, "ab") as log:

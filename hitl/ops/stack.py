@@ -323,19 +323,24 @@ def up(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[Ser
     return [s for s in status(cfg) if s.name in SERVER_NAMES]  # the worker starts later (start_worker)
 
 
-def down(cfg: Config) -> list[str]:
-    """Stop each running service (process group SIGTERM, then SIGKILL after ~15 s); remove PID files.
+def down(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[str]:
+    """Stop each running service (process group SIGTERM, then SIGKILL after ~15 s, said when it happens);
+    remove PID files.
 
     Returns the names of the services that were stopped; no error when nothing runs.
     """
-    worker = stop_worker(cfg)
+    worker = stop_worker(cfg, console_print=console_print)
     targets: list[tuple[_Spec, int]] = []
     for spec in _specs(cfg):
         pid = processes.read_pid(spec.pid_file)
         if pid is not None and processes.is_our_server(pid, spec.name):
             targets.append((spec, pid))
         spec.pid_file.unlink(missing_ok=True)
-    processes.stop_all([pid for _, pid in targets])
+    killed = processes.stop_all([pid for _, pid in targets])
+    for spec, pid in targets:
+        if pid in killed:
+            console_print(f"{spec.title}: pid {pid} did not stop within {processes.STOP_TIMEOUT_S:.0f} s of SIGTERM; "
+                          f"killed (its log: {spec.log})")
     return [*(["worker"] if worker else []), *(spec.name for spec, _ in targets)]
 
 
@@ -382,7 +387,7 @@ def _release_orphaned_runs(cfg: Config) -> list[str]:
         return orphans.release_pool_runs(cfg.deployments.pool)
 
 
-def stop_worker(cfg: Config, sig: int = signal.SIGTERM) -> bool:
+def stop_worker(cfg: Config, sig: int = signal.SIGTERM, *, console_print: Callable[[str], None] = print) -> bool:
     """Stop the worker (SIGKILL with `sig=signal.SIGKILL`, as a crash would); False when none ran.
 
     Runs suspended for people are unaffected: they hold no process. A run the worker was executing is
@@ -395,5 +400,7 @@ def stop_worker(cfg: Config, sig: int = signal.SIGTERM) -> bool:
         return False
     if sig == signal.SIGKILL:
         processes.send_signal(pid, signal.SIGKILL, processes.leads_own_group(pid))
-    processes.stop_all([pid])
+    if processes.stop_all([pid]) and sig != signal.SIGKILL:
+        console_print(f"{spec.title}: pid {pid} did not stop within {processes.STOP_TIMEOUT_S:.0f} s of SIGTERM; "
+                      f"killed (its log: {spec.log})")
     return True

@@ -209,7 +209,7 @@ FLOW = textwrap.dedent("""
 
 @pytest.mark.e2e
 def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tmp_path):
-    from e2e_helpers import finish, hitl, start, write_config
+    from e2e_helpers import finish, hitl, start, stop_stack, write_config
 
     cred = _cred_file(tmp_path)
     path = write_config(tmp_path, stack={"host": "127.0.0.1", "prefect_port": auth_check.free_port(),
@@ -247,7 +247,7 @@ def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tm
         stack.up(cfg, console_print=lambda _: None)  # reuse: the running servers still pass the auth check
         assert time.monotonic() - t0 < 30
     finally:
-        stack.down(cfg)
+        stop_stack(cfg)
     outputs = {"hitl status": status.stdout + status.stderr, "flow": flow_out, "reviewers": sim_out}
     assert not auth_check.leaks(PASSWORD, cfg.state, outputs)
     assert (cfg.state / "prefect" / "prefect.db").exists() and (cfg.state / "logs" / "mlflow.log").exists()

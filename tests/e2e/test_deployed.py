@@ -35,6 +35,7 @@ from e2e_helpers import (
     running_stack,
     snapshot,
     start_with_fault,
+    stop_stack,
     stopped_process,
     truth,
     wait_paused,
@@ -72,7 +73,7 @@ def deployed(tmp_path_factory):
                                  deployments={"pool_concurrency": 1, "worker_poll_s": 1})
     finally:
         if clone.exists():
-            stack.down(load_config(clone))
+            stop_stack(load_config(clone))
         if database_url:
             postgres_or_none(PROJECT)
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import REPO, api, check_restored, clone_config, hitl, snapshot, truth, write_config
+from e2e_helpers import REPO, api, check_restored, clone_config, hitl, snapshot, stop_stack, truth, write_config
 
 from hitl.config import Config, load_config
 from hitl.ops import stack
@@ -86,9 +86,9 @@ def loop(tmp_path_factory):
         hitl(path, "produce")
         yield cfg, path, restored
     finally:
-        stack.down(cfg)
+        stop_stack(cfg)
         if restored.exists():
-            stack.down(load_config(restored))
+            stop_stack(load_config(restored))
 
 
 def test_sampling_killed_before_and_after_enqueue(loop):

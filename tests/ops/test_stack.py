@@ -223,6 +223,22 @@ def test_down_kills_the_whole_group_and_escalates_to_sigkill(tmp_path, monkeypat
         proc.wait()
 
 
+def test_a_service_started_where_sigint_is_ignored_gets_its_default_back():
+    """`hitl up &` from a script ignores SIGINT, which children inherit; Prefect's worker stops on SIGTERM by
+    sending itself SIGINT, so it must be started with SIGINT's default action (else `down` waits 15 s and
+    kills it)."""
+    probe = ["python3", "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"]
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run([processes.executable("python3"), *probe[1:]], capture_output=True, text=True)
+        started = subprocess.run(processes.service_argv(probe), capture_output=True, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert inherited.stdout.strip() == "True"  # what a plain start gives the service
+    assert started.stdout.strip() == "False", started.stderr
+    assert processes.service_argv(probe) == [processes.executable("python3"), *probe[1:]]  # not ignored: as is
+
+
 class _Health(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         self.send_response(200 if self.path == "/health" else 503)
