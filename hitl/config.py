@@ -139,6 +139,10 @@ class ModelConfig(_Strict):
     # the demo); onnx-int8 was the fastest on a 300-text BANKING77 check with the same top labels as torch
     # (bench/engine.py, docs/operations.md).
     engine: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # With a fallback label: the share of in-scope traffic the model may refuse (e.g. 0.05), the threshold set
+    # so the random draw's in-scope rows are refused at most that often; None: the threshold that maximises
+    # accuracy on the random draw (hitl/learning/abstention.py). The verdict cross-fits the same rule.
+    abstention_rate: float | None = Field(None, gt=0.0, lt=0.5)
 
     @field_validator("engine", mode="before")
     @classmethod

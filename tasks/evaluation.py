@@ -69,14 +69,16 @@ def gate_settings(cfg: Config, store: ReviewStore, client: MlflowClient, champio
     return st
 
 
-def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.DataFrame) -> np.ndarray:
-    """Predictions on the random draw as the verdict sees them: abstention cross-fitted when the model has one."""
+def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.DataFrame, rate: float | None
+            ) -> np.ndarray:
+    """Predictions on the random draw as the verdict sees them: abstention cross-fitted (by the served rule,
+    `model.abstention_rate`) when the model has one."""
     k = len(sample)
     if not model.fallback_label or k == 0:
         return np.asarray(scores.prediction[:k])
     return abstention.verdict_predictions(scores.probs[:k], model.labels, model.fallback_label,
                                           sample["label"].to_numpy(), 1.0 / sample["inclusion_prob"].to_numpy(float),
-                                          sample["trace_id"].astype(str), in_scope=scores.in_scope[:k])
+                                          sample["trace_id"].astype(str), in_scope=scores.in_scope[:k], rate=rate)
 
 
 @task(name="compare-champion-and-challenger", tags=[CPU_TAG], cache_policy=NO_CACHE)
@@ -87,7 +89,8 @@ def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: m
     texts = [*sample["text"], *hard["text"]]
     sa, sb = score_texts(champion, texts, cfg), score_texts(challenger, texts, cfg)  # in partitions when large
     k = len(sample)
-    a, b = _judged(champion, sa, sample), _judged(challenger, sb, sample)
+    rate = cfg.model.abstention_rate
+    a, b = _judged(champion, sa, sample, rate), _judged(challenger, sb, sample, rate)
     table = regression.production_table(sample, list(a), list(b), cfg, settings)
     window, m = regression.latest_window(sample)
     latest = regression.production_table(sample[m].reset_index(drop=True), list(a[m]), list(b[m]), cfg, settings) \
@@ -101,7 +104,9 @@ def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: m
                               100 * o["delta"], report.level_text(o["level"]), 100 * o["delta_low"],
                               100 * o["delta_high"], o["outcome"])
     fallback = champion.fallback_label or challenger.fallback_label
-    return Comparison(table, latest, window, hard_table, list(b), CALIBRATION_NOTE if fallback else "")
+    rule = "best accuracy" if rate is None else f"refusing at most {rate:.0%} of in-scope rows (model.abstention_rate)"
+    return Comparison(table, latest, window, hard_table, list(b), f"{CALIBRATION_NOTE}; rule: {rule}" if fallback
+                      else "")
 
 
 @task(name="frozen-embedding-baseline", tags=[CPU_TAG], cache_policy=NO_CACHE)

@@ -83,14 +83,14 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
 @task(name="calibrate-abstention", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
     """With a fallback label: the threshold on the in-scope score (`modeling.Scores.in_scope`) that maximises
-    weighted accuracy on the random draw."""
+    weighted accuracy on the random draw, or refuses its in-scope rows at `model.abstention_rate`."""
     sample, weights = abstention.calibration_rows(records)
     if cfg.fallback_label is None or sample.empty:
         return None
     model.abstain_threshold = None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
-    thr = abstention.calibrate(s.in_scope, np.asarray(s.prediction), sample["label"].to_numpy(),
-                               cfg.fallback_label, weights)
+    thr = abstention.fit(s.in_scope, np.asarray(s.prediction), sample["label"].to_numpy(), cfg.fallback_label,
+                         weights, cfg.model.abstention_rate)
     model.abstain_threshold = thr
     get_run_logger().info("Abstention threshold %.3f on the in-scope score (predict %s below it), calibrated on %d "
                           "random-draw rows", thr, cfg.fallback_label, len(sample))

@@ -95,6 +95,25 @@ def calibrate(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fa
     return float((below + sorted_top[i]) / 2)
 
 
+def calibrate_at_rate(top_prob: np.ndarray, truth: np.ndarray, fallback: str, rate: float,
+                      weights: np.ndarray | None = None) -> float:
+    """The highest threshold at which at most `rate` of the in-scope rows (truth != fallback; weighted) fall
+    below it and would be refused: a fixed false-abstention rate, whatever it costs or gains in accuracy (ties
+    are not split). 0 means never abstain (no in-scope rows, or the lowest score alone is over the rate)."""
+    top, y = np.asarray(top_prob, float), np.asarray(truth)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    keep = (y != fallback) & (w > 0)
+    if not keep.any():
+        return 0.0
+    order = np.argsort(top[keep], kind="stable")
+    s, share = top[keep][order], np.cumsum(w[keep][order]) / w[keep].sum()
+    ok = np.flatnonzero((share <= rate + 1e-12) & np.append(s[1:] > s[:-1], True))  # i rows below, ties whole
+    if not ok.size:
+        return 0.0
+    i = int(ok[-1]) + 1  # rows refused
+    return float(np.nextafter(s[-1], np.inf)) if i == len(s) else float((s[i - 1] + s[i]) / 2)
+
+
 def fold_of(ids: Iterable[str], k: int, salt: str = "hitl-crossfit") -> np.ndarray:
     """A fold in [0, k) per id, from sha256(salt:id) only: the same trace always lands in the same fold,
     whatever the order or company of the ids."""
@@ -113,10 +132,20 @@ class CrossFit:
     k: int
 
 
+def fit(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
+        weights: np.ndarray | None = None, rate: float | None = None) -> float:
+    """The served rule: `calibrate` (best accuracy), or with `rate` (`model.abstention_rate`)
+    `calibrate_at_rate`."""
+    if rate is None:
+        return calibrate(top_prob, predicted, truth, fallback, weights)
+    return calibrate_at_rate(top_prob, truth, fallback, rate, weights)
+
+
 def cross_fitted(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
-                 weights: np.ndarray | None, folds: np.ndarray, k: int | None = None) -> CrossFit:
-    """Cross-fitted abstention: fold f's rows abstain below `calibrate` fitted on the rows outside f (with their
-    weights), so no row's own label touches its prediction. `folds` holds a fold in [0, k) per row (see
+                 weights: np.ndarray | None, folds: np.ndarray, k: int | None = None, rate: float | None = None
+                 ) -> CrossFit:
+    """Cross-fitted abstention: fold f's rows abstain below the threshold `fit` (with `rate`) on the rows outside
+    f (with their weights), so no row's own label touches its prediction. `folds` holds a fold in [0, k) per row (see
     `fold_of`); k defaults to max(folds) + 1. A fold with no rows outside it (k = 1, or every other fold empty)
     has nothing to fit on and never abstains (threshold 0), as does one whose outside rows weigh nothing."""
     top, pred, y = np.asarray(top_prob, float), np.asarray(predicted), np.asarray(truth)
@@ -130,7 +159,7 @@ def cross_fitted(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray,
     k = (int(f.max()) + 1 if f.size else 1) if k is None else k
     if k < 1 or (f.size and (f.min() < 0 or f.max() >= k)):
         raise ValueError("folds must lie in [0, k) with k >= 1")
-    thresholds = np.array([calibrate(top[rest], pred[rest], y[rest], fallback, w[rest]) if (rest := f != g).any()
+    thresholds = np.array([fit(top[rest], pred[rest], y[rest], fallback, w[rest], rate) if (rest := f != g).any()
                            else 0.0 for g in range(k)])
     return CrossFit(apply(top, pred, fallback, thresholds[f]), thresholds, k)
 
@@ -140,10 +169,10 @@ VERDICT_FOLDS = 5
 
 def verdict_predictions(probs: np.ndarray, labels: list[str], fallback: str, truth: np.ndarray,
                         weights: np.ndarray | None, ids: Iterable[str], k: int = VERDICT_FOLDS,
-                        in_scope: np.ndarray | None = None) -> np.ndarray:
+                        in_scope: np.ndarray | None = None, rate: float | None = None) -> np.ndarray:
     """A model's predictions on the verdict rows (the random draw) with abstention cross-fitted over them: the
     raw top label, then the fallback below a threshold on the in-scope score (`Scores.in_scope`; the top
-    probability when not given) fitted on the other `k` folds (by trace id)."""
+    probability when not given) fitted on the other `k` folds (by trace id), by the served rule (`rate`)."""
     raw = np.asarray(labels)[np.asarray(probs).argmax(axis=1)]
     score = np.asarray(probs).max(axis=1) if in_scope is None else np.asarray(in_scope, float)
-    return cross_fitted(score, raw, truth, fallback, weights, fold_of(ids, k), k).predictions
+    return cross_fitted(score, raw, truth, fallback, weights, fold_of(ids, k), k, rate).predictions

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitl.learning.abstention import apply, calibrate, cross_fitted, fold_of
+from hitl.learning.abstention import apply, calibrate, calibrate_at_rate, cross_fitted, fit, fold_of
 
 
 def _accuracy(thr, top, pred, truth, w, fallback="oos"):
@@ -31,19 +31,58 @@ def test_no_out_of_scope_means_never_abstain():
     assert calibrate(top, np.array(["a", "b", "a"]), np.array(["a", "a", "a"]), "oos") == 0.0
 
 
-def test_matches_brute_force_on_random_weighted_samples():
-    rng = np.random.default_rng(3)
-    for _ in range(200):
+def _small_cases(seed: int, n_cases: int = 200):
+    """Random weighted samples of 1-39 rows, scores with ties on purpose: (top, pred, truth, w, every threshold
+    that decides differently)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_cases):
         n = int(rng.integers(1, 40))
-        top = rng.uniform(0, 1, n).round(2)  # ties on purpose
+        top = rng.uniform(0, 1, n).round(2)
         truth = rng.choice(["a", "b", "oos"], n)
         pred = np.where(rng.uniform(size=n) < 0.6, truth, rng.choice(["a", "b"], n))
-        pred = np.where(pred == "oos", "a", pred)
         w = rng.uniform(0.5, 3, n)
+        yield top, np.where(pred == "oos", "a", pred), truth, w, np.unique(np.concatenate([[0.0, 1.0 + 1e-9], top,
+                                                                                           top + 1e-9]))
+
+
+def test_matches_brute_force_on_random_weighted_samples():
+    for top, pred, truth, w, grid in _small_cases(3):
         thr = calibrate(top, pred, truth, "oos", w)
-        grid = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], top, top + 1e-9]))
         best = max(_accuracy(t, top, pred, truth, w) for t in grid)
         assert abs(_accuracy(thr, top, pred, truth, w) - best) < 1e-12
+
+
+def _refused(thr, top, truth, w, fallback="oos"):
+    """The weighted share of in-scope rows below `thr`."""
+    inside = truth != fallback
+    return float(np.sum(w[inside] * (top[inside] < thr)) / np.sum(w[inside]))
+
+
+def test_at_a_fixed_rate_the_threshold_is_the_highest_that_refuses_at_most_that_share():
+    rng = np.random.default_rng(5)
+    for top, _, truth, w, grid in _small_cases(5):
+        rate = float(rng.choice([0.01, 0.05, 0.2, 0.45]))
+        thr = calibrate_at_rate(top, truth, "oos", rate, w)
+        if not (truth != "oos").any():
+            assert thr == 0.0
+            continue
+        assert _refused(thr, top, truth, w) <= rate + 1e-12
+        best = max(r for t in grid if (r := _refused(t, top, truth, w)) <= rate + 1e-12)
+        assert abs(_refused(thr, top, truth, w) - best) < 1e-12  # no threshold refuses more within the rate
+        # out-of-scope rows do not count against the rate, whatever their scores
+        moved = np.where(truth == "oos", rng.uniform(0, 1, len(top)).round(2), top)
+        assert calibrate_at_rate(moved, truth, "oos", rate, w) == thr
+
+
+def test_the_rule_is_chosen_by_the_rate_and_cross_fitting_uses_it():
+    top, pred, truth, w = _case(np.random.default_rng(1), 200)
+    assert fit(top, pred, truth, "oos", w) == calibrate(top, pred, truth, "oos", w)
+    assert fit(top, pred, truth, "oos", w, 0.05) == calibrate_at_rate(top, truth, "oos", 0.05, w)
+    folds = np.arange(200) % 5
+    cf = cross_fitted(top, pred, truth, "oos", w, folds, rate=0.05)
+    for f in range(5):
+        rest = folds != f
+        assert cf.thresholds[f] == calibrate_at_rate(top[rest], truth[rest], "oos", 0.05, w[rest])
 
 
 # ---- the serving rule ----
