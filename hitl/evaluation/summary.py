@@ -118,7 +118,7 @@ TREND_ESTIMATES = tuple(f"{who}{suffix}" for who in ("champion", "challenger") f
 def releases(evals: list[dict], rollbacks: list[dict]) -> pd.DataFrame:
     """Every earlier regression eval (dicts with `at`, a UTC Timestamp, versions, TREND_ESTIMATES, n, decision)
     and every rollback (promotion.rollbacks: at, from/to versions, by, reason; no estimates), oldest first,
-    `at` shown as `when`."""
+    `at` shown as `when` (month, day and time; the date with its year once the rows span more than a year)."""
     rows = [{**e} for e in evals]
     for rb in rollbacks:
         at = pd.Timestamp(rb["at"]) if rb["at"] else pd.NaT
@@ -129,8 +129,9 @@ def releases(evals: list[dict], rollbacks: list[dict]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     out = pd.DataFrame(rows).sort_values("at", kind="stable", na_position="first")
-    when = pd.to_datetime(out.pop("at"), utc=True).dt.strftime("%m-%d %H:%M").fillna("?")
-    return out.assign(when=when)[["when", *out.columns]].reset_index(drop=True)
+    at = pd.to_datetime(out.pop("at"), utc=True)
+    fmt = "%m-%d %H:%M" if at.dt.year.nunique() <= 1 else "%Y-%m-%d"  # quarters over years: the year matters
+    return out.assign(when=at.dt.strftime(fmt).fillna("?"))[["when", *out.columns]].reset_index(drop=True)
 
 
 def trend_rows(trend: pd.DataFrame | None, table: pd.DataFrame, champion_version: str, challenger_version: str,

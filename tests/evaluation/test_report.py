@@ -57,6 +57,31 @@ def test_html_is_self_contained_with_charts(tmp_path):
     assert (tmp_path / "latest.html").read_text() == html and md_path.exists()
 
 
+def test_every_quarterly_release_and_rollback_is_on_the_first_page(tmp_path):
+    """Three years of quarterly retrains and one rollback: each is a row of the trend table and a point (or,
+    for the rollback, a marked line) of its chart, on the page above how it was measured."""
+    from hitl.evaluation import summary
+
+    evals = [{"at": pd.Timestamp(f"{2024 + q // 4}-{1 + 3 * (q % 4):02d}-01 10:00", tz="UTC"),
+              "champion_version": str(q + 1), "challenger_version": str(q + 2),
+              **dict(zip(summary.TREND_ESTIMATES, (0.3 - 0.01 * q, 0.27 - 0.01 * q, 0.33 - 0.01 * q,
+                                                   0.29 - 0.01 * q, 0.26 - 0.01 * q, 0.32 - 0.01 * q), strict=True)),
+              "n": 400, "decision": "approve"} for q in range(12)]
+    rollback = {"at": "2026-11-02T09:00:00+00:00", "from_version": "13", "to_version": "12", "by": "bo",
+                "reason": "v13 misroutes card_lost"}
+    trend = summary.releases(evals, [rollback])
+    md_path, html_path = report.write(_ctx(tmp_path, trend=trend), tmp_path, "r1")
+    md, html = md_path.read_text(), html_path.read_text()
+    block = md.split("## Across releases", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 12 + 1 + 1  # every quarter, the rollback, this report
+    assert [r.split(" | ")[0].strip("| ") for r in rows[:5]] == ["2024-01-01", "2024-04-01", "2024-07-01",
+                                                                  "2024-10-01", "2025-01-01"]  # years apart
+    assert "rollback to v12 by bo: v13 misroutes card_lost" in rows[-2] and "this report" in rows[-1]
+    assert html.index("Across releases") < html.index("How this was measured")
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 3  # change, trend, one cohort
+
+
 def test_html_escapes_cohort_values(tmp_path):
     ctx = _ctx(tmp_path)
     ctx.table.loc[ctx.table["value"] == "voice", "value"] = "<script>x</script>"
