@@ -53,8 +53,6 @@ def report(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     console.print(f"\nHTML report: {html}")
 
 
-
-
 @app.command()
 def rollback(config: ConfigOpt = DEFAULT_CONFIG,
              reason: Annotated[str, typer.Option(prompt=True, help=(

@@ -50,6 +50,7 @@ def rollback_target(registered_name: str, to: str | None, client=None) -> tuple[
     from mlflow.exceptions import MlflowException
 
     client = client or MlflowClient()
+    to = to.strip().removeprefix("v").removeprefix("V") if to else None  # "v3" as `hitl status` prints it
     try:
         current = str(client.get_model_version_by_alias(registered_name, CHAMPION).version)
     except MlflowException as e:
@@ -79,19 +80,14 @@ def promote(registered_name: str, p: Promotion, client=None) -> None:
 
     client = client or MlflowClient()
     client.set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
-    faults.checkpoint("promote:approved")
+    faults.checkpoint("promote:approved" if p.kind == PROMOTE else f"{p.kind}:decided")
     _carry_out(registered_name, p, client)
 
 
 def rollback(registered_name: str, p: Promotion, client=None) -> None:
     """Record the rollback (`p.kind` ROLLBACK: `replaced` is the champion rolled back, `promoted` the version
     restored), then carry it out: the same steps, tags and crash safety as a promotion."""
-    from mlflow import MlflowClient
-
-    client = client or MlflowClient()
-    client.set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
-    faults.checkpoint("rollback:decided")
-    _carry_out(registered_name, p, client)
+    promote(registered_name, p, client)
 
 
 def rollbacks(registered_name: str, client=None) -> list[dict]:

@@ -255,7 +255,8 @@ def test_rollbacks_killed_half_way_on_the_real_registry(loop):
     assert refused.exit_code == 1 and "was rolled back by bo" in refused.output and "--to" in refused.output
     verified = runner.invoke(app, ["audit", "verify", "-c", str(path)])
     assert verified.exit_code == 0, verified.output
-    status = runner.invoke(app, ["status", "-c", str(path)]).output
+    with api(cfg):  # this process's Prefect client on the stack (else it would start a server of its own)
+        status = runner.invoke(app, ["status", "-c", str(path)]).output
     assert "rolled back by bo" in status and "v4 -> v3 by bo" in status, status
     trend = evaluation.trend.fn(cfg, client)
     rows = trend[trend["decision"].str.startswith("rollback")]

@@ -58,7 +58,7 @@ def test_rollback_restores_previous_and_marks_the_version_rolled_back(registry):
     # @previous is now the version rolled back: rolling "back" again would bring it back, so it must be named
     with pytest.raises(RollbackRefused, match="rolled back by bo.*name the version to restore with --to"):
         promotion.rollback_target(name, None, registry)
-    assert promotion.rollback_target(name, "3", registry) == ("2", "3")  # named on purpose: allowed
+    assert promotion.rollback_target(name, "v3", registry) == ("2", "3")  # named on purpose (as status prints it)
     assert promotion.rollback_target(name, "1", registry) == ("2", "1")  # the launch champion
 
 
