@@ -44,8 +44,10 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     decided = decision.decide(answer.decision, outcome, answer.approver, answer.reason)
     promoted, break_glass, ctx.decision = decided.promoted, decided.break_glass, decided.text
     if promoted:
-        evaluation.promote(cfg, store, client, ctx.champion_version, ctx.challenger_version, answer.approver,
-                           answer.reason, gate=outcome, break_glass=break_glass)
+        promoted = evaluation.promote(cfg, store, client, ctx.champion_version, ctx.challenger_version,
+                                      answer.approver, answer.reason, gate=outcome, break_glass=break_glass)
+        if not promoted:
+            ctx.decision += " (not carried out: @champion changed since this eval; run the eval again)"
     else:
         evaluation.record_decision(cfg, store, client, ctx.champion_version, ctx.challenger_version, answer.decision,
                                    answer.approver, answer.reason, gate=outcome)

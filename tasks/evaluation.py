@@ -32,6 +32,7 @@ from tasks.scoring import score_texts
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+NOT_CARRIED_OUT = "approve, not carried out"  # an approval refused because @champion changed since the eval
 CALIBRATION_NOTE = (f"with a fallback label, each model's abstention threshold on the regression set is "
                     f"cross-fitted ({abstention.VERDICT_FOLDS} folds by trace id: every row is judged with a "
                     f"threshold fitted without it); the served threshold is fitted on the whole random draw")
@@ -206,18 +207,26 @@ def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: 
 @task(name="promote-challenger", cache_policy=NO_CACHE)
 def promote(cfg: Config, store: ReviewStore, client: MlflowClient, champion_version: str, challenger_version: str,
             approver: str, reason: str, eval_run_id: str | None = None, gate: str = "", break_glass: bool = False
-            ) -> None:
+            ) -> bool:
     """Move `@champion` to the challenger; the old champion keeps `@previous`; the decision is tagged on the
     challenger's version first. Safe to repeat, and a crash half-way is finished by the next run
-    (hitl/learning/promotion.py). `break_glass`: approved against a gate that did not PASS."""
+    (hitl/learning/promotion.py). `break_glass`: approved against a gate that did not PASS. False, with the
+    approval recorded as not carried out, when `@champion` changed since the eval (a rollback meanwhile)."""
     name = cfg.model.registered_name
-    promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason, eval_run_id),
-                      client)
+    try:
+        promotion.promote(name, promotion.Promotion(champion_version, challenger_version, approver, reason,
+                                                    eval_run_id), client)
+    except promotion.ChampionMoved as e:
+        entry = _record_decision(cfg, store, client, champion_version, challenger_version, NOT_CARRIED_OUT,
+                                 approver, f"{reason} ({e})", gate, break_glass)
+        get_run_logger().error("Not promoted: %s Audit entry %s.", e, entry.short)
+        return False
     _record_decision(cfg, store, client, champion_version, challenger_version, "approve", approver, reason, gate,
                      break_glass)
     get_run_logger().info("Promoted %s v%s to @champion (approved by %s%s); v%s is @previous", name,
                           challenger_version, approver, f", overriding gate {gate}" if break_glass else "",
                           champion_version)
+    return True
 
 
 @task(name="record-release-decision", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)

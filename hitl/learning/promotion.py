@@ -42,6 +42,11 @@ class RollbackRefused(ValueError):
     """A rollback that would not restore an approved, loadable champion; the message says what to do."""
 
 
+class ChampionMoved(RuntimeError):
+    """`@champion` is neither the version a decision replaces nor the one it promotes: the decision was made
+    against a champion that has since changed (a rollback, another promotion)."""
+
+
 def rollback_target(registered_name: str, to: str | None, client=None) -> tuple[str, str]:
     """(current champion, version to restore) for `hitl rollback`: `to`, else `@previous`. The version must
     exist, differ from the champion, and have been approved (or be a launch champion, the bootstrap's); one
@@ -75,10 +80,21 @@ def rollback_target(registered_name: str, to: str | None, client=None) -> tuple[
 
 
 def promote(registered_name: str, p: Promotion, client=None) -> None:
-    """Record the decision, then carry it out (see the module docstring). `client`: the caller's MlflowClient."""
+    """Record the decision, then carry it out (see the module docstring). `client`: the caller's MlflowClient.
+    Refused (ChampionMoved) when `@champion` is neither `p.replaced` nor `p.promoted` (the latter: the same move
+    again, after a crash)."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = client or MlflowClient()
+    try:
+        now = str(client.get_model_version_by_alias(registered_name, CHAMPION).version)
+    except MlflowException:
+        now = None  # no champion yet: nothing to contradict
+    if now is not None and now not in (str(p.replaced), str(p.promoted)):
+        raise ChampionMoved(f"@champion of {registered_name} is v{now}, not v{p.replaced} as when this {p.kind} was "
+                            f"decided (a rollback or another promotion since): v{p.promoted} was not promoted; run "
+                            "the regression eval again against the current champion.")
     client.set_registered_model_tag(registered_name, PENDING_TAG, json.dumps(asdict(p)))
     faults.checkpoint("promote:approved" if p.kind == PROMOTE else f"{p.kind}:decided")
     _carry_out(registered_name, p, client)

@@ -103,3 +103,20 @@ def test_the_trend_shows_every_release_and_each_rollback_in_time_order():
     assert later["decision"].tolist()[2].startswith(summary.ROLLBACK) and later["challenger_version"].iloc[3] == "4"
     assert report_charts.trend_png(later, "95%")
     assert summary.releases([], []).empty and len(summary.releases([], rollbacks)) == 1
+
+
+def test_an_approval_made_against_a_champion_rolled_back_since_is_not_carried_out(registry):
+    """An eval of v4 against champion v3 waits for approval; meanwhile v3 is rolled back to v2. Approving v4
+    then would set @previous to the version rolled back and skip the comparison with v2: refused, nothing moves."""
+    name = _model(registry, "rb-stale")
+    registry.create_model_version(name, source=str(ROOT))  # v4, the challenger evaluated against v3
+    promotion.rollback(name, Promotion("3", "2", "bo", "v3 misroutes card_lost since Tuesday",
+                                       kind=promotion.ROLLBACK, at="2026-12-04T10:00:00+00:00", entry=7), registry)
+    with pytest.raises(promotion.ChampionMoved, match="@champion of rb-stale is v2, not v3.*run the regression eval"):
+        promotion.promote(name, Promotion("3", "4", "ann", "gate passed"), registry)
+    assert _aliases(registry, name) == {"champion": "2", "previous": "3"}
+    assert promotion.PENDING_TAG not in registry.get_registered_model(name).tags
+    promotion.promote(name, Promotion("2", "4", "ann", "gate passed against v2"), registry)  # a fresh eval's
+    assert _aliases(registry, name) == {"champion": "4", "previous": "2"}
+    promotion.promote(name, Promotion("2", "4", "ann", "gate passed against v2"), registry)  # again: a no-op
+    assert _aliases(registry, name) == {"champion": "4", "previous": "2"}
