@@ -120,3 +120,31 @@ def test_an_approval_made_against_a_champion_rolled_back_since_is_not_carried_ou
     assert _aliases(registry, name) == {"champion": "4", "previous": "2"}
     promotion.promote(name, Promotion("2", "4", "ann", "gate passed against v2"), registry)  # again: a no-op
     assert _aliases(registry, name) == {"champion": "4", "previous": "2"}
+
+
+def test_the_eval_records_an_approval_it_could_not_carry_out_and_the_chain_still_verifies(registry, tmp_path,
+                                                                                           monkeypatch):
+    """tasks/evaluation.promote (its body, without Prefect's run context): after a rollback the stale approval
+    returns False, moves nothing, and is in the audit chain as 'approve, not carried out'."""
+    import logging
+
+    from helpers_domain import make_cfg
+
+    from hitl.audit import evidence
+    from hitl.review.store import ReviewStore
+    from tasks import evaluation
+
+    monkeypatch.setattr(evaluation, "get_run_logger", lambda: logging.getLogger("test"))
+    name = _model(registry, "rb-task")
+    registry.create_model_version(name, source=str(ROOT))  # v4, evaluated against v3
+    promotion.rollback(name, Promotion("3", "2", "bo", "v3 misroutes card_lost since Tuesday",
+                                       kind=promotion.ROLLBACK, at="2026-12-04T10:00:00+00:00", entry=1), registry)
+    cfg = make_cfg(tmp_path, model={"registered_name": name})
+    cfg.state.mkdir(parents=True)
+    store = ReviewStore(cfg.store_url)
+    assert evaluation.promote.fn(cfg, store, registry, "3", "4", "ann", "gate passed on the estimate") is False
+    assert _aliases(registry, name) == {"champion": "2", "previous": "3"}
+    log = evidence.open_log(cfg, store)
+    (entry,) = [e for e in log.entries() if e.kind == "decision"]
+    assert entry.ref["decision"] == evaluation.NOT_CARRIED_OUT and "is v2, not v3" in entry.ref["reason"]
+    assert evidence.verify(log, store, name, mlflow=True).ok
