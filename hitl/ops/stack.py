@@ -339,8 +339,7 @@ def down(cfg: Config, *, console_print: Callable[[str], None] = print) -> list[s
     killed = processes.stop_all([pid for _, pid in targets])
     for spec, pid in targets:
         if pid in killed:
-            console_print(f"{spec.title}: pid {pid} did not stop within {processes.STOP_TIMEOUT_S:.0f} s of SIGTERM; "
-                          f"killed (its log: {spec.log})")
+            console_print(_killed(spec, pid))
     return [*(["worker"] if worker else []), *(spec.name for spec, _ in targets)]
 
 
@@ -387,6 +386,11 @@ def _release_orphaned_runs(cfg: Config) -> list[str]:
         return orphans.release_pool_runs(cfg.deployments.pool)
 
 
+def _killed(spec: _Spec, pid: int) -> str:
+    return (f"{spec.title}: pid {pid} did not stop within {processes.STOP_TIMEOUT_S:.0f} s of SIGTERM; killed "
+            f"(its log: {spec.log})")
+
+
 def stop_worker(cfg: Config, sig: int = signal.SIGTERM, *, console_print: Callable[[str], None] = print) -> bool:
     """Stop the worker (SIGKILL with `sig=signal.SIGKILL`, as a crash would); False when none ran.
 
@@ -401,6 +405,5 @@ def stop_worker(cfg: Config, sig: int = signal.SIGTERM, *, console_print: Callab
     if sig == signal.SIGKILL:
         processes.send_signal(pid, signal.SIGKILL, processes.leads_own_group(pid))
     if processes.stop_all([pid]) and sig != signal.SIGKILL:
-        console_print(f"{spec.title}: pid {pid} did not stop within {processes.STOP_TIMEOUT_S:.0f} s of SIGTERM; "
-                      f"killed (its log: {spec.log})")
+        console_print(_killed(spec, pid))
     return True
