@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -73,6 +73,9 @@ class DeploymentsConfig(_Strict):
         "register-dataset": "0 4 * * 1",  # weekly
         "fine-tune": "0 3 1 1,4,7,10 *",  # quarterly; its completion starts the regression eval
     })
+    # deployment name -> parameters that override deployments/prefect.yaml's (e.g. sample-traces' window: "all"
+    # to take every trace not yet considered, whatever its timestamp, instead of the previous UTC day)
+    parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class SourceConfig(_Strict):

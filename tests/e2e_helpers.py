@@ -176,13 +176,13 @@ def wait_completed(cfg: Config, run_id: str, timeout: float = 300) -> None:
     assert done.state.is_completed(), done.state.message
 
 
-def resume(cfg: Config, run_id: str, values: dict) -> None:
+def resume(cfg: Config, run_id: str, values: dict, response_key: str = "") -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from hitl.review import prefect_api
 
     with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
-        prefect_api.resume(run_id, values)
+        prefect_api.resume(run_id, values, response_key)
 
 
 def flow_run_state(cfg: Config, run_id: str) -> str:

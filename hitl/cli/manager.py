@@ -33,7 +33,7 @@ def approve(config: ConfigOpt = DEFAULT_CONFIG,
         raise typer.Exit(1)
     console.print(Markdown(run.description))
     try:
-        prefect_api.resume(run.id, {"decision": decision, "approver": approver, "reason": reason})
+        prefect_api.resume(run.id, {"decision": decision, "approver": approver, "reason": reason}, run.response_key)
     except RuntimeError as e:
         console.print(f"[red]Not submitted:[/] {e}")
         raise typer.Exit(1) from e

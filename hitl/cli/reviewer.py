@@ -123,7 +123,7 @@ def review(config: ConfigOpt = DEFAULT_CONFIG,
         if note:
             values[f"{field}_rationale"] = note
     try:
-        prefect_api.resume(run.id, values)
+        prefect_api.resume(run.id, values, run.response_key)
     except prefect_api.NotWaiting as e:
         if run.form == prefect_api.REVIEW_FORM and _submit_late(cfg, run, values):
             return

@@ -47,16 +47,18 @@ def specs(cfg: Config, config_path: str | os.PathLike[str]) -> list[DeploymentSp
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     names = [d["name"] for d in raw["deployments"]]
-    unknown = sorted(set(cfg.deployments.schedules) - set(names))
-    if unknown:
-        raise DeployError(f"deployments.schedules names {unknown}, which are not in {PREFECT_YAML.name}; "
-                          f"known: {names}")
+    for setting in ("schedules", "parameters"):
+        unknown = sorted(set(getattr(cfg.deployments, setting)) - set(names))
+        if unknown:
+            raise DeployError(f"deployments.{setting} names {unknown}, which are not in {PREFECT_YAML.name}; "
+                              f"known: {names}")
     out = []
     for d in raw["deployments"]:
         entry = d["entrypoint"]
         path, func = entry.rsplit(":", 1)
         flow_args = load_flow_arguments_from_entrypoint(f"{REPO / path}:{func}", arguments={"name"})
-        params = {**(d.get("parameters") or {}), "config_path": str(Path(config_path).resolve())}
+        params = {**(d.get("parameters") or {}), **cfg.deployments.parameters.get(d["name"], {}),
+                  "config_path": str(Path(config_path).resolve())}
         out.append(DeploymentSpec(d["name"], flow_args.get("name") or func.replace("_", "-"), entry, params,
                                   cfg.deployments.schedules.get(d["name"])))
     return out

@@ -75,6 +75,11 @@ def _specs(cfg: Config) -> list[_Spec]:
         "PREFECT_UI_API_URL": cfg.prefect_api_url,
         "PREFECT_UI_URL": cfg.prefect_ui_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Concurrency slots (the CPU tag's, deployments.cpu_slots) are held under leases. Prefect keeps them in the
+        # server's memory by default: a restart forgets every lease while the slots stay taken, so no lease can
+        # expire and the tag's tasks wait forever (found by the soak: every flow stalled after one restart). On
+        # disk under PREFECT_HOME, a lease outlives a restart and expires if its holder died.
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
     }
     # The server reads the database URL under its newer name first; set both so a stray value of either
     # in the caller's environment cannot point it at another database.

@@ -27,6 +27,7 @@ class PausedRun:
     expires_at: str | None = None  # when the wait times out (review.timeout_s after paused_at), ISO
     state_id: str = ""  # the Paused state's id, which is also the id of its `prefect.flow-run.Suspended` event
     tags: tuple[str, ...] = ()
+    response_key: str = ""  # the run input key its answer is stored under (resume reads it back)
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def paused_runs(form: str | tuple[str, ...] | None = None) -> list[PausedRun]:
             out.append(PausedRun(str(run.id), run.name, flow_names[run.flow_id], title, schema,
                                  str(description), str(run.start_time or run.created),
                                  run.state.timestamp.isoformat(), timeout.isoformat() if timeout else None,
-                                 str(run.state.id), tuple(run.tags)))
+                                 str(run.state.id), tuple(run.tags), str(keyset.get("response", ""))))
     return out
 
 
@@ -86,20 +87,36 @@ class NotWaiting(RuntimeError):
     """The run no longer waits for input: already resumed, finished, or its pause timed out."""
 
 
-def resume(flow_run_id: str, values: dict[str, Any]) -> None:
+class ResumedByAnother(RuntimeError):
+    """Someone else resumed the run at the same moment and the run took their answer, not this one."""
+
+
+def resume(flow_run_id: str, values: dict[str, Any], response_key: str = "") -> None:
     """Resume a paused run with form values; the server validates them against the stored schema.
 
-    Raises NotWaiting when the run is not paused (e.g. already resumed) or timed out, and RuntimeError with
-    the server's reason (on one line) when the values do not fit the form.
+    Raises NotWaiting when the run is not paused (e.g. already resumed) or timed out, RuntimeError with the
+    server's reason (on one line) when the values do not fit the form, and ResumedByAnother when the answer the
+    run will read is not this one: two resumes sent at the same instant can both be told they succeeded
+    (measured on Prefect 3.9's server, three reviewers within 10 ms: all three accepted, one answer kept), so the
+    answer stored under `response_key` (PausedRun.response_key) is read back and compared.
     """
+    from prefect import get_client
     from prefect.exceptions import FlowPauseTimeout, NotPausedError
     from prefect.flow_runs import resume_flow_run
 
+    run_id = UUID(flow_run_id)
     try:
-        resume_flow_run(UUID(flow_run_id), run_input=values)
+        resume_flow_run(run_id, run_input=values)
     except NotPausedError as e:
         raise NotWaiting(f"Flow run {flow_run_id} is not paused (already resumed or finished).") from e
     except FlowPauseTimeout as e:
         raise NotWaiting(f"Flow run {flow_run_id} timed out before it was resumed.") from e
     except RuntimeError as e:  # the server refused the values
         raise RuntimeError(" ".join(str(e).split())) from e
+    if response_key:
+        with get_client(sync_client=True) as client:
+            taken = _read_input(client, run_id, response_key)
+        if taken != json.loads(json.dumps(values)):
+            raise ResumedByAnother(f"Flow run {flow_run_id} was resumed by someone else at the same moment and took "
+                                   f"their answer: yours was not stored. Nothing is lost of theirs; look at the "
+                                   f"run's page or `hitl inbox` for what is still waiting.")

@@ -130,7 +130,7 @@ class SimulatedReviewers:
             else:
                 continue
             try:
-                prefect_api.resume(run.id, values)
+                prefect_api.resume(run.id, values, run.response_key)
             except RuntimeError as e:  # e.g. resumed by someone else meanwhile: log it and carry on
                 print(f"could not resume {run.id}: {e}", flush=True)
                 continue

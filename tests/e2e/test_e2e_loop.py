@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
 from e2e_helpers import REPO, finish, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
 
+from hitl.review import prefect_api
 from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +64,26 @@ def e2e(tmp_path_factory):
     yield from running_stack(tmp_path_factory.mktemp("e2e"))
 
 
+def _three_press_resume_at_once(cfg, run, values: dict) -> str:
+    """Three reviewers send their answer to one paused run at the same instant: exactly one is told it worked
+    (the server can accept all three and keep one answer: prefect_api.resume reads it back). Returns who."""
+    names = ["tester", "tester-b", "tester-c"]
+    barrier = threading.Barrier(len(names))
+
+    def press(name: str) -> str | None:
+        barrier.wait()
+        try:
+            resume(cfg, run.id, {**values, "reviewer": name}, run.response_key)
+        except (prefect_api.NotWaiting, prefect_api.ResumedByAnother):
+            return None
+        return name
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        told = [n for n in pool.map(press, names) if n]
+    assert len(told) == 1, f"{told} were all told their answer was taken"
+    return told[0]
+
+
 def test_the_loop_end_to_end(e2e):
     from mlflow import MlflowClient
 
@@ -101,7 +124,7 @@ def test_the_loop_end_to_end(e2e):
         with pytest.raises(RuntimeError):  # a label outside the label set is refused by the server
             resume(cfg, run.id, {**values, next(iter(fields)): "not-a-label"})
         assert flow_run_state(cfg, run.id) == "PAUSED"
-        resume(cfg, run.id, values)
+        winner = _three_press_resume_at_once(cfg, run, values)
         out = finish(proc)
         assert proc.returncode == 0, out[-3000:]
     finally:
@@ -113,7 +136,7 @@ def test_the_loop_end_to_end(e2e):
     assert set(planted) & set(fields.values()) and "<CARD>" in run.description
     _assert_no_canary(cfg)
     ann = store.annotations()
-    assert len(ann) == 30 and set(ann["reviewer"]) == {"tester"}
+    assert len(ann) == 30 and set(ann["reviewer"]) == {winner}
     assert all(ann.set_index("trace_id")["label"][t] == known[t] for t in fields.values())
 
     # 4. dataset version in MLflow, digest-checked on the way back; identical content -> no new version
@@ -139,7 +162,7 @@ def test_the_loop_end_to_end(e2e):
     review_runs = client.search_runs([mlflow.get_experiment_by_name("e2e-review").experiment_id])
     assert review_runs and review_runs[0].data.metrics["review_backlog"] >= 0
     out = hitl(path, "metrics").stdout
-    assert "Krippendorff" in out and "tester" in out
+    assert "Krippendorff" in out and winner in out
 
 
 def test_terminal_review_resumes_the_paused_run(e2e):

@@ -21,7 +21,7 @@ import pytest
 from e2e_helpers import REPO, api, check_restored, clone_config, hitl, snapshot, stop_stack, truth, write_config
 
 from hitl.config import Config, load_config
-from hitl.ops import stack
+from hitl.ops import processes, stack
 from hitl.review.store import ReviewStore
 
 pytestmark = pytest.mark.e2e
@@ -177,6 +177,33 @@ def test_a_lost_prefect_server_is_named_and_its_orphan_run_marked_crashed(loop):
     assert "marked Crashed" in out and "'created': False" in out
     assert _states(cfg, "register-dataset") == ["COMPLETED", "COMPLETED", "CRASHED", "FAILED"]
     assert versions.list_versions(cfg) == after
+
+
+def test_a_concurrency_lease_outlives_a_prefect_restart(loop):
+    """A slot of a concurrency limit taken under a lease (as the CPU tag's tasks take theirs), then the Prefect
+    server killed and started again: the lease is still known, so it can be renewed and released, and it would
+    expire if its holder had died. Kept in the server's memory (Prefect's default) the lease was gone after the
+    restart while the slot stayed taken: the tag's tasks then waited forever."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    cfg, _, _ = loop
+    name = "lease-restart-check"
+    with api(cfg), get_client(sync_client=True) as c:
+        c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        lease_id = c.increment_concurrency_slots_with_lease([name], 1, "concurrency", lease_duration=60
+                                                            ).json()["lease_id"]
+    _kill_server(cfg, "prefect")
+    deadline = time.monotonic() + 60  # the killed group's socket can outlive its health endpoint for a moment
+    while not processes.port_free(cfg.stack.host, cfg.stack.prefect_port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stack.up(cfg)
+    with api(cfg), get_client(sync_client=True) as c:
+        assert c.read_global_concurrency_limit_by_name(name).active_slots == 1
+        c.renew_concurrency_lease(lease_id, lease_duration=60)  # 404 when the restart forgot the lease
+        c.release_concurrency_slots_with_lease(lease_id)
+        assert c.read_global_concurrency_limit_by_name(name).active_slots == 0
+        c.delete_global_concurrency_limit_by_name(name)
 
 
 def _lose_server_mid_registration(cfg: Config, path: Path, server: str) -> subprocess.CompletedProcess:

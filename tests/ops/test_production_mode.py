@@ -34,8 +34,18 @@ def test_every_deployment_of_prefect_yaml_gets_the_configs_path_and_schedules(tm
 
 def test_a_schedule_for_an_unknown_deployment_is_refused(tmp_path):
     cfg = _cfg(tmp_path, deployments=DeploymentsConfig(schedules={"fine-tnue": "0 3 * * *"}))
-    with pytest.raises(deploy.DeployError, match="fine-tnue"):
+    with pytest.raises(deploy.DeployError, match="schedules names.*fine-tnue"):
         deploy.specs(cfg, tmp_path / "c.yaml")
+
+
+def test_the_config_overrides_a_deployments_parameters(tmp_path):
+    cfg = _cfg(tmp_path, deployments=DeploymentsConfig(parameters={"sample-traces": {"window": "all"}}))
+    found = {s.name: s for s in deploy.specs(cfg, tmp_path / "c.yaml")}
+    assert found["sample-traces"].parameters == {"window": "all", "config_path": str(tmp_path / "c.yaml")}
+    assert found["fine-tune"].parameters == {"config_path": str(tmp_path / "c.yaml")}
+    typo = _cfg(tmp_path, deployments=DeploymentsConfig(parameters={"sample-trace": {"window": "all"}}))
+    with pytest.raises(deploy.DeployError, match="parameters names.*sample-trace"):
+        deploy.specs(typo, tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize("at, day", [

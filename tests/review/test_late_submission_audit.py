@@ -36,7 +36,7 @@ def late_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                                 build_form(batch, cfg).model_json_schema(), "## Review batch", "2026-01-01T00:00:00")
     store.expire_batch(batch.id)  # the run's wait ended while the reviewer was labelling
 
-    def resume(flow_run_id, values):
+    def resume(flow_run_id, values, response_key=""):
         raise prefect_api.NotWaiting(f"Flow run {flow_run_id} timed out before it was resumed.")
 
     monkeypatch.setattr(prefect_api, "paused_runs", lambda form=None: [run])
