@@ -218,14 +218,11 @@ def _disk(cfg: Config) -> dict[str, float]:
     return out
 
 
-def _datasets(cfg: Config) -> Check:
-    """Every dataset version registered loads with its digest verified and holds the rows it says it has."""
-    import mlflow
-
+def _datasets(cfg: Config, found: list) -> Check:
+    """Every dataset version registered (`found`) loads with its digest verified and holds the rows it says it
+    has (MLflow's tracking URI set to the stack's by the caller)."""
     from hitl.datasets import versions
 
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
-    found = versions.list_versions(cfg)
     bad = []
     for dv in found:
         try:
@@ -335,6 +332,8 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
 
 def _results(cfg: Config, path: Path, ledger_dir: Path, samples: list[dict], disk_start: dict,
              drained_s: float | None, why: str, minutes: float, seed: int, backend: str) -> dict:
+    import mlflow
+
     from hitl.datasets import versions
     from hitl.review.store import ReviewStore
 
@@ -342,16 +341,18 @@ def _results(cfg: Config, path: Path, ledger_dir: Path, samples: list[dict], dis
     store = ReviewStore(cfg.store_url)
     considered = set(_table(cfg.store_url, "SELECT trace_id FROM considered_traces")["trace_id"])
     quarantined = _table(cfg.store_url, "SELECT path, reason FROM quarantined_rows")
-    items = store.items()
+    items, annotations = store.items(), store.annotations()
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    dataset_versions = versions.list_versions(cfg)
     # the issue's bar for 30 minutes (30 faults of 5 kinds), scaled down for a shorter trial run
     fault_check, by_kind = soak_ledger.faults_survived(entries, min_total=int(minutes),
                                                        min_kinds=min(len(FAULTS), int(minutes)))
     checks = [
         soak_ledger.traces_considered(entries, considered, items["trace_id"].tolist()),
         soak_ledger.garbage_quarantined(entries, quarantined),
-        soak_ledger.labels_stored_once(entries, store.batches(), store.annotations(), items),
+        soak_ledger.labels_stored_once(entries, store.batches(), annotations, items),
         soak_ledger.adjudications_stored_once(entries, store.resolutions()),
-        _datasets(cfg),
+        _datasets(cfg, dataset_versions),
         soak_ledger.champion_probes(entries),
         _audit(path),
         soak_ledger.runs_settled(_all_runs(cfg), time.time()),
@@ -369,7 +370,7 @@ def _results(cfg: Config, path: Path, ledger_dir: Path, samples: list[dict], dis
         "traces": sum(len(e["ids"]) for e in entries if e["kind"] == "traces"),
         "answers": {"accepted": sum(e["accepted"] for e in answers), "refused": sum(not e["accepted"] for e in answers),
                     "by_behaviour": dict(pd.Series([e["how"] for e in answers]).value_counts())},
-        "labels": len(store.annotations()), "dataset_versions": len(versions.list_versions(cfg)),
+        "labels": len(annotations), "dataset_versions": len(dataset_versions),
         "releases": releases, "approved_versions": approved,
         "probes": sum(e["kind"] == "probe" for e in entries),
         "disk_start": disk_start, "disk_end": disk_end,

@@ -102,11 +102,14 @@ def _restart_server(cfg: Config, name: str, rng: random.Random) -> str:
     _wait_gone(svc.pid)
     time.sleep(rng.uniform(1, 8))
     stack.up(cfg, console_print=lambda _: None)
-    worker = _service(cfg, "worker")
+    def worker_healthy() -> bool:
+        worker = _service(cfg, "worker")
+        return worker is not None and worker.healthy
+
     note = ""
-    if worker is None or not worker.healthy:  # the worker exits when its server stays away too long
+    if not worker_healthy():  # the worker exits when its server stays away too long
         time.sleep(10)
-        if not _service(cfg, "worker") or not next(s for s in stack.status(cfg) if s.name == "worker").healthy:
+        if not worker_healthy():
             stack.start_worker(cfg, console_print=lambda _: None)
             note = "; the worker had exited and was restarted"
     return f"{name} server {signal.Signals(sig).name}, restarted{note}"
@@ -233,13 +236,15 @@ class Reviewer:
         self.cfg, self.ledger, self.seed, self.index, self.n = cfg, ledger, seed, index, processes_n
         self.name = f"reviewer-{index}"
         self.truth: dict[str, str] = {}
+        self.read: set[Path] = set()
         self.done: set[str] = set()
 
     def _true(self, trace_id: str) -> str:
-        if trace_id not in self.truth:
-            for p in sorted((self.cfg.world_dir / "truth").glob("*.parquet")):
+        if trace_id not in self.truth:  # read the truth files written since the last look, each once
+            for p in sorted(set((self.cfg.world_dir / "truth").glob("*.parquet")) - self.read):
                 t = pd.read_parquet(p)
                 self.truth.update(zip(t["trace_id"].astype(str), t["label"].astype(str), strict=True))
+                self.read.add(p)
         return self.truth[trace_id]
 
     def _label(self, trace_id: str, who: str) -> str:
