@@ -36,10 +36,13 @@ from bench import soak_ledger
 from bench.soak_actors import FAULTS
 from bench.soak_ledger import Check
 from hitl.config import Config, load_config
-from hitl.ops import deploy, stack
+from hitl.ops import deploy, notify_reconcile, stack
 
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_LIMIT_S = 600
+# A wait this long is owed its news even if its event was lost: the automations' settle time (60 s), then the next
+# review-dispatch (every minute here) sends it, with a minute's slack for a dispatch delayed by the faults
+NEWS_WAIT_S = 180
 SETTLE_LIMIT_S = 300
 REVIEWERS = 3
 DATABASE_URL = "postgresql://hitl:hitl@127.0.0.1:5432"
@@ -59,9 +62,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(root: Path, backend: str) -> Path:
-    """The demo's config on a fast clock, small batches and short waits, on free ports, under `root`."""
+def write_config(root: Path, backend: str, webhook_port: int) -> Path:
+    """The demo's config on a fast clock, small batches and short waits, on free ports, under `root`; every kind
+    of news goes to the webhook on `webhook_port` (the delivery alerts to another path of it)."""
     raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    secrets = root / "notify-secrets"
+    secrets.write_text(f"HITL_NOTIFY_TEAM_URL=http://127.0.0.1:{webhook_port}/team/hook\n"
+                       f"HITL_NOTIFY_ALERTS_URL=http://127.0.0.1:{webhook_port}/alerts/hook\n")
+    secrets.chmod(0o600)
     project = f"soak_{backend}"
     raw.update({
         "project": project, "state_dir": str(root / "state"),
@@ -81,6 +89,12 @@ def write_config(root: Path, backend: str) -> Path:
         "dataset": {"name": f"{project}-dataset", "hard_case_share": 0.2, "min_rows": 10},
         "training": {"epochs": 1, "batch_size": 16, "seed": 42, "max_steps": 8},
         "gate": {"margin": 1.0},  # the gate is not under test here: every challenger goes to approval
+        # every kind of news to the team's webhook; the expiry warning a minute into a batch's 4-minute wait
+        "notifications": {"enabled": True, "secrets_file": str(secrets), "expiry_lead_s": 180, "digest_min": 3,
+                          "channels": {"team": {"kind": "webhook"}, "alerts": {"kind": "webhook"}},
+                          "routes": {role: ["team"] for role in ("reviewers", "adjudicators", "approvers",
+                                                                 "operators")},
+                          "alert_channel": "alerts"},
     })
     path = root / "soak.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -246,6 +260,35 @@ def _releases(cfg: Config) -> tuple[int, list[str]]:
     return len(approved), sorted(approved, key=int)
 
 
+def _model_versions(cfg: Config) -> int:
+    from mlflow import MlflowClient
+
+    return len(MlflowClient(cfg.mlflow_uri, cfg.mlflow_uri).search_model_versions(
+        f"name='{cfg.model.registered_name}'"))
+
+
+def _histories(cfg: Config) -> dict[str, soak_ledger.RunHistory]:
+    """Every flow run's deployment, and from its state history how often it waited and failed, its last state."""
+    from prefect import get_client
+
+    waits, failures = {"PAUSED"}, {"FAILED", "CRASHED"}
+    out, offset = {}, 0
+    with _api(cfg), get_client(sync_client=True) as c:
+        names = {d.id: d.name for d in c.read_deployments()}
+        while True:
+            page = c.read_flow_runs(limit=200, offset=offset)
+            for r in page:
+                states = sorted(c.read_flow_run_states(r.id), key=lambda st: st.timestamp)
+                types = [st.type.value for st in states]
+                out[str(r.id)] = soak_ledger.RunHistory(
+                    names.get(r.deployment_id, ""), sum(t in waits for t in types),
+                    sum(t in failures for t in types), types[-1] if types else "NONE",
+                    states[-1].timestamp.timestamp() if states else 0.0)
+            if len(page) < 200:
+                return out
+            offset += 200
+
+
 def _audit(path: Path) -> Check:
     p = subprocess.run([sys.executable, "-m", "hitl.cli", "audit", "verify", "-c", str(path)], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
@@ -259,20 +302,25 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
         stack.down(load_config(root / "soak.yaml"))
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    path = write_config(root, backend)
+    webhook_port = _free_port()
+    path = write_config(root, backend, webhook_port)
     cfg = load_config(path)
     ledger_dir, logs = root / "ledger", root / "actors"
     logs.mkdir()
     if cfg.stack.database_url:
         _drop_databases(cfg)
+    actors: list[subprocess.Popen] = []  # the generator and the injector, which stop by themselves
+    # the webhook, the reviewers and the probe, which stop at the `stop` file
+    people = [_actor("receive", path, ledger_dir, logs / "webhook.log", port=webhook_port)]
+    samples: list[dict] = []
     _log(f"{backend}: stack up ({path})")
     stack.up(cfg)
     with _api(cfg):
         deploy.apply(cfg, path)
     stack.start_worker(cfg)
-    actors: list[subprocess.Popen] = []  # the generator and the injector, which stop by themselves
-    people: list[subprocess.Popen] = []  # the reviewers and the probe, which stop at the `stop` file
-    samples: list[dict] = []
+    with _api(cfg):
+        for line in notify_reconcile.setup(cfg):  # what `hitl up` does last
+            _log(f"notifications: {line}")
     try:
         with _api(cfg):
             run = deploy.trigger(cfg, path, "bootstrap")
@@ -312,7 +360,7 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
         _log(f"{backend}: drained in {drained_s:.0f} s" if drained_s is not None else f"{backend}: not drained "
              f"within {DRAIN_LIMIT_S} s: {why}")
         _pause_schedules(cfg)
-        t1 = time.time()
+        t1 = paused_at = time.time()
         while time.time() - t1 < SETTLE_LIMIT_S:
             runs_now = _all_runs(cfg)
             if not runs_now["state"].isin(["PENDING", "RUNNING"]).any():
@@ -321,7 +369,8 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
         (ledger_dir / "stop").touch()
         for p in people:
             p.wait(timeout=120)
-        return _results(cfg, path, ledger_dir, samples, disk_start, drained_s, why, minutes, seed, backend)
+        return _results(cfg, path, ledger_dir, samples, disk_start, drained_s, why, minutes, seed, backend,
+                        paused_at)
     finally:
         for p in actors + people:
             if p.poll() is None:
@@ -331,7 +380,7 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
 
 
 def _results(cfg: Config, path: Path, ledger_dir: Path, samples: list[dict], disk_start: dict,
-             drained_s: float | None, why: str, minutes: float, seed: int, backend: str) -> dict:
+             drained_s: float | None, why: str, minutes: float, seed: int, backend: str, paused_at: float) -> dict:
     import mlflow
 
     from hitl.datasets import versions
@@ -358,12 +407,15 @@ def _results(cfg: Config, path: Path, ledger_dir: Path, samples: list[dict], dis
         soak_ledger.runs_settled(_all_runs(cfg), time.time()),
         Check(f"queue drained within {DRAIN_LIMIT_S // 60} min of the faults stopping", drained_s is not None,
               f"in {drained_s:.0f} s" if drained_s is not None else why),
+        soak_ledger.notifications_once(entries, _histories(cfg), set(cfg.deployments.schedules), NEWS_WAIT_S,
+                                       paused_at),
         soak_ledger.bounded_growth(pd.DataFrame(samples)),
-        fault_check,
     ]
     releases, approved = _releases(cfg)
     answers = [e for e in entries if e["kind"] == "answer"]
     disk_end = _disk(cfg)
+    checks += [soak_ledger.disk_bounded(disk_start, disk_end, _model_versions(cfg) - 1,
+                                        sum(len(e["ids"]) for e in entries if e["kind"] == "traces")), fault_check]
     result = {
         "backend": backend, "minutes": minutes, "seed": seed, "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "faults": {k: {"injected": n, "survived": ok} for k, (n, ok) in sorted(by_kind.items())},

@@ -1,16 +1,18 @@
 """The soak's actors, each its own process writing its own ledger (bench/soak_ledger.py): a trace generator, a
-fault injector, simulated reviewers (several processes), and a probe of `@champion`.
+fault injector, simulated reviewers (several processes), a probe of `@champion`, and the webhook the notifications
+go to (the team's "Slack").
 
-    python -m bench.soak_actors ROLE CONFIG LEDGER_DIR --seed S --until EPOCH [--index I --processes N]
+    python -m bench.soak_actors ROLE CONFIG LEDGER_DIR --seed S --until EPOCH [--index I --processes N] [--port P]
 
-The generator and the injector stop at `--until`; the reviewers and the probe run until the file `stop` appears
-in the ledger folder, and the reviewers answer everything promptly once `drain` appears there.
+The generator and the injector stop at `--until`; the reviewers, the probe and the webhook run until the file `stop`
+appears in the ledger folder, and the reviewers answer everything promptly once `drain` appears there.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import signal
@@ -238,6 +240,7 @@ class Reviewer:
         self.truth: dict[str, str] = {}
         self.read: set[Path] = set()
         self.done: set[str] = set()
+        self.seen: set[str] = set()
 
     def _true(self, trace_id: str) -> str:
         if trace_id not in self.truth:  # read the truth files written since the last look, each once
@@ -292,6 +295,10 @@ class Reviewer:
 
         now = time.time()
         for run in prefect_api.paused_runs():
+            if self.index == 0 and run.id not in self.seen:  # what was waiting for people, and since when
+                self.seen.add(run.id)
+                self.ledger.write("seen", run_id=run.id, form=run.form, paused_at=run.paused_at,
+                                  expires_at=run.expires_at)
             if run.id in self.done or run.form not in (prefect_api.REVIEW_FORM, prefect_api.ADJUDICATION_FORM,
                                                       prefect_api.APPROVAL_FORM):
                 continue
@@ -322,6 +329,36 @@ class Reviewer:
                     print(f"{self.name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}", flush=True)
                     time.sleep(3)
                 time.sleep(1)
+
+
+# ---- the webhook the notifications reach ----------------------------------------------------------------------
+def receive(ledger: Ledger, port: int, stop: Path) -> None:
+    """Answer the notification blocks' POSTs ({"text": ...}) with 200 and write each to the ledger, in order."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                text = str(json.loads(body or b"{}").get("text", ""))
+            except ValueError:
+                text = body.decode("utf-8", "replace")
+            with lock:
+                ledger.write("notice", path=self.path.rsplit("/", 1)[0], text=text)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Hook)
+    server.timeout = 1.0
+    while not stop.exists():
+        server.handle_request()
+    server.server_close()
 
 
 # ---- the probe of @champion ----------------------------------------------------------------------------------
@@ -362,7 +399,7 @@ def probe(cfg: Config, ledger: Ledger, stop: Path, every_s: float = 30.0, full_e
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("role", choices=["generate", "inject", "review", "probe"])
+    ap.add_argument("role", choices=["generate", "inject", "review", "probe", "receive"])
     ap.add_argument("config")
     ap.add_argument("ledger", type=Path)
     ap.add_argument("--seed", type=int, default=0)
@@ -372,6 +409,7 @@ def main() -> None:
     ap.add_argument("--tick-s", type=float, default=20.0)
     ap.add_argument("--per-tick", type=int, default=40)
     ap.add_argument("--fault-interval-s", type=float, default=40.0)
+    ap.add_argument("--port", type=int, default=0)
     a = ap.parse_args()
     cfg = load_config(a.config)
     np.seterr(all="ignore")
@@ -382,6 +420,8 @@ def main() -> None:
     elif a.role == "review":
         Reviewer(cfg, Ledger(a.ledger, f"reviewer-{a.index}"), a.seed, a.index, a.processes).run(
             a.ledger / "stop", a.ledger / "drain")
+    elif a.role == "receive":
+        receive(Ledger(a.ledger, "webhook"), a.port, a.ledger / "stop")
     else:
         probe(cfg, Ledger(a.ledger, "probe"), a.ledger / "stop")
 

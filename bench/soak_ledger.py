@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -198,3 +200,117 @@ def bounded_growth(samples: pd.DataFrame, factor: float = 2.0, slack_mb: float =
                 problems.append(f"{service} {col}")
     return Check("resource growth bounded (RSS, open files)", not problems,
                  "; ".join(lines) + (f"; grew past bound: {problems}" if problems else ""))
+
+
+def disk_bounded(start: dict[str, float], end: dict[str, float], new_model_versions: int, traces: int,
+                 per_1000_traces_mb: float = 50.0) -> Check:
+    """The state's growth is what the work explains: the MLflow artifacts grew by about one model per version
+    registered (the launch model's size, `start["artifacts_mb"]`, within 10% plus 20 MB), and everything else
+    (the Prefect, MLflow and review databases, logs, caches) by at most `per_1000_traces_mb` per 1,000 traces."""
+    model_mb = start["artifacts_mb"]
+    artifacts = end["artifacts_mb"] - start["artifacts_mb"]
+    allowed = 1.1 * model_mb * new_model_versions + 20
+    rest = (end["state_mb"] - end["artifacts_mb"] + end.get("postgres_mb", 0.0)) - (
+        start["state_mb"] - start["artifacts_mb"] + start.get("postgres_mb", 0.0))
+    rate = rest / max(1, traces) * 1000
+    ok = artifacts <= allowed and rate <= per_1000_traces_mb
+    return Check("disk growth bounded (artifacts, databases, logs)", ok,
+                 f"artifacts +{artifacts:.0f} MB for {new_model_versions} new model versions (bound {allowed:.0f}); "
+                 f"databases, logs and caches +{rest:.0f} MB, {rate:.1f} MB per 1,000 traces (bound "
+                 f"{per_1000_traces_mb:.0f}); logs {end.get('logs_mb', 0):.1f} MB")
+
+
+# ---- notifications ---------------------------------------------------------------------------------------------
+# The subject lines of hitl's messages (hitl/ops/notifications.py), and what each is about.
+SUBJECTS = {
+    "waiting": re.compile(r"^An? (review|adjudication) batch is waiting: "),
+    "expiring": re.compile(r"^An? (review|adjudication) batch expires in about "),
+    "digest": re.compile(r"^\d+ review batches are waiting"),
+    "approval": re.compile(r"^A release waits for approval: "),
+    "failed": re.compile(r"^A scheduled run \w+: "),
+    "alert": re.compile(r"^A hitl notification was not delivered"),
+}
+RUN_LINK = re.compile(r"/runs/flow-run/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def parse_notices(entries: list[dict]) -> list[tuple[str, str]]:
+    """(kind, flow run id) of every piece of news the webhook received: a digest names each of its runs, and the
+    reconciliation's combined message ("N hitl-loop notifications") each message it holds. Digest news counts as
+    the run's waiting news."""
+    out = []
+    for e in entries:
+        if e["kind"] != "notice":
+            continue
+        kind = None
+        for line in e["text"].splitlines():
+            hit = next((k for k, rx in SUBJECTS.items() if rx.match(line)), None)
+            if hit:
+                kind = hit
+                if kind == "alert":
+                    out.append(("alert", ""))
+            for run_id in RUN_LINK.findall(line) if kind and kind != "alert" else []:
+                out.append(("waiting" if kind == "digest" else kind, run_id))
+                if kind != "digest":
+                    kind = None  # one run per message
+    return out
+
+
+@dataclass
+class RunHistory:
+    """What Prefect's state history says of one flow run (read at the end)."""
+
+    deployment: str
+    waits: int  # Suspended/Paused states
+    failures: int  # Failed/Crashed states
+    final: str  # the last state's type
+    ended: float  # epoch seconds of the last state
+
+
+def notifications_once(entries: list[dict], history: dict[str, RunHistory], scheduled: set[str], wait_s: float,
+                       cutoff: float) -> Check:
+    """Each piece of news delivered exactly once. From the ledger: what the webhook received, and the runs the
+    reviewers saw waiting, since when and until their answer was accepted (or the wait's end). Nothing was said
+    twice: a run's waiting and expiry news at most once per wait (Prefect's history counts the waits), an approval
+    at most once per run, a failure at most once per Failed/Crashed state. Nothing owed was lost: every run that
+    waited for people at least `wait_s` had its waiting news (its expiry warning when it waited that long past the
+    warning's time is not required: after a restart the server may drop it, see docs/operations.md), an approval
+    run its approval news, and every run of a scheduled deployment (`scheduled`) that ended Failed or Crashed
+    before `cutoff - wait_s` its failure news. No delivery failed (no alert)."""
+    said = Counter(parse_notices(entries))
+    seen = {e["run_id"]: e for e in entries if e["kind"] == "seen"}
+    answered: dict[str, float] = {}
+    for e in entries:
+        if e["kind"] == "answer" and e["accepted"]:
+            answered.setdefault(e["run_id"], e["t"])
+    twice = []
+    for (kind, run_id), n in said.items():
+        h = history.get(run_id)
+        allowed = {"waiting": h.waits if h else 1, "expiring": h.waits if h else 1, "approval": 1,
+                   "failed": h.failures if h else 1, "alert": 0}[kind]
+        if n > max(allowed, 1 if kind != "alert" else 0):
+            twice.append(f"{kind} {run_id[:8]} x{n}")
+    owed, missing = 0, []
+    for run_id, e in seen.items():
+        since = datetime.fromisoformat(e["paused_at"]).timestamp()
+        until = answered.get(run_id, datetime.fromisoformat(e["expires_at"]).timestamp() if e.get("expires_at")
+                             else cutoff)
+        if min(until, cutoff) - since < wait_s:
+            continue
+        kind = "approval" if e["form"] == "ApprovalForm" else "waiting"
+        owed += 1
+        if not said.get((kind, run_id)):
+            missing.append(f"{kind} {run_id[:8]}")
+    for run_id, h in history.items():
+        if h.deployment in scheduled and h.final in ("FAILED", "CRASHED") and h.ended < cutoff - wait_s:
+            owed += 1
+            if not said.get(("failed", run_id)):
+                missing.append(f"failed {run_id[:8]}")
+    kinds = Counter(k for k, _ in parse_notices(entries))
+    alerts = kinds.pop("alert", 0)
+    received = sum(e["kind"] == "notice" for e in entries)
+    ok = not twice and not missing and not alerts
+    return Check("every notification delivered exactly once", ok,
+                 f"{received} messages received ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
+                 f"{owed} owed (waits of {wait_s:.0f} s or more, failures), {len(missing)} missing"
+                 f"{f' (e.g. {missing[:3]})' if missing else ''}; {len(twice)} said twice"
+                 f"{f' (e.g. {twice[:3]})' if twice else ''}; {alerts} delivery alerts")

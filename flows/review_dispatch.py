@@ -2,7 +2,8 @@
 
 Starts review-batch runs for the queued work, keeping at most `deployments.open_reviews` of them open, and
 one adjudication run when items are disputed and none is open. Each started run leases its own batch and
-suspends until a person resumes it; this run ends at once (fan-out, no waiting parent).
+suspends until a person resumes it; this run ends at once (fan-out, no waiting parent). With notifications on, it
+then sends the news Prefect's automations lost (hitl/ops/notify_reconcile.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hitl.ops.orphans import retry_crashed
 from hitl.review import dispatch
 from hitl.review.store import ReviewStore
 from tasks.common import setup, start_deployment
+from tasks.review import catch_up_notifications
 
 REVIEW, ADJUDICATE = "review-batch/review-batch", "adjudicate/adjudicate"
 
@@ -39,6 +41,7 @@ def review_dispatch(config_path: str = "configs/demo.yaml") -> dict:
         adjudication = start_deployment(cfg, config_path, "adjudicate", key="adjudicate").name
     get_run_logger().info("Review runs open: %d, batches still wanted: %d, started: %d%s", len(reviews),
                           wanted, len(started), f"; adjudication {adjudication}" if adjudication else "")
+    catch_up_notifications(cfg)  # news a Prefect restart lost, sent once it has settled
     return {"started_reviews": started, "started_adjudication": adjudication, "open_reviews": len(reviews),
             "batches_wanted": wanted}
 

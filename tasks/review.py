@@ -198,3 +198,24 @@ def store_adjudications(cfg: Config, store: ReviewStore, items: list[dict], answ
 def release_batch(cfg: Config, store: ReviewStore, batch: BatchView, why: str) -> None:
     store.expire_batch(batch.id)
     get_run_logger().warning("Batch %s released back to the queue: %s", batch.id, why)
+
+
+@task(name="catch-up-notifications", cache_policy=NO_CACHE)
+def catch_up_notifications(cfg: Config) -> int:
+    """Send the news Prefect's automations lost (an event dropped by a server restart): the reconciliation `hitl up`
+    runs, here at every dispatch, so lost news is late by one dispatch interval at most. It never fails the
+    dispatch: what it could not send is tried again next time. Returns the number of sends it made."""
+    from hitl.ops import notify_reconcile
+
+    log = get_run_logger()
+    if not cfg.notifications.enabled:
+        return 0
+    try:
+        lines = notify_reconcile.reconcile(cfg)
+    except Exception as e:  # noqa: BLE001 - the next dispatch (or `hitl up`) tries again
+        log.warning("Could not catch up on notifications (the next dispatch tries again): %s",
+                    " ".join(str(e).split())[:300])
+        return 0
+    for line in lines:
+        log.info("notifications: %s", line)
+    return len(lines)

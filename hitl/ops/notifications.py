@@ -90,11 +90,12 @@ def rules(cfg: Config) -> list[Rule]:
         kind = "review batch" if role == "reviewers" else "adjudication batch"
         key = "review" if role == "reviewers" else "adjudication"
         command = inbox.answer_command(inbox.REVIEW, "RUN").replace("RUN", RUN_ID)
-        out += [Rule(f"waiting-{key}", role, f"A {kind} is waiting: {{{{ flow_run.name }}}}",
+        a_kind = f"{'A' if role == 'reviewers' else 'An'} {kind}"
+        out += [Rule(f"waiting-{key}", role, f"{a_kind} is waiting: {{{{ flow_run.name }}}}",
                      f"The {kind} {{{{ flow_run.name }}}} waits for {_people(cfg, role)}.\nOpen {link} and use Resume "
                      f"(the ⋮ menu), or run `{command}`.\nIt waits until "
                      "{{ flow_run.state.state_details.pause_timeout }} (UTC); then its items go back to the queue."),
-                Rule(f"expiring-{key}", role, f"A {kind} expires in about {lead_min} min: {{{{ flow_run.name }}}}",
+                Rule(f"expiring-{key}", role, f"{a_kind} expires in about {lead_min} min: {{{{ flow_run.name }}}}",
                      f"Nobody has answered the {kind} {{{{ flow_run.name }}}} ({_people(cfg, role)}). Its wait ends at "
                      "{{ flow_run.state.state_details.pause_timeout }} (UTC) and its items go back to the queue.\n"
                      f"Open {link}, or run `{command}`.")]

@@ -23,6 +23,7 @@ from typing import Any
 
 from hitl.config import Config
 from hitl.ops import notifications as nt
+from hitl.ops import notify_outbox
 from hitl.review import inbox
 from hitl.review.prefect_api import ADJUDICATION_FORM, APPROVAL_FORM, REVIEW_FORM, PausedRun
 
@@ -226,24 +227,38 @@ def reconcile(cfg: Config, now: datetime | None = None) -> list[str]:
         digest_name = f"{nt.automation_prefix(cfg)}digest"
         announced = {t for (a, t, _) in delivered if a == digest_name}
         messages = [m for m in messages if not _announced(m, waiting, announced)]
-        for block, ms in batches(cfg, owed(cfg, messages, delivered, ids)):
-            subject = ms[0].subject if len(ms) == 1 else f"{len(ms)} hitl-loop notifications"
-            body = ms[0].body if len(ms) == 1 else "\n\n".join(f"{m.subject}\n{m.body}" for m in ms)
-            try:
-                with blocks[block].raise_on_failure():
-                    blocks[block].notify(body, subject)
-            except Exception as e:  # a NotificationError from our blocks names no secret
-                lines.append(f"could not deliver {len(ms)} message(s) through {block}: {getattr(e, 'log', e)}")
-                continue
-            for m in ms:
-                post_event(client, nt.SENT_EVENT, {"prefect.resource.id": f"hitl.notification.{uuid.uuid4()}",
-                                                   "prefect.resource.name": m.automation},
-                           [{"prefect.resource.id": f"prefect.event.{m.event_id}",
-                             "prefect.resource.role": "triggering-event"},
-                            {"prefect.resource.id": f"prefect.block-document.{ids[block]}",
-                             "prefect.resource.role": "block"}])
-            lines.append(f"sent through {block}: {subject}")
+        outbox = notify_outbox.Outbox(cfg.store_url)
+        try:
+            for block, ms in batches(cfg, owed(cfg, messages, delivered, ids)):
+                lines += _send(client, outbox, blocks[block], block, ids[block], ms)
+        finally:
+            outbox.close()
     return lines
+
+
+def _send(client, outbox: notify_outbox.Outbox, notifier, block: str, block_id: str, ms: list[Message]) -> list[str]:
+    """Send `ms` through one block, as one message or a digest, once claimed (another reconciliation may hold
+    some); record each delivery. Returns the line to report."""
+    keys = [notify_outbox.key(m.automation, m.event_id, block) for m in ms]
+    held = set(outbox.claim(keys))
+    ms = [m for m, k in zip(ms, keys, strict=True) if k in held]
+    if not ms:
+        return []
+    subject = ms[0].subject if len(ms) == 1 else f"{len(ms)} hitl-loop notifications"
+    body = ms[0].body if len(ms) == 1 else "\n\n".join(f"{m.subject}\n{m.body}" for m in ms)
+    try:
+        with notifier.raise_on_failure():
+            notifier.notify(body, subject)
+    except Exception as e:  # a NotificationError from our blocks names no secret
+        outbox.release(sorted(held))
+        return [f"could not deliver {len(ms)} message(s) through {block}: {getattr(e, 'log', e)}"]
+    outbox.sent(sorted(held))
+    for m in ms:
+        post_event(client, nt.SENT_EVENT, {"prefect.resource.id": f"hitl.notification.{uuid.uuid4()}",
+                                           "prefect.resource.name": m.automation},
+                   [{"prefect.resource.id": f"prefect.event.{m.event_id}", "prefect.resource.role": "triggering-event"},
+                    {"prefect.resource.id": f"prefect.block-document.{block_id}", "prefect.resource.role": "block"}])
+    return [f"sent through {block}: {subject}"]
 
 
 def _announced(m: Message, waiting: list[PausedRun], digests: set[str]) -> bool:

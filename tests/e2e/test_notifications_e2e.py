@@ -1,6 +1,7 @@
 """Notifications on the real stack (one stack for the module): Prefect's automations deliver through hitl's blocks
-to a local webhook receiver (the "Slack" end), and `hitl up`'s reconciliation after a Prefect server restart sends
-what was lost and nothing twice. The webhook URLs are secrets: they must appear in no log, state file or API answer.
+to a local webhook receiver (the "Slack" end), and the reconciliation (`hitl up`'s after a Prefect server restart,
+and every review-dispatch's) sends what was lost and nothing twice. The webhook URLs are secrets: they must appear
+in no log, state file or API answer.
 """
 
 from __future__ import annotations
@@ -136,11 +137,24 @@ def test_each_kind_of_news_arrives_once_with_its_link_and_survives_a_restart(not
     _wait_for(lambda: _messages(f"10 min: {second.name}"))
     with api(cfg):
         assert notify_reconcile.setup(cfg)[-1].startswith("automation")  # a second `hitl up`: nothing to send
+    # news lost with no `hitl up` to follow (a supervisor restarted the server): the next review-dispatch sends it
+    with api(cfg), get_client(sync_client=True) as client:
+        client.pause_automation(client.read_automations_by_name(f"hitl {cfg.project}: waiting-review")[0].id)
+    third = _start_review(cfg, path, 3)
+    _paused(cfg, third)
+    time.sleep(cfg.notifications.settle_s + 5)
+    assert not _messages(f"waiting: {third.name}")
+    with api(cfg):
+        dispatch = runs.wait(deploy.trigger(cfg, path, "review-dispatch").id, WAIT_S)
+    assert dispatch.state.is_completed(), dispatch.state.message
+    assert len(_messages(f"A review batch is waiting: {third.name}")) == 1
+    _wait_for(lambda: _messages(f"10 min: {third.name}"))
     time.sleep(cfg.notifications.settle_s)
     # every piece of news exactly once, and nothing else (the second batch's expiry warning may come before or
     # after the kill: its 15 s window can end while the test waits for the executed events to flush)
     kinds = (f"waiting: {first.name}", f"10 min: {first.name}", "approval: e2e-intent", failed.name,
-             f"waiting: {second.name}", f"10 min: {second.name}", "A hitl notification was not delivered")
+             f"waiting: {second.name}", f"10 min: {second.name}", f"waiting: {third.name}", f"10 min: {third.name}",
+             "A hitl notification was not delivered")
     for kind in kinds:
         assert len(_messages(kind)) == 1, kind
     assert len(Receiver.got) == len(kinds), [m["text"][:80] for m in Receiver.got]

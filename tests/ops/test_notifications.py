@@ -192,3 +192,95 @@ def test_a_dispatch_opening_many_batches_names_them_out_of_the_per_batch_automat
     exclusion = nt.trigger(cfg, next(r for r in nt.rules(cfg) if r.key == "waiting-review"))["match"]
     assert fnmatchcase(run["run_name"], exclusion["prefect.resource.name"][1:])  # "!pattern": these are left out
     assert rc.digest_plan(cfg_with(tmp_path, routes={"approvers": ["team"]}), 9, "d") is None  # reviewers unrouted
+
+
+def test_outbox_claims_are_exclusive_marked_sent_once_and_given_back_on_failure(tmp_path):
+    from hitl.ops.notify_outbox import Outbox
+
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    a, b = Outbox(url, "a"), Outbox(url, "b")
+    assert a.claim(["k1", "k2"]) == ["k1", "k2"]
+    assert b.claim(["k1", "k3"]) == ["k3"]  # k1 is a's, fresh
+    a.sent(["k1"])
+    a.release(["k2"])  # a's block failed: k2 goes back
+    assert b.claim(["k1", "k2"]) == ["k2"]  # sent news is never claimed again; given-back news is
+    assert a.claim(["k3"], stale_s=0) == ["k3"]  # b died holding k3 unsent: taken over once stale
+    b.sent(["k3"])  # b's late mark changes nothing: the claim is a's now
+    assert b.claim(["k3"]) == []  # a's claim is fresh
+    a.sent(["k3"])  # once marked sent, nobody takes it, stale or not
+    assert Outbox(url, "c").claim(["k1", "k3"], stale_s=0) == []
+
+
+def test_reconciliations_at_once_send_each_piece_of_news_once(tmp_path):
+    """Eight reconciliations (each its own engine, as separate dispatch runs are) claim the same news at once."""
+    import threading
+
+    from hitl.ops.notify_outbox import Outbox
+
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    Outbox(url).close()
+    keys = [f"k{i}" for i in range(30)]
+    held: list[list[str]] = []
+    barrier = threading.Barrier(8)
+
+    def reconcile(owner: str) -> None:
+        box = Outbox(url, owner)
+        barrier.wait()
+        held.append(box.claim(keys))
+        box.sent(held[-1])
+
+    threads = [threading.Thread(target=reconcile, args=(f"r{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [k for h in held for k in h]
+    assert sorted(won) == sorted(keys)  # each claimed by exactly one
+
+
+class _Notifier:
+    def __init__(self, fail: bool):
+        self.fail, self.sent = fail, []
+
+    def raise_on_failure(self):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def notify(self, body: str, subject: str) -> None:
+        if self.fail:
+            raise RuntimeError("the channel answered HTTP 500")
+        self.sent.append(subject)
+
+
+class _Client:
+    def __init__(self):
+        self.events = []
+
+    def request(self, method, path, json):
+        self.events += json
+
+        class Ok:
+            def raise_for_status(self):
+                return None
+
+        return Ok()
+
+
+def test_send_gives_its_claims_back_when_the_block_fails_and_records_each_delivery(tmp_path):
+    from hitl.ops.notify_outbox import Outbox
+
+    cfg = cfg_with(tmp_path)
+    failed = [rc.FailedRun(f"r{i}", f"run-{i}", "sample-traces", f"s{i}", "Failed", "boom",
+                           (NOW - timedelta(minutes=5)).isoformat()) for i in range(2)]
+    msgs = rc.due(cfg, [], failed, NOW)
+    box, client = Outbox(f"sqlite:///{tmp_path / 'review.db'}", "r1"), _Client()
+    lines = rc._send(client, box, _Notifier(fail=True), "hitl-p1-team", "b-team", msgs)
+    assert "could not deliver 2 message(s)" in lines[0] and client.events == []
+    ok = _Notifier(fail=False)
+    assert rc._send(client, box, ok, "hitl-p1-team", "b-team", msgs) == ["sent through hitl-p1-team: "
+                                                                          "2 hitl-loop notifications"]
+    assert len(client.events) == 2 and {e["event"] for e in client.events} == {nt.SENT_EVENT}
+    assert rc._send(client, Outbox(box.engine.url.render_as_string(False), "r2"), ok, "hitl-p1-team", "b-team",
+                    msgs) == []  # another reconciliation: already sent
+    assert len(ok.sent) == 1
