@@ -204,7 +204,8 @@ def release_batch(cfg: Config, store: ReviewStore, batch: BatchView, why: str) -
 def catch_up_notifications(cfg: Config) -> int:
     """Send the news Prefect's automations lost (an event dropped by a server restart): the reconciliation `hitl up`
     runs, here at every dispatch, so lost news is late by one dispatch interval at most. It never fails the
-    dispatch: what it could not send is tried again next time. Returns the number of sends it made."""
+    dispatch: what it could not send is tried again next time. Returns how many sends succeeded (a combined message
+    counts once)."""
     from hitl.ops import notify_reconcile
 
     log = get_run_logger()
@@ -217,5 +218,5 @@ def catch_up_notifications(cfg: Config) -> int:
                     " ".join(str(e).split())[:300])
         return 0
     for line in lines:
-        log.info("notifications: %s", line)
-    return len(lines)
+        (log.info if line.startswith("sent") else log.warning)("notifications: %s", line)
+    return sum(line.startswith("sent") for line in lines)
