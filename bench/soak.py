@@ -313,15 +313,15 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
     # the webhook, the reviewers and the probe, which stop at the `stop` file
     people = [_actor("receive", path, ledger_dir, logs / "webhook.log", port=webhook_port)]
     samples: list[dict] = []
-    _log(f"{backend}: stack up ({path})")
-    stack.up(cfg)
-    with _api(cfg):
-        deploy.apply(cfg, path)
-    stack.start_worker(cfg)
-    with _api(cfg):
-        for line in notify_reconcile.setup(cfg):  # what `hitl up` does last
-            _log(f"notifications: {line}")
     try:
+        _log(f"{backend}: stack up ({path})")
+        stack.up(cfg)
+        with _api(cfg):
+            deploy.apply(cfg, path)
+        stack.start_worker(cfg)
+        with _api(cfg):
+            for line in notify_reconcile.setup(cfg):  # what `hitl up` does last
+                _log(f"notifications: {line}")
         with _api(cfg):
             run = deploy.trigger(cfg, path, "bootstrap")
             from hitl.ops import runs
