@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,27 +129,33 @@ def _actor(role: str, path: Path, ledger: Path, log: Path, **opts) -> subprocess
     return subprocess.Popen(args, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
+def _flow_runs(c) -> Iterator[tuple[object, str]]:
+    """Every flow run the client `c` can read, with its deployment's name ("" for none), 200 at a time."""
+    names = {d.id: d.name for d in c.read_deployments()}
+    offset = 0
+    while True:
+        page = c.read_flow_runs(limit=200, offset=offset)
+        yield from ((r, names.get(r.deployment_id, "")) for r in page)
+        if len(page) < 200:
+            return
+        offset += 200
+
+
 def _all_runs(cfg: Config) -> pd.DataFrame:
     """Every flow run: name, deployment, state, message, expires_at (epoch s), start (epoch s)."""
     from prefect import get_client
 
-    rows, offset = [], 0
+    rows = []
     with _api(cfg), get_client(sync_client=True) as c:
-        names = {d.id: d.name for d in c.read_deployments()}
-        while True:
-            page = c.read_flow_runs(limit=200, offset=offset)
-            for r in page:
-                timeout = r.state.state_details.pause_timeout if r.state else None
-                start = r.start_time or r.expected_start_time
-                rows.append({"name": r.name, "deployment": names.get(r.deployment_id, ""),
-                             "state": r.state.type.value if r.state else "NONE",
-                             "state_name": r.state.name if r.state else "",
-                             "message": (r.state.message or "") if r.state else "",
-                             "expires_at": timeout.timestamp() if timeout else float("nan"),
-                             "start": start.timestamp() if start else float("nan")})
-            if len(page) < 200:
-                break
-            offset += 200
+        for r, deployment in _flow_runs(c):
+            timeout = r.state.state_details.pause_timeout if r.state else None
+            start = r.start_time or r.expected_start_time
+            rows.append({"name": r.name, "deployment": deployment,
+                         "state": r.state.type.value if r.state else "NONE",
+                         "state_name": r.state.name if r.state else "",
+                         "message": (r.state.message or "") if r.state else "",
+                         "expires_at": timeout.timestamp() if timeout else float("nan"),
+                         "start": start.timestamp() if start else float("nan")})
     return pd.DataFrame(rows, columns=["name", "deployment", "state", "state_name", "message", "expires_at",
                                        "start"])
 
@@ -272,21 +279,15 @@ def _histories(cfg: Config) -> dict[str, soak_ledger.RunHistory]:
     from prefect import get_client
 
     waits, failures = {"PAUSED"}, {"FAILED", "CRASHED"}
-    out, offset = {}, 0
+    out = {}
     with _api(cfg), get_client(sync_client=True) as c:
-        names = {d.id: d.name for d in c.read_deployments()}
-        while True:
-            page = c.read_flow_runs(limit=200, offset=offset)
-            for r in page:
-                states = sorted(c.read_flow_run_states(r.id), key=lambda st: st.timestamp)
-                types = [st.type.value for st in states]
-                out[str(r.id)] = soak_ledger.RunHistory(
-                    names.get(r.deployment_id, ""), sum(t in waits for t in types),
-                    sum(t in failures for t in types), types[-1] if types else "NONE",
-                    states[-1].timestamp.timestamp() if states else 0.0)
-            if len(page) < 200:
-                return out
-            offset += 200
+        for r, deployment in _flow_runs(c):
+            states = sorted(c.read_flow_run_states(r.id), key=lambda st: st.timestamp)
+            types = [st.type.value for st in states]
+            out[str(r.id)] = soak_ledger.RunHistory(
+                deployment, sum(t in waits for t in types), sum(t in failures for t in types),
+                types[-1] if types else "NONE", states[-1].timestamp.timestamp() if states else 0.0)
+    return out
 
 
 def _audit(path: Path) -> Check:

@@ -276,7 +276,8 @@ def notifications_once(entries: list[dict], history: dict[str, RunHistory], sche
     warning's time is not required: after a restart the server may drop it, see docs/operations.md), an approval
     run its approval news, and every run of a scheduled deployment (`scheduled`) that ended Failed or Crashed
     before `cutoff - wait_s` its failure news. No delivery failed (no alert)."""
-    said = Counter(parse_notices(entries))
+    notices = parse_notices(entries)
+    said = Counter(notices)
     seen = {e["run_id"]: e for e in entries if e["kind"] == "seen"}
     answered: dict[str, float] = {}
     for e in entries:
@@ -305,7 +306,7 @@ def notifications_once(entries: list[dict], history: dict[str, RunHistory], sche
             owed += 1
             if not said.get(("failed", run_id)):
                 missing.append(f"failed {run_id[:8]}")
-    kinds = Counter(k for k, _ in parse_notices(entries))
+    kinds = Counter(k for k, _ in notices)
     alerts = kinds.pop("alert", 0)
     received = sum(e["kind"] == "notice" for e in entries)
     ok = not twice and not missing and not alerts
