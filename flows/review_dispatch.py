@@ -2,8 +2,9 @@
 
 Starts review-batch runs for the queued work, keeping at most `deployments.open_reviews` of them open, and
 one adjudication run when items are disputed and none is open. Each started run leases its own batch and
-suspends until a person resumes it; this run ends at once (fan-out, no waiting parent). With notifications on, it
-then sends the news Prefect's automations lost (hitl/ops/notify_reconcile.py).
+suspends until a person resumes it; this run ends at once (fan-out, no waiting parent). It then runs again the
+deployed runs whose crash no hook decided on (hitl/ops/orphans.py) and, with notifications on, sends the news
+Prefect's automations lost (hitl/ops/notify_reconcile.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hitl.ops.orphans import retry_crashed
 from hitl.review import dispatch
 from hitl.review.store import ReviewStore
 from tasks.common import setup, start_deployment
-from tasks.review import catch_up_notifications
+from tasks.review import catch_up_notifications, retry_lost_crashes
 
 REVIEW, ADJUDICATE = "review-batch/review-batch", "adjudicate/adjudicate"
 
@@ -41,6 +42,7 @@ def review_dispatch(config_path: str = "configs/demo.yaml") -> dict:
         adjudication = start_deployment(cfg, config_path, "adjudicate", key="adjudicate").name
     get_run_logger().info("Review runs open: %d, batches still wanted: %d, started: %d%s", len(reviews),
                           wanted, len(started), f"; adjudication {adjudication}" if adjudication else "")
+    retry_lost_crashes(cfg)  # runs whose crash hook never ran (their process lost the Prefect server)
     catch_up_notifications(cfg)  # news a Prefect restart lost, sent once it has settled
     return {"started_reviews": started, "started_adjudication": adjudication, "open_reviews": len(reviews),
             "batches_wanted": wanted}

@@ -220,3 +220,22 @@ def catch_up_notifications(cfg: Config) -> int:
     for line in lines:
         (log.info if line.startswith("sent") else log.warning)("notifications: %s", line)
     return sum(line.startswith("sent") for line in lines)
+
+
+@task(name="retry-lost-crashes", cache_policy=NO_CACHE)
+def retry_lost_crashes(cfg: Config) -> int:
+    """Run again the deployed runs that crashed with no hook deciding (their process gave up while the Prefect
+    server was away; hitl/ops/orphans.py). Like the catch-up, it never fails the dispatch. Returns how many were
+    scheduled again."""
+    from hitl.ops import orphans
+
+    log = get_run_logger()
+    try:
+        lines = orphans.retry_lost_crashes(cfg)
+    except Exception as e:  # noqa: BLE001 - the next dispatch (or worker start) looks again
+        log.warning("Could not look for crashed runs to run again (the next dispatch tries again): %s",
+                    " ".join(str(e).split())[:300])
+        return 0
+    for line in lines:
+        log.warning("crash retry: %s", line)
+    return sum(": run again" in line for line in lines)

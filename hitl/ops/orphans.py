@@ -9,6 +9,11 @@ Runs of the deployments belong to the worker: when a run's process dies, the wor
 exit status and runs the flow's `on_crashed` hooks. `retry_crashed`, the hook of every deployed flow, then
 runs it again (`deployments.crash_retries` times; what finished and was persisted is not redone), or leaves it
 Crashed saying why it was not retried and what to do.
+
+The worker runs no hooks for a run whose process gave up because the Prefect server was away (Prefect 3.9 runs
+`on_crashed` only when the run's own Crashed report reaches the server; the worker's fallback report, "Flow run
+infrastructure exited with non-zero status code 1", runs none). `retry_lost_crashes`, at every review-dispatch and
+at a worker's start, applies the hook's rule to such runs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from pathlib import Path
 
 TAG_PREFIX = "hitl-process:"
 CRASH_RETRY = "Crashed: run again"  # the message prefix of a crash retry's AwaitingRetry state
+NOT_RUN_AGAIN = "Not run again"  # in the message of the Crashed state the hook sets once the retries are spent
+# A crash no hook decided on within this long had none: the hook's detached rescheduler (below) acts within 63 s.
+LOST_AFTER_S = 120.0
+LOST_MAX_AGE_S = 86_400.0  # an older crash is left to a person: the sweep does not rerun history
 
 
 def process_tag() -> str:
@@ -90,24 +99,83 @@ def retry_crashed(flow, flow_run, state) -> None:
     except Exception as e:  # noqa: BLE001 - a hook must not fail: say why, leave the run Crashed
         log.error("Not run again after its crash: its config could not be read (%s)", e)
         return
-    allowed = cfg.deployments.crash_retries
     why = state.message or "its process ended without reporting"
     with get_client(sync_client=True) as client:
-        history = client.read_flow_run_states(flow_run.id)
-        retried = sum(1 for s in history if s.name == "AwaitingRetry" and (s.message or "").startswith(CRASH_RETRY))
-        if crash_retry_due(retried, allowed):
-            message = f"{CRASH_RETRY} ({retried + 1} of {allowed}): {why}"
+        again, message = _crash_decision(client, cfg, flow_run.id, why)
+        if again:
             subprocess.Popen([sys.executable, "-m", "hitl.ops.orphans", str(flow_run.id), str(os.getpid()), message],
                              start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-            log.warning("Its process died (%s): it runs again in a few seconds (crash retry %d of %d)", why,
-                        retried + 1, allowed)
+            log.warning("Its process died (%s): it runs again in a few seconds (crash retry %s)", why,
+                        message[len(CRASH_RETRY):].split(":", 1)[0].strip(" ()"))
             return
-        message = (f"{why} Not run again: {retried} crash retr{'y' if retried == 1 else 'ies'} spent "
-                   f"(deployments.crash_retries = {allowed}). Look for the cause in the worker log (memory?), then "
-                   f"retry the run from its page: {cfg.flow_run_url(flow_run.id)}")
         client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
         log.error(message)
+
+
+def _crash_decision(client, cfg, run_id, why: str) -> tuple[bool, str]:
+    """(run again?, the message saying so) for a deployed run that crashed with `why`: a retry while
+    `deployments.crash_retries` last, counted in the run's state history."""
+    allowed = cfg.deployments.crash_retries
+    history = client.read_flow_run_states(run_id)
+    retried = sum(1 for s in history if s.name == "AwaitingRetry" and (s.message or "").startswith(CRASH_RETRY))
+    if crash_retry_due(retried, allowed):
+        return True, f"{CRASH_RETRY} ({retried + 1} of {allowed}): {why}"
+    return False, (f"{why} {NOT_RUN_AGAIN}: {retried} crash retr{'y' if retried == 1 else 'ies'} spent "
+                   f"(deployments.crash_retries = {allowed}). Look for the cause in the worker log (memory?), then "
+                   f"retry the run from its page: {cfg.flow_run_url(run_id)}")
+
+
+def retry_lost_crashes(cfg, min_age_s: float = LOST_AFTER_S, max_age_s: float = LOST_MAX_AGE_S) -> list[str]:
+    """Apply the crash hook's rule to the Crashed runs of the config's work pool that no hook decided on (their
+    process gave up while the Prefect server was away: see the module docstring): schedule each again while its
+    crash retries last, else leave it Crashed (its crash was reported once already) and say so. A crash is looked
+    at from `min_age_s` to `max_age_s` after it, and decided once across concurrent sweeps (a claim in the review
+    store: hitl/ops/notify_outbox.py). Returns "name: what was done" for each."""
+    from datetime import UTC, datetime
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.states import AwaitingRetry
+
+    from hitl.ops.notify_outbox import Outbox
+
+    crashed = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])))
+    pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[cfg.deployments.pool]))
+    with get_client(sync_client=True) as client:
+        now = datetime.now(UTC)
+        lost = {f"crash-sweep|{r.id}|{r.state.id}": r
+                for r in client.read_flow_runs(flow_run_filter=crashed, work_pool_filter=pool,
+                                               sort=FlowRunSort.END_TIME_DESC, limit=200)
+                if r.deployment_id is not None and r.parent_task_run_id is None and r.state is not None
+                and NOT_RUN_AGAIN not in (r.state.message or "")
+                and min_age_s <= (now - r.state.timestamp).total_seconds() <= max_age_s}
+        if not lost:
+            return []
+        outbox, done = Outbox(cfg.store_url), []
+        try:
+            for key in outbox.claim(list(lost)):
+                run = lost[key]
+                why = run.state.message or "its process ended without reporting"
+                again, message = _crash_decision(client, cfg, run.id, why)
+                if again:
+                    client.set_flow_run_state(run.id, AwaitingRetry(scheduled_time=datetime.now(UTC),
+                                                                    message=message), force=True)
+                    done.append(f"{run.name}: run again, as its crash hook never ran ({message})")
+                else:
+                    done.append(f"{run.name}: left Crashed. {message}")
+                outbox.sent([key])
+        finally:
+            outbox.close()
+    return done
 
 
 def _reschedule_after(run_id: str, hook_pid: int, message: str, settle_s: float = 3.0, max_wait_s: float = 60.0

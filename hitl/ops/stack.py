@@ -382,13 +382,14 @@ def start_worker(cfg: Config, *, console_print: Callable[[str], None] = print) -
 
 
 def _release_orphaned_runs(cfg: Config) -> list[str]:
-    """Runs a dead worker left Pending (holding a pool slot) or Running on this host (hitl/ops/orphans.py)."""
+    """Runs a dead worker left Pending (holding a pool slot) or Running on this host, and crashed runs no hook
+    decided on (hitl/ops/orphans.py)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from hitl.ops import orphans
 
     with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
-        return orphans.release_pool_runs(cfg.deployments.pool)
+        return orphans.release_pool_runs(cfg.deployments.pool) + orphans.retry_lost_crashes(cfg)
 
 
 def _killed(spec: _Spec, pid: int) -> str:

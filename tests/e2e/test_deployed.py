@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pandas as pd
@@ -374,6 +375,55 @@ def test_a_run_a_dead_worker_claimed_seconds_before_is_released_once_old_enough(
             assert f"{run.name}: back to Scheduled" in released and waited >= 4
             assert client.read_flow_run(UUID(str(run.id))).state.is_scheduled()
             client.delete_flow_run(run.id)
+    finally:
+        stack.start_worker(cfg)
+
+
+def test_a_crash_no_hook_decided_on_is_run_again_once_then_left_crashed(deployed):
+    """A run whose process gave up while the Prefect server was away is reported Crashed by the worker's fallback,
+    which runs no hooks (Prefect 3.9): the sweep of review-dispatch and worker starts schedules it again, once
+    across two concurrent sweeps, and leaves a crash with its retries spent (or decided by the hook) alone."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import AwaitingRetry, Crashed
+
+    from hitl.ops import orphans
+
+    cfg, _ = deployed
+    lost = "Flow run infrastructure exited with non-zero status code 1."
+    assert stack.stop_worker(cfg, signal.SIGKILL)  # nothing picks the rescheduled runs up: they are deleted below
+    try:
+        with api(cfg), get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("review-dispatch/review-dispatch")
+            fresh, spent, decided = (client.create_flow_run_from_deployment(dep.id) for _ in range(3))
+            client.set_flow_run_state(spent.id, AwaitingRetry(message=f"{orphans.CRASH_RETRY} (1 of 1): {lost}"),
+                                      force=True)
+            for run in (fresh, spent):
+                client.set_flow_run_state(run.id, Crashed(message=lost), force=True)
+            client.set_flow_run_state(decided.id, Crashed(message=f"{lost} {orphans.NOT_RUN_AGAIN}: ..."), force=True)
+            names = {fresh.name, spent.name, decided.name}
+
+            def sweep(min_age_s: float = 0) -> list[str]:  # its lines on this test's runs
+                with api(cfg):  # in a thread too: the API URL is a context setting
+                    return sorted(line for line in orphans.retry_lost_crashes(cfg, min_age_s=min_age_s)
+                                  if line.split(":")[0] in names)
+
+            assert sweep(orphans.LOST_AFTER_S) == []  # too young: a hook may still act
+            with ThreadPoolExecutor(2) as pool:
+                lines = sum(pool.map(lambda _: sweep(), range(2)), [])
+            said = {line.split(":")[0]: line for line in lines}
+            assert len(lines) == 2 and sorted(said) == sorted([fresh.name, spent.name]), lines  # once each
+            assert said[fresh.name].startswith(f"{fresh.name}: run again"), lines
+            assert said[spent.name].startswith(f"{spent.name}: left Crashed"), lines
+            assert "crash_retries = 1" in said[spent.name], lines
+            state = client.read_flow_run(UUID(str(fresh.id))).state
+            assert state.name == "AwaitingRetry" and state.message == f"{orphans.CRASH_RETRY} (1 of 1): {lost}"
+            assert [s.name for s in client.read_flow_run_states(spent.id)].count("Crashed") == 1
+            assert client.read_flow_run(UUID(str(decided.id))).state.is_crashed()
+            assert sweep() == []  # each crash decided once
+            for run in (fresh, spent, decided):
+                client.delete_flow_run(run.id)
     finally:
         stack.start_worker(cfg)
 
