@@ -18,6 +18,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def utc(t: datetime) -> datetime:
+    """`t` in UTC; a naive time is taken as UTC (SQLite hands stored times back naive)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     pass
 

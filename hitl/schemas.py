@@ -18,12 +18,7 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 from hitl.config import Config
-
-MAX_TEXT_CHARS = 10_000
-RANDOM = "random"  # the representative random draw: the regression set and the release verdict
-SELECTION_REASONS = (RANDOM, "uncertain", "novel", "disagreement", "flagged")
-SPLITS = ("train", "hard_case", "regression")
-REASON_COLUMN = "_quarantine_reason"
+from hitl.vocabulary import MAX_TEXT_CHARS, REASON_COLUMN, SELECTION_REASONS, SPLITS
 
 
 def _is_json_object(s: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from prefect import get_run_logger, task
@@ -9,20 +10,26 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config, load_config
 from hitl.environment import apply_environment
-from hitl.learning import modeling, promotion, registry
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from hitl.learning import modeling
+
 
 def setup(config_path: str) -> Config:
     """Load the config and point this process's MLflow client (and any child process) at the configured
-    stack. Prefect reads its API URL when first imported: `flows/__init__.py` and the CLI set it earlier."""
+    stack. Prefect reads its API URL when first imported: `flows/__init__.py` and the CLI set it earlier.
+
+    MLflow reads its tracking URI from the environment when first used, so it is imported here only when this
+    process already has it (its URI may then point elsewhere): a run that logs nothing to MLflow, such as a
+    review run up to its suspend or a dispatch, does not pay for its import (about 2 s of CPU)."""
     cfg = load_config(config_path)
     apply_environment(cfg)
-    import mlflow
+    if "mlflow" in sys.modules:
+        import mlflow
 
-    mlflow.set_tracking_uri(cfg.mlflow_uri)
+        mlflow.set_tracking_uri(cfg.mlflow_uri)
     return cfg
 
 
@@ -30,6 +37,8 @@ def setup(config_path: str) -> Config:
 def load_model(cfg: Config, alias: str, client: MlflowClient) -> modeling.IntentModel:
     """Load `models:/<registered_name>@alias` and check it predicts the configured label set. A promotion a
     crash interrupted is finished first, so the aliases are where the approval put them."""
+    from hitl.learning import modeling, promotion, registry  # torch and MLflow: only the flows that load a model
+
     finished = promotion.finish_pending(cfg.model.registered_name, client)
     if finished:
         get_run_logger().warning("Finished the %s of %s v%s to @champion (decided by %s), which a crash had "

@@ -24,7 +24,7 @@ from hitl.learning.embeddings import FrozenEncoder
 from hitl.learning.promotion import CHALLENGER, CHAMPION
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
-from hitl.sampling.selection import RANDOM
+from hitl.vocabulary import RANDOM
 from tasks import training
 from tasks.common import load_model, setup
 from tasks.scoring import score_texts

@@ -19,6 +19,7 @@ from hitl.review.store import ReviewStore
 from hitl.sampling import evaluators, selection, watermarks
 from hitl.sampling.sources import LoadResult
 from hitl.schemas import review_item_schema, validate_split
+from hitl.vocabulary import RANDOM
 from tasks.scoring import score_texts
 
 
@@ -80,7 +81,7 @@ def reference_rows(cfg: Config, store: ReviewStore, launch: pd.DataFrame) -> pd.
     """What the model was trained on, as (text, label): the launch data and the labelled policy picks."""
     resolved = store.resolved()
     if len(resolved):
-        resolved = resolved[resolved["selection_reason"] != selection.RANDOM]
+        resolved = resolved[resolved["selection_reason"] != RANDOM]
     labelled = pd.DataFrame({"text": resolved.get("input", pd.Series(dtype=str)),
                              "label": resolved.get("label", pd.Series(dtype=str))})
     return pd.concat([launch[["text", "label"]], labelled], ignore_index=True)
@@ -107,7 +108,7 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
     log = get_run_logger()
     log.info("Random draw: %d traces over %d windows (%d late); policy: %d picks; %d new in the queue",
              len(drawn.items), pool["window"].nunique(), sum(1 for r in drawn.records if r["kind"] != "main"),
-             int((items["selection_reason"] != selection.RANDOM).sum()), new)
+             int((items["selection_reason"] != RANDOM).sum()), new)
     log.info("Budget spent (annotations): %s", chosen.spend)
     return selection.Selection(items, chosen.spend), new
 
@@ -138,7 +139,7 @@ def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, results: pd.Dat
     create_markdown_artifact(key="sampling-summary", markdown="\n".join(md))
     summary = {**loaded.summary, "selected": len(selected), "enqueued": new,
                "flagged": int(evaluated["flagged"].sum()),
-               "random": int((selected["selection_reason"] == selection.RANDOM).sum()),
+               "random": int((selected["selection_reason"] == RANDOM).sum()),
                "not_taken": loaded.not_taken}
     mlflow.set_experiment(cfg.sampling_experiment)
     with mlflow.start_run(run_name="sample-traces"):

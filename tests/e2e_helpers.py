@@ -3,10 +3,13 @@ Prefect API."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,11 +50,65 @@ def write_config(tmp: Path, **overrides) -> Path:
     return path
 
 
+def seed_prefect_database(cfg: Config) -> None:
+    """Give a new stack on SQLite a copy of a Prefect database that is migrated and has been served once, instead
+    of an empty one: a server spends about 4 s of CPU more on its first start (migrations, block types), and the
+    suite starts several stacks. The copy is made once per machine and Prefect version by Prefect's own server
+    (`prefect server start` on an empty file, under a lock the pytest workers share); tests/ops/test_stack.py
+    still starts a stack on nothing."""
+    url = cfg.prefect_database_url
+    if not url.startswith("sqlite"):
+        return
+    target = Path(url.split(":///", 1)[1])
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _copy_sqlite(_prefect_template(), target)
+
+
+def _prefect_template() -> Path:
+    import prefect
+
+    path = Path(tempfile.gettempdir()) / f"hitl-tests-prefect-{prefect.__version__}-{os.getuid()}.db"
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return path
+        with tempfile.TemporaryDirectory(prefix="hitl-prefect-template-") as work:
+            db, port = Path(work) / "prefect.db", free_port()
+            env = {**os.environ, "PREFECT_HOME": str(Path(work) / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}",
+                   "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}"}
+            server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                                       "127.0.0.1", "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                assert stack.wait_healthy(f"http://127.0.0.1:{port}/api/health", 120), "template Prefect server"
+            finally:
+                server.terminate()
+                server.wait(60)
+            partial = path.with_suffix(".partial")
+            _copy_sqlite(db, partial)
+            os.replace(partial, path)
+    return path
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of SQLite database `source` (its WAL included), by SQLite's backup API."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def running_stack(tmp: Path, **overrides):
     """Generator for a module fixture: (cfg, config path) with the real stack up in production mode (servers,
     deployments, worker), as `hitl up` leaves it; stops it afterwards."""
     path = write_config(tmp, **overrides)
     cfg = load_config(path)
+    seed_prefect_database(cfg)
     stack.up(cfg)
     import mlflow
     from helpers_domain import forget_mlflow_uris

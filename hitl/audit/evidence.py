@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,10 +27,12 @@ from hitl.audit.chain import (
     sha256_tree,
 )
 from hitl.config import Config
-from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE, DatasetVersion
 from hitl.learning.promotion import APPROVED_BY, ROLLED_BACK
 from hitl.review.store import ReviewStore
 from hitl.review.tables import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution
+
+if TYPE_CHECKING:  # the dataset stage (with pandas and pandera) is imported where a version is recorded
+    from hitl.datasets.versions import DatasetVersion
 
 HEAD_TAG = "hitl.audit_head"  # on model versions: "<seq>:<entry sha256>" of the head when tagged
 SYSTEM_ACTOR = "pipeline"
@@ -109,6 +112,8 @@ def record_adjudications(log: AuditLog, store: ReviewStore, trace_ids: Iterable[
 
 def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:
     """A dataset version: the SHA-256 of its full artifact file (not MLflow's dataset digest, a truncated MD5)."""
+    from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE
+
     ref = {"name": dv.name, "version": dv.version, "run_id": dv.run_id, "artifact": f"{ARTIFACT_DIR}/{ARTIFACT_FILE}",
            "rows": dv.rows, "parent": dv.parent}
     return log.append("dataset", SYSTEM_ACTOR, dataset_subject(dv.name, dv.version), ref, dv.sha256)[0]

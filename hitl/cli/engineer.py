@@ -54,7 +54,8 @@ def sample(config: ConfigOpt = DEFAULT_CONFIG,
                                                     "--until")] = False) -> None:
     """Sample traces for review: validate, score, evaluate, select, enqueue (optionally for a window, or a
     backfill of a date range one day at a time)."""
-    from hitl.sampling.windows import day_windows, utc
+    from hitl.db import utc
+    from hitl.sampling.windows import day_windows
 
     if daily and not (since and until):
         console.print("[red]--daily needs both --since and --until (the range to backfill).[/]")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hitl.hashing import stable_fraction, text_group
-from hitl.schemas import RANDOM, SPLITS
+from hitl.vocabulary import RANDOM, SPLITS
 
 
 def assign_splits(records: pd.DataFrame, hard_case_share: float) -> pd.Series:

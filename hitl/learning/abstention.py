@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hitl.schemas import RANDOM
+from hitl.vocabulary import RANDOM
 
 REFERENCE_PER_LABEL = 200  # training rows of each in-scope label whose sentence vectors a model keeps
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hitl.review.store import ReviewError
-from hitl.schemas import RANDOM
+from hitl.vocabulary import RANDOM
 
 
 def next_batch(disputed: list[dict], batch_size: int) -> list[dict]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from hitl.config import Config
 from hitl.hashing import stable_fraction
 from hitl.review import pii
-from hitl.sampling.selection import RANDOM
+from hitl.vocabulary import RANDOM
 
 NONE_FITS = "(none of these fits)"  # the answer that proposes a new label, named in the rationale
 

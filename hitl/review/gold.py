@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from hitl.evaluation.estimates import wilson_interval
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class GoldCheck:
 def check(reviewer: str, answers: int, correct: int, min_answers: int, min_accuracy: float) -> GoldCheck:
     """Flag a reviewer only when the upper 95% Wilson bound of their gold accuracy is below `min_accuracy`
     with at least `min_answers` answers."""
+    from hitl.evaluation.estimates import wilson_interval  # with scipy: only a submission checks gold answers
+
     low, high = wilson_interval(correct / answers, answers) if answers else (float("nan"), float("nan"))
     enough = answers >= min_answers
     return GoldCheck(reviewer, answers, correct, low, high, enough, ok=not (enough and high < min_accuracy))
@@ -61,6 +64,8 @@ def positions(n_real: int, n_gold: int, seed: int) -> tuple[list[int], list[int]
 def read_seed_file(path: str | Path) -> pd.DataFrame:
     """A labelled file (JSONL, CSV or Parquet) with `input` (or `text`) and `label`, optionally `trace_id`,
     `prediction`, `confidence` and cohort columns. Rows without a text or a label are refused."""
+    import pandas as pd
+
     p = Path(path).expanduser()
     if not p.exists():
         raise ValueError(f"review.gold_path {p} does not exist: point it at a labelled JSONL/CSV/Parquet file")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hitl.evaluation.estimates import newcombe_difference, wilson_interval
 from hitl.review import forms, gold
-from hitl.sampling.selection import RANDOM
+from hitl.vocabulary import RANDOM
 
 WITH_SUGGESTIONS = "with suggestions (policy items)"
 BLIND_POLICY = "blind (policy items: the blind share)"

@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,9 +52,12 @@ from hitl.review.tables import (
     suggestions_json,
 )
 from hitl.review.views import ReviewViews
-from hitl.sampling.selection import RANDOM
 from hitl.sampling.state import SamplingState
 from hitl.sampling.tables import ConsideredTrace, Draw
+from hitl.vocabulary import RANDOM
+
+if TYPE_CHECKING:  # frames come in (enqueue, seed_gold); the read models build theirs (views.py)
+    import pandas as pd
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ the report and the CLI. Reads only; `ReviewStore` carries them (it subclasses `R
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,13 +24,18 @@ from hitl.review.tables import (
     item_dict,
     suggestions_of,
 )
-from hitl.sampling.selection import RANDOM
+from hitl.vocabulary import RANDOM
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a store user that reads none skips it
+    import pandas as pd
 
 
 class ReviewViews:
     _session: sessionmaker[Session]
 
     def resolutions(self) -> pd.DataFrame:
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(Resolution.id, Item.trace_id, Resolution.kind, Resolution.reviewer,
                                     Resolution.label, Resolution.reason, Resolution.created_at)
@@ -48,6 +54,8 @@ class ReviewViews:
 
     def proposals(self) -> pd.DataFrame:
         """Every "none of these fits" answer: the proposed label, the item, who proposed it and why."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(Proposal.proposed_label, Item.trace_id, Item.input, Proposal.reviewer,
                                     Proposal.rationale, Proposal.status, Proposal.created_at)
@@ -57,6 +65,8 @@ class ReviewViews:
 
     def gold_answers(self) -> pd.DataFrame:
         """Every answer to a gold item: reviewer, batch, the known label, the answer, whether it was right."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(GoldAnswer.reviewer, GoldAnswer.batch_id, GoldItem.source_ref, GoldItem.label,
                                     GoldAnswer.label, GoldAnswer.correct, GoldAnswer.created_at)
@@ -65,6 +75,8 @@ class ReviewViews:
                                            "created_at"])
 
     def reviewer_checks(self) -> pd.DataFrame:
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(ReviewerCheck.reviewer, ReviewerCheck.answers, ReviewerCheck.correct,
                                     ReviewerCheck.upper, ReviewerCheck.ok, ReviewerCheck.sent_to_adjudication,
@@ -75,6 +87,8 @@ class ReviewViews:
     def items(self) -> pd.DataFrame:
         """Every review item's lifecycle and what its form showed of the champion: trace_id, selection_reason,
         status, created_at, resolved_at, prediction, suggestions (a list of [label, probability], or None)."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(Item.trace_id, Item.selection_reason, Item.status, Item.created_at,
                                     Item.resolved_at, Item.prediction, Item.suggestions).order_by(Item.id)).all()
@@ -85,6 +99,8 @@ class ReviewViews:
 
     def batches(self) -> pd.DataFrame:
         """Every review batch: id, flow_run_id, status, reviewer, created_at, submitted_at."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(Batch.id, Batch.flow_run_id, Batch.status, Batch.reviewer, Batch.created_at,
                                     Batch.submitted_at).order_by(Batch.created_at)).all()
@@ -92,6 +108,8 @@ class ReviewViews:
 
     def annotations(self) -> pd.DataFrame:
         """Every annotation with its trace_id (long format)."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(
                 select(AnnotationRow.id, Item.trace_id, AnnotationRow.reviewer, AnnotationRow.label,
@@ -106,6 +124,8 @@ class ReviewViews:
 
         Pass `annotations()` if you already have it, to save reading them again.
         """
+        import pandas as pd
+
         with self._session() as s:
             items = s.scalars(select(Item).where(Item.status == RESOLVED).order_by(Item.id)).all()
             recs = [item_dict(it) | {"label": it.label} for it in items]
@@ -124,6 +144,8 @@ class ReviewViews:
 
     def random_items(self) -> pd.DataFrame:
         """Every item of the random draw with its status: the regression set, including what is missing."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(Item.trace_id, Item.window, Item.stratum, Item.inclusion_prob, Item.status,
                                     Item.label).where(Item.selection_reason == RANDOM).order_by(Item.id)).all()

@@ -36,7 +36,7 @@ import pandas as pd
 from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
 from hitl.sampling import windows
-from hitl.schemas import RANDOM
+from hitl.vocabulary import RANDOM
 
 COMPONENTS = ("uncertain", "novel", "disagreement", "flagged")
 

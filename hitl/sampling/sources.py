@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from hitl.config import Config
-from hitl.schemas import REASON_COLUMN, trace_schema, validate_split
+from hitl.schemas import trace_schema, validate_split
+from hitl.vocabulary import REASON_COLUMN
 
 STRING_COLUMNS = ("trace_id", "input", "output", "model_version", "prediction", "context", "metadata")
 OPTIONAL_COLUMNS = {"context": None, "metadata": "{}", "output": "", "model_version": None, "prediction": None,

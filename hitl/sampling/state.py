@@ -8,14 +8,17 @@ inclusion probabilities, and the source watermarks that implement `hitl.sampling
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hitl.db import now as _now
+from hitl.db import utc
 from hitl.sampling.tables import Draw, QuarantinedRow, SourceFile, SourceWindow
-from hitl.sampling.windows import utc
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a store user that reads none skips it
+    import pandas as pd
 
 
 class SamplingState:
@@ -29,6 +32,8 @@ class SamplingState:
 
     def draws(self) -> pd.DataFrame:
         """Every random draw stratum recorded so far."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(Draw.window, Draw.kind, Draw.stratum, Draw.population, Draw.drawn, Draw.rate,
                                     Draw.created_at).order_by(Draw.id)).all()
@@ -56,6 +61,8 @@ class SamplingState:
     def source_windows(self, source: str) -> list[dict]:
         """Every window of `source` read before: since, until, read_at (its latest read, ns since the epoch) and
         take_below (the cap an MLflow window got at its first read; None: every trace)."""
+        import pandas as pd
+
         with self._session() as s:
             rows = s.execute(select(SourceWindow.since, SourceWindow.until, func.max(SourceWindow.read_at),
                                     func.max(SourceWindow.take_below)).where(SourceWindow.source == source)

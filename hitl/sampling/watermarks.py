@@ -36,6 +36,7 @@ from typing import Protocol
 import pandas as pd
 
 from hitl.config import Config
+from hitl.db import utc
 from hitl.hashing import file_sha256
 from hitl.sampling import mlflow_traces
 from hitl.sampling.mlflow_traces import WindowPlan
@@ -49,8 +50,7 @@ from hitl.sampling.sources import (
     trace_files,
     validate,
 )
-from hitl.sampling.windows import utc
-from hitl.schemas import REASON_COLUMN
+from hitl.vocabulary import REASON_COLUMN
 
 Window = tuple[int | None, int | None]  # [since, until) in ns since the epoch (UTC); None: open
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, time, timedelta
 import numpy as np
 import pandas as pd
 
+from hitl.db import utc
 from hitl.sampling import representative
 
 MAIN, SUPPLEMENTAL = "main", "supplemental"
@@ -94,11 +95,6 @@ def day_windows(since: datetime, until: datetime) -> list[tuple[datetime, dateti
         out.append((start, end))
         start = end
     return out
-
-
-def utc(t: datetime) -> datetime:
-    """`t` in UTC; a naive time is taken as UTC."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def previous_day(at: datetime) -> tuple[datetime, datetime]:

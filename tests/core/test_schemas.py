@@ -10,14 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitl.schemas import (
-    REASON_COLUMN,
-    SELECTION_REASONS,
     annotation_schema,
     dataset_schema,
     review_item_schema,
     trace_schema,
     validate_split,
 )
+from hitl.vocabulary import REASON_COLUMN, SELECTION_REASONS
 
 
 def _traces(n: int, **cols) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from hitl.datasets import splits
-from hitl.schemas import SPLITS
+from hitl.vocabulary import SPLITS
 
 
 def _records() -> pd.DataFrame:

@@ -12,7 +12,7 @@ from hitl.datasets.splits import LeakageError, assign_splits, check_leakage, req
 from hitl.datasets.versions import build_records
 from hitl.hashing import normalize_text, text_group
 from hitl.review.store import ReviewStore
-from hitl.schemas import REASON_COLUMN
+from hitl.vocabulary import REASON_COLUMN
 
 
 def _records(texts: list[str], reasons: list[str]) -> pd.DataFrame:

@@ -209,7 +209,7 @@ FLOW = textwrap.dedent("""
 
 @pytest.mark.e2e
 def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tmp_path):
-    from e2e_helpers import finish, hitl, start, stop_stack, write_config
+    from e2e_helpers import finish, hitl, seed_prefect_database, start, stop_stack, write_config
 
     cred = _cred_file(tmp_path)
     path = write_config(tmp_path, stack={"host": "127.0.0.1", "prefect_port": auth_check.free_port(),
@@ -217,6 +217,7 @@ def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tm
                                          "start_timeout_s": 180})
     cfg = load_config(path)
     creds = Credentials("hitl-admin", PASSWORD)
+    seed_prefect_database(cfg)
     stack.up(cfg, console_print=lambda _: None)
     try:
         rows = auth_check.probe(cfg, creds)

@@ -12,7 +12,7 @@ from helpers_domain import COHORTS
 from bench.review_form import ScriptedReviewer, browser, items
 from hitl.review.forms import NONE_FITS, SUGGESTION, alphabetical, trace_ids_from_schema
 from hitl.review.store import ReviewStore
-from hitl.sampling.selection import RANDOM
+from hitl.vocabulary import RANDOM
 
 pytestmark = pytest.mark.e2e
 LABELS = yaml.safe_load((REPO / "configs" / "banking77.yaml").read_text())["labels"]

@@ -280,7 +280,7 @@ def test_mlflow_traces_in_and_out(e2e, tmp_path):
     from hitl.config import SourceConfig
     from hitl.sampling import mlflow_traces
     from hitl.sampling.sources import load_traces
-    from hitl.schemas import REASON_COLUMN
+    from hitl.vocabulary import REASON_COLUMN
 
     cfg, _ = e2e
     mlflow.set_tracking_uri(cfg.mlflow_uri)

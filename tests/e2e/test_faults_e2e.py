@@ -18,7 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import REPO, api, check_restored, clone_config, hitl, snapshot, stop_stack, truth, write_config
+from e2e_helpers import (
+    REPO,
+    api,
+    check_restored,
+    clone_config,
+    hitl,
+    seed_prefect_database,
+    snapshot,
+    stop_stack,
+    truth,
+    write_config,
+)
 
 from hitl.config import Config, load_config
 from hitl.ops import processes, stack
@@ -80,6 +91,7 @@ def loop(tmp_path_factory):
     path = write_config(tmp)
     cfg = load_config(path)
     restored = tmp / "clone" / "e2e.yaml"  # the fresh clone of the backup drill
+    seed_prefect_database(cfg)
     stack.up(cfg)
     try:
         hitl(path, "bootstrap")

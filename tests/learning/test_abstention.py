@@ -279,7 +279,7 @@ def test_calibration_rows_are_the_random_draw_weighted_by_inverse_inclusion():
     import pandas as pd
 
     from hitl.learning.abstention import calibration_rows
-    from hitl.schemas import RANDOM
+    from hitl.vocabulary import RANDOM
 
     records = pd.DataFrame({"trace_id": ["a", "b", "c"], "selection_reason": [RANDOM, "uncertainty", RANDOM],
                             "inclusion_prob": [0.5, 1.0, 0.25]})

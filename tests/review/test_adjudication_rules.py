@@ -6,7 +6,7 @@ import pytest
 
 from hitl.review import adjudication
 from hitl.review.store import ReviewError
-from hitl.schemas import RANDOM
+from hitl.vocabulary import RANDOM
 
 
 def test_random_draw_items_come_first_then_the_store_order_up_to_a_batch():

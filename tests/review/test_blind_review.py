@@ -16,8 +16,8 @@ from hitl.config import Config, load_config
 from hitl.review import forms, prefect_api
 from hitl.review.forms import HIDDEN, NONE_FITS, choices, describe_batch, form_fields, is_blind
 from hitl.review.store import BatchView, ReviewStore
-from hitl.sampling.selection import RANDOM
 from hitl.sim.reviewers import SimulatedReviewers
+from hitl.vocabulary import RANDOM
 from tasks.review import build_form
 
 RANDOM_GUESS, RANDOM_CONF, REASONS = "refund_request", 0.87, "uncertainty: 1 - margin 0.90 >= window p80 0.85"

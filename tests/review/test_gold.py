@@ -10,7 +10,7 @@ import pytest
 from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 
 from hitl.review import forms, gold
-from hitl.sampling.selection import RANDOM
+from hitl.vocabulary import RANDOM
 
 
 def _seed(store, n: int, label: str = LABELS[0]) -> None:

@@ -22,8 +22,8 @@ from hitl.learning.modeling import top_labels
 from hitl.review import forms, metrics
 from hitl.review.forms import NONE_FITS, choices, describe_batch, form_fields, label_of, parse_answer
 from hitl.review.store import BatchView, ReviewError, ReviewStore
-from hitl.sampling.selection import RANDOM
 from hitl.schemas import ReviewItem, validate_split
+from hitl.vocabulary import RANDOM
 from tasks.review import build_form
 
 MANY = [f"label_{c}{i}" for c in "zyxwvutsrq" for i in range(15)]  # 150 labels, config order not A-Z

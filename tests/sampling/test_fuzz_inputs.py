@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from hitl.quarantine import write_quarantine
 from hitl.sampling.sources import load_traces
-from hitl.schemas import MAX_TEXT_CHARS, REASON_COLUMN
+from hitl.vocabulary import MAX_TEXT_CHARS, REASON_COLUMN
 
 MIN_ROWS = 10_000  # the bar, over all examples of the property below
 EXAMPLES = int(os.environ.get("HITL_FUZZ_EXAMPLES", "40"))  # more, and HITL_FUZZ_RANDOM=1: fuzz deeper

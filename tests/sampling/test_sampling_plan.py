@@ -8,7 +8,7 @@ import pandas as pd
 from helpers_domain import make_cfg
 
 from hitl.sampling import selection
-from hitl.schemas import RANDOM
+from hitl.vocabulary import RANDOM
 
 
 def _cfg(tmp_path, **sel):

@@ -19,7 +19,7 @@ from hitl.sampling.selection import (
     near_duplicate_groups,
     select_for_review,
 )
-from hitl.schemas import SELECTION_REASONS
+from hitl.vocabulary import SELECTION_REASONS
 
 DIM = 16
 

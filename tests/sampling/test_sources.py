@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hitl.config import WorldConfig
 from hitl.quarantine import write_quarantine
 from hitl.sampling.sources import load_traces, normalize, trace_files
-from hitl.schemas import REASON_COLUMN
 from hitl.sim import files, world
+from hitl.vocabulary import REASON_COLUMN
 
 
 def _reasons_by_source(result) -> dict[str, str]:
