@@ -15,7 +15,6 @@ from collections import defaultdict
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
-from pandera.typing import Series
 
 from hitl.config import Config
 from hitl.vocabulary import MAX_TEXT_CHARS, REASON_COLUMN, SELECTION_REASONS, SPLITS
@@ -38,100 +37,111 @@ def _is_suggestions(v: object) -> bool:
         return False
 
 
-class Trace(pa.DataFrameModel):
-    """One production interaction as the logging system recorded it."""
+# The models are DataFrameSchema objects rather than DataFrameModel classes: building a class's schema makes
+# pandera import dask.dataframe, installed here for prefect-dask (0.8 s of every process that validates).
+Trace = pa.DataFrameSchema(
+    {
+        "trace_id": pa.Column(str, unique=True, checks=pa.Check.str_length(min_value=1, max_value=200)),
+        "timestamp": pa.Column(pd.DatetimeTZDtype(unit="ns", tz="UTC")),
+        "input": pa.Column(str, checks=pa.Check.str_length(min_value=1, max_value=MAX_TEXT_CHARS)),
+        "output": pa.Column(str, checks=pa.Check.str_length(max_value=MAX_TEXT_CHARS)),
+        # what production logged; optional: the champion re-scores every trace anyway
+        "model_version": pa.Column(str, nullable=True),
+        "prediction": pa.Column(str, nullable=True, checks=pa.Check.str_length(min_value=1)),
+        "confidence": pa.Column(float, nullable=True, coerce=True,
+                                checks=[pa.Check.ge(0.0), pa.Check.le(1.0)]),
+        "context": pa.Column(str, nullable=True, checks=pa.Check.str_length(max_value=MAX_TEXT_CHARS)),
+        "metadata": pa.Column(str, checks=pa.Check(lambda s: s.map(_is_json_object), name="json_object",
+                                                   error="metadata must be a JSON object string")),
+        # the share of its window the source took (an MLflow window over source.max_traces); absent: every trace
+        "source_rate": pa.Column(float, nullable=True, coerce=True, required=False,
+                                 checks=[pa.Check.gt(0.0), pa.Check.le(1.0)]),
+    },
+    strict="filter",  # unknown columns are dropped, not errors
+    name="Trace",
+    description="One production interaction as the logging system recorded it.",
+)
 
-    trace_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1, "max_value": 200})
-    timestamp: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs={"unit": "ns", "tz": "UTC"})
-    input: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": MAX_TEXT_CHARS})
-    output: Series[str] = pa.Field(str_length={"max_value": MAX_TEXT_CHARS})
-    model_version: Series[str] = pa.Field(nullable=True)  # what production logged; optional: the
-    prediction: Series[str] = pa.Field(nullable=True, str_length={"min_value": 1})  # champion re-scores
-    confidence: Series[float] = pa.Field(nullable=True, ge=0.0, le=1.0, coerce=True)  # every trace anyway
-    context: Series[str] = pa.Field(nullable=True, str_length={"max_value": MAX_TEXT_CHARS})
-    metadata: Series[str]
-    # the share of its window the source took (an MLflow window over source.max_traces); absent: every trace
-    source_rate: Series[float] | None = pa.Field(nullable=True, gt=0.0, le=1.0, coerce=True)
+EvaluationResult = pa.DataFrameSchema(
+    {
+        "trace_id": pa.Column(str),
+        "evaluator": pa.Column(str),
+        "evaluator_version": pa.Column(str),
+        "score": pa.Column(float, checks=[pa.Check.ge(0.0), pa.Check.le(1.0)]),
+        "passed": pa.Column(bool),
+        "reason": pa.Column(str),
+    },
+    name="EvaluationResult",
+    description="One evaluator's verdict on one trace.",
+)
 
-    @pa.check("metadata", name="json_object", error="metadata must be a JSON object string")
-    def _metadata_is_json(cls, s: Series[str]) -> Series[bool]:
-        return s.map(_is_json_object)
+ReviewItem = pa.DataFrameSchema(
+    {
+        "trace_id": pa.Column(str, unique=True),
+        "input": pa.Column(str),
+        "output": pa.Column(str),
+        "prediction": pa.Column(str),
+        "confidence": pa.Column(float, checks=[pa.Check.ge(0.0), pa.Check.le(1.0)]),
+        "selection_reason": pa.Column(str, checks=pa.Check.isin(list(SELECTION_REASONS))),
+        "evaluator_reasons": pa.Column(str),
+        "priority": pa.Column(float),
+        "required_annotations": pa.Column(int, checks=[pa.Check.ge(1), pa.Check.le(2)]),
+        # the random draw's items only
+        "inclusion_prob": pa.Column(float, nullable=True, checks=[pa.Check.gt(0.0), pa.Check.le(1.0)]),
+        "window": pa.Column(str, nullable=True),
+        "stratum": pa.Column(str, nullable=True),
+        # the champion's top labels, [(label, probability), ...] most probable first; absent or None: none to show
+        "suggestions": pa.Column(object, nullable=True, required=False,
+                                 checks=pa.Check(lambda s: s.map(_is_suggestions), name="label_probability_pairs",
+                                                 error="suggestions must be (label, probability) pairs")),
+    },
+    name="ReviewItem",
+    description="A trace selected for human review, with why it was selected.",
+)
 
-    class Config:
-        strict = "filter"  # unknown columns are dropped, not errors
-        coerce = False
+Annotation = pa.DataFrameSchema(
+    {
+        "trace_id": pa.Column(str),
+        "reviewer": pa.Column(str, checks=pa.Check.str_length(min_value=1, max_value=100)),
+        "label": pa.Column(str),
+        "rationale": pa.Column(str, nullable=True),
+        "batch_id": pa.Column(str),
+    },
+    name="Annotation",
+    description="A reviewer's label for one item.",
+)
 
+DatasetRecord = pa.DataFrameSchema(
+    {
+        "trace_id": pa.Column(str, unique=True),
+        "text": pa.Column(str, checks=pa.Check.str_length(min_value=1, max_value=MAX_TEXT_CHARS)),
+        "label": pa.Column(str),
+        "split": pa.Column(str, checks=pa.Check.isin(list(SPLITS))),
+        "selection_reason": pa.Column(str, checks=pa.Check.isin(list(SELECTION_REASONS))),
+        "text_group": pa.Column(str, checks=pa.Check.str_length(min_value=1)),
+        "inclusion_prob": pa.Column(float, nullable=True, checks=[pa.Check.gt(0.0), pa.Check.le(1.0)]),
+        "window": pa.Column(str, nullable=True),
+        "stratum": pa.Column(str, nullable=True),
+        "reviewers": pa.Column(str),
+        "annotation_ids": pa.Column(str),
+        "source": pa.Column(str),
+    },
+    name="DatasetRecord",
+    description="One row of a registered dataset version: a human label for a trace, and its split.",
+)
 
-class EvaluationResult(pa.DataFrameModel):
-    """One evaluator's verdict on one trace."""
-
-    trace_id: Series[str]
-    evaluator: Series[str]
-    evaluator_version: Series[str]
-    score: Series[float] = pa.Field(ge=0.0, le=1.0)
-    passed: Series[bool]
-    reason: Series[str]
-
-
-class ReviewItem(pa.DataFrameModel):
-    """A trace selected for human review, with why it was selected."""
-
-    trace_id: Series[str] = pa.Field(unique=True)
-    input: Series[str]
-    output: Series[str]
-    prediction: Series[str]
-    confidence: Series[float] = pa.Field(ge=0.0, le=1.0)
-    selection_reason: Series[str] = pa.Field(isin=list(SELECTION_REASONS))
-    evaluator_reasons: Series[str]
-    priority: Series[float]
-    required_annotations: Series[int] = pa.Field(ge=1, le=2)
-    inclusion_prob: Series[float] = pa.Field(nullable=True, gt=0.0, le=1.0)  # the random draw's items only
-    window: Series[str] = pa.Field(nullable=True)
-    stratum: Series[str] = pa.Field(nullable=True)
-    # the champion's top labels, [(label, probability), ...] most probable first; absent or None: none to show
-    suggestions: Series[object] | None = pa.Field(nullable=True)
-
-    @pa.check("suggestions", name="label_probability_pairs", error="suggestions must be (label, probability) pairs")
-    def _suggestions_are_pairs(cls, s: Series[object]) -> Series[bool]:
-        return s.map(_is_suggestions)
-
-
-class Annotation(pa.DataFrameModel):
-    """A reviewer's label for one item."""
-
-    trace_id: Series[str]
-    reviewer: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 100})
-    label: Series[str]
-    rationale: Series[str] = pa.Field(nullable=True)
-    batch_id: Series[str]
-
-
-class DatasetRecord(pa.DataFrameModel):
-    """One row of a registered dataset version: a human label for a trace, and its split."""
-
-    trace_id: Series[str] = pa.Field(unique=True)
-    text: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": MAX_TEXT_CHARS})
-    label: Series[str]
-    split: Series[str] = pa.Field(isin=list(SPLITS))
-    selection_reason: Series[str] = pa.Field(isin=list(SELECTION_REASONS))
-    text_group: Series[str] = pa.Field(str_length={"min_value": 1})
-    inclusion_prob: Series[float] = pa.Field(nullable=True, gt=0.0, le=1.0)
-    window: Series[str] = pa.Field(nullable=True)
-    stratum: Series[str] = pa.Field(nullable=True)
-    reviewers: Series[str]
-    annotation_ids: Series[str]
-    source: Series[str]
-
-
-class CohortRegression(pa.DataFrameModel):
-    """Champion vs challenger fail rate on one cohort of the hold-out."""
-
-    cohort: Series[str]
-    value: Series[str]
-    n: Series[int] = pa.Field(ge=0)
-    champion_fail_rate: Series[float] = pa.Field(ge=0.0, le=1.0, nullable=True)
-    challenger_fail_rate: Series[float] = pa.Field(ge=0.0, le=1.0, nullable=True)
-    delta: Series[float] = pa.Field(nullable=True)
+CohortRegression = pa.DataFrameSchema(
+    {
+        "cohort": pa.Column(str),
+        "value": pa.Column(str),
+        "n": pa.Column(int, checks=pa.Check.ge(0)),
+        "champion_fail_rate": pa.Column(float, nullable=True, checks=[pa.Check.ge(0.0), pa.Check.le(1.0)]),
+        "challenger_fail_rate": pa.Column(float, nullable=True, checks=[pa.Check.ge(0.0), pa.Check.le(1.0)]),
+        "delta": pa.Column(float, nullable=True),
+    },
+    name="CohortRegression",
+    description="Champion vs challenger fail rate on one cohort of the hold-out.",
+)
 
 
 def _with_cohorts(schema: pa.DataFrameSchema, cfg: Config) -> pa.DataFrameSchema:
@@ -143,19 +153,19 @@ def _with_labels(schema: pa.DataFrameSchema, column: str, cfg: Config) -> pa.Dat
 
 
 def trace_schema(cfg: Config) -> pa.DataFrameSchema:
-    return _with_cohorts(Trace.to_schema(), cfg)
+    return _with_cohorts(Trace, cfg)
 
 
 def review_item_schema(cfg: Config) -> pa.DataFrameSchema:
-    return _with_cohorts(ReviewItem.to_schema(), cfg)
+    return _with_cohorts(ReviewItem, cfg)
 
 
 def annotation_schema(cfg: Config) -> pa.DataFrameSchema:
-    return _with_labels(Annotation.to_schema(), "label", cfg)
+    return _with_labels(Annotation, "label", cfg)
 
 
 def dataset_schema(cfg: Config) -> pa.DataFrameSchema:
-    return _with_cohorts(_with_labels(DatasetRecord.to_schema(), "label", cfg), cfg)
+    return _with_cohorts(_with_labels(DatasetRecord, "label", cfg), cfg)
 
 
 def _describe(row: pd.Series) -> str:

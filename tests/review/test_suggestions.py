@@ -62,9 +62,9 @@ def test_top_labels_most_probable_first_ties_in_label_order_zeros_left_out():
 def test_review_item_schema_takes_suggestions_optionally_and_checks_them(cfg):
     items = review_items(3).assign(selection_reason="uncertain", inclusion_prob=np.nan, window=None, stratum=None)
     ok, bad = validate_split(items.assign(suggestions=[[("card_lost", 0.7)], None, [("x", 1.5)]]),
-                             ReviewItem.to_schema())
+                             ReviewItem)
     assert list(ok["trace_id"]) == ["t000", "t001"] and "suggestions must be" in bad["_quarantine_reason"].iat[0]
-    assert len(validate_split(items, ReviewItem.to_schema())[0]) == 3  # a frame without them is fine
+    assert len(validate_split(items, ReviewItem)[0]) == 3  # a frame without them is fine
 
 
 def test_the_store_keeps_suggestions_and_gold_items_show_none(store):
