@@ -1,4 +1,4 @@
-"""Data contracts of the loop, as pandera models, and the one function every boundary validates with.
+"""Data contracts of the loop, as pandera schemas, and the one function every boundary validates with.
 
     trace -> evaluation -> review item -> annotation -> dataset record -> cohort regression row
 
