@@ -16,14 +16,19 @@ PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # torch first, pinned, with pip: the CPU wheel (pip finds it on this machine's disk; nothing else may pull a CUDA
 # build). Then the project with uv, pinned: the same versions as pip resolves (compared package by package),
-# installed in parallel downloads and without pip's byte-compiling, a fraction of pip's time on 2 cores.
+# installed in parallel downloads, a fraction of pip's time on 2 cores. Everything is byte-compiled at install,
+# the project's own code too: where PYTHONDONTWRITEBYTECODE is set (it is on this machine), Python never writes a
+# .pyc, so each process would otherwise compile every module it imports (measured: importing MLflow, Prefect,
+# pandas, pandera, scikit-learn, SciPy and transformers took 6.2 s of CPU without, 3.0 s with; compiling
+# everything takes about 22 s once).
 UV_VERSION := 0.9.30
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	$(BIN)/python -m compileall -q hitl flows tasks bench >/dev/null
 	touch $(STAMP)
 
 venv: $(STAMP)
