@@ -11,12 +11,12 @@ failed gives its claims back so that the next reconciliation tries again.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hitl.db import Base, now
+from hitl.db import Base, now, utc
 
 STALE_S = 300.0  # a claim not marked sent within this long was left by a reconciliation that died
 
@@ -32,10 +32,6 @@ class Claim(Base):
 
 def key(automation: str, event_id: str, block: str) -> str:
     return f"{automation}|{event_id}|{block}"
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)  # SQLite hands back naive datetimes
 
 
 class Outbox:
@@ -59,7 +55,7 @@ class Outbox:
                 if c is None:
                     s.add(Claim(key=k, owner=self.owner, claimed_at=t))
                 elif c.sent_at is None and (c.owner == self.owner
-                                            or _aware(c.claimed_at) < t - timedelta(seconds=stale_s)):
+                                            or utc(c.claimed_at) < t - timedelta(seconds=stale_s)):
                     c.owner, c.claimed_at = self.owner, t
                 else:
                     continue

@@ -55,11 +55,6 @@ class Message:
     blocks: list[str] = field(default_factory=list)  # block names still owed it (filled by `owed`)
 
 
-def _when(text: str) -> datetime:
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def render(template: str, context: dict[str, Any]) -> str:
     """A rule's Jinja template rendered here as the server renders it (plain dicts stand in for its objects)."""
     from jinja2.sandbox import SandboxedEnvironment
@@ -93,9 +88,9 @@ def due(cfg: Config, waiting: list[PausedRun], failed: list[FailedRun], now: dat
             out.append(Message(r.name(cfg), event_id, r.role, render(r.subject, context), render(r.body, context)))
 
     for run in waiting:
-        since = _when(run.paused_at or run.created)
+        since = inbox.parse_time(run.paused_at or run.created)
         flow_run = {"id": run.id, "name": run.name,
-                    "state": {"state_details": {"pause_timeout": run.expires_at and _when(run.expires_at)}}}
+                    "state": {"state_details": {"pause_timeout": run.expires_at and inbox.parse_time(run.expires_at)}}}
         if run.form == APPROVAL_FORM and since <= settled:
             gate, headline = inbox.report_gate(run.description)
             payload = release_payload(cfg, run.id, headline, gate, f"{cfg.model.registered_name} ({run.name})")
@@ -105,11 +100,11 @@ def due(cfg: Config, waiting: list[PausedRun], failed: list[FailedRun], now: dat
         key, _ = KEYS[run.form]
         if since <= settled:
             add(f"waiting-{key}", run.state_id, {"flow_run": flow_run})
-        expires = _when(run.expires_at) if run.expires_at else None
+        expires = inbox.parse_time(run.expires_at) if run.expires_at else None
         if since + lead <= settled and (expires is None or now < expires) and server_up_s >= PROACTIVE_SETTLE_S:
             add(f"expiring-{key}", run.state_id, {"flow_run": flow_run})
     for run in failed:
-        if _when(run.ended) <= settled:
+        if inbox.parse_time(run.ended) <= settled:
             add("failed", run.state_id, {"flow_run": {"id": run.id, "name": run.name, "state": {
                 "name": run.state_name, "message": run.message}}, "deployment": {"name": run.deployment}})
     return out
@@ -214,7 +209,7 @@ def reconcile(cfg: Config, now: datetime | None = None) -> list[str]:
     now = now or datetime.now(UTC)
     waiting = prefect_api.paused_runs((REVIEW_FORM, ADJUDICATION_FORM, APPROVAL_FORM))
     lookback = now - timedelta(seconds=cfg.notifications.lookback_s)
-    since = min([lookback, *(_when(r.paused_at or r.created) for r in waiting)])
+    since = min([lookback, *(inbox.parse_time(r.paused_at or r.created) for r in waiting)])
     lines = []
     with get_client(sync_client=True) as client:
         started = stack.started_at(cfg, "prefect")

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from hitl.config import Config
+from hitl.db import utc
 from hitl.review.forms import REVIEWER_FIELD, trace_ids_from_schema
 from hitl.review.prefect_api import ADJUDICATION_FORM, APPROVAL_FORM, REVIEW_FORM, PausedRun
 
@@ -65,9 +66,9 @@ class Inbox:
                 "queued_items": self.queued_items, "open_disputes": self.open_disputes}
 
 
-def _when(text: str) -> datetime:
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+def parse_time(text: str) -> datetime:
+    """A time the Prefect API gave as ISO text, in UTC (a naive one taken as UTC)."""
+    return utc(datetime.fromisoformat(text))
 
 
 def _choices(prop: dict | None) -> list[str]:
@@ -108,8 +109,8 @@ def entry(run: PausedRun, cfg: Config, now: datetime, person: str | None = None,
           config_path: str | None = None, approvers: Sequence[str] = ()) -> Waiting:
     """One waiting run as the inbox (and a notification) shows it."""
     kind = KINDS[run.form]
-    since = _when(run.paused_at or run.created)
-    expires = _when(run.expires_at) if run.expires_at else None
+    since = parse_time(run.paused_at or run.created)
+    expires = parse_time(run.expires_at) if run.expires_at else None
     gate = head = None
     if kind == APPROVAL:
         gate, head = report_gate(run.description)
@@ -130,7 +131,7 @@ def build(runs: Iterable[PausedRun], cfg: Config, *, queued_items: int, disputed
     runs = [r for r in runs if r.form in KINDS]
     items = [entry(r, cfg, now, person, config_path, approvers) for r in runs]
     mine = [w for w in items if person is None or not w.answered_by or person in w.answered_by]
-    mine.sort(key=lambda w: (_when(w.waiting_since), w.run_id))
+    mine.sort(key=lambda w: (parse_time(w.waiting_since), w.run_id))
     in_runs = {t for r in runs if r.form == ADJUDICATION_FORM for t in trace_ids_from_schema(r.schema).values()}
     adjudicators = list(cfg.review.adjudicators)
     may_adjudicate = person is None or not adjudicators or person in adjudicators

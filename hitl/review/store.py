@@ -15,14 +15,13 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hitl.db import Base, add_nullable_columns, open_engine
+from hitl.db import Base, add_nullable_columns, open_engine, utc
 from hitl.db import now as _now
 from hitl.hashing import text_group
 from hitl.review import gold
@@ -279,8 +278,7 @@ class ReviewStore(ReviewViews, SamplingState):
     def _expire_stale(self, s: Session, lease_s: float) -> None:
         cutoff = _now().timestamp() - lease_s
         for batch in s.scalars(select(Batch).where(Batch.status == OPEN)):
-            created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
-            if created.timestamp() < cutoff:
+            if utc(batch.created_at).timestamp() < cutoff:
                 batch.status = EXPIRED
 
     def attach_flow_run(self, batch_id: str, flow_run_id: str) -> None:
