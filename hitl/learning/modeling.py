@@ -145,25 +145,35 @@ def check_labels(model: IntentModel, cfg: Config) -> None:
 
 
 def run_batched(tokenizer: PreTrainedTokenizerBase, texts: list[str], forward: Callable[[dict], Any],
-                batch_size: int = 64, max_length: int = 64, tensors: str = "pt") -> np.ndarray:
+                batch_size: int = 64, max_length: int = 64, tensors: str = "pt", workers: int = 1) -> np.ndarray:
     """Apply `forward(encoded_batch) -> tensor` to length-sorted batches under inference mode; rows come
     back in the order of `texts`. `tensors="np"`: the batches are numpy arrays and `forward` returns one
-    (the ONNX Runtime engine)."""
+    (the ONNX Runtime engine). `workers` > 1: that many batches at a time, on threads (the same batches)."""
     import torch
 
     order = np.argsort([len(t) for t in texts], kind="stable")
-    out: np.ndarray | None = None
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+    batches = [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
+
+    def one(idx: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
             enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                             return_tensors=tensors)
             rows = forward(dict(enc))
-            rows = np.asarray(rows, dtype=np.float32) if tensors == "np" else rows.float().numpy()
-            if out is None:
-                out = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
-            out[idx] = rows
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+            return np.asarray(rows, dtype=np.float32) if tensors == "np" else rows.float().numpy()
+
+    if workers > 1 and len(batches) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(one, batches))
+    else:
+        results = [one(idx) for idx in batches]
+    if not results:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = np.zeros((len(texts), results[0].shape[1]), dtype=np.float32)
+    for idx, rows in zip(batches, results, strict=True):
+        out[idx] = rows
+    return out
 
 
 def encode(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> np.ndarray:

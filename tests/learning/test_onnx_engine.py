@@ -129,6 +129,24 @@ def test_engine_pickles_as_its_graph(exported):
     assert np.array_equal(back.run(model.tokenizer, TEXTS[:5], max_length=32), before)
 
 
+def test_sessions_side_by_side_and_callers_at_once_score_as_one_session(exported):
+    """Two one-thread sessions run the same batches as one two-thread session; three callers at once (a threads
+    task runner) each take a free session and get their own texts' rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, folder, _ = exported
+    one = onnx_engine.OnnxEngine.from_file(folder / onnx_engine.FP32_FILE, "fp32", threads=1)
+    two = onnx_engine.OnnxEngine.from_file(folder / onnx_engine.FP32_FILE, "fp32", threads=2)
+    ref = one.run(model.tokenizer, TEXTS, batch_size=4, max_length=32)
+    assert one.sessions == 1
+    assert np.allclose(two.run(model.tokenizer, TEXTS, batch_size=4, max_length=32), ref, atol=1e-6)
+    assert two.sessions == 2
+    parts = [TEXTS[:10], TEXTS[10:25], TEXTS[25:]]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda t: two.run(model.tokenizer, t, batch_size=4, max_length=32), parts))
+    assert np.allclose(np.vstack(got), ref, atol=1e-6)
+
+
 def test_new_labels_drop_the_engine(exported, tiny_cfg):
     _, folder, _ = exported
     model = _model(tiny_cfg)
