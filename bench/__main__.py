@@ -25,6 +25,9 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
 11. Out-of-scope: held-out BANKING77 intents as unknown traffic, the product's model against the anchor at one fixed
    false-abstention rate (bench/out_of_scope.py). Only `make bench-oos` (`python -m bench.out_of_scope`) runs it;
    a full run keeps the section it finds.
+12. Sampling at scale: the sampling flow's stages on 20,000, 100,000 and 200,000 traces, each in a fresh process,
+   against the path before partitioned sampling on the same traces (bench/sampling_scale.py; about 17 min).
+   `--sampling-scale` re-runs section 12 alone and rewrites it in place.
 """
 
 from __future__ import annotations
@@ -58,6 +61,14 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     if "--review-form" in argv:
         return review_form_section()
+    if "--sampling-scale" in argv:
+        from bench import report, sampling_scale
+
+        result = sampling_scale.run(quick=quick, log=_log)
+        (art / f"sampling-scale{'-quick' if quick else ''}.json").write_text(json.dumps(result, indent=2, default=str))
+        report.replace_section(out_md, sampling_scale.SECTION, sampling_scale.section(result))
+        _log(f"done in {(time.monotonic() - started) / 60:.1f} min: section 12 of {out_md.relative_to(REPO)}")
+        return 0
     if "--mlflow-windows" in argv:
         from bench import mlflow_windows, report
 
@@ -78,6 +89,7 @@ def main(argv: list[str]) -> int:
         report,
         resume,
         review_form,
+        sampling_scale,
         scaleout,
         speed,
         world_check,
@@ -143,6 +155,8 @@ def main(argv: list[str]) -> int:
     windowed = mlflow_windows.run(per_window=100 if quick else 5000, max_traces=80 if quick else 4000, log=_log)
     _log("fine-tuning resume on MiniLM")
     resumed = resume.run(quick=quick, log=_log)
+    _log("sampling at scale: partitioned against the path before")
+    scaled = sampling_scale.run(quick=quick, log=_log)
 
     elapsed = time.monotonic() - started
     curves.to_csv(art / f"curves{'-quick' if quick else ''}.csv", index=False)
@@ -150,6 +164,7 @@ def main(argv: list[str]) -> int:
         "finetune": ft_table.to_dict("records"), "estimate_check": check_table.to_dict("records"),
         "anchor_sanity": sanity,
         "speed": speed_result, "scaleout": scale, "engines": engines, "mlflow_windows": windowed, "resume": resumed,
+        "sampling_scale": scaled,
         "seconds": elapsed}, indent=2, default=str))
     # measured by --review-form, `make bench-quarters` and `make bench-oos` alone
     kept = "\n".join(t for t in (report.section_text(out_md, review_form.SECTION),
@@ -159,7 +174,8 @@ def main(argv: list[str]) -> int:
                                       art) + "\n## 5. Scale-out: task runners\n\n" + scaleout.to_markdown(scale)
                       + "\n\n## 6. Inference engines\n\n" + engine.to_markdown(engines)
                       + f"\n\n{MLFLOW_WINDOWS}\n\n" + mlflow_windows.to_markdown(windowed) + "\n\n"
-                      + resume.to_markdown(resumed) + (f"\n\n{kept}" if kept else ""))
+                      + resume.to_markdown(resumed) + (f"\n\n{kept}" if kept else "")
+                      + "\n\n" + sampling_scale.section(scaled))
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
     return 0
 

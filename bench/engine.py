@@ -154,7 +154,7 @@ def _frozen(model: Any, texts: list[str], log=print) -> dict:
                                                                                              "onnx-int8")}
         for enc in encoders.values():
             enc.encode(texts[:8])  # exports once (checked on these texts) and loads
-        fresh = {k: (lambda e=e: (e._cache.clear(), e.encode(texts))) for k, e in encoders.items()}
+        fresh = {k: (lambda e=e: (e.clear_cache(), e.encode(texts))) for k, e in encoders.items()}
         rates = _best_rates(fresh, len(texts))
         vectors = {k: e.encode(texts) for k, e in encoders.items()}
         served = {k: e.serving_engine for k, e in encoders.items()}

@@ -179,23 +179,25 @@ def run_strategy(strategy: str, s: Seeded, setup: Setup, cfg: Config, seed: int)
     return rows, np.flatnonzero(labelled)
 
 
-def bench_config(labels: list[str]) -> Config:
-    """The product's default selection settings, each pick labelled once (an oracle does not disagree)."""
+def bench_config(labels: list[str], selection: dict | None = None) -> Config:
+    """The product's default selection settings (`selection` overrides some), each pick labelled once (an oracle
+    does not disagree)."""
     return Config(labels=labels, cohorts=["channel"], state_dir="/tmp/hitl-bench-unused",
-                  selection={"strata": ["channel"]}, review={"overlap_share": 0.0})
+                  selection={"strata": ["channel"], **(selection or {})}, review={"overlap_share": 0.0})
 
 
-def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir, log=print
+def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir, log=print, selection: dict | None = None
         ) -> tuple[pd.DataFrame, dict[int, Seeded], dict[tuple[int, str], np.ndarray]]:
-    """All strategies x seeds. Returns the curves (one row per seed, strategy, round), the embedded scenarios,
-    and the final labelled traffic positions of each (seed, strategy)."""
+    """All strategies x seeds (`selection`: settings over the product's defaults). Returns the curves (one row
+    per seed, strategy, round), the embedded scenarios, and the final labelled traffic positions of each
+    (seed, strategy)."""
     rows, seeded, picks = [], {}, {}
     for seed in setup.seeds:
         data = banking77.build(banking77.Banking77Scenario(
             data_dir, seed=seed, n_new_intents=setup.n_new_intents, launch_per_intent=setup.launch_per_intent,
             days=setup.days, new_from_day=setup.new_from_day))
         s = seeded[seed] = embed_scenario(data, encode, seed)
-        cfg = bench_config(data.labels)
+        cfg = bench_config(data.labels, selection)
         for strategy in setup.strategies:
             if strategy in ABLATIONS and seed not in setup.seeds[:setup.ablation_seeds]:
                 continue

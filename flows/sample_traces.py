@@ -1,11 +1,12 @@
 """Flow: sample production traces for human review.
 
 load + validate (quarantine) -> score with @champion -> evaluators -> representative draw per window + selection
-policy -> review queue
+policy -> review queue, a partition of the window at a time (hitl/sampling/stream.py)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -13,9 +14,12 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
+from hitl.config import Config
+from hitl.learning.modeling import IntentModel
 from hitl.learning.promotion import CHAMPION
 from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
+from hitl.sampling.stream import Spill
 from hitl.sampling.windows import previous_day
 from hitl.sim import world
 from tasks import sampling, training
@@ -33,17 +37,25 @@ def sample_traces(config_path: str = "configs/demo.yaml", since: datetime | None
         since, until = previous_day(get_run_context().flow_run.expected_start_time)
         get_run_logger().info("Window: %s to %s (the day before the scheduled time)", since, until)
     store = ReviewStore(cfg.store_url)  # one store for the run, passed down
-    loaded = sampling.load(cfg, store, since, until)
-    fresh = sampling.drop_considered(loaded.accepted, cfg, store)
-    if fresh.empty:
+    return sample_window(cfg, store, lambda: load_model(cfg, CHAMPION, client), since, until)
+
+
+def sample_window(cfg: Config, store: ReviewStore, champion: Callable[[], IntentModel], since: datetime | None,
+                  until: datetime | None) -> dict:
+    """The flow's stages on one window, a partition at a time (hitl/sampling/stream.py); `champion` loads the
+    model that scores it (only when there is something to score). Inside a flow run (benchmarks call it too)."""
+    spill = Spill.create(sampling.spill_folder(cfg))
+    loaded = sampling.load(cfg, store, since, until, spill)
+    if not spill.rows:
+        spill.remove()
         print(f"No new valid traces in the window ({loaded.summary}); nothing to sample.")
         return {**loaded.summary, "selected": 0, "enqueued": 0}
-    scored = sampling.score(load_model(cfg, CHAMPION, client), fresh, cfg)
-    results, evaluated = sampling.evaluate(scored, cfg)
+    sampling.score(champion(), spill, cfg)
+    evaluated = sampling.evaluate(spill, cfg)
     reference = sampling.reference_rows(cfg, store, training.launch_data(cfg, world.launch_data))
-    chosen, new = sampling.select_and_enqueue(evaluated, reference, cfg, store, sampling.run_window_key())
-    return sampling.publish(cfg, store, loaded, results, evaluated, chosen, new)
-
+    chosen, new = sampling.select_and_enqueue(evaluated.traces, reference, cfg, store, sampling.run_window_key(),
+                                              spill)
+    return sampling.publish(cfg, store, loaded, evaluated, chosen, new, spill)
 
 if __name__ == "__main__":
     sample_traces()

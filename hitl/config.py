@@ -97,6 +97,9 @@ class SourceConfig(_Strict):
     # mlflow: how long after a window's end a trace stamped inside it (the client's clock) may still arrive; each
     # run reads again the windows read before until one read starts this long after their end (watermarks.py)
     lateness_hours: float = Field(24.0, ge=0)
+    # traces read, validated, scored and reduced at a time by a sampling run; its memory grows with this, not
+    # with the window (hitl/sampling/stream.py)
+    partition_rows: int = Field(10_000, ge=100)
 
 
 class ScenarioConfig(_Strict):
@@ -217,6 +220,9 @@ class SelectionConfig(_Strict):
     uncertainty: Literal["margin", "entropy"] = "margin"
     cluster_quota: int = Field(3, ge=1)  # diversity: policy picks per k-means cluster of the window
     near_duplicate_cosine: float = Field(0.95, gt=0.0, le=1.0)  # frozen-space cosine that makes a near-duplicate
+    # windows with more candidates than this compare near-duplicates only among each component's shortlist (its
+    # best 10 x its picks; same texts still collapse window-wide), so the cost stays linear (selection.py)
+    dedup_all_pairs_max: int = Field(10_000, ge=0)
     neighbors: int = Field(10, ge=1)  # k of the density-shift and nearest-neighbour components
     seed: int = 0
 

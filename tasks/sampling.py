@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -16,7 +17,7 @@ from hitl.learning.embeddings import FrozenEncoder
 from hitl.ops.deploy import CPU_TAG
 from hitl.quarantine import write_quarantine
 from hitl.review.store import ReviewStore
-from hitl.sampling import evaluators, selection, watermarks
+from hitl.sampling import selection, stream, watermarks
 from hitl.sampling.sources import LoadResult
 from hitl.schemas import review_item_schema, validate_split
 from hitl.vocabulary import RANDOM
@@ -31,16 +32,28 @@ def run_window_key() -> str:
     return "run-" + (run.start_time or run.expected_start_time).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def spill_folder(cfg: Config) -> Path:
+    """Where this flow run keeps its window's partitions (hitl/sampling/stream.py)."""
+    from prefect.context import get_run_context
+
+    return cfg.state / "sampling-runs" / str(get_run_context().flow_run.id)
+
+
 @task(name="load-traces", cache_policy=NO_CACHE)
-def load(cfg: Config, store: ReviewStore, since: datetime | None, until: datetime | None) -> LoadResult:
-    """The window's new traces: files unchanged and read for it before are skipped, and traces considered or
-    rows quarantined by earlier runs are not counted again (hitl/sampling/watermarks.py)."""
-    result = watermarks.load_new(cfg, store, since, until)
+def load(cfg: Config, store: ReviewStore, since: datetime | None, until: datetime | None,
+         spill: stream.Spill) -> LoadResult:
+    """The window's new traces, into `spill` a partition at a time: files unchanged and read for it before are
+    skipped, and traces considered or rows quarantined by earlier runs are not counted again
+    (hitl/sampling/watermarks.py)."""
+    result = watermarks.load_new(cfg, store, since, until, sink=spill.add)
     qpath = write_quarantine(result.quarantined, cfg, "traces")
     log = get_run_logger()
     log.info("Traces: %(rows_in)d new rows in = %(accepted)d accepted + %(quarantined)d quarantined", result.summary)
     log.info("Files: %d read, %d skipped (unchanged and read for this window before); %d rows read again were "
              "counted before", len(result.files), len(result.skipped), result.seen_before)
+    if spill.parts > 1:
+        log.info("Sampling %d new traces in %d partitions of up to %d (source.partition_rows)", spill.rows,
+                 spill.parts, cfg.source.partition_rows)
     if qpath:
         log.warning("Quarantined %d rows with reasons in %s", len(result.quarantined), qpath)
     for line in watermarks.mlflow_report(cfg, result):
@@ -48,16 +61,7 @@ def load(cfg: Config, store: ReviewStore, since: datetime | None, until: datetim
     return result
 
 
-@task(name="drop-considered", cache_policy=NO_CACHE)
-def drop_considered(traces: pd.DataFrame, cfg: Config, store: ReviewStore) -> pd.DataFrame:
-    """Traces no earlier sampling run has looked at (late arrivals in an old window included)."""
-    fresh = traces[~traces["trace_id"].isin(store.known_trace_ids())]
-    get_run_logger().info("%d of %d valid traces are new to sampling", len(fresh), len(traces))
-    return fresh.reset_index(drop=True)
-
-
-@task(name="score-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
-def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+def score_frame(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Re-score with the champion, with its top labels (`review.suggestions`) for the reviewer's form; keep what
     production said (if it logged it) in production_* columns."""
     s = score_texts(model, traces["input"].tolist(), cfg)  # in partitions on the runner when large
@@ -69,11 +73,25 @@ def score(model: modeling.IntentModel, traces: pd.DataFrame, cfg: Config) -> pd.
     return out
 
 
+@task(name="score-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
+def score(model: modeling.IntentModel, spill: stream.Spill, cfg: Config) -> None:
+    """`score_frame` of every partition of the window."""
+    def one(traces: pd.DataFrame) -> pd.DataFrame:
+        out = score_frame(model, traces, cfg)
+        out["suggestions"] = stream.suggestions_text(out["suggestions"])
+        return out
+
+    stream.score_partitions(spill, one)
+
+
 @task(name="evaluate-traces", tags=[CPU_TAG], cache_policy=NO_CACHE)
-def evaluate(scored: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    results = evaluators.run_evaluators(scored, cfg)
-    summary = evaluators.summarize(scored, results)
-    return results, scored.merge(summary, on="trace_id", how="left")
+def evaluate(spill: stream.Spill, cfg: Config) -> stream.Evaluated:
+    return stream.evaluate_partitions(spill, cfg, summary_cohort(cfg))
+
+
+def summary_cohort(cfg: Config) -> str | None:
+    """The column the run's summary breaks counts and fail rates down by: the first stratum, else cohort."""
+    return cfg.selection.strata[0] if cfg.selection.strata else (cfg.cohorts[0] if cfg.cohorts else None)
 
 
 @task(name="reference-rows", tags=[CPU_TAG], cache_policy=NO_CACHE)
@@ -89,16 +107,16 @@ def reference_rows(cfg: Config, store: ReviewStore, launch: pd.DataFrame) -> pd.
 
 @task(name="select-and-enqueue", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Config, store: ReviewStore,
-                       run_key: str) -> tuple[selection.Selection, int]:
+                       run_key: str, spill: stream.Spill) -> tuple[selection.Selection, int]:
     """The representative draw of each window, then the policy's picks; both enqueued atomically with the
-    draw's records and every trace considered."""
+    draw's records and every trace considered. `evaluated` is the window's compact rows; their frozen vectors
+    are computed (or read from the cache) a partition at a time into `spill`."""
     encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length,
                             engine=cfg.model.engine)
-    frozen = encoder.encode(evaluated["input"].tolist())
+    frozen = stream.embed_partitions(spill, encoder.encode)
     ref_vectors = encoder.encode(reference["text"].tolist())
-    encoder.save()
     plan = selection.draw_and_select(evaluated, frozen, ref_vectors, reference["label"].to_numpy(), cfg, run_key,
-                                     store.draw_rates, store.known_text_groups)
+                                     store.draw_rates, store.known_text_groups, hydrate=spill.hydrate)
     pool, drawn, chosen = plan.pool, plan.drawn, plan.chosen
     items, bad = validate_split(chosen.items, review_item_schema(cfg))
     write_quarantine(bad, cfg, "review-items")
@@ -114,31 +132,31 @@ def select_and_enqueue(evaluated: pd.DataFrame, reference: pd.DataFrame, cfg: Co
 
 
 @task(name="publish-sampling-summary", cache_policy=NO_CACHE)
-def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, results: pd.DataFrame, evaluated: pd.DataFrame,
-            chosen: selection.Selection, new: int) -> dict:
+def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, evaluated: stream.Evaluated,
+            chosen: selection.Selection, new: int, spill: stream.Spill) -> dict:
     """Prefect artifacts (budget spend, selection counts, evaluator fail rates by cohort) and the same in MLflow.
-    First the windows of the files the traces came from are marked as read: the traces are stored by now."""
+    First the windows of the files the traces came from are marked as read: the traces are stored by now; last,
+    the run's partitions are deleted."""
     import mlflow
 
     watermarks.commit(store, loaded.pending)
     selected = chosen.items
-    col = cfg.selection.strata[0] if cfg.selection.strata else (cfg.cohorts[0] if cfg.cohorts else None)
+    col = summary_cohort(cfg)
     counts = selection.counts_by_reason(selected, col)
     create_table_artifact(key="selection-by-reason", table=counts.astype(str).to_dict("records"),
                           description="Traces selected for review: reason x cohort")
-    md = ["## Sampling run", f"rows in {loaded.rows_in} = accepted {len(loaded.accepted)} + "
+    md = ["## Sampling run", f"rows in {loaded.rows_in} = accepted {loaded.summary['accepted']} + "
           f"quarantined {len(loaded.quarantined)}", f"selected {len(selected)}, new in queue {new}",
           *watermarks.mlflow_report(cfg, loaded), "",
           "### Budget spent (annotations)", "",
           markdown.table(pd.DataFrame([chosen.spend]))]
-    if col is not None:
-        fails = results.merge(evaluated[["trace_id", col]], on="trace_id")
-        rates = (1 - fails.groupby(["evaluator", col])["passed"].mean()).unstack(col).round(3)
+    if col is not None and len(evaluated.fails):
+        rates = stream.fail_rates(evaluated.fails, col)
         md += ["", f"### Evaluator fail rate by {col}",
                markdown.table(rates.reset_index(), pct_columns=tuple(rates.columns))]
     create_markdown_artifact(key="sampling-summary", markdown="\n".join(md))
     summary = {**loaded.summary, "selected": len(selected), "enqueued": new,
-               "flagged": int(evaluated["flagged"].sum()),
+               "flagged": int(evaluated.traces["flagged"].sum()),
                "random": int((selected["selection_reason"] == RANDOM).sum()),
                "not_taken": loaded.not_taken}
     mlflow.set_experiment(cfg.sampling_experiment)
@@ -146,4 +164,5 @@ def publish(cfg: Config, store: ReviewStore, loaded: LoadResult, results: pd.Dat
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         mlflow.log_metrics({f"spend_{k}": float(v) for k, v in chosen.spend.items()})
         mlflow.log_text(counts.to_csv(index=False), "selection_counts.csv")
+    spill.remove()
     return {**summary, "spend": chosen.spend}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hitl.db import Base, add_nullable_columns, open_engine, utc
@@ -57,6 +57,8 @@ from hitl.vocabulary import RANDOM
 
 if TYPE_CHECKING:  # frames come in (enqueue, seed_gold); the read models build theirs (views.py)
     import pandas as pd
+
+ID_CHUNK = 500  # trace ids one query asks about (a window's ids are never sent, or the history read, whole)
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,13 @@ class ReviewStore(ReviewViews, SamplingState):
         """
         cohorts = list(cohorts)
         with self._session.begin() as s:
-            seen = set(s.scalars(select(ConsideredTrace.trace_id)))
-            s.add_all(ConsideredTrace(trace_id=t) for t in dict.fromkeys(considered) if t not in seen)
+            ids = list(dict.fromkeys(considered))
+            seen: set[str] = set()
+            for start in range(0, len(ids), ID_CHUNK):
+                chunk = ids[start:start + ID_CHUNK]
+                seen.update(s.scalars(select(ConsideredTrace.trace_id).where(ConsideredTrace.trace_id.in_(chunk))))
+            if fresh := [{"trace_id": t} for t in ids if t not in seen]:
+                s.execute(insert(ConsideredTrace), fresh)  # one executemany, not an object a trace
             known = set(s.scalars(select(Item.trace_id).where(Item.trace_id.in_(list(items["trace_id"])))))
             new = [
                 Item(
@@ -153,6 +160,17 @@ class ReviewStore(ReviewViews, SamplingState):
             s.add_all(new)
             s.add_all(Draw(**d) for d in draws)
         return len(new)
+
+    def known_among(self, trace_ids: list[str]) -> set[str]:
+        """Which of `trace_ids` are queued or were considered by an earlier sampling run (asked a chunk at a
+        time: the store's history is never read whole)."""
+        out: set[str] = set()
+        with self._session() as s:
+            for start in range(0, len(trace_ids), ID_CHUNK):
+                chunk = trace_ids[start:start + ID_CHUNK]
+                out.update(s.scalars(select(Item.trace_id).where(Item.trace_id.in_(chunk))))
+                out.update(s.scalars(select(ConsideredTrace.trace_id).where(ConsideredTrace.trace_id.in_(chunk))))
+        return out
 
     def known_trace_ids(self) -> set[str]:
         """Traces already queued or considered by an earlier sampling run."""

@@ -36,13 +36,25 @@ def _result(traces: pd.DataFrame, name: str, version: str, score: pd.Series, pas
     return EvaluationResult.validate(out, lazy=True)
 
 
-def uncertainty(traces: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Fails the most uncertain `uncertain_quantile` share of the window (1 - margin between the champion's
-    top two labels, or normalised entropy, per `selection.uncertainty`). A quantile of the window, not a
-    fixed probability: with many labels top-1 confidence is low everywhere and a fixed cut flags it all."""
+def uncertainty_of(traces: pd.DataFrame, cfg: Config) -> pd.Series:
+    """1 - margin between the champion's top two labels, or normalised entropy, per `selection.uncertainty`."""
     kind = cfg.selection.uncertainty
-    raw = (1.0 - traces["margin"].astype(float)) if kind == "margin" else traces["entropy"].astype(float)
-    cut = float(raw.quantile(1.0 - cfg.evaluators.uncertain_quantile)) if len(raw) else 1.0
+    return (1.0 - traces["margin"].astype(float)) if kind == "margin" else traces["entropy"].astype(float)
+
+
+def uncertainty_cut(traces: pd.DataFrame, cfg: Config) -> float:
+    """The window's quantile above which `uncertainty` fails a trace."""
+    raw = uncertainty_of(traces, cfg)
+    return float(raw.quantile(1.0 - cfg.evaluators.uncertain_quantile)) if len(raw) else 1.0
+
+
+def uncertainty(traces: pd.DataFrame, cfg: Config, cut: float | None = None) -> pd.DataFrame:
+    """Fails the most uncertain `uncertain_quantile` share of the window (`uncertainty_of`). A quantile of the
+    window, not a fixed probability: with many labels top-1 confidence is low everywhere and a fixed cut flags
+    it all. `cut`: the window's (`uncertainty_cut`) when `traces` is one partition of it."""
+    kind = cfg.selection.uncertainty
+    raw = uncertainty_of(traces, cfg)
+    cut = uncertainty_cut(traces, cfg) if cut is None else cut
     passed = raw < cut
     label = "1 - margin" if kind == "margin" else "normalised entropy"
     reason = raw.map(lambda u: f"{label} {u:.2f} {'<' if u < cut else '>='} window "
@@ -79,13 +91,16 @@ EVALUATORS: dict[str, Evaluator] = {"uncertainty": uncertainty, "task_completion
 MODEL_SIGNALS = frozenset({"uncertainty"})  # the selection policy ranks these itself; they do not flag a trace
 
 
-def run_evaluators(traces: pd.DataFrame, cfg: Config, names: list[str] | None = None) -> pd.DataFrame:
-    """Run the named evaluators (default: all) and return their results stacked (long format)."""
+def run_evaluators(traces: pd.DataFrame, cfg: Config, names: list[str] | None = None,
+                   cut: float | None = None) -> pd.DataFrame:
+    """Run the named evaluators (default: all) and return their results stacked (long format). `cut`: the
+    window's uncertainty cut when `traces` is one partition of the window."""
     names = names or list(EVALUATORS)
     unknown = sorted(set(names) - set(EVALUATORS))
     if unknown:
         raise ValueError(f"Unknown evaluator(s) {unknown}; available: {sorted(EVALUATORS)}")
-    return pd.concat([EVALUATORS[n](traces, cfg) for n in names], ignore_index=True)
+    return pd.concat([uncertainty(traces, cfg, cut) if n == "uncertainty" else EVALUATORS[n](traces, cfg)
+                      for n in names], ignore_index=True)
 
 
 def summarize(traces: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -152,10 +153,11 @@ def fetch(client: MlflowClient, exp_id: str, ids: list[str], include_spans: bool
     return out
 
 
-def read_windows(cfg: Config, plans: list[WindowPlan], known: set[str], client: MlflowClient | None = None) -> Read:
+def read_windows(cfg: Config, plans: list[WindowPlan], known: Callable[[list[str]], set[str]],
+                 client: MlflowClient | None = None) -> Read:
     """Read each planned window: page its trace infos, cap it (`source.max_traces`, at its first read), and fetch
-    whole only the traces taken and not in `known` (considered by an earlier run). Traces still being written
-    are left for a later read of their window."""
+    whole only the traces taken and not `known` (of the ids given, those an earlier run considered). Traces still
+    being written are left for a later read of their window."""
     from mlflow import MlflowClient
 
     client = client or MlflowClient()
@@ -169,7 +171,8 @@ def read_windows(cfg: Config, plans: list[WindowPlan], known: set[str], client: 
                 if "IN_PROGRESS" not in str(getattr(info, "state", ""))}
         below = cap(list(keys.values()), cfg.source.max_traces) if p.first else p.take_below
         taken = [t for t, k in keys.items() if below is None or k < below]
-        new = [t for t in taken if t not in known and t not in rates]
+        seen = known(taken)
+        new = [t for t in taken if t not in seen and t not in rates]
         rates |= {t: 1.0 if below is None else below for t in new}
         windows.append(WindowRead(p.since, p.until, len(keys), len(taken), len(new), below))
     traces = fetch(client, exp_id, sorted(rates))
@@ -180,7 +183,7 @@ def read_windows(cfg: Config, plans: list[WindowPlan], known: set[str], client: 
 def read(cfg: Config) -> pd.DataFrame:
     """Every finished trace of the experiment as raw rows (one open window, capped like any window; a cap is
     logged as a warning): what `sources.load_traces` reads."""
-    got = read_windows(cfg, [WindowPlan(None, None)], set())
+    got = read_windows(cfg, [WindowPlan(None, None)], lambda ids: set())
     for w in got.windows:
         if w.capped:
             log.warning("%s holds %d traces, more than source.max_traces %d: took a seeded %d (%.1f%%)",

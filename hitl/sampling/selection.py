@@ -36,20 +36,25 @@ import pandas as pd
 from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
 from hitl.sampling import windows
+from hitl.sampling.vectors import Vectors, as_vectors, blocks, everything, subset
 from hitl.vocabulary import RANDOM
 
 COMPONENTS = ("uncertain", "novel", "disagreement", "flagged")
+SHORTLIST_FACTOR = 10  # a large window's candidates: each component's best SHORTLIST_FACTOR x its picks
 
 
 @dataclass
 class Candidates:
     """A window's traces as the policy sees them; rows of `frozen` align with `traces`."""
 
-    traces: pd.DataFrame  # trace_id, input, prediction, margin, entropy, flagged (+ cohorts, evaluator_reasons)
-    frozen: np.ndarray  # frozen-encoder vectors of traces["input"], L2-normalised
+    traces: pd.DataFrame  # trace_id, input or text_group, prediction, margin, entropy, flagged (+ cohorts, ...)
+    frozen: Vectors | np.ndarray  # frozen-encoder vectors of traces["input"], L2-normalised
     reference: np.ndarray  # frozen vectors of what the model was trained on (launch + labelled rows)
     reference_labels: np.ndarray  # their labels
     known_groups: set[str] = field(default_factory=set)  # text groups already queued or labelled
+    # the full rows (input, output, evaluator_reasons, ...) of some of `traces`, in their order, when `traces`
+    # holds only what selection reads (a window sampled in partitions keeps the rest on disk)
+    hydrate: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 @dataclass
@@ -66,40 +71,47 @@ def percentile(x: np.ndarray) -> np.ndarray:
     return pd.Series(x).rank(method="average", pct=True).to_numpy()
 
 
-def density_shift(window: np.ndarray, reference: np.ndarray, k: int, seed: int = 0,
+def density_shift(window: Vectors | np.ndarray, reference: np.ndarray, k: int, seed: int = 0,
                   max_points: int = 5000) -> np.ndarray:
     """kNN density ratio of the window over the reference, at each window point: among the k nearest
     neighbours in (window sample + reference), the share from the window, each side scaled by its size.
-    High where this window's traffic is dense and the reference is not (a new cluster)."""
+    High where this window's traffic is dense and the reference is not (a new cluster). Linear in the window:
+    the neighbours come from at most `max_points` of each side, and the window is queried a block at a time."""
     from sklearn.neighbors import NearestNeighbors
 
+    window = as_vectors(window)
     n = len(window)
     if n == 0:
         return np.zeros(0)
     if len(reference) == 0:
         return np.ones(n)
     rng = np.random.default_rng(seed)
-    win = window if n <= max_points else window[rng.choice(n, max_points, replace=False)]
+    win = everything(window) if n <= max_points else window.take(rng.choice(n, max_points, replace=False))
     ref = reference if len(reference) <= max_points else reference[rng.choice(len(reference), max_points,
                                                                                 replace=False)]
     pool = np.vstack([win, ref])
     is_win = np.r_[np.ones(len(win), bool), np.zeros(len(ref), bool)]
     k = max(1, min(k, len(pool) - 1))
-    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(pool).kneighbors(window)
-    idx = idx[:, 1:]  # a window point finds itself (or its exact duplicate) first
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(pool)
+    # a window point finds itself (or its exact duplicate) first
+    idx = np.vstack([nn.kneighbors(b)[1] for b in blocks(window)])[:, 1:]
     w = is_win[idx].sum(axis=1)
     return ((w + 1) / (len(win) + 1)) / ((k - w + 1) / (len(ref) + 1))
 
 
-def neighbour_support(window: np.ndarray, predictions: np.ndarray, reference: np.ndarray,
+def neighbour_support(window: Vectors | np.ndarray, predictions: np.ndarray, reference: np.ndarray,
                       reference_labels: np.ndarray, k: int) -> np.ndarray:
-    """Similarity-weighted share of the k nearest labelled rows that carry the champion's prediction."""
+    """Similarity-weighted share of the k nearest labelled rows that carry the champion's prediction (the
+    window queried a block at a time)."""
     from sklearn.neighbors import NearestNeighbors
 
+    window = as_vectors(window)
     if len(window) == 0 or len(reference) == 0:
         return np.ones(len(window))
     k = max(1, min(k, len(reference)))
-    dist, idx = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(window)
+    nn = NearestNeighbors(n_neighbors=k).fit(reference)
+    found = [nn.kneighbors(b) for b in blocks(window)]
+    dist, idx = np.vstack([d for d, _ in found]), np.vstack([i for _, i in found])
     sim = np.clip(1.0 - dist**2 / 2.0, 0.0, None) + 1e-6  # unit vectors: cosine from euclidean distance
     agree = reference_labels[idx] == np.asarray(predictions)[:, None]
     return (sim * agree).sum(axis=1) / sim.sum(axis=1)
@@ -123,16 +135,18 @@ def component_scores(c: Candidates, cfg: Config) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- diversity
-def near_duplicate_groups(texts: list[str], vectors: np.ndarray, cosine: float) -> np.ndarray:
-    """A group id per row: rows with the same normalised text, or connected by cosine >= `cosine`, share one."""
+def near_duplicate_groups(texts: list[str], vectors: np.ndarray, cosine: float,
+                          groups: list[str] | None = None) -> np.ndarray:
+    """A group id per row: rows with the same normalised text, or connected by cosine >= `cosine`, share one.
+    `groups`: the texts' `text_group`s, when known already."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from sklearn.neighbors import NearestNeighbors
 
-    n = len(texts)
+    n = len(groups if groups is not None else texts)
     if n == 0:
         return np.zeros(0, dtype=int)
-    codes, _ = pd.factorize(pd.Series([text_group(t) for t in texts]))
+    codes, _ = pd.factorize(pd.Series(groups if groups is not None else [text_group(t) for t in texts]))
     rows, cols = [np.arange(n)], [codes + n]  # link each row to a node for its normalised text
     if cosine < 1.0 and n > 1:
         radius = float(np.sqrt(max(0.0, 2.0 - 2.0 * cosine)))
@@ -166,7 +180,7 @@ def score_order(score: np.ndarray) -> np.ndarray:
     return order[score[order] > 0]
 
 
-def diverse_order(score: np.ndarray, vectors: np.ndarray, n_pick: int, quota: int, seed: int,
+def diverse_order(score: np.ndarray, vectors: Vectors | np.ndarray, n_pick: int, quota: int, seed: int,
                   shortlist_factor: int = 3) -> np.ndarray:
     """Candidates of one component in the order it should take them (rows with score 0 left out).
 
@@ -178,7 +192,7 @@ def diverse_order(score: np.ndarray, vectors: np.ndarray, n_pick: int, quota: in
     short = order[:max(0, shortlist_factor * n_pick)]
     if len(short) <= 1 or n_pick <= 1:
         return order
-    lab = clusters(vectors[short], int(np.ceil(n_pick / quota)), seed)
+    lab = clusters(as_vectors(vectors).take(short), int(np.ceil(n_pick / quota)), seed)
     queues = [short[lab == c] for c in pd.unique(lab)]  # each in score order; clusters by their best row
     rounds = max(len(q) for q in queues)
     interleaved = [q[r] for r in range(rounds) for q in queues if r < len(q)]
@@ -257,16 +271,18 @@ class Plan:
 
 def draw_and_select(evaluated: pd.DataFrame, frozen: np.ndarray, reference: np.ndarray,
                     reference_labels: np.ndarray, cfg: Config, run_key: str,
-                    draw_rates: Callable[[str], Mapping[str, float]], known_groups: Callable[[], set[str]]) -> Plan:
+                    draw_rates: Callable[[str], Mapping[str, float]], known_groups: Callable[[], set[str]],
+                    hydrate: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> Plan:
     """One sampling run's picks: the traces in windows, the representative draw of each window (late traces at
     their window's earlier rates, `draw_rates(window)`), then the policy's picks (texts in `known_groups()`
-    skipped). `frozen` aligns with `evaluated`, `reference` with `reference_labels`."""
+    skipped). `frozen` aligns with `evaluated`, `reference` with `reference_labels`; `hydrate` as in
+    `Candidates`."""
     sel = cfg.selection
     pool = evaluated.assign(window=windows.window_keys(evaluated["timestamp"], sel.window, run_key))
     prior = {w: draw_rates(w) for w in pool["window"].unique()}
     rng = draw_rng(sel.seed, pool["window"].unique())
     drawn = windows.draw(pool, sel.strata, random_draw_size(cfg), prior, rng, sel.min_per_stratum)
-    cand = Candidates(pool, frozen, reference, reference_labels, known_groups())
+    cand = Candidates(pool, frozen, reference, reference_labels, known_groups(), hydrate)
     return Plan(pool, drawn, select_for_review(cand, cfg, drawn.items))
 
 
@@ -279,36 +295,35 @@ def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, bud
     s = cfg.selection
     weights = dict(s.components if weights is None else weights)
     budget = policy_budget(cfg, len(random_draw)) if budget is None else budget
-    rand = random_items(random_draw, cfg) if len(random_draw) else None
     t = c.traces.reset_index(drop=True)
-    groups = np.array([text_group(x) for x in t["input"]])
-    drawn_groups = {text_group(x) for x in random_draw["input"]} if len(random_draw) else set()
+    groups = _groups(t)
+    drawn_groups = set(_groups(random_draw)) if len(random_draw) else set()
+    rand = random_items(c.hydrate(random_draw) if c.hydrate else random_draw, cfg) if len(random_draw) else None
     eligible = ~t["trace_id"].isin(set(random_draw["trace_id"]) if len(random_draw) else set()).to_numpy()
     if dedup:  # texts already reviewed, queued, or in the regression draw are not worth a second label
         eligible &= ~np.isin(groups, list(c.known_groups | drawn_groups))
     pos = np.flatnonzero(eligible)
-    cand = Candidates(t.iloc[pos].reset_index(drop=True), c.frozen[pos], c.reference, c.reference_labels)
+    cand = Candidates(t.iloc[pos].reset_index(drop=True), subset(c.frozen, pos), c.reference, c.reference_labels)
     scores = component_scores(cand, cfg) if len(pos) else pd.DataFrame(columns=list(COMPONENTS))
+    active = {c: w for c, w in weights.items() if w > 0 and c in scores.columns}
+    total = sum(active.values()) or 1.0
+    n_picks = {comp: int(np.ceil(budget * w / total)) for comp, w in active.items()}
     if dedup and len(pos):  # one representative per near-duplicate group: the best-scoring member
-        dup = near_duplicate_groups(cand.traces["input"].tolist(), cand.frozen, s.near_duplicate_cosine)
-        best = scores[[k for k in weights if k in scores.columns]].max(axis=1).to_numpy()
-        keep = pd.DataFrame({"g": dup, "b": -best}).sort_values(["g", "b"], kind="stable").drop_duplicates("g").index
-        keep = np.sort(keep.to_numpy())
-        cand = Candidates(cand.traces.iloc[keep].reset_index(drop=True), cand.frozen[keep], c.reference,
+        keep = one_per_near_duplicate(cand.frozen, scores, groups[pos], list(weights), n_picks,
+                                      s.near_duplicate_cosine, s.dedup_all_pairs_max)
+        cand = Candidates(cand.traces.iloc[keep].reset_index(drop=True), subset(cand.frozen, keep), c.reference,
                           c.reference_labels)
         scores = scores.iloc[keep].reset_index(drop=True)
     n_cand = len(cand.traces)
     costs = required_annotations(cand.traces["trace_id"], cfg.review.overlap_share) if n_cand else np.zeros(0, int)
-    active = {c: w for c, w in weights.items() if w > 0 and c in scores.columns}
-    total = sum(active.values()) or 1.0
     orders = {}
-    for comp, w in active.items():
+    for comp in active:
         col = scores[comp].to_numpy(float)
-        n_pick = int(np.ceil(budget * w / total))
-        orders[comp] = diverse_order(col, cand.frozen, n_pick, s.cluster_quota, s.seed) if diversity else \
+        orders[comp] = diverse_order(col, cand.frozen, n_picks[comp], s.cluster_quota, s.seed) if diversity else \
             score_order(col)
     picks = pick(orders, costs, budget, active)
-    chosen = cand.traces.iloc[[i for i, _ in picks]].copy()
+    picked = cand.traces.iloc[[i for i, _ in picks]]
+    chosen = (c.hydrate(picked) if c.hydrate else picked).copy()
     chosen["selection_reason"] = [r for _, r in picks]
     chosen["priority"] = [float(scores[r].iat[i]) for i, r in picks]
     chosen["required_annotations"] = [int(costs[i]) for i, _ in picks]
@@ -320,6 +335,40 @@ def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, bud
             items[col] = empty
     items["inclusion_prob"] = items["inclusion_prob"].astype(float)
     return Selection(items.reset_index(drop=True), spend(items))
+
+
+def _groups(traces: pd.DataFrame) -> np.ndarray:
+    """Each trace's `text_group`: a column of a window sampled in partitions, else computed from its input."""
+    if "text_group" in traces:
+        return traces["text_group"].to_numpy(dtype=object)
+    return np.array([text_group(x) for x in traces["input"]], dtype=object)
+
+
+def one_per_near_duplicate(vectors: Vectors, scores: pd.DataFrame, groups: np.ndarray, components: list[str],
+                           n_picks: dict[str, int], cosine: float, all_pairs_max: int) -> np.ndarray:
+    """Rows to keep (ascending): the best-scoring member (its best component score) of each group of rows with
+    the same normalised text or connected by cosine >= `cosine`.
+
+    Up to `all_pairs_max` rows every pair is compared. Above it the cost must not grow with the square of the
+    window: same-text groups are collapsed over the whole window (a hash), and near duplicates only among the
+    rows a component could pick, its best SHORTLIST_FACTOR x `n_picks` rows; the others are left out."""
+    best = scores[[k for k in components if k in scores.columns]].max(axis=1).to_numpy()
+    rows = np.arange(len(groups))
+    if len(rows) > all_pairs_max:
+        rows = np.sort(_best_per_group(groups, best))
+        short: set[int] = set()
+        for comp, n_pick in n_picks.items():
+            order = score_order(scores[comp].to_numpy(float)[rows])
+            short.update(rows[order[:SHORTLIST_FACTOR * max(n_pick, 1)]].tolist())
+        rows = np.array(sorted(short), dtype=int)
+    dup = near_duplicate_groups([], vectors.take(rows), cosine, groups=list(groups[rows]))
+    return rows[np.sort(_best_per_group(dup, best[rows]))]
+
+
+def _best_per_group(groups: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Position of each group's best row (the first of equals)."""
+    frame = pd.DataFrame({"g": groups, "b": -best}).sort_values(["g", "b"], kind="stable")
+    return frame.drop_duplicates("g").index.to_numpy()
 
 
 def _reason_text(chosen: pd.DataFrame, scores: pd.DataFrame) -> list[str]:

@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ class LoadResult:
     seen_before: int = 0  # rows read again whose trace was considered, or whose fault was counted, before
     pending: list = field(default_factory=list)  # watermarks.FileMark to commit once the traces are stored
     mlflow: object = None  # an MLflow source's mlflow_traces.Read: windows read, traces paged and fetched, caps
+    spilled: int = 0  # accepted traces handed to a sink as they were read (watermarks.load_new), not in `accepted`
 
     @property
     def not_taken(self) -> int:
@@ -52,7 +54,8 @@ class LoadResult:
 
     @property
     def summary(self) -> dict[str, int]:
-        return {"rows_in": self.rows_in, "accepted": len(self.accepted), "quarantined": len(self.quarantined)}
+        return {"rows_in": self.rows_in, "accepted": len(self.accepted) + self.spilled,
+                "quarantined": len(self.quarantined)}
 
 
 @dataclass
@@ -127,12 +130,21 @@ def _object_problem(obj: object, what: str) -> str | None:
 
 
 def _read_jsonl(path: Path, label: str) -> FileRows:
+    return next(_jsonl_chunks(path, label, None))
+
+
+def _jsonl_chunks(path: Path, label: str, chunk_rows: int | None) -> Iterator[FileRows]:
+    """The file's lines, `chunk_rows` lines at a time (all at once for None)."""
     rows, bad, digests = [], [], {}
     with path.open("rb") as fh:
         if why := _not_utf8_text(fh.read(4096)):
-            return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, f"file {label} {why}")]))
+            yield FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, f"file {label} {why}")]))
+            return
         fh.seek(0)
         for lineno, raw in enumerate(fh, start=1):
+            if chunk_rows and len(rows) + len(bad) >= chunk_rows:
+                yield FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS), digests=digests)
+                rows, bad, digests = [], [], {}
             if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
@@ -152,7 +164,7 @@ def _read_jsonl(path: Path, label: str) -> FileRows:
                 bad.append(_refused(raw, where, why))
                 continue
             rows.append({**obj, "_source": where})
-    return FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS), digests=digests)
+    yield FileRows(label, pd.DataFrame(rows), pd.DataFrame(bad, columns=REFUSED_COLUMNS), digests=digests)
 
 
 def _read_json_array(path: Path, label: str) -> FileRows:
@@ -184,7 +196,33 @@ def _read_json_array(path: Path, label: str) -> FileRows:
 
 def read_file(path: Path, label: str | None = None) -> FileRows:
     """Read one trace file without validating it; never raises: an unreadable file is one refused entry."""
+    return next(read_file_chunks(path, label, None))
+
+
+def read_file_chunks(path: Path, label: str | None = None, chunk_rows: int | None = None) -> Iterator[FileRows]:
+    """`read_file`, `chunk_rows` lines (JSONL) or rows (Parquet) at a time, so a large file is never held whole; a
+    JSON array file is read whole. A file that fails part-way yields what it read, then one refused entry."""
     label = label or path.name
+    try:
+        if path.suffix == ".parquet" and chunk_rows:
+            import pyarrow.parquet as pq
+
+            done = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                df = batch.to_pandas()
+                df["_source"] = [f"{label}:{done + i + 1}" for i in range(len(df))]
+                done += len(df)
+                yield FileRows(label, df, pd.DataFrame(columns=REFUSED_COLUMNS), typed=True)
+            return
+        if path.suffix != ".parquet" and path.suffix != ".json":
+            yield from _jsonl_chunks(path, label, chunk_rows)
+            return
+        yield _read_whole(path, label)
+    except Exception as e:  # noqa: BLE001  a corrupt file may make pyarrow raise anything; the other files go on
+        yield _unreadable(path, label, e)
+
+
+def _read_whole(path: Path, label: str) -> FileRows:
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -196,9 +234,13 @@ def read_file(path: Path, label: str | None = None) -> FileRows:
                     return _read_json_array(path, label)
         return _read_jsonl(path, label)
     except Exception as e:  # noqa: BLE001  a corrupt file may make pyarrow raise anything; the other files go on
-        kind = "as Parquet" if path.suffix == ".parquet" else ""
-        why = f"file {label} could not be read {kind} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, " ".join(why.split()))]))
+        return _unreadable(path, label, e)
+
+
+def _unreadable(path: Path, label: str, e: Exception) -> FileRows:
+    kind = "as Parquet" if path.suffix == ".parquet" else ""
+    why = f"file {label} could not be read {kind} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    return FileRows(label, pd.DataFrame(), pd.DataFrame([_refused(b"", label, " ".join(why.split()))]))
 
 
 def required_columns(cfg: Config) -> list[str]:
@@ -294,13 +336,17 @@ def _check_types(df: pd.DataFrame, cfg: Config, label: str | None = None, typed:
     return df
 
 
-def _reject_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+def _reject_duplicates(df: pd.DataFrame, seen: set[str] | None = None) -> pd.DataFrame:
     """The second and later rows with a trace_id get a reason; the first one stays (maybe refused otherwise).
-    Ids that are no id (not text, or empty) are refused for that, not as duplicates."""
+    Ids that are no id (not text, or empty) are refused for that, not as duplicates. `seen`: the ids of the rows
+    read before these (in earlier partitions of the same read); updated."""
     if "trace_id" not in df.columns:
         return df
     ids = df["trace_id"].where(df["trace_id"].map(lambda v: isinstance(v, str) and v != ""))
     dup = ids.notna() & ids.duplicated(keep="first")
+    if seen is not None:
+        dup |= ids.isin(seen)
+        seen.update(ids.dropna())
     why = "duplicate trace_id (an earlier row has the same id)"
     df.loc[dup, REASON_COLUMN] = [f"{r}; {why}" if isinstance(r, str) else why for r in df.loc[dup, REASON_COLUMN]]
     return df
@@ -330,11 +376,12 @@ def _in_window(df: pd.DataFrame, since: datetime | None, until: datetime | None)
     return df[keep]
 
 
-def validate(parts: list[FileRows], cfg: Config, since: datetime | None = None, until: datetime | None = None
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(accepted Trace rows, quarantined rows with reasons) of the files' rows inside [since, until)."""
+def validate(parts: list[FileRows], cfg: Config, since: datetime | None = None, until: datetime | None = None,
+             seen_ids: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accepted Trace rows, quarantined rows with reasons) of the files' rows inside [since, until). `seen_ids`:
+    trace ids of rows validated before these in the same read (a later row with one is a duplicate); updated."""
     checked = [_check_types(p.rows, cfg, p.label, p.typed) for p in parts if len(p.rows)]
-    rows = _reject_duplicates(pd.concat(checked, ignore_index=True)) if checked else pd.DataFrame()
+    rows = _reject_duplicates(pd.concat(checked, ignore_index=True), seen_ids) if checked else pd.DataFrame()
     candidates, bad_types = _split(rows, cfg) if len(rows) else (rows, rows)
     refused = [p.refused for p in parts if len(p.refused)]
     if since or until:  # rows outside the window are not this run's business, valid or not

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,10 +46,11 @@ from hitl.sampling.sources import (
     LoadResult,
     file_label,
     parse_timestamps,
-    read_file,
+    read_file_chunks,
     trace_files,
     validate,
 )
+from hitl.schemas import trace_schema
 from hitl.vocabulary import REASON_COLUMN
 
 Window = tuple[int | None, int | None]  # [since, until) in ns since the epoch (UTC); None: open
@@ -58,7 +59,7 @@ Window = tuple[int | None, int | None]  # [since, until) in ns since the epoch (
 class WatermarkStore(Protocol):
     """What the watermarks keep in the review store's database (hitl/review/store.py)."""
 
-    def known_trace_ids(self) -> set[str]: ...
+    def known_among(self, trace_ids: list[str]) -> set[str]: ...
     def source_files(self, source: str) -> dict[str, dict]: ...
     def processed_windows(self, source: str) -> set[Window]: ...
     def source_windows(self, source: str) -> list[dict]: ...
@@ -168,27 +169,34 @@ def mlflow_plan(windows: Iterable[Mapping], requested: Window, lateness_ns: int,
 
 
 def load_new(cfg: Config, store: WatermarkStore, since: datetime | None = None, until: datetime | None = None,
-             path: Path | None = None, now: datetime | None = None) -> LoadResult:
+             path: Path | None = None, now: datetime | None = None,
+             sink: Callable[[pd.DataFrame], None] | None = None) -> LoadResult:
     """`sources.load_traces`, reading only what is new since the last runs: files unchanged and already read
     for [since, until) are skipped; a file read (new, or changed) is read for that window and for every window
     processed before, so late traces in those come too; traces already considered are dropped, and quarantined
     rows counted before are not counted again (`seen_before`). `pending` holds the marks to `commit` once the
     traces are stored. An MLflow source reads its windows as the module's docstring says, at `now` (default:
-    the clock)."""
+    the clock).
+
+    Files are read `source.partition_rows` rows at a time. With a `sink`, each partition's new traces go to it as
+    they are validated and the result's `accepted` stays empty (`spilled` counts them): memory then grows with a
+    partition, not with the window."""
     requested: Window = (ns(since), ns(until))
     reading, seen, skipped, marks, read = [requested], [], [], [], None
     if cfg.source.kind == "mlflow" and path is None:
         source, at = mlflow_traces.source_name(cfg), utc(now or datetime.now(UTC))
         plans = mlflow_plan(store.source_windows(source), requested, int(cfg.source.lateness_hours * 3600e9), ns(at))
-        read = mlflow_traces.read_windows(cfg, plans, store.known_trace_ids())
-        parts = [FileRows(source, read.rows, pd.DataFrame(columns=REFUSED_COLUMNS))]
+        read = mlflow_traces.read_windows(cfg, plans, store.known_among)
+        batches: Iterable[list[FileRows]] = [[FileRows(source, read.rows, pd.DataFrame(columns=REFUSED_COLUMNS))]]
         files, reading = [source], [(p.since, p.until) for p in plans]
         marks = [FileMark(source, source, MLFLOW_CONTENT, w.since, w.until, at, w.take_below) for w in read.windows]
+        shas: dict[str, str] = {}
     else:
         root = path or cfg.traces_path
-        source, parts, files = str(root), [], []
+        source, files, shas = str(root), [], {}
         known = store.source_files(source)
         reading = sorted({requested} | store.processed_windows(source), key=lambda w: (w[0] or 0, w[1] or 0))
+        todo = []
         for f in trace_files(root):
             label, sha = file_label(f, root), file_sha256(f)
             before = known.get(label)
@@ -197,32 +205,64 @@ def load_new(cfg: Config, store: WatermarkStore, since: datetime | None = None, 
                     *requested):
                 skipped.append(str(f))
                 continue
-            part = read_file(f, label)
-            first_last = span(part.rows, cfg)
-            stat = f.stat()
-            parts.append(part)
+            todo.append((f, label, sha))
             files.append(str(f))
-            seen.append({"path": label, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha,
-                         "rows": len(part.rows) + len(part.refused), "ts_min": first_last[0] if first_last else None,
-                         "ts_max": first_last[1] if first_last else None})
-    accepted, quarantined = (in_windows(df, reading) for df in validate(parts, cfg))
+            shas[label] = sha
+        batches = _partitions(todo, cfg, seen)
 
-    keys = row_keys(parts, {s["path"]: s["sha256"] for s in seen}, quarantined)
-    new = store.record_quarantined(source, [(p, k, r) for (p, k), r in
-                                            zip(keys, quarantined[REASON_COLUMN].astype(str), strict=True)])
-    counted = quarantined[pd.Series([k in new for k in keys], index=quarantined.index, dtype=bool)]
-    counted = counted.reset_index(drop=True)
+    ids: set[str] = set()  # every trace id read so far: a later row with one is a duplicate
+    waiting: set[str] = set()  # files (labels) with a new trace: covered only once the traces are stored
+    kept, counted_parts = [], []
+    n_accepted = n_fresh = n_quarantined = 0
+    for parts in batches:
+        accepted, quarantined = (in_windows(df, reading) for df in validate(parts, cfg, seen_ids=ids))
+        keys = row_keys(parts, shas, quarantined)
+        new = store.record_quarantined(source, [(p, k, r) for (p, k), r in
+                                                zip(keys, quarantined[REASON_COLUMN].astype(str), strict=True)])
+        counted_parts.append(quarantined[pd.Series([k in new for k in keys], index=quarantined.index, dtype=bool)])
+        n_accepted, n_quarantined = n_accepted + len(accepted), n_quarantined + len(quarantined)
+        fresh = accepted[~accepted["trace_id"].isin(store.known_among(accepted["trace_id"].tolist()))]
+        fresh = fresh.reset_index(drop=True)
+        owner = {t: p.label for p in parts for t in p.rows.rename(columns=cfg.source.column_map).get("trace_id", [])
+                 if isinstance(t, str)}
+        waiting |= {owner.get(t, "") for t in fresh["trace_id"]}
+        n_fresh += len(fresh)
+        if sink is not None and len(fresh):
+            sink(fresh)
+        elif sink is None:
+            kept.append(fresh)
     store.record_source_files(source, seen)  # after the quarantine: a file known is a file counted
-
-    fresh = accepted[~accepted["trace_id"].isin(store.known_trace_ids())].reset_index(drop=True)
-    owner = {t: p.label for p in parts for t in p.rows.rename(columns=cfg.source.column_map).get("trace_id", [])
-             if isinstance(t, str)}
-    waiting = {owner.get(t, "") for t in fresh["trace_id"]}
+    counted = pd.concat(counted_parts, ignore_index=True) if counted_parts else pd.DataFrame(columns=REFUSED_COLUMNS)
+    accepted = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(trace_schema(cfg).columns))
     marks += [FileMark(source, s["path"], s["sha256"], *w) for s in seen for w in reading]
     commit(store, [m for m in marks if m.path not in waiting])
-    return LoadResult(fresh, counted, len(fresh) + len(counted), files, skipped,
-                      seen_before=len(accepted) - len(fresh) + len(quarantined) - len(counted),
-                      pending=[m for m in marks if m.path in waiting], mlflow=read)
+    return LoadResult(accepted, counted, n_fresh + len(counted), files, skipped,
+                      seen_before=n_accepted - n_fresh + n_quarantined - len(counted),
+                      pending=[m for m in marks if m.path in waiting], mlflow=read,
+                      spilled=n_fresh if sink is not None else 0)
+
+
+def _partitions(todo: list[tuple[Path, str, str]], cfg: Config, seen: list[dict]) -> Iterator[list[FileRows]]:
+    """The files' rows in partitions of about `source.partition_rows` (small files together, a large one in
+    chunks); once a file is read through, its record (size, content, span of timestamps) goes to `seen`."""
+    size = cfg.source.partition_rows
+    batch: list[FileRows] = []
+    for f, label, sha in todo:
+        n_rows, lo, hi = 0, None, None
+        for part in read_file_chunks(f, label, size):
+            n_rows += len(part.rows) + len(part.refused)
+            if first_last := span(part.rows, cfg):
+                lo = first_last[0] if lo is None else min(lo, first_last[0])
+                hi = first_last[1] if hi is None else max(hi, first_last[1])
+            batch.append(part)
+            if sum(len(p.rows) + len(p.refused) for p in batch) >= size:
+                yield batch
+                batch = []
+        stat = f.stat()
+        seen.append({"path": label, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha,
+                     "rows": n_rows, "ts_min": lo, "ts_max": hi})
+    if batch:
+        yield batch
 
 
 def commit(store: WatermarkStore, marks: Iterable[FileMark]) -> None:

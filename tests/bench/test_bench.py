@@ -238,3 +238,27 @@ def test_label_share_is_read_seed_by_seed_against_each_seed_s_random_final():
     never = [*rows, *curve(2, "random", [0, 0.5, 0.6, 0.7, 0.8]), *curve(2, "policy", [0, 0.1, 0.1, 0.1, 0.1])]
     shares, (m, _, _) = label_share(pd.DataFrame(never))
     assert np.isinf(shares[-1]) and np.isinf(m)
+
+
+def test_sampling_scale_texts_are_distinct_and_its_bars_are_read_from_the_runs(tmp_path):
+    import json
+
+    from bench import sampling_scale as ss
+
+    texts = ss.unique_texts(20_000)
+    assert len(set(texts)) == 20_000  # BANKING77's 13k texts, then typo'd copies
+    ss.write_traces(120, tmp_path / "t")
+    lines = (tmp_path / "t" / "traces-000.jsonl").read_text().splitlines()
+    assert len(lines) == 120 and len({json.loads(x)["trace_id"] for x in lines}) == 120
+
+    def row(n, wall, peak, path="partitioned", engine="onnx-int8"):
+        return {"n": n, "wall_s": wall, "traces_per_s": n / wall, "peak_rss_mib": peak, "path": path,
+                "engine": engine, "selected": 1, "stages_s": {}}
+
+    rows = [row(100, 1.0, 1000, "before (x)", "torch"), row(100, 0.25, 1000), row(1000, 2.6, 1200)]
+    v = ss.verdict(rows, (100, 1000))
+    assert v["per_trace_vs_smallest"][1000] == pytest.approx(1.04) and v["linear"]
+    assert v["peak_vs_smallest"][1000] == pytest.approx(1.2) and v["memory"]
+    assert v["rate_vs_before"] == pytest.approx(4.0) and v["min_rate"] == pytest.approx(1000 / 2.6)
+    slower = ss.verdict([*rows[:2], row(1000, 3.0, 1300)], (100, 1000))
+    assert not slower["linear"] and not slower["memory"]  # 1.2x the time a trace, 1.3x the peak

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from hitl.config import Config, RunnerConfig
 from hitl.learning import modeling
 from hitl.ops import runners
+from hitl.sampling.stream import Spill
 from tasks import scoring
 
 LABELS = ["card_lost", "balance_inquiry", "transfer_failed", "card_arrival", "refund"]
@@ -164,7 +165,12 @@ def test_sampling_scores_a_window_in_partitions(harness, model_dir, tmp_path):
     traces = pd.DataFrame({"trace_id": [f"t{i}" for i in range(len(TEXTS))], "input": TEXTS,
                            "prediction": "card_lost", "confidence": 0.5})
     cfg = Config(labels=LABELS, state_dir=str(tmp_path), runner={"workers": 2, "partition_rows": 9})
-    scored = flow(name="score-window")(lambda: sampling.score(model, traces, cfg))()
+    spill = Spill.create(tmp_path / "spill")  # the window in two partitions, each scored on the runner
+    spill.add(traces.iloc[:20])
+    spill.add(traces.iloc[20:])
+    flow(name="score-window")(lambda: sampling.score(model, spill, cfg))()
+    scored = pd.concat([spill.read("scored", i) for i in range(spill.parts)], ignore_index=True)
+    assert not spill.path("traces", 0).exists()  # each stage replaces the one before
     s = modeling.score(model, TEXTS)
     assert scored["trace_id"].tolist() == traces["trace_id"].tolist()
     assert scored["prediction"].tolist() == s.prediction
