@@ -144,10 +144,11 @@ class ReviewStore(ReviewViews, SamplingState):
             known = set(s.scalars(select(Item.trace_id).where(Item.trace_id.in_(list(items["trace_id"])))))
             new = [
                 Item(
-                    trace_id=r["trace_id"], input=r["input"], output=r.get("output") or "",
-                    context=r.get("context"), prediction=r["prediction"], confidence=float(r["confidence"]),
-                    model_version=str(r.get("model_version") or ""),
-                    cohorts=json.dumps({c: r[c] for c in cohorts}), selection_reason=r["selection_reason"],
+                    trace_id=r["trace_id"], input=r["input"], output=_str_or_none(r.get("output")) or "",
+                    context=_str_or_none(r.get("context")), prediction=r["prediction"],
+                    confidence=float(r["confidence"]), model_version=_str_or_none(r.get("model_version")) or "",
+                    cohorts=json.dumps({c: _str_or_none(r[c]) for c in cohorts}),
+                    selection_reason=r["selection_reason"],
                     evaluator_reasons=r.get("evaluator_reasons") or "", priority=float(r["priority"]),
                     required_annotations=int(r["required_annotations"]),
                     inclusion_prob=_float_or_none(r.get("inclusion_prob")), window=_str_or_none(r.get("window")),

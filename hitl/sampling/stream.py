@@ -67,7 +67,7 @@ class Spill:
         self.rows += len(traces)
 
     def read(self, stage: str, i: int, columns: list[str] | None = None) -> pd.DataFrame:
-        return pd.read_parquet(self.path(stage, i), columns=columns)
+        return as_loaded(pd.read_parquet(self.path(stage, i), columns=columns))
 
     def advance(self, before: str, after: str, i: int, frame: pd.DataFrame) -> None:
         """Partition `i` of stage `after` written, that of `before` deleted."""
@@ -82,10 +82,10 @@ class Spill:
         if rows.empty:
             return rows.copy()
         ids = rows["trace_id"].tolist()
-        found = [pq.read_table(self.path(stage, i), filters=[("trace_id", "in", ids)]).to_pandas()
+        found = [as_loaded(pq.read_table(self.path(stage, i), filters=[("trace_id", "in", ids)]).to_pandas())
                  for i in range(self.parts)]
         full = pd.concat(found, ignore_index=True).drop_duplicates("trace_id").set_index("trace_id")
-        out = full.loc[ids].reset_index()
+        out = as_loaded(full.loc[ids].reset_index())
         if "suggestions" in out:
             out["suggestions"] = [_pairs(v) for v in out["suggestions"]]
         for col in rows.columns:
@@ -95,6 +95,15 @@ class Spill:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def as_loaded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as the loader gives them (Python str or None), not pandas' `str` dtype, whose missing value is
+    NaN: a NaN would reach the store as a number (SQLite keeps it, PostgreSQL refuses it) and JSON as `NaN`."""
+    for col in frame.columns:
+        if isinstance(frame[col].dtype, pd.StringDtype) or frame[col].dtype == object:
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+    return frame
 
 
 def _pairs(v: object) -> list[tuple[str, float]] | None:

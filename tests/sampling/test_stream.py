@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers_domain import make_cfg, trace_record, write_lines
+from sqlalchemy import select
 
 from hitl.learning.embeddings import VectorCache
 from hitl.review.store import ID_CHUNK, ReviewStore
+from hitl.review.tables import Item
 from hitl.sampling import evaluators, selection, stream, watermarks
 from hitl.sampling.vectors import InMemory, PartitionedVectors, Subset
 
@@ -48,7 +50,7 @@ def _score(traces: pd.DataFrame) -> pd.DataFrame:
 def _traces(n: int) -> list[dict]:
     outcome = ["resolved", "escalated", "abandoned"]
     return [trace_record(i, input=f"message about my card, number {i}", channel=["app", "web_chat"][i % 2],
-                         timestamp=f"2025-03-0{1 + i % 2}T{i % 24:02d}:00:00Z",
+                         timestamp=f"2025-03-0{1 + i % 2}T{i % 24:02d}:00:00Z", context="a note" if i % 4 else None,
                          metadata=json.dumps({"outcome": outcome[i % 3]})) for i in range(n)]
 
 
@@ -99,11 +101,18 @@ def test_a_window_in_partitions_loads_evaluates_draws_and_picks_as_the_whole_win
     assert (flagged["evaluator_reasons"].str.contains("uncertainty") == (1 - flagged["margin"] >= cut)).all()
 
     cols = ["trace_id", "selection_reason", "priority", "evaluator_reasons", "suggestions", "input", "output",
-            "inclusion_prob", "window", "stratum"]
+            "context", "inclusion_prob", "window", "stratum"]
     got, want = part_plan.chosen.items[cols], whole_plan.chosen.items[cols]
     pd.testing.assert_frame_equal(got, want)
     assert (got["selection_reason"] == "random").sum() == 15 and len(got) > 15
     assert got["suggestions"].map(lambda s: isinstance(s[0], tuple)).all()  # pairs again, as the form needs
+    assert set(got["context"].map(type)) == {str, type(None)}  # text or None as loaded, never pandas' NaN
+    store = ReviewStore(f"sqlite:///{tmp_path / 'queue.db'}")
+    store.enqueue(part_plan.chosen.items, cfg.cohorts)
+    with store._session() as session:
+        stored = session.execute(select(Item.context, Item.output, Item.cohorts)).all()
+    assert {type(c) for c, _, _ in stored} == {str, type(None)} and all(isinstance(o, str) for _, o, _ in stored)
+    assert all("NaN" not in c for _, _, c in stored)
 
     # the same picks as selection on the whole window held in memory (the path before partitions)
     full = pd.concat([whole.read("evaluated", i) for i in range(whole.parts)], ignore_index=True)
