@@ -1,7 +1,7 @@
 # hitl-loop: two commands on a fresh machine.
 #   make demo   set up .venv, start the local stack, run the whole loop on the synthetic world
 #   make test   set up .venv and run the test suite (what CI runs); make test-fast: all but e2e and slow tests
-#   make bench  the benchmarks behind docs/benchmarks.md (45 min on 2 cores, plus 2 for section 7 and 53 more the first time, to log its MLflow experiment, plus 7.5 for section 8, plus 16 for section 12; bench-quick: under 5)
+#   make bench  the benchmarks behind docs/benchmarks.md (45 min on 2 cores, plus 2 for section 7 and 53 more the first time, to log its MLflow experiment, plus 7.5 for section 8, plus 20 for section 12; bench-quick: under 5)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

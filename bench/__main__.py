@@ -26,7 +26,8 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
    false-abstention rate (bench/out_of_scope.py). Only `make bench-oos` (`python -m bench.out_of_scope`) runs it;
    a full run keeps the section it finds.
 12. Sampling at scale: the sampling flow's stages on 20,000, 100,000 and 200,000 traces, each in a fresh process,
-   against the path before partitioned sampling on the same traces (bench/sampling_scale.py; about 17 min).
+   against the path before partitioned sampling on the same traces, then the label-efficiency check of the
+   large-window shortcut (bench/sampling_scale.py; about 20 min).
    `--sampling-scale` re-runs section 12 alone and rewrites it in place.
 """
 
