@@ -122,7 +122,8 @@ def test_optional_columns_omitted_by_one_row_get_the_same_defaults(cfg, tmp_path
 
 def test_nothing_valid_still_yields_a_trace_shaped_accepted_frame(cfg, tmp_path):
     """When no row survives, `accepted` is empty but keeps the Trace columns, so the next stage
-    (tasks/sampling selects accepted["trace_id"]) sees an empty window, not a KeyError."""
+    (watermarks.load_new asks the store about each partition's accepted["trace_id"]) sees an empty window,
+    not a KeyError."""
     path = write_lines(tmp_path / "t.jsonl", [b"not json", b"{also not json"])
     result = load_traces(cfg, path)
     assert result.summary == {"rows_in": 2, "accepted": 0, "quarantined": 2}
