@@ -44,7 +44,10 @@ def uncertainty_of(traces: pd.DataFrame, cfg: Config) -> pd.Series:
 
 def uncertainty_cut(traces: pd.DataFrame, cfg: Config) -> float:
     """The window's quantile above which `uncertainty` fails a trace."""
-    raw = uncertainty_of(traces, cfg)
+    return _cut(uncertainty_of(traces, cfg), cfg)
+
+
+def _cut(raw: pd.Series, cfg: Config) -> float:
     return float(raw.quantile(1.0 - cfg.evaluators.uncertain_quantile)) if len(raw) else 1.0
 
 
@@ -54,7 +57,7 @@ def uncertainty(traces: pd.DataFrame, cfg: Config, cut: float | None = None) -> 
     it all. `cut`: the window's (`uncertainty_cut`) when `traces` is one partition of it."""
     kind = cfg.selection.uncertainty
     raw = uncertainty_of(traces, cfg)
-    cut = uncertainty_cut(traces, cfg) if cut is None else cut
+    cut = _cut(raw, cfg) if cut is None else cut
     passed = raw < cut
     label = "1 - margin" if kind == "margin" else "normalised entropy"
     reason = raw.map(lambda u: f"{label} {u:.2f} {'<' if u < cut else '>='} window "

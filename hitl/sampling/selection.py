@@ -35,7 +35,7 @@ import pandas as pd
 
 from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
-from hitl.sampling import windows
+from hitl.sampling import evaluators, windows
 from hitl.sampling.vectors import Vectors, as_vectors, blocks, everything, subset
 from hitl.vocabulary import RANDOM
 
@@ -122,8 +122,7 @@ def component_scores(c: Candidates, cfg: Config) -> pd.DataFrame:
     uncertainty)."""
     s = cfg.selection
     t = c.traces
-    raw_unc = 1.0 - t["margin"].to_numpy(float) if s.uncertainty == "margin" else t["entropy"].to_numpy(float)
-    unc = percentile(raw_unc)
+    unc = percentile(evaluators.uncertainty_of(t, cfg).to_numpy(float))
     out = pd.DataFrame(index=t.index)
     out["uncertain"] = unc
     out["novel"] = percentile(density_shift(c.frozen, c.reference, s.neighbors, s.seed))
@@ -305,7 +304,7 @@ def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, bud
     pos = np.flatnonzero(eligible)
     cand = Candidates(t.iloc[pos].reset_index(drop=True), subset(c.frozen, pos), c.reference, c.reference_labels)
     scores = component_scores(cand, cfg) if len(pos) else pd.DataFrame(columns=list(COMPONENTS))
-    active = {c: w for c, w in weights.items() if w > 0 and c in scores.columns}
+    active = {comp: w for comp, w in weights.items() if w > 0 and comp in scores.columns}
     total = sum(active.values()) or 1.0
     n_picks = {comp: int(np.ceil(budget * w / total)) for comp, w in active.items()}
     if dedup and len(pos):  # one representative per near-duplicate group: the best-scoring member
