@@ -20,8 +20,9 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
    with and without suggestions (bench/review_form.py). Only `--review-form` runs it (it writes
    docs/bench/review-form.json and rewrites section 9 in place); a full run keeps the section it finds.
 10. Quarter after quarter: three retrain cycles on BANKING77 with drift that keeps arriving, policy and random picks
-   on the real recipe, 3 seeds (bench/quarters.py). Only `make bench-quarters` (`python -m bench.quarters`) runs
-   it (about 21 fine-tunes); a full run keeps the section it finds.
+   on the real recipe, 3 seeds, then the same on the synthetic world, then the report's estimate over the regression
+   set as it grows (bench/quarters.py). Only `make bench-quarters` runs it (about 42 fine-tunes, 85 min); a full
+   run keeps the section it finds.
 11. Out-of-scope: held-out BANKING77 intents as unknown traffic, the product's model against the anchor at one fixed
    false-abstention rate (bench/out_of_scope.py). Only `make bench-oos` (`python -m bench.out_of_scope`) runs it;
    a full run keeps the section it finds.

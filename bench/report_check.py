@@ -1,11 +1,12 @@
 """Check a real run's report against the truth: `python -m bench.report_check -c CONFIG` after `make demo`.
 
 Reads the latest regression eval of the configured stack (its production estimates and the two model versions
-it compared), draws an independent random sample of the same traffic (every trace outside the regression set:
-the policy's picks and the rows trained on are production traffic too, and leaving them out would make the
-sample easier than production) with ground truth (`simulation.truth_path` or the synthetic world's truth
-files), scores it with both registered models, and compares: |estimate - independent| <= 1.96 * sqrt(se1^2 +
-se2^2), with se1 read off the report's own interval (its width over 2 z at the report's level).
+it compared), draws an independent random sample of the same traffic (every trace of the report's production
+horizon outside the regression set: the policy's picks and the rows trained on are production traffic too, and
+leaving them out would make the sample easier than production) with ground truth (`simulation.truth_path` or
+the synthetic world's truth files), scores it with both registered models, and compares: |estimate -
+independent| <= 1.96 * sqrt(se1^2 + se2^2), with se1 read off the report's own interval (its width over 2 z at
+the report's level).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(argv: list[str]) -> int:
     from hitl.config import load_config
     from hitl.datasets import versions
     from hitl.environment import apply_environment
+    from hitl.evaluation import horizon
     from hitl.learning import modeling, registry
     from hitl.sampling.sources import load_traces
     from hitl.sim.reviewers import load_truth
@@ -47,7 +49,9 @@ def main(argv: list[str]) -> int:
     truth = load_truth(cfg)
     traces = load_traces(cfg).accepted
     regression_ids = records.loc[records["split"] == "regression", "trace_id"]
-    pool = traces[~traces["trace_id"].isin(regression_ids) & traces["trace_id"].isin(truth)]
+    _, h = horizon.random_draw(records, cfg.evaluation.horizon_days)  # the traffic the report estimated
+    pool = traces[~traces["trace_id"].isin(regression_ids) & traces["trace_id"].isin(truth)
+                  & h.holds(traces["timestamp"])]
     sample = pool.sample(n=min(n, len(pool)), random_state=0)
     y = sample["trace_id"].map(truth).to_numpy()
     rows = []

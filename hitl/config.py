@@ -316,6 +316,9 @@ class EvaluationConfig(_Strict):
     per_label: bool = True  # one row per label (many labels: prefer label_groups)
     baseline: bool = True  # also estimate the frozen-embedding + logistic-regression anchor on the same rows
     latest_min_n: int = Field(30, ge=1)  # the latest-window column shows a row only from this many draws
+    # production is the traffic of this many days up to the latest day window with draws: older draws stay in the
+    # hold-out but out of the estimate (hitl/evaluation/horizon.py); None: every window since the first
+    horizon_days: int | None = Field(91, ge=1)
 
 
 class AuditConfig(_Strict):

@@ -18,13 +18,12 @@ from hitl.audit import evidence
 from hitl.audit.chain import Entry
 from hitl.config import Config
 from hitl.datasets import versions
-from hitl.evaluation import regression, report, summary
+from hitl.evaluation import horizon, regression, report, summary
 from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.learning.promotion import CHALLENGER, CHAMPION
 from hitl.ops.deploy import CPU_TAG
 from hitl.review.store import ReviewStore
-from hitl.vocabulary import RANDOM
 from tasks import training
 from tasks.common import load_model, setup
 from tasks.scoring import score_texts
@@ -35,7 +34,8 @@ if TYPE_CHECKING:
 NOT_CARRIED_OUT = "approve, not carried out"  # an approval refused because @champion changed since the eval
 CALIBRATION_NOTE = (f"with a fallback label, each model's abstention threshold on the regression set is "
                     f"cross-fitted ({abstention.VERDICT_FOLDS} folds by trace id: every row is judged with a "
-                    f"threshold fitted without it); the served threshold is fitted on the whole random draw")
+                    f"threshold fitted without it); the served threshold is fitted on the whole random draw inside "
+                    f"the production horizon")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.Dat
 @task(name="compare-champion-and-challenger", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: modeling.IntentModel,
             cfg: Config, settings: regression.Settings) -> Comparison:
-    sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
+    sample, _ = horizon.random_draw(records, cfg.evaluation.horizon_days)
     hard = records[records["split"] == "hard_case"].reset_index(drop=True)
     texts = [*sample["text"], *hard["text"]]
     sa, sb = score_texts(champion, texts, cfg), score_texts(challenger, texts, cfg)  # in partitions when large
@@ -115,7 +115,7 @@ def baseline(train: pd.DataFrame, records: pd.DataFrame, compared: Comparison, c
              settings: regression.Settings) -> dict | None:
     """The anchor (frozen MiniLM + logistic regression, C by cross-validation) trained on exactly the rows the
     challenger was trained on, estimated on the same random draw and paired with the challenger there."""
-    sample = records[records["selection_reason"] == RANDOM].reset_index(drop=True)
+    sample, _ = horizon.random_draw(records, cfg.evaluation.horizon_days)
     if not cfg.evaluation.baseline or sample.empty or train["label"].nunique() < 2:
         return None
     encoder = FrozenEncoder(modeling.base_model_path(cfg), cfg.state / "cache", max_length=cfg.model.max_length,
@@ -269,6 +269,7 @@ def evaluate_release(config_path: str, dataset_version: int | None, store: Revie
     compared = compare(records, champion, challenger, cfg, settings)
     verdict = regression.gate(compared.table, cfg, settings)
     lineage = {**versions.lineage(dv), "random draw": completeness(cfg, store, records),
+               "production": horizon.random_draw(records, cfg.evaluation.horizon_days)[1].describe(),
                "leakage guard": leakage.summary,
                "models": f"{cfg.model.registered_name} champion v{champion.version}, challenger v{challenger.version}",
                "scored by": f"champion {champion.serving_engine}, challenger {challenger.serving_engine} (the "

@@ -84,7 +84,7 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
 def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
     """With a fallback label: the threshold on the in-scope score (`modeling.Scores.in_scope`) that maximises
     weighted accuracy on the random draw, or refuses its in-scope rows at `model.abstention_rate`."""
-    sample, weights = abstention.calibration_rows(records)
+    sample, weights = abstention.calibration_rows(records, cfg.evaluation.horizon_days)
     if cfg.fallback_label is None or sample.empty:
         return None
     model.abstain_threshold = None

@@ -36,7 +36,8 @@ def estimate_note(settings: dict) -> str:
     """How every figure of the report was estimated, at the level it was judged."""
     look, a = settings.get("look", 1), settings.get("look_alpha", 0.05)
     return (f"Fail rates are estimates of production: the regression set is a stratified random sample of each "
-            f"window's traffic, weighted by 1/inclusion probability (Hajek). Variances come from Taylor "
+            f"window's traffic (the windows of the production horizon, `evaluation.horizon_days`), weighted by "
+            f"1/inclusion probability (Hajek). Variances come from Taylor "
             f"linearisation with strata = window x sampling stratum ({design.SINGLETON_RULE}). Rate intervals are "
             f"Wilson's at the design-effective sample size; the change (challenger minus champion, paired on the "
             f"same traces) has a Wald interval on its linearised variance, floored so few discordant pairs never "

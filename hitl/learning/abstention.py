@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hitl.vocabulary import RANDOM
+from hitl.evaluation import horizon
 
 REFERENCE_PER_LABEL = 200  # training rows of each in-scope label whose sentence vectors a model keeps
 
@@ -62,10 +62,11 @@ def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold:
     return np.where(top < np.asarray(threshold, np.float64), fallback, pred)
 
 
-def calibration_rows(records: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows the served threshold is calibrated on: the dataset version's random draw, each weighted by
-    1/inclusion probability (so the threshold fits production's mix)."""
-    sample = records[records["selection_reason"] == RANDOM]
+def calibration_rows(records: pd.DataFrame, horizon_days: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows the served threshold is calibrated on: the dataset version's random draw inside the production
+    horizon (`evaluation.horizon_days`, as the report estimates it), each weighted by 1/inclusion probability (so
+    the threshold fits production's mix)."""
+    sample, _ = horizon.random_draw(records, horizon_days)
     return sample, 1.0 / sample["inclusion_prob"].to_numpy(float)
 
 

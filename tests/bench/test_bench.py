@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,6 +116,53 @@ def test_quarters_scenario_brings_each_group_in_its_quarter_and_never_reuses_a_r
         assert not typed & seen  # BANKING77 has a few repeated texts; none is split across launch and quarters
         seen |= typed
     assert len(s.test) == len(s.test_voice) == 3080 and (s.test.groupby("group").size() >= 1000).all()
+
+
+def test_world_quarters_scenario_brings_its_intents_quarter_by_quarter_and_speaks_from_its_templates():
+    from bench import quarters as qb
+
+    setup = qb.Setup(**qb.WORLD_SETUP)
+    s = qb.build(Path("unused"), seed=2, setup=setup)
+    assert sorted(sum(s.groups.values(), [])) == sorted(s.labels) and len(s.groups["launch"]) == 4
+    assert [len(s.groups[g]) for g in ("q1-new", "q2-new")] == [3, 3]
+    arrived = set(s.groups["launch"])
+    for q, traffic in enumerate(s.quarters, start=1):
+        arrived |= set(s.groups.get(f"q{q}-new", []))
+        assert set(traffic["label"]) == arrived
+        spoken = traffic["channel"] == qb.VOICE
+        assert spoken.any() == (q == setup.voice_quarter)
+        assert not traffic.loc[spoken, "input"].str.contains(r"[A-Z?.,!]").any()
+    assert len(s.test) == len(s.test_voice) == 10 * qb.WORLD_TEST
+    again = qb.build(Path("unused"), seed=2, setup=setup)
+    assert again.test_voice.equals(s.test_voice) and again.quarters[2]["input"].equals(s.quarters[2]["input"])
+
+
+def _bag_of_words(texts: list[str]) -> np.ndarray:
+    """A stand-in encoder for fast bench tests: hashed word counts, L2-normalised."""
+    import zlib
+
+    out = np.zeros((len(texts), 256))
+    for i, t in enumerate(texts):
+        for w in t.lower().split():
+            out[i, zlib.crc32(w.encode()) % 256] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_growing_regression_set_reads_one_quarter_or_every_window_against_the_truth():
+    from bench import quarters as qb
+
+    setup = qb.Setup(**qb.WORLD_SETUP)
+    rows = pd.DataFrame(qb.growing_set_seed(0, setup, _bag_of_words, Path("unused")))
+    assert list(rows["quarter"].unique()) == [1, 2, 3] and set(rows["horizon"]) == {"one quarter", "every window"}
+    quarter, every = (rows[rows["horizon"] == h].set_index("quarter") for h in ("one quarter", "every window"))
+    assert (quarter.loc[1, "n"] == every.loc[1, "n"]) and quarter.loc[1, "older"] == 0
+    assert every.loc[3, "n"] == sum(quarter.loc[q, "n"] for q in (1, 2, 3)) and every.loc[3, "older"] == 0
+    assert quarter.loc[3, "older"] == quarter.loc[1, "n"] + quarter.loc[2, "n"]
+    for who in ("champion", "challenger"):
+        assert rows[f"{who}_truth"].between(0, 1).all() and rows[who].between(0, 1).all()
+    text = qb.growing_set_markdown({"seeds": [0], "rows": rows.to_dict("records"), "measured": "today",
+                                    "minutes": 0.1, "budget": setup.budget, "quarter_days": 28})
+    assert text.count("| one quarter |") == 3 and "within the binomial's central 95%" in text
 
 
 def test_voice_rendering_is_lower_case_without_punctuation_and_seeded():
