@@ -14,7 +14,9 @@ from tasks.common import setup
 def register_dataset(config_path: str = "configs/demo.yaml") -> dict:
     cfg = setup(config_path)
     store = ReviewStore(cfg.store_url)  # one store for the run, passed down
+    erased = datasets.apply_retention(cfg, store)
     records, stats = datasets.collect(cfg, store)
+    stats["erased_by_retention"] = erased
     dv, created = datasets.register(records, cfg, store, stats)
     return {"dataset": dv.ref, "version": dv.version, "created": created, "rows": dv.rows, "run_id": dv.run_id,
             **stats}

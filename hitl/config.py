@@ -263,6 +263,9 @@ class DatasetConfig(_Strict):
     name: str = "support-hitl"
     hard_case_share: float = Field(0.2, ge=0.0, lt=1.0)  # policy picks held out (by text group) as hard cases
     min_rows: int = Field(20, ge=1)
+    # reviewed text is erased from the review store this many days after it was queued, at the next dataset
+    # registration: no later version carries it and no later fine-tune replays it (ReviewStore.erase). None: kept
+    retention_days: int | None = Field(None, ge=1)
 
 
 class TrainingConfig(_Strict):
@@ -455,6 +458,18 @@ class Config(_Strict):
         unknown = [c for c in self.selection.strata if c not in self.cohorts]
         if unknown:
             raise ValueError(f"selection.strata {unknown} are not among cohorts {self.cohorts}")
+        return self
+
+    @model_validator(mode="after")
+    def _retention_covers_the_horizon(self) -> Config:
+        keep, horizon = self.dataset.retention_days, self.evaluation.horizon_days
+        if keep is not None and horizon is not None and keep < horizon:
+            raise ValueError(f"dataset.retention_days ({keep}) is shorter than evaluation.horizon_days ({horizon}): "
+                             "the report would estimate production from random draws already erased; keep reviewed "
+                             "text at least as long as the horizon")
+        if keep is not None and horizon is None:
+            raise ValueError("dataset.retention_days needs evaluation.horizon_days (at most as long): with no "
+                             "horizon the report reads every window, including draws already erased")
         return self
 
     @model_validator(mode="after")

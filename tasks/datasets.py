@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -14,6 +16,22 @@ from hitl.evaluation import regression
 from hitl.quarantine import write_quarantine
 from hitl.review.store import ReviewStore
 from hitl.schemas import annotation_schema, validate_split
+
+
+@task(name="apply-retention", cache_policy=NO_CACHE)
+def apply_retention(cfg: Config, store: ReviewStore) -> int:
+    """With `dataset.retention_days`: erase the text of review items queued longer ago (recorded in the audit
+    chain), so no version registered from now on carries it. Returns how many were erased."""
+    days = cfg.dataset.retention_days
+    if days is None:
+        return 0
+    done = store.erase(older_than=datetime.now(UTC) - timedelta(days=days))
+    if done.erased:
+        evidence.record_erasure(evidence.open_log(cfg, store), done.erased, evidence.SYSTEM_ACTOR,
+                                f"past dataset.retention_days ({days})")
+    get_run_logger().info("Retention: %d review items older than %d days erased (text blanked, out of every later "
+                          "dataset version)", len(done.erased), days)
+    return len(done.erased)
 
 
 @task(name="collect-resolved-labels", cache_policy=NO_CACHE)

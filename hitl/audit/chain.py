@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from hitl.review.store import ReviewStore
 
 GENESIS = "0" * 64
-KINDS = ("review", "adjudication", "correction", "dataset", "model", "gate", "report", "decision", "rollback")
+KINDS = ("review", "adjudication", "correction", "dataset", "model", "gate", "report", "decision", "rollback",
+         "erasure")
 FIELDS = ["seq", "at", "kind", "actor", "subject", "ref", "payload_sha256", "prev_sha256", "entry_sha256", "anchor"]
 
 

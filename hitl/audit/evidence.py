@@ -110,6 +110,14 @@ def record_adjudications(log: AuditLog, store: ReviewStore, trace_ids: Iterable[
     return record_resolutions(log, store, ids, "adjudication", adjudicator)
 
 
+def record_erasure(log: AuditLog, trace_ids: list[str], actor: str, reason: str) -> Entry:
+    """Review items whose text was erased (a deletion request, or retention): who, why, and the trace ids (their
+    SHA-256 in the payload; the ids themselves name no customer text)."""
+    ref = {"traces": len(trace_ids), "reason": reason, "first": trace_ids[0] if trace_ids else None}
+    subject = f"erasure of {len(trace_ids)} review item" + ("s" if len(trace_ids) != 1 else "")
+    return log.append("erasure", actor, subject, ref, sha256_json(sorted(trace_ids)))[0]
+
+
 def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:
     """A dataset version: the SHA-256 of its full artifact file (not MLflow's dataset digest, a truncated MD5)."""
     from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE

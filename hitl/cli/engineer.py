@@ -257,3 +257,38 @@ def labels_proposals(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     console.print(t)
     console.print(f"To accept one, add it to `labels` in {config} (a model learns it at the next fine-tune); the "
                   "next `hitl review-batch` re-queues its items for review with the new label.")
+
+
+@app.command()
+def erase(trace_ids: Annotated[list[str], typer.Argument(help="trace ids whose text must go")],
+          config: ConfigOpt = DEFAULT_CONFIG,
+          by: Annotated[str, typer.Option("--by", prompt="Requested by", help="who asks (it goes in the audit chain)")
+                        ] = "",
+          reason: Annotated[str, typer.Option(prompt=True, help="why, e.g. the deletion request's reference")] = ""
+          ) -> None:
+    """Erase the text of review items, e.g. on a customer's request to delete their data: their input, output and
+    context are blanked in the review store, they leave every dataset version registered from now on (so no later
+    fine-tune replays them), and the erasure goes in the audit chain. Labels and annotations stay (no trace text).
+    Dataset versions registered before keep the text until their MLflow runs are deleted (docs/operations.md)."""
+    from hitl.audit import evidence
+    from hitl.review.store import ReviewStore
+
+    cfg = _cfg(config)
+    if not by.strip() or not reason.strip():
+        console.print("[red]Nothing erased:[/] give --by and --reason (both go in the audit chain).")
+        raise typer.Exit(1)
+    store = ReviewStore(cfg.store_url)
+    done = store.erase(trace_ids)
+    if done.erased:
+        entry = evidence.record_erasure(evidence.open_log(cfg, store), done.erased, by.strip(), reason.strip())
+        console.print(f"[green]Erased {len(done.erased)} review item(s)[/] (audit entry {entry.short}): their text "
+                      "is blank in the review store and in no dataset version registered from now on. Versions "
+                      "registered before still hold it until their MLflow runs are deleted (docs/operations.md, "
+                      "\"Reviewed text\").", soft_wrap=True)
+    already = sorted(set(trace_ids) - set(done.erased) - set(done.unknown))
+    if already:
+        console.print(f"Already erased: {', '.join(already)}.", soft_wrap=True)
+    if done.unknown:
+        console.print(f"[yellow]No review item for {', '.join(done.unknown)}[/]: never sent for review, so the review "
+                      "store holds no text of them (trace files and MLflow traces are the source's to delete).",
+                      soft_wrap=True)

@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ from hitl.review import gold
 from hitl.review.forms import NONE_FITS  # the answer that proposes a new label (named in the rationale)
 from hitl.review.tables import (
     DISPUTED,
+    ERASED,
     EXPIRED,
     MAX_REVIEWER_CHARS,
     OPEN,
@@ -70,6 +72,12 @@ class BatchView:
     flow_run_id: str | None = None
     status: str = OPEN
     resumed: bool = False  # take_batch gave a run back the batch it already held
+
+
+@dataclass(frozen=True)
+class Erasure:
+    erased: list[str]  # trace ids whose text was erased now
+    unknown: list[str]  # trace ids asked for that no review item has (never sampled for review: nothing stored)
 
 
 @dataclass(frozen=True)
@@ -270,7 +278,7 @@ class ReviewStore(ReviewViews, SamplingState):
         its original item, or (seeded gold without them) from one of the batch's real items, and it is shown
         blind like a random-draw item (`_shown_gold`), so nothing sets a gold item apart."""
         in_batch = {it.trace_id for it in picked}
-        pool = [g for g in s.scalars(select(GoldItem)).all() if g.source_ref not in in_batch]
+        pool = [g for g in s.scalars(select(GoldItem)).all() if g.source_ref not in in_batch and g.input]
         k = gold.how_many(len(picked), share, len(pool))
         if k == 0:
             return []
@@ -382,6 +390,9 @@ class ReviewStore(ReviewViews, SamplingState):
                 if item.status == PROPOSED:
                     skipped[trace_id] = "held: another reviewer proposed a new label for it"
                     continue
+                if item.status == ERASED:
+                    skipped[trace_id] = "its text was erased after the batch was handed out"
+                    continue
                 if done_n.get(item.id, 0) >= item.required_annotations or item.status != QUEUED:
                     skipped[trace_id] = "already has its labels from other reviewers" + (
                         " (this batch had expired)" if late else "")
@@ -435,6 +446,8 @@ class ReviewStore(ReviewViews, SamplingState):
 
     def _settle(self, s: Session, items: list[Item]) -> None:
         for item in items:
+            if item.status == ERASED:  # erased while its batch was out: it stays out of every dataset
+                continue
             labels = list(s.scalars(select(AnnotationRow.label).where(AnnotationRow.item_id == item.id)))
             if len(labels) < item.required_annotations:
                 continue
@@ -474,6 +487,44 @@ class ReviewStore(ReviewViews, SamplingState):
                                item=json.dumps(item_dict(item))))
             s.flush()
             return res.id
+
+    # ---- erasure: text that must go ----
+    def erase(self, trace_ids: Iterable[str] = (), older_than: datetime | None = None) -> Erasure:
+        """Erase the text of review items: those of `trace_ids` (a request to delete a customer's data) and every
+        item queued before `older_than` (`dataset.retention_days`). An erased item keeps its trace id (sampling
+        never takes the trace again), its annotations and resolutions (the audit chain hashes them; they hold a
+        label and a reviewer's rationale, no trace text), and becomes ERASED: no later dataset version carries
+        it, no batch shows it, no adjudication asks for it. Its input, output, context, suggestions and evaluator
+        reasons are blanked; so are an adjudicated gold item made from it (never shown again) and the copies of
+        that gold item in batches already handed out. Items erased before are not counted again."""
+        ids = list(dict.fromkeys(str(t) for t in trace_ids))
+        erased: list[str] = []
+        with self._session.begin() as s:
+            found: dict[int, Item] = {}
+            for start in range(0, len(ids), ID_CHUNK):
+                for item in s.scalars(select(Item).where(Item.trace_id.in_(ids[start:start + ID_CHUNK]))):
+                    found[item.id] = item
+            unknown = sorted(set(ids) - {it.trace_id for it in found.values()})
+            if older_than is not None:
+                old = [i for i, at in s.execute(select(Item.id, Item.created_at).where(Item.status != ERASED))
+                       if utc(at) < older_than and i not in found]
+                for start in range(0, len(old), ID_CHUNK):
+                    for item in s.scalars(select(Item).where(Item.id.in_(old[start:start + ID_CHUNK]))):
+                        found[item.id] = item
+            for item in sorted(found.values(), key=lambda it: it.id):
+                if item.status == ERASED:
+                    continue
+                item.input, item.output, item.context, item.suggestions, item.evaluator_reasons = "", "", None, None, ""
+                item.status, item.label = ERASED, None
+                erased.append(item.trace_id)
+            for start in range(0, len(erased), ID_CHUNK):
+                golds = list(s.scalars(select(GoldItem).where(GoldItem.source == "adjudicated",
+                                                              GoldItem.source_ref.in_(erased[start:start + ID_CHUNK]))))
+                for g in golds:
+                    g.input, g.item = "", "{}"
+                for shown in s.scalars(select(BatchGold).where(BatchGold.gold_id.in_([g.id for g in golds]))):
+                    shown.shown = "{}"
+        return Erasure(erased, unknown)
 
     def disputed_trace_ids(self) -> list[str]:
         """The trace ids of disputed items, in `disputed()`'s order, without reading their annotations."""

@@ -14,6 +14,7 @@ from hitl.db import Base
 from hitl.db import now as _now
 
 QUEUED, RESOLVED, DISPUTED, PROPOSED = "queued", "resolved", "disputed", "proposed"  # proposed: held for a new label
+ERASED = "erased"  # its text erased (a deletion request, or past dataset.retention_days): in no later dataset version
 SCHEMA_VERSION = "2"  # 2: random draws (inclusion probabilities, windows, strata), text groups, resolutions
 OPEN, SUBMITTED, EXPIRED = "open", "submitted", "expired"
 MAX_REVIEWER_CHARS = 100  # the reviewer columns' width

@@ -351,17 +351,23 @@ def test_a_rollback_is_recorded_before_the_registry_moves_and_checked_against_it
 
 # ---- the command line and the tasks ----
 
-def test_hitl_audit_verify_and_export(tmp_path):
-    from hitl.cli import app
-
+def _reviewed_stack(tmp_path) -> tuple[Path, ReviewStore, audit_chain.AuditLog]:
+    """A config file, its review store and audit chain, with `_review`'s entries in it."""
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(f"labels: {json.dumps(LABELS)}\nstate_dir: {tmp_path / 'state'}\n")
     cfg = make_cfg(tmp_path)
     cfg.state.mkdir()
     store = ReviewStore(cfg.store_url)
     log = evidence.open_log(cfg, store)
-    assert log.key_file == tmp_path / "state" / "audit.key"
     _review(store, log)
+    return cfg_path, store, log
+
+
+def test_hitl_audit_verify_and_export(tmp_path):
+    from hitl.cli import app
+
+    cfg_path, store, log = _reviewed_stack(tmp_path)
+    assert log.key_file == tmp_path / "state" / "audit.key"
     runner = CliRunner()
     fixed = runner.invoke(app, ["relabel", "t000", A, "-c", str(cfg_path), "--reviewer", "dave", "--reason", "typo"])
     assert fixed.exit_code == 0, fixed.output
@@ -374,6 +380,30 @@ def test_hitl_audit_verify_and_export(tmp_path):
     _sql(store, "UPDATE audit_entries SET subject = 'review batch x' WHERE seq = 1")
     bad = runner.invoke(app, ["audit", "verify", "-c", str(cfg_path), "--offline"])
     assert bad.exit_code == 1 and "entry #1" in bad.output and "Traceback" not in bad.output
+
+
+def test_hitl_erase_blanks_the_text_records_who_and_why_and_the_chain_still_verifies(tmp_path):
+    from hitl.cli import app
+    from hitl.review.tables import ERASED
+
+    cfg_path, store, log = _reviewed_stack(tmp_path)  # annotations and adjudications the chain hashes
+    runner = CliRunner()
+    refused = runner.invoke(app, ["erase", "t000", "-c", str(cfg_path), "--by", "dpo", "--reason", " "])
+    assert refused.exit_code == 1 and "Nothing erased" in refused.output and log.head().kind == "adjudication"
+    done = runner.invoke(app, ["erase", "t000", "t001", "ghost", "-c", str(cfg_path), "--by", "dpo",
+                               "--reason", "deletion request DR-17"])
+    assert done.exit_code == 0, done.output
+    assert "Erased 2 review item(s)" in done.output and "No review item for ghost" in done.output
+    head = log.head()
+    assert (head.kind, head.actor, head.ref["traces"], head.ref["reason"]) == ("erasure", "dpo", 2,
+                                                                               "deletion request DR-17")
+    assert head.payload_sha256 == audit_chain.sha256_json(["t000", "t001"])
+    assert (store.items().set_index("trace_id").loc[["t000", "t001"], "status"] == ERASED).all()
+    assert set(store.resolved()["trace_id"]).isdisjoint({"t000", "t001"})
+    again = runner.invoke(app, ["erase", "t000", "-c", str(cfg_path), "--by", "dpo", "--reason", "again"])
+    assert again.exit_code == 0 and "Already erased: t000" in again.output and log.head().seq == head.seq
+    ok = runner.invoke(app, ["audit", "verify", "-c", str(cfg_path), "--offline"])
+    assert ok.exit_code == 0 and "Audit chain intact" in ok.output, ok.output
 
 
 def test_review_tasks_record_each_submission_once_however_often_retried(tmp_path):

@@ -195,3 +195,16 @@ def test_review_settings_have_their_defaults_and_bounds(tmp_path, key, default, 
     for value in bad:
         with pytest.raises(pydantic.ValidationError):
             make_cfg(tmp_path, review={key: value})
+
+
+@pytest.mark.parametrize(("dataset", "evaluation", "match"), [
+    ({"retention_days": 30}, {}, "shorter than evaluation.horizon_days"),
+    ({"retention_days": 400}, {"horizon_days": None}, "needs evaluation.horizon_days"),
+])
+def test_retention_must_cover_the_production_horizon(tmp_path, dataset, evaluation, match):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=match):
+        Config(labels=["a", "b"], state_dir=str(tmp_path), dataset=dataset, evaluation=evaluation)
+    ok = Config(labels=["a", "b"], state_dir=str(tmp_path), dataset={"retention_days": 365})
+    assert ok.dataset.retention_days == 365 and ok.evaluation.horizon_days == 91

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from helpers_domain import COHORTS, LABELS, review_items
+from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 
 from hitl.review.store import DISPUTED, QUEUED, RESOLVED, ReviewError, ReviewStore
 
@@ -412,3 +412,85 @@ def test_the_terminal_reviewer_merges_a_late_answer_and_says_so(tmp_path, capsys
     ann = store.annotations()
     assert len(ann) == 2 and set(ann["reviewer"]) == {"late-larry"}
     assert _submit_late(cfg, SimpleNamespace(id="unknown", form=REVIEW_FORM, schema={}), values) is False
+
+
+# ---- erasure ----
+
+def _text_of(store: ReviewStore, trace_id: str) -> tuple:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from hitl.review.tables import Item
+
+    with Session(store.engine) as s:
+        it = s.scalar(select(Item).where(Item.trace_id == trace_id))
+        return it.input, it.output, it.context, it.suggestions, it.evaluator_reasons, it.status
+
+
+def test_erase_blanks_the_text_and_keeps_the_item_out_of_every_dataset_and_batch(store):
+    from hitl.review.tables import ERASED
+
+    store.enqueue(review_items(4), COHORTS)
+    batch = store.take_batch(2)  # t000, t001 handed out
+    done = store.erase(["t001", "t003", "nope", "t003"])
+    assert done.erased == ["t001", "t003"] and done.unknown == ["nope"]
+    assert _text_of(store, "t003") == ("", "", None, None, "", ERASED)
+    assert store.erase(["t001"]).erased == []  # already erased: not counted again
+    result = store.submit(batch.id, "alice", _label_all(batch), LABELS)  # the reviewer answered both
+    assert result.stored == 1 and "erased" in result.skipped["t001"]
+    assert list(store.resolved()["trace_id"]) == ["t000"]
+    assert _text_of(store, "t001")[-1] == ERASED  # an answer after the erasure does not resolve it
+    nxt = store.take_batch(5)
+    assert _ids(nxt) == ["t002"]  # an erased item is never handed out
+    assert store.known_among(["t001", "t003"]) == {"t001", "t003"}  # sampling never takes the trace again
+
+
+def test_erase_by_age_takes_every_item_queued_before_the_cutoff_and_its_gold_copy(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select, update
+    from sqlalchemy.orm import Session
+
+    from hitl.review.tables import GoldItem, Item
+
+    store, trace = _disputed_store(tmp_path)
+    store.resolve(trace, LABELS[1], "carol", "bob is right", "adjudication", LABELS)  # makes a gold item of it
+    store.enqueue(review_items(2, prefix="new"), COHORTS)
+    with Session(store.engine) as s, s.begin():
+        s.execute(update(Item).where(Item.trace_id == trace).values(created_at=datetime.now(UTC) - timedelta(days=40)))
+    done = store.erase(older_than=datetime.now(UTC) - timedelta(days=30))
+    assert done.erased == [trace] and done.unknown == []
+    assert store.resolved().empty and len(store.annotations()) == 2  # the labels' history stays (audit)
+    with Session(store.engine) as s:
+        g = s.scalar(select(GoldItem).where(GoldItem.source_ref == trace))
+        assert (g.input, g.item) == ("", "{}")
+    batch = store.take_batch(10, gold_share=0.5)
+    assert trace not in {it["trace_id"] for it in batch.items}  # a blanked gold item is never shown
+    assert {t for t in _ids(batch)} == {"new000", "new001"}
+
+
+def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.logging import disable_run_logger
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from hitl.audit import evidence
+    from hitl.review.tables import Item
+    from tasks import datasets
+
+    cfg = make_cfg(tmp_path, cohorts=COHORTS, dataset={"retention_days": 100})
+    cfg.state.mkdir()
+    store = ReviewStore(cfg.store_url)
+    store.enqueue(review_items(3), COHORTS)
+    with Session(store.engine) as s, s.begin():
+        s.execute(update(Item).where(Item.trace_id == "t001")
+                  .values(created_at=datetime.now(UTC) - timedelta(days=101)))
+    with disable_run_logger():
+        assert datasets.apply_retention.fn(cfg, store) == 1
+        assert datasets.apply_retention.fn(cfg, store) == 0  # nothing new past retention: no second entry
+        assert datasets.apply_retention.fn(make_cfg(tmp_path, cohorts=COHORTS), store) == 0  # off by default
+    [entry] = evidence.open_log(cfg, store).entries()
+    assert (entry.kind, entry.actor, entry.ref["traces"]) == ("erasure", evidence.SYSTEM_ACTOR, 1)
+    assert "retention_days (100)" in entry.ref["reason"] and _text_of(store, "t001")[0] == ""
