@@ -36,7 +36,7 @@ class Horizon:
 
     def holds(self, timestamps: pd.Series) -> np.ndarray:
         """Which traces (by timestamp) fall in the horizon's traffic: their UTC day within its days up to its
-        latest window (every trace when the horizon has no dated window or no limit)."""
+        latest window (with no limit in days: every day up to it; with no dated window: every trace)."""
         if not self.last:
             return np.ones(len(timestamps), dtype=bool)
         day = pd.to_datetime(timestamps, utc=True).dt.floor("D")

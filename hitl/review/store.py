@@ -489,14 +489,17 @@ class ReviewStore(ReviewViews, SamplingState):
             return res.id
 
     # ---- erasure: text that must go ----
-    def erase(self, trace_ids: Iterable[str] = (), older_than: datetime | None = None) -> Erasure:
+    def erase(self, trace_ids: Iterable[str] = (), older_than: datetime | None = None, dry_run: bool = False
+              ) -> Erasure:
         """Erase the text of review items: those of `trace_ids` (a request to delete a customer's data) and every
         item queued before `older_than` (`dataset.retention_days`). An erased item keeps its trace id (sampling
         never takes the trace again), its annotations and resolutions (the audit chain hashes them; they hold a
         label and a reviewer's rationale, no trace text), and becomes ERASED: no later dataset version carries
         it, no batch shows it, no adjudication asks for it. Its input, output, context, suggestions and evaluator
         reasons are blanked; so are an adjudicated gold item made from it (never shown again) and the copies of
-        that gold item in batches already handed out. Items erased before are not counted again."""
+        that gold item in batches already handed out. Items erased before are not counted again. `dry_run`: what
+        would be erased, nothing changed (callers record the erasure in the audit chain first, then erase exactly
+        those ids: a crash between the two is finished by running the same erasure again, recorded once)."""
         ids = list(dict.fromkeys(str(t) for t in trace_ids))
         erased: list[str] = []
         with self._session.begin() as s:
@@ -514,10 +517,12 @@ class ReviewStore(ReviewViews, SamplingState):
             for item in sorted(found.values(), key=lambda it: it.id):
                 if item.status == ERASED:
                     continue
+                erased.append(item.trace_id)
+                if dry_run:
+                    continue
                 item.input, item.output, item.context, item.suggestions, item.evaluator_reasons = "", "", None, None, ""
                 item.status, item.label = ERASED, None
-                erased.append(item.trace_id)
-            for start in range(0, len(erased), ID_CHUNK):
+            for start in range(0, 0 if dry_run else len(erased), ID_CHUNK):
                 golds = list(s.scalars(select(GoldItem).where(GoldItem.source == "adjudicated",
                                                               GoldItem.source_ref.in_(erased[start:start + ID_CHUNK]))))
                 for g in golds:

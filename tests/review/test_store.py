@@ -487,6 +487,11 @@ def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path
     with Session(store.engine) as s, s.begin():
         s.execute(update(Item).where(Item.trace_id == "t001")
                   .values(created_at=datetime.now(UTC) - timedelta(days=101)))
+    plan = store.erase(older_than=datetime.now(UTC) - timedelta(days=100), dry_run=True)
+    assert plan.erased == ["t001"] and _text_of(store, "t001")[0] == "message t001"  # a dry run changes nothing
+    # a crash after the audit entry and before the erasure: the next run erases, and records nothing twice
+    evidence.record_erasure(evidence.open_log(cfg, store), plan.erased, evidence.SYSTEM_ACTOR,
+                            "past dataset.retention_days (100)")
     with disable_run_logger():
         assert datasets.apply_retention.fn(cfg, store) == 1
         assert datasets.apply_retention.fn(cfg, store) == 0  # nothing new past retention: no second entry
