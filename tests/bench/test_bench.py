@@ -216,7 +216,11 @@ def test_out_of_scope_folds_keep_unknown_intents_apart_from_the_out_of_scope_row
     texts, y = oos.training_rows(train, folds[0], np.random.default_rng(0), setup)
     counts = pd.Series(y).value_counts()
     assert counts[oos.FALLBACK] == setup.per_fold * setup.oos_per_intent
-    assert (counts.drop(oos.FALLBACK) == setup.train_per_intent).all() and len(counts) == len(folds[0].known) + 1
+    known = counts.drop(oos.FALLBACK)
+    assert len(counts) == len(folds[0].known) + 1 and set(known) == {setup.train_per_intent, setup.few_per_intent}
+    assert (known == setup.few_per_intent).sum() == round(setup.few_share * len(folds[0].known))  # the few-example half
+    _, again = oos.training_rows(train, folds[0], np.random.default_rng(0), setup)
+    assert again == y  # seeded
     unknown_texts = set(train.loc[train["label"].isin(folds[0].unknown), "text"])
     assert not unknown_texts & set(texts)  # no row of an unknown intent is trained on, under any label
     with pytest.raises(ValueError, match="need more than"):
