@@ -48,12 +48,11 @@ TITLE = f"## {SECTION}. Out-of-scope: saying \"I don't know\" (`make bench-oos`)
 FALLBACK = "out_of_scope"
 # scorer -> what it is; "product" is what the product serves (the top probability, as `modeling.score` abstains)
 SCORERS = {
-    "product": "the product's model as it serves: its in-scope score (the mean of the nearest in-scope training "
-               "row's cosine in its own sentence space, mapped to [0, 1], and the highest in-scope probability; "
-               "`abstention.in_scope_score`)",
-    "product_nearest_row": "the product's model, the nearest in-scope training row's cosine alone (the serving "
-                           "score before)",
-    "product_top_probability": "the product's model, highest in-scope probability",
+    "product": "the product's model as it serves: its in-scope score (the nearest in-scope training row's cosine in "
+               "its own sentence space, `abstention.in_scope_score`)",
+    "product_with_top_probability": "the product's model, the mean of its in-scope score and its highest in-scope "
+                                    "probability (explored, not served)",
+    "product_top_probability": "the product's model, highest in-scope probability (the serving score before)",
     "product_cosine": "the product's model, highest cosine to an in-scope head row",
     "product_energy": "the product's model, log-sum-exp of the in-scope logits (energy)",
     "product_mahalanobis": "the product's model's sentence vectors, nearest in-scope class by Mahalanobis distance "
@@ -205,7 +204,7 @@ def score_fold(model: modeling.IntentModel, fit: anchor.Anchor, v_train: np.ndar
 
     top_is_fallback = probs.argmax(axis=1) == model.labels.index(FALLBACK)
     return {"product": (served.in_scope, labels[best]),
-            "product_nearest_row": (abstention.in_scope_score(vecs, model.reference), labels[best]),
+            "product_with_top_probability": ((served.in_scope + conf) / 2, labels[best]),
             "product_top_probability": (conf, labels[best]),
             "product_cosine": (cos.max(axis=1), labels[in_scope][cos.argmax(axis=1)]),
             "product_energy": (energy, labels[in_scope][logits.argmax(axis=1)]),
@@ -314,7 +313,7 @@ def summary(items: pd.DataFrame) -> dict:
                         "accuracy_when_kept": 100 * float(kept[f"{name}_correct"].mean()) if len(kept) else np.nan,
                         "vs_anchor": d, "vs_anchor_low": lo, "vs_anchor_high": hi})
     by = []
-    shown = ("product", ANCHOR, "product_nearest_row")
+    shown = ("product", ANCHOR, "product_with_top_probability")
     for key in ("fold", "group", "examples"):
         if key not in items:  # results written before the column existed
             continue
@@ -332,13 +331,13 @@ def summary(items: pd.DataFrame) -> dict:
     gap = unk["product_abstain"].astype(float) - unk[f"{best['scorer']}_abstain"].astype(float)
     d, lo, hi = cluster_interval(100 * gap.to_numpy(), clusters.to_numpy())
     vs_best = {"scorer": best["scorer"], "difference": d, "low": lo, "high": hi}
-    gap = unk["product_abstain"].astype(float) - unk["product_nearest_row_abstain"].astype(float)
+    gap = unk["product_abstain"].astype(float) - unk["product_top_probability_abstain"].astype(float)
     d, lo, hi = cluster_interval(100 * gap.to_numpy(), clusters.to_numpy())
     vs_before = {"difference": d, "low": lo, "high": hi}
     fallback_only = {"recall": 100 * float(unk["product_argmax_fallback"].mean()),
                      "false_abstention": 100 * float(ins["product_argmax_fallback"].mean())}
     return {"scorers": scorers, "by": by, "fallback_class_alone": fallback_only, "product_vs_best_frozen": vs_best,
-            "product_vs_before": vs_before,
+            "product_vs_top_probability": vs_before,
             "unknown_items": len(unk), "unknown_intents": int(clusters.nunique()), "in_scope_items": len(ins)}
 
 
@@ -352,8 +351,8 @@ def acceptance(result: dict, goal: float = 10.0) -> str:
     b = result["summary"].get("product_vs_best_frozen")
     best = f" Against the best frozen-space scorer here ({SCORERS[b['scorer']]}): {b['difference']:+.1f} pts " \
            f"[{b['low']:+.1f}, {b['high']:+.1f}]." if b else ""
-    v = result["summary"].get("product_vs_before")
-    before = f" The served score against the one it replaced (the nearest training row alone): " \
+    v = result["summary"].get("product_vs_top_probability")
+    before = f" The in-scope score against the top probability it replaced as the serving score: " \
              f"{v['difference']:+.1f} pts [{v['low']:+.1f}, {v['high']:+.1f}]." if v else ""
     return (f"- {SCENARIO_NAMES[scenario_of(result)]}: the product's recall minus the anchor's at a "
             f"{100 * result['setup']['far']:.0f}% false-abstention rate, {p['vs_anchor']:+.1f} pts "
@@ -394,16 +393,16 @@ def scenario_markdown(result: dict) -> list[str]:
     lines += ["", f"The fallback class alone (the product's model predicting `{FALLBACK}` as its top label, no "
               f"threshold): recall {fb['recall']:.1f}%, false abstention {fb['false_abstention']:.1f}%.", "",
               "By fold, by label group and by how many reviewed rows an in-scope intent had (the product's model "
-              "as it serves, the anchor, and the score it served before): recall on the unknown intents of the "
-              "fold or group, false abstention on its in-scope intents.", "",
+              "as it serves, the anchor, and the product's score averaged with its top probability): recall on the "
+              "unknown intents of the fold or group, false abstention on its in-scope intents.", "",
               "| by | fold or group | unknown items | in-scope items | recall: product | recall: anchor "
-              "| false abstention: product | false abstention: anchor | false abstention: score before |",
+              "| false abstention: product | false abstention: anchor | false abstention: with top probability |",
               "|---|---|---|---|---|---|---|---|---|"]
     for b in s["by"]:
         lines.append(f"| {b['by']} | {b['value']} | {b['unknown_items']} | {b['in_scope_items']} | "
                      f"{_pct(b['product_recall'])} | {_pct(b[f'{ANCHOR}_recall'])} | "
                      f"{_pct(b['product_false_abstention'])} | {_pct(b[f'{ANCHOR}_false_abstention'])} | "
-                     f"{_pct(b.get('product_nearest_row_false_abstention', np.nan))} |")
+                     f"{_pct(b.get('product_with_top_probability_false_abstention', np.nan))} |")
     return lines
 
 

@@ -39,25 +39,17 @@ def reference_rows(labels: list[str], fallback: str | None, per_label: int = REF
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
-def in_scope_score(vectors: np.ndarray, reference: np.ndarray, block: int = 2048, top: np.ndarray | None = None
-                   ) -> np.ndarray:
+def in_scope_score(vectors: np.ndarray, reference: np.ndarray, block: int = 2048) -> np.ndarray:
     """Per row of `vectors` (L2-normalised sentence vectors): (1 + its highest cosine similarity to a reference
-    row) / 2, in [0, 1] like a probability, so a threshold of 0 still means "never abstain"; with `top` (each row's
-    highest in-scope probability), the mean of the two. An empty reference scores every row 1 (nothing to compare
-    with: never abstain).
-
-    The nearest row alone depends on how many rows a label has: a label reviewed 3 times offers 3 chances of a
-    close neighbour, a launch label 20, so in-scope traffic of a new label scores low and is refused more often,
-    and the threshold that keeps the false-abstention rate lets more unknown traffic through. The head's
-    probability does not count rows; the mean of both stays put when labels have few examples (module doc)."""
+    row) / 2, in [0, 1] like a probability, so a threshold of 0 still means "never abstain". An empty reference
+    scores every row 1 (nothing to compare with: never abstain)."""
     vectors = np.asarray(vectors, np.float32)
     ref = np.asarray(reference, np.float32)
     if len(ref) == 0:
         return np.ones(len(vectors))
     best = np.concatenate([(vectors[i:i + block] @ ref.T).max(axis=1) for i in range(0, len(vectors), block)]) \
         if len(vectors) else np.zeros(0, np.float32)
-    near = np.clip((1.0 + best.astype(np.float64)) / 2.0, 0.0, 1.0)
-    return near if top is None else (near + np.clip(np.asarray(top, np.float64), 0.0, 1.0)) / 2.0
+    return np.clip((1.0 + best.astype(np.float64)) / 2.0, 0.0, 1.0)
 
 
 def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold: float | np.ndarray) -> np.ndarray:

@@ -227,19 +227,11 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     known = max(int(model.network.active.sum()), 2)
     p = np.clip(probs, 1e-12, 1.0)
     entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
-    in_scope = abstention.in_scope_score(vectors, model.reference, top=_in_scope_top(model, probs)) \
-        if vectors is not None else top2[:, 1]
+    in_scope = abstention.in_scope_score(vectors, model.reference) if vectors is not None else top2[:, 1]
     pred = [model.labels[i] for i in probs.argmax(axis=1)]
     if model.fallback_label and model.abstain_threshold is not None:
         pred = abstention.apply(in_scope, np.asarray(pred), model.fallback_label, model.abstain_threshold).tolist()
     return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy, np.asarray(in_scope, float))
-
-
-def _in_scope_top(model: IntentModel, probs: np.ndarray) -> np.ndarray:
-    """Each row's highest probability among the trained labels other than the fallback label."""
-    usable = model.network.active.detach().cpu().numpy().astype(bool) & \
-        (np.asarray(model.labels, dtype=object) != model.fallback_label)
-    return np.where(usable, probs, 0.0).max(axis=1) if usable.any() else probs.max(axis=1)
 
 
 def top_labels(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:

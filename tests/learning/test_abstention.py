@@ -316,9 +316,6 @@ def test_in_scope_score_is_the_nearest_reference_row_s_cosine_mapped_to_0_1():
     assert np.allclose(score[4:], brute, atol=2e-3)  # blocks of 7 rows give the one-matrix answer
     assert np.array_equal(in_scope_score(far, np.zeros((0, 8))), np.ones(20))  # nothing to compare: never abstain
     assert in_scope_score(np.zeros((0, 8)), ref).shape == (0,)
-    top = rng.random(20)
-    assert np.allclose(in_scope_score(far, ref, top=top), (brute + top) / 2, atol=2e-3)  # with the top probability
-    assert np.array_equal(in_scope_score(far, np.zeros((0, 8)), top=top), np.ones(20))
 
 
 def test_verdict_predictions_abstain_on_the_in_scope_score_when_given():
