@@ -25,6 +25,13 @@ def noisy(truth: np.ndarray, labels: list[str], noise: float, rng: np.random.Gen
     return out
 
 
+def reviewed(truth: np.ndarray, labels: list[str], noise: float, rng: np.random.Generator) -> np.ndarray:
+    """The labels two noisy reviewers give, a third (as noisy) settling their disagreements."""
+    first, second = noisy(truth, labels, noise, rng), noisy(truth, labels, noise, rng)
+    third = noisy(truth, labels, noise, rng)  # the adjudicator of disagreements
+    return np.where(first == second, first, third)
+
+
 def run(traffic: pd.DataFrame, champion_pred: np.ndarray, challenger_pred: np.ndarray, cfg: Config,
         n_random: int, n_independent: int, noise: float, seed: int) -> pd.DataFrame:
     """One row per model: the report's estimate and its se, the independent sample's fail rate and its se, the
@@ -34,10 +41,7 @@ def run(traffic: pd.DataFrame, champion_pred: np.ndarray, challenger_pred: np.nd
     pool = traffic.assign(window=windows.window_keys(traffic["timestamp"], cfg.selection.window, "run"),
                           _row=np.arange(len(traffic)))
     drawn = windows.draw(pool, cfg.selection.strata, n_random, {}, rng, cfg.selection.min_per_stratum).items
-    truth = drawn["label"].to_numpy()
-    first, second = noisy(truth, cfg.labels, noise, rng), noisy(truth, cfg.labels, noise, rng)
-    third = noisy(truth, cfg.labels, noise, rng)  # the adjudicator of disagreements
-    sample = drawn.assign(label=np.where(first == second, first, third))
+    sample = drawn.assign(label=reviewed(drawn["label"].to_numpy(), cfg.labels, noise, rng))
     rows = sample["_row"].to_numpy()
     table = regression.production_table(sample.reset_index(drop=True), list(champion_pred[rows]),
                                         list(challenger_pred[rows]), cfg)

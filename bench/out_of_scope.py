@@ -215,17 +215,19 @@ def score_fold(model: modeling.IntentModel, fit: anchor.Anchor, v_train: np.ndar
             "anchor_mahalanobis": maha(v_train[keep], v_test)}, top_is_fallback
 
 
-def world_splits(seed: int) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
-    """The synthetic world's intents, and training and test messages (text, label) drawn from its templates."""
+def world_splits(seed: int, n_train: int = WORLD_TRAIN, n_test: int = WORLD_TEST, salt: tuple[int, ...] = ()
+                 ) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
+    """The synthetic world's intents, and training and test messages (text, label) drawn from its templates, `n_train`
+    and `n_test` of each intent (`salt`: more entropy for the draws, so another bench draws other messages)."""
     from hitl.sim import world
 
     def draw(n: int, stream: int) -> pd.DataFrame:
-        rng = np.random.default_rng([seed, stream])
+        rng = np.random.default_rng([seed, stream, *salt])
         rows = [(world.standard_text(rng, lab, world.LOCALES[int(rng.integers(len(world.LOCALES)))]), lab)
                 for lab in world.INTENTS for _ in range(n)]
         return pd.DataFrame(rows, columns=["text", "label"])
 
-    return list(world.INTENTS), draw(WORLD_TRAIN, 1), draw(WORLD_TEST, 2)
+    return list(world.INTENTS), draw(n_train, 1), draw(n_test, 2)
 
 
 def splits_of(setup: Setup, seed: int, data_dir: Path) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:

@@ -107,18 +107,13 @@ def voice(text: str, rng: np.random.Generator) -> str:
 def _world(seed: int) -> tuple[list[str], pd.DataFrame, pd.DataFrame, Callable[[str, str, np.random.Generator], str]]:
     """The synthetic world's intents, training and test messages, and its voice channel (a transcript of the
     label from the world's voice templates)."""
+    from bench.out_of_scope import world_splits
     from hitl.sim import world
-
-    def draw(n: int, stream: int) -> pd.DataFrame:
-        rng = np.random.default_rng([seed, stream, 91])
-        rows = [(world.standard_text(rng, lab, world.LOCALES[int(rng.integers(len(world.LOCALES)))]), lab)
-                for lab in world.INTENTS for _ in range(n)]
-        return pd.DataFrame(rows, columns=["text", "label"])
 
     def speak(_text: str, label: str, rng: np.random.Generator) -> str:
         return world.voice_text(rng, label, world.LOCALES[int(rng.integers(len(world.LOCALES)))])
 
-    return list(world.INTENTS), draw(WORLD_TRAIN, 1), draw(WORLD_TEST, 2), speak
+    return (*world_splits(seed, WORLD_TRAIN, WORLD_TEST, salt=(91,)), speak)
 
 
 def _banking77(data_dir: Path) -> tuple[list[str], pd.DataFrame, pd.DataFrame,
@@ -306,10 +301,7 @@ def growing_set_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.n
         vecs, y = encode(pool["input"].tolist()), pool["label"].to_numpy()
         framed = pool.assign(window=windows.window_keys(pool["timestamp"], "day", ""), _row=np.arange(len(pool)))
         drawn = windows.draw(framed, cfg.selection.strata, n_random, {}, rng, cfg.selection.min_per_stratum).items
-        truth = drawn["label"].to_numpy()
-        first, second = (estimate_check.noisy(truth, s.labels, noise, rng) for _ in range(2))
-        third = estimate_check.noisy(truth, s.labels, noise, rng)
-        held.append(drawn.assign(label=np.where(first == second, first, third)))
+        held.append(drawn.assign(label=estimate_check.reviewed(drawn["label"].to_numpy(), s.labels, noise, rng)))
         held_x.append(vecs[drawn["_row"].to_numpy()])
         rest = np.setdiff1d(np.arange(len(pool)), drawn["_row"].to_numpy())
         picks = rng.choice(rest, size=min(setup.budget, len(rest)), replace=False)
@@ -624,11 +616,7 @@ def main(argv: list[str]) -> int:
         setup = replace(setup, training={**setup.training, **overrides}, strategies=strategies, seeds=seeds,
                         from_base="--from-base" in argv)
     encoder = _encoder()
-
-    def log(msg: str) -> None:
-        print(f"[quarters {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    result = run(setup, encoder.encode, log=log)
+    result = run(setup, encoder.encode, log=_log)
     encoder.save()
     suffix = ("-quick" if quick else "") + ("-world" if world else "") + (f"-{variant}" if variant else "")
     (REPO / "docs" / "bench" / f"quarters{suffix}.json").write_text(json.dumps(result, indent=2, default=str))
@@ -638,8 +626,12 @@ def main(argv: list[str]) -> int:
             report.replace_section(out_md, SECTION, to_markdown(result))
     else:
         render()
-    log(f"done in {result['minutes']:.1f} min; docs/bench/quarters{suffix}.json")
+    _log(f"done in {result['minutes']:.1f} min; docs/bench/quarters{suffix}.json")
     return 0
+
+
+def _log(msg: str) -> None:
+    print(f"[quarters {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def _encoder():
@@ -653,8 +645,7 @@ def _encoder():
 def _growing_main(argv: list[str]) -> int:
     seeds = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")) if "--seeds" in argv else ESTIMATE_SEEDS
     encoder = _encoder()
-    result = growing_set(seeds, Setup(), encoder.encode,
-                         log=lambda m: print(f"[quarters {time.strftime('%H:%M:%S')}] {m}", flush=True))
+    result = growing_set(seeds, Setup(), encoder.encode, log=_log)
     encoder.save()
     (REPO / "docs" / "bench" / "quarters-estimates.json").write_text(json.dumps(result, indent=2, default=str))
     render()

@@ -25,11 +25,9 @@ def apply_retention(cfg: Config, store: ReviewStore) -> int:
     days = cfg.dataset.retention_days
     if days is None:
         return 0
-    plan = store.erase(older_than=datetime.now(UTC) - timedelta(days=days), dry_run=True)
-    if plan.erased:  # the entry first: a crash before the erasure is finished by the next run, recorded once
-        evidence.record_erasure(evidence.open_log(cfg, store), plan.erased, evidence.SYSTEM_ACTOR,
-                                f"past dataset.retention_days ({days})")
-    done = store.erase(plan.erased)
+    done, _ = evidence.erase(evidence.open_log(cfg, store), store, evidence.SYSTEM_ACTOR,
+                             f"past dataset.retention_days ({days})",
+                             older_than=datetime.now(UTC) - timedelta(days=days))
     get_run_logger().info("Retention: %d review items older than %d days erased (text blanked, out of every later "
                           "dataset version)", len(done.erased), days)
     return len(done.erased)

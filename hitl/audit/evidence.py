@@ -28,10 +28,12 @@ from hitl.audit.chain import (
 )
 from hitl.config import Config
 from hitl.learning.promotion import APPROVED_BY, ROLLED_BACK
-from hitl.review.store import ReviewStore
+from hitl.review.store import Erasure, ReviewStore
 from hitl.review.tables import AnnotationRow, GoldAnswer, GoldItem, Item, Resolution
 
 if TYPE_CHECKING:  # the dataset stage (with pandas and pandera) is imported where a version is recorded
+    from datetime import datetime
+
     from hitl.datasets.versions import DatasetVersion
 
 HEAD_TAG = "hitl.audit_head"  # on model versions: "<seq>:<entry sha256>" of the head when tagged
@@ -116,6 +118,18 @@ def record_erasure(log: AuditLog, trace_ids: list[str], actor: str, reason: str)
     ref = {"traces": len(trace_ids), "reason": reason, "first": trace_ids[0] if trace_ids else None}
     subject = f"erasure of {len(trace_ids)} review item" + ("s" if len(trace_ids) != 1 else "")
     return log.append("erasure", actor, subject, ref, sha256_json(sorted(trace_ids)))[0]
+
+
+def erase(log: AuditLog, store: ReviewStore, actor: str, reason: str, trace_ids: Iterable[str] = (),
+          older_than: datetime | None = None) -> tuple[Erasure, Entry | None]:
+    """Erase review items' text (`ReviewStore.erase`), recorded: the entry first, then exactly the items it names,
+    so a crash between the two is finished by running the same erasure again (recorded once). Returns what was
+    asked for (its `erased`: what this call erased or found planned, `unknown`) and the entry (None: nothing to
+    erase)."""
+    plan = store.erase(trace_ids, older_than, dry_run=True)
+    entry = record_erasure(log, plan.erased, actor, reason) if plan.erased else None
+    store.erase(plan.erased)
+    return plan, entry
 
 
 def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:

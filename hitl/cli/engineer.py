@@ -278,19 +278,16 @@ def erase(trace_ids: Annotated[list[str], typer.Argument(help="trace ids whose t
         console.print("[red]Nothing erased:[/] give --by and --reason (both go in the audit chain).")
         raise typer.Exit(1)
     store = ReviewStore(cfg.store_url)
-    plan = store.erase(trace_ids, dry_run=True)
-    entry = evidence.record_erasure(evidence.open_log(cfg, store), plan.erased, by.strip(), reason.strip()) \
-        if plan.erased else None  # the entry first: a crash before the erasure is finished by running it again
-    done = store.erase(plan.erased)
+    done, entry = evidence.erase(evidence.open_log(cfg, store), store, by.strip(), reason.strip(), trace_ids)
     if entry is not None:
         console.print(f"[green]Erased {len(done.erased)} review item(s)[/] (audit entry {entry.short}): their text "
                       "is blank in the review store and in no dataset version registered from now on. Versions "
                       "registered before still hold it until their MLflow runs are deleted (docs/operations.md, "
                       "\"Reviewed text\").", soft_wrap=True)
-    already = sorted(set(trace_ids) - set(done.erased) - set(plan.unknown))
+    already = sorted(set(trace_ids) - set(done.erased) - set(done.unknown))
     if already:
         console.print(f"Already erased: {', '.join(already)}.", soft_wrap=True)
-    if plan.unknown:
-        console.print(f"[yellow]No review item for {', '.join(plan.unknown)}[/]: never sent for review, so the review "
+    if done.unknown:
+        console.print(f"[yellow]No review item for {', '.join(done.unknown)}[/]: never sent for review, so the review "
                       "store holds no text of them (trace files and MLflow traces are the source's to delete).",
                       soft_wrap=True)

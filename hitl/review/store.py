@@ -498,8 +498,8 @@ class ReviewStore(ReviewViews, SamplingState):
         it, no batch shows it, no adjudication asks for it. Its input, output, context, suggestions and evaluator
         reasons are blanked; so are an adjudicated gold item made from it (never shown again) and the copies of
         that gold item in batches already handed out. Items erased before are not counted again. `dry_run`: what
-        would be erased, nothing changed (callers record the erasure in the audit chain first, then erase exactly
-        those ids: a crash between the two is finished by running the same erasure again, recorded once)."""
+        would be erased, nothing changed (`hitl.audit.evidence.erase` plans with it, records the erasure in the
+        audit chain, then erases exactly those ids)."""
         ids = list(dict.fromkeys(str(t) for t in trace_ids))
         erased: list[str] = []
         with self._session.begin() as s:
