@@ -70,6 +70,13 @@ def gate_settings(cfg: Config, store: ReviewStore, client: MlflowClient, champio
     return st
 
 
+def _served_score(model: modeling.IntentModel, scores: modeling.Scores) -> np.ndarray:
+    """What the verdict cross-fits abstention on, as the model serves it: the in-scope parts when it ranks them
+    (a scale; the verdict refits it without each fold), else its one in-scope score."""
+    return scores.in_scope if model.in_scope_scale is None or scores.in_scope_parts is None \
+        else scores.in_scope_parts
+
+
 def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.DataFrame, rate: float | None
             ) -> np.ndarray:
     """Predictions on the random draw as the verdict sees them: abstention cross-fitted (by the served rule,
@@ -79,7 +86,8 @@ def _judged(model: modeling.IntentModel, scores: modeling.Scores, sample: pd.Dat
         return np.asarray(scores.prediction[:k])
     return abstention.verdict_predictions(scores.probs[:k], model.labels, model.fallback_label,
                                           sample["label"].to_numpy(), 1.0 / sample["inclusion_prob"].to_numpy(float),
-                                          sample["trace_id"].astype(str), in_scope=scores.in_scope[:k], rate=rate)
+                                          sample["trace_id"].astype(str), in_scope=_served_score(model, scores)[:k],
+                                          rate=rate)
 
 
 @task(name="compare-champion-and-challenger", tags=[CPU_TAG], cache_policy=NO_CACHE)

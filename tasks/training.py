@@ -82,18 +82,24 @@ def training_rows(records: pd.DataFrame, launch: pd.DataFrame, cfg: Config, data
 
 @task(name="calibrate-abstention", tags=[CPU_TAG], cache_policy=NO_CACHE)
 def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg: Config) -> float | None:
-    """With a fallback label: the threshold on the in-scope score (`modeling.Scores.in_scope`) that maximises
-    weighted accuracy on the random draw, or refuses its in-scope rows at `model.abstention_rate`."""
+    """With a fallback label: the scale of the in-scope parts on the random draw's in-scope rows
+    (`abstention.fit_scale`), then the threshold on the in-scope score (`modeling.Scores.in_scope`) that maximises
+    weighted accuracy there, or refuses its in-scope rows at `model.abstention_rate`."""
     sample, weights = abstention.calibration_rows(records, cfg.evaluation.horizon_days)
     if cfg.fallback_label is None or sample.empty:
         return None
-    model.abstain_threshold = None
+    model.abstain_threshold, model.in_scope_scale = None, None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
-    thr = abstention.fit(s.in_scope, np.asarray(s.prediction), sample["label"].to_numpy(), cfg.fallback_label,
-                         weights, cfg.model.abstention_rate)
+    truth = sample["label"].to_numpy()
+    model.in_scope_scale = abstention.fit_scale(s.in_scope_parts, truth, cfg.fallback_label, weights)
+    score = abstention.combine(s.in_scope_parts, model.in_scope_scale)
+    thr = abstention.fit(score, np.asarray(s.prediction), truth, cfg.fallback_label, weights,
+                         cfg.model.abstention_rate)
     model.abstain_threshold = thr
-    get_run_logger().info("Abstention threshold %.3f on the in-scope score (predict %s below it), calibrated on %d "
-                          "random-draw rows", thr, cfg.fallback_label, len(sample))
+    get_run_logger().info("Abstention threshold %.3f on the in-scope score (%s; predict %s below it), calibrated on "
+                          "%d random-draw rows", thr, "nearest reference row alone" if model.in_scope_scale is None
+                          else "mean rank of the nearest reference row and the top in-scope probability",
+                          cfg.fallback_label, len(sample))
     return thr
 
 

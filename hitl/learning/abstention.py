@@ -2,15 +2,20 @@
 in-scope score falls below a threshold. The threshold is calibrated on the representative random sample
 (weighted by 1/inclusion probability), so it fits production's mix rather than the hard cases.
 
-The in-scope score (`in_scope_score`) is how close a text's sentence vector lies to the nearest training row of an
-in-scope label (the model's *reference*, kept at training): traffic unlike anything reviewed scores low even where
-the head is confident, which a top probability cannot tell (a softmax over known labels always sums to one). On
-BANKING77 with held-out intents as unknown traffic it was the best of the scores measured at a fixed
-false-abstention rate, ahead of the top probability by a margin still within noise (docs/benchmarks.md, section
-11). A model without a reference (trained before it existed) uses its top probability.
+The in-scope score has two parts (`Scores.in_scope_parts`): how close a text's sentence vector lies to the nearest
+training row of an in-scope label (the model's *reference*, kept at training; `in_scope_score`), and the highest
+probability among the in-scope labels. The first sees traffic unlike anything reviewed even where the head is
+confident, which a probability cannot (a softmax over known labels always sums to one); the second sees texts near a
+reviewed row of one intent that the head still cannot place. Their scales differ, so each part is ranked against the
+in-scope rows of the calibration draw (`fit_scale`) and the ranks are averaged (`combine`): parameter-free, and on
+BANKING77 and the synthetic world with held-out intents as unknown traffic it recognised more of it at a fixed
+false-abstention rate than either part alone (docs/benchmarks.md, section 11): there the two behave as noisy views
+of one thing, which a mean steadies. Where each part sees a different kind of unknown traffic, a mean dilutes
+both (their minimum did worse on both scenarios, so it is not served). A model not yet calibrated ranks by the
+nearest row alone; one without a reference (trained before it existed) uses its top probability.
 
 A threshold fitted on the same rows that then judge it looks better there than in production; `cross_fitted`
-decides each row with a threshold fitted on the other folds (`fold_of`), for an honest estimate."""
+decides each row with a scale and a threshold fitted on the other folds (`fold_of`), for an honest estimate."""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ import pandas as pd
 from hitl.evaluation import horizon
 
 REFERENCE_PER_LABEL = 200  # training rows of each in-scope label whose sentence vectors a model keeps
+SCALE_POINTS = 201  # quantiles of each in-scope part a calibrated model keeps (`fit_scale`)
+MIN_SCALE_ROWS = 20  # fewer in-scope calibration rows than this: no scale, the nearest row alone
 
 
 def reference_rows(labels: list[str], fallback: str | None, per_label: int = REFERENCE_PER_LABEL,
@@ -50,6 +57,53 @@ def in_scope_score(vectors: np.ndarray, reference: np.ndarray, block: int = 2048
     best = np.concatenate([(vectors[i:i + block] @ ref.T).max(axis=1) for i in range(0, len(vectors), block)]) \
         if len(vectors) else np.zeros(0, np.float32)
     return np.clip((1.0 + best.astype(np.float64)) / 2.0, 0.0, 1.0)
+
+
+def fit_scale(parts: np.ndarray, truth: np.ndarray, fallback: str, weights: np.ndarray | None = None,
+              points: int = SCALE_POINTS) -> np.ndarray | None:
+    """The scale `combine` ranks in-scope parts on: per column of `parts` (n, m), its weighted quantiles at `points`
+    evenly spaced levels over the in-scope rows (truth != fallback, weight > 0), shape (m, points). None (rank by
+    the first part alone) with one part, or fewer than MIN_SCALE_ROWS such rows."""
+    x, y = np.asarray(parts, float), np.asarray(truth)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    keep = (y != fallback) & (w > 0)
+    if x.ndim != 2 or x.shape[1] < 2 or keep.sum() < MIN_SCALE_ROWS:
+        return None
+    levels = np.linspace(0.0, 1.0, points)
+    out = []
+    for col in x[keep].T:
+        order = np.argsort(col, kind="stable")
+        share = np.cumsum(w[keep][order]) / w[keep].sum()
+        out.append(col[order][np.minimum(np.searchsorted(share, levels - 1e-12), len(col) - 1)])
+    return np.asarray(out)
+
+
+def combine(parts: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """The in-scope score in [0, 1]: the mean over the parts of each part's rank on `scale` (the weighted share of
+    the calibration's in-scope rows at or below it, interpolated); without a scale, the first part."""
+    x = np.asarray(parts, float)
+    if x.ndim == 1:
+        return x
+    if scale is None:
+        return x[:, 0]
+    levels = np.linspace(0.0, 1.0, scale.shape[1])
+    return np.mean([_rank(x[:, j], q, levels) for j, q in enumerate(np.asarray(scale, float))], axis=0)
+
+
+def _rank(x: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The level of `x` on the quantiles `q` (at `levels`), linear between them, 0 below and 1 at or above the
+    top. Tied quantiles count at their highest level (the share at or below). Never divides by a gap so small
+    that the result overflows."""
+    knots, first = np.unique(q[::-1], return_index=True)
+    at = levels[::-1][first]
+    i = np.searchsorted(knots, x, side="right") - 1  # knots[i] <= x < knots[i + 1]
+    out = np.where(i < 0, 0.0, 1.0)
+    mid = (i >= 0) & (i < len(knots) - 1)
+    j = i[mid]
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        frac = np.clip((x[mid] - knots[j]) / (knots[j + 1] - knots[j]), 0.0, 1.0)
+    out[mid] = at[j] + frac * (at[j + 1] - at[j])
+    return out
 
 
 def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold: float | np.ndarray) -> np.ndarray:
@@ -142,27 +196,33 @@ def fit(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback
     return calibrate_at_rate(top_prob, truth, fallback, rate, weights)
 
 
-def cross_fitted(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
+def cross_fitted(score: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
                  weights: np.ndarray | None, folds: np.ndarray, k: int | None = None, rate: float | None = None
                  ) -> CrossFit:
     """Cross-fitted abstention: fold f's rows abstain below the threshold `fit` (with `rate`) on the rows outside
-    f (with their weights), so no row's own label touches its prediction. `folds` holds a fold in [0, k) per row (see
-    `fold_of`); k defaults to max(folds) + 1. A fold with no rows outside it (k = 1, or every other fold empty)
-    has nothing to fit on and never abstains (threshold 0), as does one whose outside rows weigh nothing."""
-    top, pred, y = np.asarray(top_prob, float), np.asarray(predicted), np.asarray(truth)
+    f (with their weights), so no row's own label touches its prediction. `score` is one score per row, or the
+    in-scope parts (n, m), combined for each fold on the scale (`fit_scale`) of the rows outside it. `folds` holds
+    a fold in [0, k) per row (see `fold_of`); k defaults to max(folds) + 1. A fold with no rows outside it (k = 1,
+    or every other fold empty) has nothing to fit on and never abstains (threshold 0), as does one whose outside
+    rows weigh nothing."""
+    x, pred, y = np.asarray(score, float), np.asarray(predicted), np.asarray(truth)
     w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     f = np.asarray(folds)
-    if not len(top) == len(pred) == len(y) == len(w) == len(f):
-        raise ValueError("top_prob, predicted, truth, weights and folds must have one entry per row")
+    if not len(x) == len(pred) == len(y) == len(w) == len(f):
+        raise ValueError("score, predicted, truth, weights and folds must have one entry per row")
     if f.size and not np.issubdtype(f.dtype, np.integer):
         raise ValueError("folds must be integers")
     f = f.astype(np.int64)
     k = (int(f.max()) + 1 if f.size else 1) if k is None else k
     if k < 1 or (f.size and (f.min() < 0 or f.max() >= k)):
         raise ValueError("folds must lie in [0, k) with k >= 1")
-    thresholds = np.array([fit(top[rest], pred[rest], y[rest], fallback, w[rest], rate) if (rest := f != g).any()
-                           else 0.0 for g in range(k)])
-    return CrossFit(apply(top, pred, fallback, thresholds[f]), thresholds, k)
+    thresholds, decided = np.zeros(k), np.zeros(len(y))
+    for g in range(k):
+        rest = f != g
+        top = x if x.ndim == 1 else combine(x, fit_scale(x[rest], y[rest], fallback, w[rest]))
+        thresholds[g] = fit(top[rest], pred[rest], y[rest], fallback, w[rest], rate) if rest.any() else 0.0
+        decided[f == g] = top[f == g]
+    return CrossFit(apply(decided, pred, fallback, thresholds[f]), thresholds, k)
 
 
 VERDICT_FOLDS = 5
@@ -172,8 +232,9 @@ def verdict_predictions(probs: np.ndarray, labels: list[str], fallback: str, tru
                         weights: np.ndarray | None, ids: Iterable[str], k: int = VERDICT_FOLDS,
                         in_scope: np.ndarray | None = None, rate: float | None = None) -> np.ndarray:
     """A model's predictions on the verdict rows (the random draw) with abstention cross-fitted over them: the
-    raw top label, then the fallback below a threshold on the in-scope score (`Scores.in_scope`; the top
-    probability when not given) fitted on the other `k` folds (by trace id), by the served rule (`rate`)."""
+    raw top label, then the fallback below a threshold on the in-scope score (`Scores.in_scope_parts`, or one score
+    per row; the top probability when not given) fitted, with its scale, on the other `k` folds (by trace id), by
+    the served rule (`rate`)."""
     raw = np.asarray(labels)[np.asarray(probs).argmax(axis=1)]
     score = np.asarray(probs).max(axis=1) if in_scope is None else np.asarray(in_scope, float)
     return cross_fitted(score, raw, truth, fallback, weights, fold_of(ids, k), k, rate).predictions

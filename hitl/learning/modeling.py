@@ -52,6 +52,9 @@ class IntentModel:
     # sentence vectors (float16) of training rows of the in-scope labels, kept when trained with a fallback label:
     # the in-scope score's reference (abstention.in_scope_score); None: the top probability stands in
     reference: np.ndarray | None = None
+    # quantiles of the in-scope parts on the calibration draw (abstention.fit_scale), set with the threshold;
+    # None: the nearest reference row alone is the in-scope score
+    in_scope_scale: np.ndarray | None = None
 
     @property
     def serving_engine(self) -> str:
@@ -71,7 +74,9 @@ class Scores:
     confidence: np.ndarray  # probability of the top label
     margin: np.ndarray  # top-1 minus top-2 probability
     entropy: np.ndarray  # entropy over the known labels / log(number of known labels), in [0, 1]
-    in_scope: np.ndarray  # abstention's score in [0, 1]: closeness to the reference (abstention.py), else confidence
+    in_scope: np.ndarray  # abstention's score in [0, 1] (abstention.combine of the parts), else confidence
+    # (n, 2): nearest reference row's score and top in-scope probability (abstention.py); (n, 1) without a reference
+    in_scope_parts: np.ndarray | None = None
 
 
 def base_model_path(cfg: Config) -> Path:
@@ -227,11 +232,17 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     known = max(int(model.network.active.sum()), 2)
     p = np.clip(probs, 1e-12, 1.0)
     entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
-    in_scope = abstention.in_scope_score(vectors, model.reference) if vectors is not None else top2[:, 1]
+    if vectors is not None:
+        inside = [i for i, lab in enumerate(model.labels) if lab != model.fallback_label]
+        parts = np.column_stack([abstention.in_scope_score(vectors, model.reference),
+                                 probs[:, inside].max(axis=1) if inside else top2[:, 1]]).astype(float)
+    else:
+        parts = np.asarray(top2[:, 1:], float)
+    in_scope = abstention.combine(parts, model.in_scope_scale)
     pred = [model.labels[i] for i in probs.argmax(axis=1)]
     if model.fallback_label and model.abstain_threshold is not None:
         pred = abstention.apply(in_scope, np.asarray(pred), model.fallback_label, model.abstain_threshold).tolist()
-    return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy, np.asarray(in_scope, float))
+    return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy, np.asarray(in_scope, float), parts)
 
 
 def top_labels(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:
@@ -248,7 +259,9 @@ def concat_scores(parts: list[Scores]) -> Scores:
     """The scores of consecutive partitions of the texts as one `Scores`, in partition order."""
     arrays = (np.concatenate([getattr(s, f) for s in parts])
               for f in ("probs", "confidence", "margin", "entropy", "in_scope"))
-    return Scores([p for s in parts for p in s.prediction], *arrays)
+    pieces = [s.in_scope_parts for s in parts]
+    return Scores([p for s in parts for p in s.prediction], *arrays,
+                  None if any(x is None for x in pieces) else np.concatenate(pieces))
 
 
 # ---- on disk ----
@@ -264,7 +277,8 @@ def save(model: IntentModel, path: Path) -> Path:
                "log_scale": net.log_scale.detach().reshape(1), "active": net.active.to(dtype=net.bias.dtype)},
               str(path / HEAD_FILE))
     meta = {"format": FORMAT, "labels": model.labels, "fallback_label": model.fallback_label,
-            "abstain_threshold": model.abstain_threshold, "trained_counts": model.trained_counts, "base": model.base}
+            "abstain_threshold": model.abstain_threshold, "trained_counts": model.trained_counts, "base": model.base,
+            "in_scope_scale": None if model.in_scope_scale is None else np.asarray(model.in_scope_scale).tolist()}
     (path / META_FILE).write_text(json.dumps(meta, indent=2))
     if model.reference is not None:
         np.save(path / REFERENCE_FILE, np.asarray(model.reference, np.float16), allow_pickle=False)
@@ -294,6 +308,8 @@ def load(path: Path, version: str = "local") -> IntentModel:
         net.active.copy_(head["active"] > 0.5)
     net.eval()
     reference = np.load(path / REFERENCE_FILE, allow_pickle=False) if (path / REFERENCE_FILE).exists() else None
+    scale = meta.get("in_scope_scale")
     return IntentModel(net, AutoTokenizer.from_pretrained(path / ENCODER_DIR), meta["labels"], version,
                        meta.get("fallback_label"), meta.get("abstain_threshold"), meta.get("trained_counts", {}),
-                       meta.get("base", ""), reference=reference)
+                       meta.get("base", ""), reference=reference,
+                       in_scope_scale=None if scale is None else np.asarray(scale, float))

@@ -102,6 +102,7 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
                          "fine-tune)")
     model.engine = None  # an ONNX export of the weights before training no longer serves this model
     model.reference = None  # nor do sentence vectors of the encoder before training (set again below)
+    model.in_scope_scale = None  # nor the ranks of its scores on the calibration draw (`calibrate-abstention`)
     net = model.network
     new = sorted({lab for lab in labels if not bool(net.active[index[lab]])})
     if bool(net.active.any()):  # continuing from a trained model: a gentler encoder rate forgets less

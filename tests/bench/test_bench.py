@@ -315,3 +315,25 @@ def test_sampling_scale_texts_are_distinct_and_its_bars_are_read_from_the_runs(t
     assert v["rate_vs_before"] == pytest.approx(4.0) and v["min_rate"] == pytest.approx(1000 / 2.6)
     slower = ss.verdict([*rows[:2], row(1000, 3.0, 1300)], (100, 1000))
     assert not slower["linear"] and not slower["memory"]  # 1.2x the time a trace, 1.3x the peak
+
+
+def test_the_served_score_is_ranked_and_thresholded_without_the_item_s_fold():
+    from bench import out_of_scope as oos
+    from hitl.learning import abstention
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    in_scope = rng.random(n) < 0.8
+    parts = np.column_stack([np.where(in_scope, rng.normal(1, 1, n), rng.normal(-1, 1, n)),
+                             np.where(in_scope, rng.normal(3, 2, n), rng.normal(0, 2, n))])
+    cal = abstention.fold_of([str(i) for i in range(n)], 5)
+    score, abstain = oos.cross_fitted_abstain(parts, in_scope, cal, 5, 0.05)
+    truth = np.where(in_scope, "in", oos.FALLBACK)
+    for g in range(5):  # fold g: ranked on the scale of the other folds' in-scope items, cut at their 5% quantile
+        rest = cal != g
+        combined = abstention.combine(parts, abstention.fit_scale(parts[rest], truth[rest], oos.FALLBACK))
+        assert np.allclose(score[cal == g], combined[cal == g])
+        assert np.array_equal(abstain[cal == g], combined[cal == g] < np.quantile(combined[in_scope & rest], 0.05))
+    assert abs(abstain[in_scope].mean() - 0.05) < 0.015
+    one, one_abstain = oos.cross_fitted_abstain(parts[:, 0], in_scope, cal, 5, 0.05)  # one score: as before
+    assert np.array_equal(one_abstain, parts[:, 0] < oos.thresholds_at(parts[:, 0], in_scope, cal, 5, 0.05))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hitl.config import Config
-from hitl.learning import modeling
+from hitl.learning import abstention, modeling
 
 LABELS = ["card_lost", "balance_inquiry", "transfer_failed"]
 
@@ -78,8 +78,20 @@ def test_a_reference_decides_abstention_and_travels_with_the_model(tmp_path):
     back = modeling.load(modeling.save(model, tmp_path / "m"))
     assert back.reference.shape == model.reference.shape and back.abstain_threshold == model.abstain_threshold
     assert np.allclose(modeling.score(back, texts).in_scope, s.in_scope, atol=1e-6)
-    model.reference = None
-    assert modeling.load(modeling.save(model, tmp_path / "m")).reference is None  # the old file does not linger
+    assert s.in_scope_parts.shape == (3, 2) and np.array_equal(s.in_scope, s.in_scope_parts[:, 0])  # no scale yet
+    assert np.allclose(s.in_scope_parts[:, 1], s.probs[:, :3].max(axis=1))  # the top in-scope probability
+
+    # calibrated: the in-scope score is the parts' mean rank on the scale, which travels with the model too
+    model.in_scope_scale = abstention.fit_scale(np.tile(s.in_scope_parts, (10, 1)), np.array(["card_lost"] * 30),
+                                                "out_of_scope")
+    ranked = modeling.score(model, texts)
+    assert np.allclose(ranked.in_scope, abstention.combine(s.in_scope_parts, model.in_scope_scale))
+    back = modeling.load(modeling.save(model, tmp_path / "m"))
+    assert np.allclose(back.in_scope_scale, model.in_scope_scale)
+    assert np.allclose(modeling.score(back, texts).in_scope, ranked.in_scope, atol=1e-6)
+    model.reference, model.in_scope_scale = None, None
+    back = modeling.load(modeling.save(model, tmp_path / "m"))
+    assert back.reference is None and back.in_scope_scale is None  # the old file does not linger
 
 
 def test_label_set_grows_but_never_shrinks(cfg, tmp_path):
