@@ -20,16 +20,20 @@ from hitl.schemas import annotation_schema, validate_split
 
 @task(name="apply-retention", cache_policy=NO_CACHE)
 def apply_retention(cfg: Config, store: ReviewStore) -> int:
-    """With `dataset.retention_days`: erase the text of review items queued longer ago (recorded in the audit
-    chain), so no version registered from now on carries it. Returns how many were erased."""
+    """With `dataset.retention_days`: erase the text of review items queued longer ago, so no version registered
+    from now on carries it, and prune the versions registered before that hold it (both recorded in the audit
+    chain). Returns how many items were erased."""
     days = cfg.dataset.retention_days
     if days is None:
         return 0
-    done, _ = evidence.erase(evidence.open_log(cfg, store), store, evidence.SYSTEM_ACTOR,
-                             f"past dataset.retention_days ({days})",
+    log, reason = evidence.open_log(cfg, store), f"past dataset.retention_days ({days})"
+    done, _ = evidence.erase(log, store, evidence.SYSTEM_ACTOR, reason,
                              older_than=datetime.now(UTC) - timedelta(days=days))
+    pruned, _ = evidence.prune_erased(log, cfg, store.erased_trace_ids(), evidence.SYSTEM_ACTOR, reason)
     get_run_logger().info("Retention: %d review items older than %d days erased (text blanked, out of every later "
-                          "dataset version)", len(done.erased), days)
+                          "dataset version); %d earlier dataset versions holding erased text pruned%s",
+                          len(done.erased), days, len(pruned),
+                          f" ({', '.join(dv.ref for dv in pruned)})" if pruned else "")
     return len(done.erased)
 
 

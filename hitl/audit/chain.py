@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 GENESIS = "0" * 64
 KINDS = ("review", "adjudication", "correction", "dataset", "model", "gate", "report", "decision", "rollback",
-         "erasure")
+         "erasure", "prune")
 FIELDS = ["seq", "at", "kind", "actor", "subject", "ref", "payload_sha256", "prev_sha256", "entry_sha256", "anchor"]
 
 

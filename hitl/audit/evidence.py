@@ -132,6 +132,39 @@ def erase(log: AuditLog, store: ReviewStore, actor: str, reason: str, trace_ids:
     return plan, entry
 
 
+def record_prune(log: AuditLog, dvs: list[DatasetVersion], actor: str, reason: str) -> Entry:
+    """Dataset versions whose file is deleted because they hold erased text: which (number, run, SHA-256 of the
+    file as registered), who and why."""
+    ref = {"name": dvs[0].name, "reason": reason,
+           "versions": [{"version": v.version, "run_id": v.run_id, "sha256": v.sha256} for v in dvs]}
+    subject = f"prune of dataset {dvs[0].name} v" + ", v".join(str(v.version) for v in dvs)
+    return log.append("prune", actor, subject, ref, sha256_json(ref))[0]
+
+
+def prune_erased(log: AuditLog, cfg: Config, erased: set[str], actor: str, reason: str
+                 ) -> tuple[list[DatasetVersion], Entry | None]:
+    """Prune every dataset version that holds the text of an erased review item (`erased`: their trace ids),
+    recorded: the entry first, then each version (`versions.prune`), so a crash in between is finished by running
+    it again, recorded once. Needs MLflow. Returns the versions pruned (or finished) now, and the entry (None:
+    nothing new to record)."""
+    from hitl.datasets import versions
+
+    recorded = {(e.ref["name"], int(v["version"])) for e in log.entries() if e.kind == "prune"
+                for v in e.ref["versions"]}
+    plan = []
+    for dv in versions.list_versions(cfg) if erased else []:
+        if dv.pruned or (dv.name, dv.version) in recorded:
+            if versions.artifact_present(dv):
+                plan.append(dv)  # recorded (or tagged) before a crash: finish it
+        elif versions.trace_ids(cfg, dv) & erased:
+            plan.append(dv)
+    new = [dv for dv in plan if (dv.name, dv.version) not in recorded]
+    entry = record_prune(log, new, actor, reason) if new else None
+    for dv in plan:
+        versions.prune(dv, reason)
+    return plan, entry
+
+
 def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:
     """A dataset version: the SHA-256 of its full artifact file (not MLflow's dataset digest, a truncated MD5)."""
     from hitl.datasets.versions import ARTIFACT_DIR, ARTIFACT_FILE
@@ -266,6 +299,7 @@ class _Live:
             with Session(store.engine) as s:
                 self.reviews, self.resolutions = _review_rows(s), _resolution_rows(s)
         self.store = store is not None
+        self.pruned: set[str] = set()  # runs of dataset versions a prune entry names (their files are gone)
 
     def check(self, e: Entry, latest: bool) -> tuple[str, str | None] | None:
         """(what was checked, why it does not match or None); None when nothing could be checked here.
@@ -300,13 +334,32 @@ def _check_resolutions(live: _Live, e: Entry, _latest: bool) -> str | None:
     return _differs("the stored resolutions have", sha256_json([live.resolutions[i] for i in ids]), e.payload_sha256)
 
 
-def _check_dataset(_live: _Live, e: Entry, _latest: bool) -> str | None:
+def _check_dataset(live: _Live, e: Entry, _latest: bool) -> str | None:
     from mlflow.artifacts import download_artifacts
 
+    if e.ref["run_id"] in live.pruned:
+        return None  # its file was deleted on purpose: the prune entry is checked instead
     with tempfile.TemporaryDirectory() as tmp:
         local = download_artifacts(run_id=e.ref["run_id"], artifact_path=e.ref["artifact"], dst_path=tmp)
         return _differs(f"the artifact {e.ref['artifact']} of run {e.ref['run_id'][:12]} has", sha256_file(Path(local)),
                         e.payload_sha256)
+
+
+def _check_prune(_live: _Live, e: Entry, _latest: bool) -> str | None:
+    """The payload, and each version it names: tagged pruned, its file gone."""
+    bad = _differs("the prune entry has", sha256_json(e.ref), e.payload_sha256)
+    if bad:
+        return bad
+    from hitl.datasets import versions
+
+    for v in e.ref["versions"]:
+        dv = versions.by_run(v["run_id"])
+        if dv.sha256 != v["sha256"]:
+            return _differs(f"the tag of v{v['version']}", dv.sha256, v["sha256"])
+        if not dv.pruned or versions.artifact_present(dv):
+            return (f"recorded, but v{v['version']} still holds its file: run the erasure again (`hitl erase` with "
+                    "the same ids, or the next `register-dataset` under retention) to finish it")
+    return None
 
 
 def _check_model(_live: _Live, e: Entry, _latest: bool) -> str | None:
@@ -372,7 +425,7 @@ _CHECKS: dict[str, tuple[str, Callable[[_Live, Entry, bool], str | None]]] = {
     "review": ("store", _check_review), "adjudication": ("store", _check_resolutions),
     "correction": ("store", _check_resolutions), "dataset": ("mlflow", _check_dataset),
     "model": ("mlflow", _check_model), "report": ("mlflow", _check_report), "decision": ("mlflow", _check_decision),
-    "gate": ("store", _check_gate), "rollback": ("mlflow", _check_rollback),
+    "gate": ("store", _check_gate), "rollback": ("mlflow", _check_rollback), "prune": ("mlflow", _check_prune),
 }
 
 
@@ -411,6 +464,7 @@ def verify(log: AuditLog, store: ReviewStore | None = None, registered_name: str
         return result
     heads = anchors(log, registered_name if mlflow else None)
     live = _Live(store, mlflow)
+    live.pruned = {v["run_id"] for e in entries if e.kind == "prune" for v in e.ref.get("versions", [])}
     last_of = {(e.kind, e.subject): e.seq for e in entries}
     prev = GENESIS
     for i, e in enumerate(entries, start=1):

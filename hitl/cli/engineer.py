@@ -176,7 +176,8 @@ def datasets_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     cfg = _cfg(config)
     _stack_ready(cfg)
     rows = [{"version": v.ref, "parent": v.parent or "-", "sha256": v.sha256[:12],
-             **{k: s for k, s in versions.lineage(v).items() if k in ("rows", "agreement")}}
+             **{k: s for k, s in versions.lineage(v).items() if k in ("rows", "agreement")},
+             "file": f"pruned {v.pruned[:10]} (held erased text)" if v.pruned else "stored"}
             for v in versions.list_versions(cfg)]
     if not rows:
         console.print(f"No versions of {cfg.dataset.name} yet: run `hitl register-dataset`.")
@@ -268,9 +269,11 @@ def erase(trace_ids: Annotated[list[str], typer.Argument(help="trace ids whose t
           ) -> None:
     """Erase the text of review items, e.g. on a customer's request to delete their data: their input, output and
     context are blanked in the review store, they leave every dataset version registered from now on (so no later
-    fine-tune replays them), and the erasure goes in the audit chain. Labels and annotations stay (no trace text).
-    Dataset versions registered before keep the text until their MLflow runs are deleted (docs/operations.md)."""
+    fine-tune replays them), the versions registered before that hold them are pruned (their file deleted in
+    MLflow), and both go in the audit chain. Labels and annotations stay (no trace text). Run it again with the
+    same ids to finish an erasure that was interrupted or found MLflow down (docs/operations.md)."""
     from hitl.audit import evidence
+    from hitl.ops import stack
     from hitl.review.store import ReviewStore
 
     cfg = _cfg(config)
@@ -278,15 +281,29 @@ def erase(trace_ids: Annotated[list[str], typer.Argument(help="trace ids whose t
         console.print("[red]Nothing erased:[/] give --by and --reason (both go in the audit chain).")
         raise typer.Exit(1)
     store = ReviewStore(cfg.store_url)
-    done, entry = evidence.erase(evidence.open_log(cfg, store), store, by.strip(), reason.strip(), trace_ids)
+    log = evidence.open_log(cfg, store)
+    done, entry = evidence.erase(log, store, by.strip(), reason.strip(), trace_ids)
     if entry is not None:
         console.print(f"[green]Erased {len(done.erased)} review item(s)[/] (audit entry {entry.short}): their text "
-                      "is blank in the review store and in no dataset version registered from now on. Versions "
-                      "registered before still hold it until their MLflow runs are deleted (docs/operations.md, "
-                      "\"Reviewed text\").", soft_wrap=True)
+                      "is blank in the review store and in no dataset version registered from now on.",
+                      soft_wrap=True)
     already = sorted(set(trace_ids) - set(done.erased) - set(done.unknown))
     if already:
         console.print(f"Already erased: {', '.join(already)}.", soft_wrap=True)
+    asked = set(trace_ids) - set(done.unknown)
+    if asked and not stack.wait_healthy(f"{cfg.mlflow_uri}/health", 0):
+        console.print(f"[yellow]MLflow is not reachable at {cfg.mlflow_uri}:[/] dataset versions registered before "
+                      "may still hold this text. Start it (hitl up) and run the same `hitl erase` again to prune "
+                      "them.", soft_wrap=True)
+    elif asked:
+        pruned, pentry = evidence.prune_erased(log, cfg, asked, by.strip(), reason.strip())
+        if pruned:
+            console.print(f"[green]Pruned {len(pruned)} dataset version(s)[/] that held it: "
+                          f"{', '.join(dv.ref for dv in pruned)} (their files deleted; audit entry "
+                          f"{pentry.short if pentry else 'recorded before'}). Register a new version before the "
+                          "next fine-tune if the latest was among them.", soft_wrap=True)
+        else:
+            console.print("No dataset version holds it.")
     if done.unknown:
         console.print(f"[yellow]No review item for {', '.join(done.unknown)}[/]: never sent for review, so the review "
                       "store holds no text of them (trace files and MLflow traces are the source's to delete).",

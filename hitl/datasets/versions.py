@@ -6,6 +6,10 @@ A version is an MLflow run in the `<project>-datasets` experiment carrying the p
 version, so a crash never leaves half a dataset version. The next registration marks such a run
 `abandoned` (and KILLED in MLflow) before it writes the version again. One registration at a time: the
 `register-dataset` flow.
+
+A version whose rows hold text erased since (a deletion request, `dataset.retention_days`) is *pruned*: its parquet
+is deleted and the run tagged `hitl.dataset.pruned`; its number, digest and tags stay, so lineage still names it,
+but it can no longer be loaded (`prune`, called by `hitl.audit.evidence.prune_erased`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ TAG = "hitl.dataset."
 # On a model version, its training run and an eval run: the dataset version used, as its ref "<name>@<version>"
 DATASET_TAG = "hitl.dataset"
 COMPLETE, WRITING, ABANDONED = "complete", "writing", "abandoned"
+PRUNED = TAG + "pruned"  # when the version's parquet was deleted (UTC ISO time); PRUNED + "_reason": why
 ARTIFACT_DIR = "dataset"
 ARTIFACT_FILE = "records.parquet"
 
@@ -38,6 +43,7 @@ class DatasetVersion:
     sha256: str
     rows: int
     parent: int | None
+    pruned: str | None = None  # when its parquet was deleted (it held erased text); None: it can be loaded
 
     @property
     def ref(self) -> str:
@@ -82,7 +88,15 @@ def _from_run(run) -> DatasetVersion:
     t = run.data.tags
     parent = t.get(TAG + "parent")
     return DatasetVersion(t[TAG + "name"], int(t[TAG + "version"]), run.info.run_id, t[TAG + "sha256"],
-                          int(t[TAG + "rows"]), int(parent) if parent not in (None, "", "none") else None)
+                          int(t[TAG + "rows"]), int(parent) if parent not in (None, "", "none") else None,
+                          t.get(PRUNED))
+
+
+def by_run(run_id: str) -> DatasetVersion:
+    """The version an MLflow run registered."""
+    import mlflow
+
+    return _from_run(mlflow.MlflowClient().get_run(run_id))
 
 
 def _artifact_source(run_id: str) -> str:
@@ -218,6 +232,11 @@ def load(cfg: Config, version: int | None = None) -> tuple[pd.DataFrame, Dataset
     import mlflow
 
     dv = resolve(cfg, version)
+    if dv.pruned:
+        reason = mlflow.MlflowClient().get_run(dv.run_id).data.tags.get(PRUNED + "_reason", "")
+        raise LookupError(f"{dv.ref} was pruned on {dv.pruned[:10]} ({reason}): its rows held review text erased "
+                          f"since, so its file is gone (its digest sha256 {dv.sha256[:12]} stays recorded). Register "
+                          "a new version (`hitl register-dataset`); it leaves the erased items out.")
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}", dst_path=tmp
@@ -230,3 +249,31 @@ def load(cfg: Config, version: int | None = None) -> tuple[pd.DataFrame, Dataset
             )
         df = pd.read_parquet(local)
     return df, dv
+
+
+def trace_ids(cfg: Config, dv: DatasetVersion) -> set[str]:
+    """The trace ids of a version's rows (downloaded and digest-checked, as `load`)."""
+    return set(load(cfg, dv.version)[0]["trace_id"].astype(str))
+
+
+def prune(dv: DatasetVersion, reason: str) -> None:
+    """Delete a version's parquet and tag its run pruned (when, why). The tag first: a crash in between leaves a
+    version that no longer loads and says why, and pruning it again finishes the deletion."""
+    from datetime import UTC, datetime
+
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = mlflow.MlflowClient()
+    if not dv.pruned:
+        client.set_tag(dv.run_id, PRUNED + "_reason", reason)
+        client.set_tag(dv.run_id, PRUNED, datetime.now(UTC).isoformat(timespec="seconds"))
+    if artifact_present(dv):
+        get_artifact_repository(client.get_run(dv.run_id).info.artifact_uri).delete_artifacts(ARTIFACT_DIR)
+
+
+def artifact_present(dv: DatasetVersion) -> bool:
+    """Whether the version's parquet is still stored."""
+    import mlflow
+
+    return any(f.path.endswith(ARTIFACT_FILE) for f in mlflow.MlflowClient().list_artifacts(dv.run_id, ARTIFACT_DIR))

@@ -531,6 +531,11 @@ class ReviewStore(ReviewViews, SamplingState):
                     shown.shown = "{}"
         return Erasure(erased, unknown)
 
+    def erased_trace_ids(self) -> set[str]:
+        """The trace ids of erased items (`erase`): no dataset version may keep their text."""
+        with self._session() as s:
+            return set(s.scalars(select(Item.trace_id).where(Item.status == ERASED)))
+
     def disputed_trace_ids(self) -> list[str]:
         """The trace ids of disputed items, in `disputed()`'s order, without reading their annotations."""
         with self._session() as s:

@@ -349,6 +349,47 @@ def test_a_rollback_is_recorded_before_the_registry_moves_and_checked_against_it
     assert p.seq == entry.seq and "hitl.rolled_back_by is 'mallory', recorded 'bo'" in p.reason
 
 
+def test_versions_holding_erased_text_are_pruned_recorded_first_and_the_chain_still_verifies(tracking, store, log,
+                                                                                            tmp_path):
+    from hitl.datasets import versions
+
+    cfg = _cfg(tmp_path, "prune")
+    mlflow_exp = cfg.dataset_experiment
+    import mlflow
+
+    if mlflow.get_experiment_by_name(mlflow_exp) is None:
+        mlflow.create_experiment(mlflow_exp, artifact_location=(tracking / "artifacts" / mlflow_exp).as_uri())
+
+    def register(ids: list[str]) -> versions.DatasetVersion:
+        rows = pd.DataFrame({"trace_id": ids, "text": [f"text of {i}" for i in ids], "label": A, "split": "train",
+                             "reviewers": "alice"})
+        dv, _ = versions.register(rows, cfg)
+        evidence.record_dataset(log, dv)
+        return dv
+
+    v1, v2, v3 = register(["t1", "t2"]), register(["t2", "t3"]), register(["t3", "t4"])
+    # a crash after the entry, before any file was deleted: the chain says so, and running it again finishes
+    first = evidence.record_prune(log, [v1], "dpo", "deletion request DR-1")
+    p = _verify(log, store, cfg).problem
+    assert p.seq == first.seq and "v1 still holds its file: run the erasure again" in p.reason
+    pruned, entry = evidence.prune_erased(log, cfg, {"t1", "t2"}, "dpo", "deletion request DR-1")
+    assert [dv.version for dv in pruned] == [1, 2] and entry.ref["versions"][0]["version"] == 2  # v1 recorded once
+    assert entry.kind == "prune" and entry.ref["versions"][0]["sha256"] == v2.sha256
+    for dv in (v1, v2):
+        assert not versions.artifact_present(dv)
+        with pytest.raises(LookupError, match=f"{dv.ref} was pruned on .*deletion request DR-1.*register-dataset"):
+            versions.load(cfg, dv.version)
+    assert set(versions.load(cfg, v3.version)[0]["trace_id"]) == {"t3", "t4"}  # it held none of them: kept
+    assert [dv.pruned is not None for dv in versions.list_versions(cfg)] == [True, True, False]
+    assert _verify(log, store, cfg).ok  # their dataset entries pass: the prune entries account for the files
+    assert evidence.prune_erased(log, cfg, {"t1", "t2"}, "dpo", "again") == ([], None)  # nothing left to do
+    # a pruned file that comes back (a restored backup) is named at the prune entry
+    _artifact_file(v2.run_id, "dataset").mkdir(parents=True, exist_ok=True)
+    _artifact_file(v2.run_id, "dataset/records.parquet").write_bytes(b"restored")
+    p = _verify(log, store, cfg).problem
+    assert p.seq == entry.seq and "v2 still holds its file" in p.reason
+
+
 # ---- the command line and the tasks ----
 
 def _reviewed_stack(tmp_path) -> tuple[Path, ReviewStore, audit_chain.AuditLog]:
@@ -394,6 +435,7 @@ def test_hitl_erase_blanks_the_text_records_who_and_why_and_the_chain_still_veri
                                "--reason", "deletion request DR-17"])
     assert done.exit_code == 0, done.output
     assert "Erased 2 review item(s)" in done.output and "No review item for ghost" in done.output
+    assert "MLflow is not reachable" in done.output and "run the same `hitl erase` again" in done.output
     head = log.head()
     assert (head.kind, head.actor, head.ref["traces"], head.ref["reason"]) == ("erasure", "dpo", 2,
                                                                                "deletion request DR-17")

@@ -318,3 +318,26 @@ def test_mlflow_traces_in_and_out(e2e, tmp_path):
         assert len(found) == 1 and found[0].feedback.value == label
         assert found[0].source.source_type == "HUMAN" and found[0].source.source_id == "rita"
         assert found[0].rationale == "clear from the text"
+
+
+def test_a_deletion_request_prunes_every_version_holding_the_text_on_the_mlflow_server(e2e):
+    """`hitl erase` on the real stack: every dataset version that held the item's text loses its file on the
+    MLflow server (deleted through its artifact proxy) and refuses to load, the next registration leaves the item
+    out, and the audit chain still verifies against MLflow. Last in the module: it erases from the shared stack."""
+    from hitl.datasets import versions
+
+    cfg, path = e2e
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    trace_id = sorted(versions.load(cfg)[0]["trace_id"])[0]
+    holding = [dv.version for dv in versions.list_versions(cfg) if trace_id in versions.trace_ids(cfg, dv)]
+    out = hitl(path, "erase", trace_id, "--by", "dpo", "--reason", "deletion request DR-9").stdout
+    assert f"Pruned {len(holding)} dataset version(s)" in out, out
+    after = {dv.version: dv for dv in versions.list_versions(cfg)}
+    for v in holding:
+        assert after[v].pruned and not versions.artifact_present(after[v])
+        with pytest.raises(LookupError, match="was pruned on"):
+            versions.load(cfg, v)
+    hitl(path, "register-dataset")
+    records, dv = versions.load(cfg)
+    assert dv.version == max(after) + 1 and trace_id not in set(records["trace_id"])
+    assert "Audit chain intact" in hitl(path, "audit", "verify").stdout

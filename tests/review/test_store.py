@@ -469,7 +469,7 @@ def test_erase_by_age_takes_every_item_queued_before_the_cutoff_and_its_gold_cop
     assert {t for t in _ids(batch)} == {"new000", "new001"}
 
 
-def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path):
+def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path, local_mlflow):
     from datetime import UTC, datetime, timedelta
 
     from prefect.logging import disable_run_logger
@@ -496,6 +496,6 @@ def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path
         assert datasets.apply_retention.fn(cfg, store) == 1
         assert datasets.apply_retention.fn(cfg, store) == 0  # nothing new past retention: no second entry
         assert datasets.apply_retention.fn(make_cfg(tmp_path, cohorts=COHORTS), store) == 0  # off by default
-    [entry] = evidence.open_log(cfg, store).entries()
+    [entry] = evidence.open_log(cfg, store).entries()  # no dataset version yet: nothing to prune
     assert (entry.kind, entry.actor, entry.ref["traces"]) == ("erasure", evidence.SYSTEM_ACTOR, 1)
     assert "retention_days (100)" in entry.ref["reason"] and _text_of(store, "t001")[0] == ""
