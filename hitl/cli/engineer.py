@@ -175,9 +175,9 @@ def datasets_list(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 
     cfg = _cfg(config)
     _stack_ready(cfg)
-    rows = [{"version": v.ref, "parent": v.parent or "-", "sha256": v.sha256[:12],
-             **{k: s for k, s in versions.lineage(v).items() if k in ("rows", "agreement")},
-             "file": f"pruned {v.pruned[:10]} (held erased text)" if v.pruned else "stored"}
+    rows = [{"version": v.ref + (f" (pruned {v.pruned[:10]}: held erased text)" if v.pruned else ""),
+             "parent": v.parent or "-", "sha256": v.sha256[:12],
+             **{k: s for k, s in versions.lineage(v).items() if k in ("rows", "agreement")}}
             for v in versions.list_versions(cfg)]
     if not rows:
         console.print(f"No versions of {cfg.dataset.name} yet: run `hitl register-dataset`.")

@@ -116,11 +116,11 @@ def _print_registry(cfg: Config) -> None:
     from hitl.learning import promotion
 
     d = Table(title=f"Dataset versions: {cfg.dataset.name}")
-    for col in ("version", "rows", "parent", "sha256", "run", "file"):
+    for col in ("version", "rows", "parent", "sha256", "run"):
         d.add_column(col)
     for v in versions.list_versions(cfg):
-        d.add_row(str(v.version), str(v.rows), str(v.parent or "-"), v.sha256[:12], v.run_id[:12],
-                  f"pruned {v.pruned[:10]}" if v.pruned else "stored")
+        d.add_row(str(v.version) + (f" (pruned {v.pruned[:10]})" if v.pruned else ""), str(v.rows),
+                  str(v.parent or "-"), v.sha256[:12], v.run_id[:12])
     console.print(d)
     m = Table(title=f"Model: {cfg.model.registered_name}")
     for col in ("alias", "version", "decided"):
