@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 NOT_CARRIED_OUT = "approve, not carried out"  # an approval refused because @champion changed since the eval
 CALIBRATION_NOTE = (f"with a fallback label, each model's abstention threshold on the regression set is "
                     f"cross-fitted ({abstention.VERDICT_FOLDS} folds by trace id: every row is judged with a "
-                    f"threshold fitted without it); the served threshold is fitted on the whole random draw inside "
-                    f"the production horizon")
+                    f"threshold, and in-scope score ranks, fitted without it); the served ones are fitted on the "
+                    f"whole random draw inside the production horizon")
 
 
 @dataclass
