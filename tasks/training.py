@@ -90,11 +90,9 @@ def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg
         return None
     model.abstain_threshold, model.in_scope_scale = None, None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
-    truth = sample["label"].to_numpy()
-    model.in_scope_scale = abstention.fit_scale(s.in_scope_parts, truth, cfg.fallback_label, weights)
-    score = abstention.combine(s.in_scope_parts, model.in_scope_scale)
-    thr = abstention.fit(score, np.asarray(s.prediction), truth, cfg.fallback_label, weights,
-                         cfg.model.abstention_rate)
+    model.in_scope_scale, thr = abstention.fit_served(s.in_scope_parts, np.asarray(s.prediction),
+                                                      sample["label"].to_numpy(), cfg.fallback_label, weights,
+                                                      cfg.model.abstention_rate)
     model.abstain_threshold = thr
     get_run_logger().info("Abstention threshold %.3f on the in-scope score (%s; predict %s below it), calibrated on "
                           "%d random-draw rows", thr, "nearest reference row alone" if model.in_scope_scale is None

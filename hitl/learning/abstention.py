@@ -196,6 +196,15 @@ def fit(top_prob: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback
     return calibrate_at_rate(top_prob, truth, fallback, rate, weights)
 
 
+def fit_served(score: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
+               weights: np.ndarray | None = None, rate: float | None = None) -> tuple[np.ndarray | None, float]:
+    """The served rule fitted on these rows: the scale of the in-scope parts (`fit_scale`; None for one score per
+    row), then the threshold `fit` on the score they combine into."""
+    x = np.asarray(score, float)
+    scale = fit_scale(x, truth, fallback, weights) if x.ndim == 2 else None
+    return scale, fit(combine(x, scale), predicted, truth, fallback, weights, rate)
+
+
 def cross_fitted(score: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fallback: str,
                  weights: np.ndarray | None, folds: np.ndarray, k: int | None = None, rate: float | None = None
                  ) -> CrossFit:
@@ -218,10 +227,10 @@ def cross_fitted(score: np.ndarray, predicted: np.ndarray, truth: np.ndarray, fa
         raise ValueError("folds must lie in [0, k) with k >= 1")
     thresholds, decided = np.zeros(k), np.zeros(len(y))
     for g in range(k):
-        rest = f != g
-        top = x if x.ndim == 1 else combine(x, fit_scale(x[rest], y[rest], fallback, w[rest]))
-        thresholds[g] = fit(top[rest], pred[rest], y[rest], fallback, w[rest], rate) if rest.any() else 0.0
-        decided[f == g] = top[f == g]
+        rest, here = f != g, f == g
+        scale, thresholds[g] = fit_served(x[rest], pred[rest], y[rest], fallback, w[rest], rate) if rest.any() \
+            else (None, 0.0)
+        decided[here] = combine(x[here], scale)
     return CrossFit(apply(decided, pred, fallback, thresholds[f]), thresholds, k)
 
 
