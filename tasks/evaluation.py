@@ -18,7 +18,7 @@ from hitl.audit import evidence
 from hitl.audit.chain import Entry
 from hitl.config import Config
 from hitl.datasets import versions
-from hitl.evaluation import horizon, regression, report, summary
+from hitl.evaluation import horizon, refusals, regression, report, summary
 from hitl.learning import abstention, anchor, modeling, promotion
 from hitl.learning.embeddings import FrozenEncoder
 from hitl.learning.promotion import CHALLENGER, CHAMPION
@@ -46,6 +46,7 @@ class Comparison:
     hard: pd.DataFrame  # hard-case hold-out (policy picks)
     challenger_pred: list[str]  # on the random draw, as judged (for the baseline comparison)
     calibration: str  # how anything fitted on labels was kept off the verdict rows ("" when nothing is)
+    refusals: pd.DataFrame | None = None  # with a fallback label: refusal rates in and out of scope (refusals.py)
 
 
 @task(name="record-gate-settings", cache_policy=NO_CACHE)
@@ -113,9 +114,12 @@ def compare(records: pd.DataFrame, champion: modeling.IntentModel, challenger: m
                               100 * o["delta"], report.level_text(o["level"]), 100 * o["delta_low"],
                               100 * o["delta_high"], o["outcome"])
     fallback = champion.fallback_label or challenger.fallback_label
+    if not fallback:
+        return Comparison(table, latest, window, hard_table, list(b), "")
     rule = "best accuracy" if rate is None else f"refusing at most {rate:.0%} of in-scope rows (model.abstention_rate)"
-    return Comparison(table, latest, window, hard_table, list(b), f"{CALIBRATION_NOTE}; rule: {rule}" if fallback
-                      else "")
+    new = [x for x in challenger.known_labels if x not in set(champion.known_labels)]
+    refused = refusals.table(sample, list(a), list(b), fallback, new, cfg, settings)
+    return Comparison(table, latest, window, hard_table, list(b), f"{CALIBRATION_NOTE}; rule: {rule}", refused)
 
 
 @task(name="frozen-embedding-baseline", tags=[CPU_TAG], cache_policy=NO_CACHE)
@@ -205,6 +209,13 @@ def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: 
         mlflow.log_text(ctx.table.to_csv(index=False), "report/production_estimates.csv")
         if ctx.hard is not None and len(ctx.hard):
             mlflow.log_text(ctx.hard.to_csv(index=False), "report/hard_cases.csv")
+        if ctx.refusals is not None and len(ctx.refusals):
+            mlflow.log_text(ctx.refusals.to_csv(index=False), "report/refusals.csv")
+            for traffic, metric in ((refusals.IN_SCOPE, "refused_in_scope"), (refusals.OUT_OF_SCOPE,
+                                                                               "out_of_scope_recall")):
+                if (r := refusals.overall(ctx.refusals, traffic)) is not None:
+                    mlflow.log_metrics({f"champion_{metric}": float(r["champion"]),
+                                        f"challenger_{metric}": float(r["challenger"])})
     evidence.record_report(chain, run.info.run_id, {f"report/{p.name}": p for p in (md_path, html_path)},
                         {"dataset": ctx.dataset, "champion_version": ctx.champion_version,
                          "challenger_version": ctx.challenger_version, "decision": ctx.decision})
@@ -286,7 +297,8 @@ def evaluate_release(config_path: str, dataset_version: int | None, store: Revie
                                challenger.version, compared.table, verdict, AWAITING[verdict.outcome],
                                compared.latest, compared.latest_window, compared.hard,
                                baseline(train, records, compared, cfg, settings), trend(cfg, client),
-                               lineage, latest_min_n=cfg.evaluation.latest_min_n, calibration=compared.calibration)
+                               lineage, latest_min_n=cfg.evaluation.latest_min_n, calibration=compared.calibration,
+                               refusals=compared.refusals)
     html, run_id = publish(ctx, cfg, store, None)
     return ctx, html, run_id
 

@@ -16,13 +16,14 @@ import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from hitl import markdown
-from hitl.evaluation import design
+from hitl.evaluation import design, refusals
 from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult
 from hitl.evaluation.report_charts import change_png, chart_png, heading, trend_png
 from hitl.evaluation.summary import MOVED_NOTE, TREND_ESTIMATES, Summary, summarize
 
+REFUSALS_HEADING = "Saying “I don't know” (the fallback label)"
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
              "training. They are not production: their fail rates are far above it by design.")
 LEGEND = {PASS: "the change's upper bound is within the margin: the challenger is not worse than the margin "
@@ -67,6 +68,7 @@ class ReportContext:
     generated_at: str = ""
     latest_min_n: int = 30  # the latest-window column shows a row only from this many draws
     calibration: str = ""  # how anything fitted on labels was kept off the verdict rows
+    refusals: pd.DataFrame | None = None  # with a fallback label: refusals.table
 
     def __post_init__(self) -> None:
         self.generated_at = self.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -151,6 +153,27 @@ def display_rows(ctx: ReportContext) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _refusal_group(r) -> str:
+    if r.cohort == refusals.ALL:
+        return "all"
+    if r.cohort == refusals.NEW_LABELS:
+        return f"{refusals.NEW_LABELS} ({r.value})"
+    return f"{r.cohort.replace('_', ' ')}: {r.value}"
+
+
+def refusal_rows(ctx: ReportContext) -> pd.DataFrame:
+    """The refusal table as printed: in-scope traffic refused wrongly, out-of-scope traffic refused rightly."""
+    lv = ctx.level
+    what = {refusals.IN_SCOPE: "in scope: refused wrongly", refusals.OUT_OF_SCOPE: "out of scope: refused (recall)"}
+    return pd.DataFrame([{
+        "traffic": what[r.traffic], "rows": _refusal_group(r), "n": r.n,
+        f"champion refused ({lv} CI)": _with_ci(r.champion, r.champion_low, r.champion_high) if r.n else NO_ROWS,
+        f"challenger refused ({lv} CI)": _with_ci(r.challenger, r.challenger_low, r.challenger_high) if r.n
+        else NO_ROWS,
+        f"change ({lv} CI)": f"{_pct(r.delta, True)} ({_ci(r.delta_low, r.delta_high, True)})" if r.n else NO_ROWS,
+        "p": f"{r.p:.2g}" if r.p == r.p else "—"} for r in ctx.refusals.itertuples()])
+
+
 def headline(ctx: ReportContext) -> str:
     """The report's first sentence: what changed, how sure, what the gate says and why."""
     return ctx.summary().sentence
@@ -207,6 +230,8 @@ def to_markdown(ctx: ReportContext, s: Summary | None = None) -> str:
         lines += [base, ""]
     for cohort, part in rows.groupby("cohort", sort=False):
         lines += [f"## {heading(cohort)}", "", markdown.table(part.drop(columns="cohort")), ""]
+    if ctx.refusals is not None and len(ctx.refusals):
+        lines += [f"## {REFUSALS_HEADING}", "", f"_{refusals.NOTE}_", "", markdown.table(refusal_rows(ctx)), ""]
     if ctx.hard is not None and len(ctx.hard):
         lines += ["## Hard cases (not production)", "", f"_{HARD_NOTE}_", "", markdown.table(_hard_rows(ctx.hard)), ""]
     lines += [f"## Gate: {ctx.gate.outcome}", *[f"- {r}" for r in ctx.gate.reasons]]
@@ -251,6 +276,9 @@ src="data:image/png;base64,{{ change_png }}"><figcaption class="note">{{ s.chart
 {% for r in rows %}<tr>{% for c in columns %}<td class="{{ css(c, r) }}">{{ r[c] }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% endfor %}
+{% if refused %}<h2>{{ refusals_heading }}</h2><p class="note">{{ refusals_note }}</p>
+<table id="refusals"><tr>{% for c in refused[0] %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in refused %}<tr>{% for c in r %}<td>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% if hard %}<h2>Hard cases (not production)</h2><p class="note">{{ hard_note }}</p>
 <table><tr>{% for c in hard[0] %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in hard %}<tr>{% for c in r %}<td>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
@@ -284,12 +312,14 @@ def to_html(ctx: ReportContext, s: Summary | None = None) -> str:
         sections.append((cohort, part.drop(columns="cohort").to_dict("records"), png))
     columns = [c for c in rows.columns if c != "cohort"]
     hard = _hard_rows(ctx.hard).to_dict("records") if ctx.hard is not None and len(ctx.hard) else []
+    refused = refusal_rows(ctx).to_dict("records") if ctx.refusals is not None and len(ctx.refusals) else []
     env = Environment(autoescape=select_autoescape(default=True))
     return env.from_string(HTML).render(
         ctx=ctx, s=s, change_png=change_png(s.changes, s.margin, s.level) if len(s.changes) else None,
         moved=s.moved_display(), moved_note=MOVED_NOTE, trend_png=trend_png(s.trend, ctx.level) if len(s.trend)
         else None, sections=sections, columns=columns, heading=heading, css=_css,
-        estimate_note=estimate_note(ctx.gate.settings), hard=hard, hard_note=HARD_NOTE,
+        estimate_note=estimate_note(ctx.gate.settings), hard=hard, hard_note=HARD_NOTE, refused=refused,
+        refusals_heading=REFUSALS_HEADING, refusals_note=refusals.NOTE,
         baseline=_baseline_line(ctx), settings_line=_settings_line(ctx), legend=LEGEND)
 
 

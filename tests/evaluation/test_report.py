@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from helpers_domain import make_cfg
 
-from hitl.evaluation import regression, report
+from hitl.evaluation import refusals, regression, report
 
 
 def _ctx(tmp_path, decision: str = "pending", gate: dict | None = None, **kw) -> report.ReportContext:
@@ -133,3 +133,26 @@ def test_latest_window_column_only_where_enough_rows(tmp_path):
     col = next(c for c in rows.columns if c.startswith("latest window"))
     assert "n ≥ 150" in col
     assert rows.loc["voice", col] == "—" and rows.loc["app", col].endswith("(n=300)")
+
+
+def test_refusals_are_a_section_of_their_own_only_with_a_fallback_label(tmp_path):
+    cfg = make_cfg(tmp_path, labels=["a", "b", "oos"], fallback_label="oos", cohorts=["channel"])
+    sample = pd.DataFrame({"label": ["a"] * 6 + ["oos"] * 4, "channel": ["web", "voice"] * 5,
+                           "inclusion_prob": 0.5, "window": "2026-01-01"})
+    champion = ["oos", "oos", "a", "a", "a", "a", "a", "a", "oos", "b"]
+    challenger = ["a", "a", "a", "a", "a", "oos", "oos", "oos", "oos", "b"]
+    refused = refusals.table(sample, champion, challenger, "oos", ["b"], cfg, regression.Settings.of(cfg))
+    ctx = _ctx(tmp_path, refusals=refused)
+    md, html = report.to_markdown(ctx), report.to_html(ctx)
+    assert f"## {report.REFUSALS_HEADING}" in md and refusals.NOTE in md
+    level = ctx.level
+    rows = report.refusal_rows(ctx).set_index(["traffic", "rows"])
+    inside = rows.loc[("in scope: refused wrongly", "all")]
+    assert inside[f"champion refused ({level} CI)"].startswith("33.3% (")
+    assert inside[f"challenger refused ({level} CI)"].startswith("16.7% (")
+    assert rows.loc[("out of scope: refused (recall)", "all"), f"change ({level} CI)"].startswith("+50.0 pts (")
+    assert ("in scope: refused wrongly", "channel: voice") in rows.index
+    assert rows.loc[("in scope: refused wrongly", "labels new to the challenger (b)"), "n"] == 0  # none drawn
+    assert "| labels new to the challenger (b) | 0 | no rows yet |" in md
+    assert 'id="refusals"' in html and "out of scope: refused (recall)" in html
+    assert report.REFUSALS_HEADING not in report.to_markdown(_ctx(tmp_path))

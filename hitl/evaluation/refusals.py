@@ -1,0 +1,96 @@
+"""How often each model says "I don't know", as estimates of production (models with a fallback label).
+
+Both errors of abstention are already fails in the release table (an in-scope trace refused, an out-of-scope
+trace answered with an intent); this table says which of the two moved, and for whom:
+
+- **refused in scope** (false abstention): the share of traffic people labelled with an intent that the model
+  answered with the fallback label. Over all in-scope traffic, each cohort value, each label group, and the
+  labels the champion did not know (newly learnt intents have few reviewed rows and are refused more).
+- **out-of-scope recall**: the share of traffic people labelled with the fallback label that the model refused.
+
+Each row is the release table's inference on another outcome (refused, 0/1) and domain: Hajek rates over the
+random draw with Wilson intervals at the design-effective size, the paired change with its floored Wald
+interval and p-value (`inference.paired`), at the look's level. Descriptive: the rows explain the fail rates,
+they never decide the release, so no multiplicity adjustment is made.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from hitl.config import Config
+from hitl.evaluation import inference, regression
+
+IN_SCOPE, OUT_OF_SCOPE = "in scope", "out of scope"
+ALL, NEW_LABELS = "all", "labels new to the challenger"
+NOTE = ("Refused = answered with the fallback label. In scope: traffic people labelled with an intent, refused "
+        "wrongly (false abstention). Out of scope: traffic people labelled with the fallback label, refused "
+        "rightly (recall). Both errors are fails in the tables above; these rows say which one moved. Estimates "
+        "of production from the same random draw and design, at the report's level; descriptive, never part of "
+        "the decision.")
+COLUMNS = ["traffic", "cohort", "value", "n", "n_eff", "champion", "champion_low", "champion_high", "challenger",
+           "challenger_low", "challenger_high", "delta", "delta_low", "delta_high", "p"]
+
+
+def domains(sample: pd.DataFrame, fallback: str, cohorts: list[str], label_groups: dict[str, list[str]],
+            new_labels: list[str]) -> list[tuple[str, str, str, np.ndarray]]:
+    """(traffic, cohort, value, mask): in-scope traffic overall, by cohort value, by label group and for the
+    labels new to the challenger; out-of-scope traffic overall and by cohort value."""
+    label = sample["label"].astype(str)
+    inside = (label != fallback).to_numpy()
+    out = [(IN_SCOPE, ALL, ALL, inside)]
+    for col in cohorts:
+        for value in sorted(sample.loc[inside, col].astype(str).unique()):
+            out.append((IN_SCOPE, col, value, inside & (sample[col].astype(str) == value).to_numpy()))
+    for name, labels in label_groups.items():
+        group = [x for x in labels if x != fallback]
+        if group:
+            out.append((IN_SCOPE, "label_group", name, label.isin(group).to_numpy()))
+    new = [x for x in new_labels if x != fallback]
+    if new:
+        out.append((IN_SCOPE, NEW_LABELS, ", ".join(sorted(new)), label.isin(new).to_numpy()))
+    out.append((OUT_OF_SCOPE, ALL, ALL, ~inside))
+    for col in cohorts:
+        for value in sorted(sample.loc[~inside, col].astype(str).unique()):
+            out.append((OUT_OF_SCOPE, col, value, ~inside & (sample[col].astype(str) == value).to_numpy()))
+    return out
+
+
+def estimate(champion_refused: np.ndarray, challenger_refused: np.ndarray, weights: np.ndarray,
+             strata: np.ndarray, mask: np.ndarray, level: float, base_alpha: float) -> dict[str, float]:
+    """One row: both refusal rates with intervals at `level`, the paired change with its interval and p."""
+    est = inference.paired(champion_refused, challenger_refused, weights, strata, mask, base_alpha)
+    row: dict[str, float] = {"n": est.n, "n_eff": est.n_eff}
+    if est.n == 0:
+        return {**row, **dict.fromkeys(COLUMNS[5:], math.nan)}
+    for who, rate, var in (("champion", est.champion, est.champion_var),
+                           ("challenger", est.challenger, est.challenger_var)):
+        lo, hi = inference.rate_interval(rate, var, est.n, est.n_eff, level)
+        row |= {who: float(rate), f"{who}_low": float(lo), f"{who}_high": float(hi)}
+    low, high = inference.change_interval(est.delta, est.delta_var, level)
+    return {**row, "delta": float(est.delta), "delta_low": float(low), "delta_high": float(high),
+            "p": float(inference.p_value(est.delta, est.delta_var))}
+
+
+def table(sample: pd.DataFrame, champion_pred: list[str], challenger_pred: list[str], fallback: str,
+          new_labels: list[str], cfg: Config, settings: regression.Settings) -> pd.DataFrame:
+    """Every domain's row (COLUMNS) over the random draw `sample` (as `regression.production_table` reads it);
+    predictions as judged (abstention cross-fitted), one per draw row; intervals at the look's level."""
+    a = (np.asarray(champion_pred, dtype=object) == fallback).astype(float)
+    b = (np.asarray(challenger_pred, dtype=object) == fallback).astype(float)
+    w = 1.0 / sample["inclusion_prob"].to_numpy(float) if len(sample) else np.zeros(0)
+    strata = regression.strata_of(sample)
+    doms = domains(sample, fallback, cfg.cohorts, cfg.evaluation.label_groups, new_labels)
+    rows = [{"traffic": traffic, "cohort": cohort, "value": value,
+             **estimate(a, b, w, strata, mask, settings.look_alpha, settings.alpha)}
+            for traffic, cohort, value, mask in doms]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def overall(refusals: pd.DataFrame, traffic: str) -> pd.Series | None:
+    """The row over all in-scope or all out-of-scope traffic (None when it has no draws)."""
+    rows = refusals[(refusals["traffic"] == traffic) & (refusals["cohort"] == ALL)]
+    return rows.iloc[0] if len(rows) and rows.iloc[0]["n"] > 0 else None
