@@ -210,17 +210,26 @@ def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: 
         if ctx.hard is not None and len(ctx.hard):
             mlflow.log_text(ctx.hard.to_csv(index=False), "report/hard_cases.csv")
         if ctx.refusals is not None and len(ctx.refusals):
-            mlflow.log_text(ctx.refusals.to_csv(index=False), "report/refusals.csv")
-            for traffic, metric in ((refusals.IN_SCOPE, "refused_in_scope"), (refusals.OUT_OF_SCOPE,
-                                                                               "out_of_scope_recall")):
-                if (r := refusals.overall(ctx.refusals, traffic)) is not None:
-                    mlflow.log_metrics({f"champion_{metric}": float(r["champion"]),
-                                        f"challenger_{metric}": float(r["challenger"])})
+            log_refusals(ctx.refusals)
     evidence.record_report(chain, run.info.run_id, {f"report/{p.name}": p for p in (md_path, html_path)},
                         {"dataset": ctx.dataset, "champion_version": ctx.champion_version,
                          "challenger_version": ctx.challenger_version, "decision": ctx.decision})
     get_run_logger().info("Report: %s", html_path)
     return html_path, run.info.run_id
+
+
+REFUSAL_METRICS = {refusals.IN_SCOPE: "refused_in_scope", refusals.OUT_OF_SCOPE: "out_of_scope_recall"}
+
+
+def log_refusals(refused: pd.DataFrame) -> None:
+    """Into the active MLflow run: the refusal table as report/refusals.csv, and both models' overall rates as
+    metrics (`champion_refused_in_scope`, `challenger_out_of_scope_recall`, ...) where they have draws."""
+    import mlflow
+
+    mlflow.log_text(refused.to_csv(index=False), "report/refusals.csv")
+    for traffic, metric in REFUSAL_METRICS.items():
+        if (r := refusals.overall(refused, traffic)) is not None:
+            mlflow.log_metrics({f"{who}_{metric}": float(r[who]) for who in ("champion", "challenger")})
 
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)

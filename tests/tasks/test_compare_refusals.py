@@ -3,7 +3,10 @@ the judged predictions' refusals (abstention cross-fitted), and name the labels 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import torch
 from prefect.logging import disable_run_logger
 from test_calibrate_abstention import INSIDE, LABELS, _records
@@ -45,3 +48,20 @@ def test_refusal_rows_are_the_judged_refusals(tmp_path):
     assert new["value"] == "balance_inquiry" and new["n"] == int((records["label"] == "balance_inquiry").sum())
     assert t.loc[(refusals.IN_SCOPE, "channel"), "value"].tolist() == ["voice", "web"]
     assert evaluation.CALIBRATION_NOTE in compared.calibration
+
+
+def test_the_eval_run_keeps_the_refusal_table_and_both_models_rates(local_mlflow):
+    import mlflow
+
+    refused = pd.DataFrame([
+        {"traffic": refusals.IN_SCOPE, "cohort": refusals.ALL, "value": refusals.ALL, "n": 40, "champion": 0.05,
+         "challenger": 0.075},
+        {"traffic": refusals.OUT_OF_SCOPE, "cohort": refusals.ALL, "value": refusals.ALL, "n": 0,
+         "champion": np.nan, "challenger": np.nan}])
+    mlflow.set_experiment("refusals")
+    with mlflow.start_run() as run:
+        evaluation.log_refusals(refused)
+    got = mlflow.get_run(run.info.run_id)
+    assert got.data.metrics == {"champion_refused_in_scope": 0.05, "challenger_refused_in_scope": 0.075}
+    text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/report/refusals.csv")
+    assert pd.read_csv(io.StringIO(text))["traffic"].tolist() == [refusals.IN_SCOPE, refusals.OUT_OF_SCOPE]
