@@ -514,6 +514,8 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: 
         lines += ["", variants_markdown(result, variants)]
         if "from-base" in variants:
             lines += ["", joint_training_line(variants["from-base"])]
+        if "head-only" in variants:
+            lines += ["", frozen_encoder_line(variants["head-only"])]
     if growing:
         lines += ["", growing_set_markdown(growing)]
     if world:
@@ -540,6 +542,23 @@ def joint_training_line(from_base: dict) -> str:
         return text + "."
     return text + (": part of the loss is the cost of more intents to tell launch traffic from, not forgetting, and a "
                    "recipe that only stops forgetting can at best approach joint training.")
+
+
+def frozen_encoder_line(head_only: dict) -> str:
+    """What continuing with the encoder all but frozen (only the head learns) says about where launch accuracy
+    is lost."""
+    t = pd.DataFrame(head_only["table"])
+    launch = t[(t["strategy"] == "policy") & (t["group"] == "launch")].sort_values("quarter")
+    first, last = launch.iloc[0], launch.iloc[-1]
+    return (f"The head-only variant continues from the champion with the encoder all but frozen "
+            f"(continue_learning_rate={head_only['setup']['training'].get('continue_learning_rate', 0):g}): only the "
+            f"cosine head learns, so the encoder cannot forget. Its launch accuracy against the bootstrap champion is "
+            f"{_ci(first, 'vs_bootstrap')} pts at quarter {first['quarter']} and {_ci(last, 'vs_bootstrap')} pts at "
+            f"quarter {last['quarter']} ({len(head_only['setup']['seeds'])} seeds), against the anchor on the same "
+            f"rows {_ci(last, 'vs_anchor')} pts" + (
+                ": the launch intents lose where the head tells them from the intents added, not in the encoder."
+                if last["vs_bootstrap_high"] < 0 else ": without encoder updates the launch intents hold, so the "
+                "default recipe's loss is in the encoder."))
 
 
 def _recipe_name(name: str, setup: dict) -> str:

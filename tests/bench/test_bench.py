@@ -194,6 +194,21 @@ def test_seed_blocked_paired_difference():
         2 * 1.96 * 100 * np.sqrt(var), rel=1e-3)
 
 
+def test_the_head_only_line_says_where_launch_accuracy_is_lost_from_its_own_figures():
+    from bench import quarters as qb
+
+    def variant(high: float) -> dict:
+        rows = [{"strategy": "policy", "group": "launch", "quarter": q, "vs_bootstrap": -2.0 * q,
+                 "vs_bootstrap_low": -2.0 * q - 1, "vs_bootstrap_high": high, "vs_anchor": -1.0,
+                 "vs_anchor_low": -2.0, "vs_anchor_high": 0.0} for q in (1, 2, 3)]
+        return {"setup": {"seeds": [0, 1], "training": {"continue_learning_rate": 1e-9}}, "table": rows}
+
+    lost = qb.frozen_encoder_line(variant(-0.5))
+    assert "-2.0 [-3.0, -0.5] pts at quarter 1 and -6.0 [-7.0, -0.5] pts at quarter 3 (2 seeds)" in lost
+    assert "not in the encoder" in lost
+    assert "the default recipe's loss is in the encoder" in qb.frozen_encoder_line(variant(+0.5))
+
+
 # ---------------------------------------------------------------------------------------------- out-of-scope
 def test_out_of_scope_folds_keep_unknown_intents_apart_from_the_out_of_scope_rows_trained_on():
     from pathlib import Path
