@@ -26,6 +26,7 @@ from hitl.evaluation import inference, regression
 
 IN_SCOPE, OUT_OF_SCOPE = "in scope", "out of scope"
 ALL, NEW_LABELS = "all", "labels new to the challenger"
+NAMED = 5  # the new labels' row names this many of them
 NOTE = ("Refused = answered with the fallback label. In scope: traffic people labelled with an intent, refused "
         "wrongly (false abstention). Out of scope: traffic people labelled with the fallback label, refused "
         "rightly (recall). Both errors are fails in the tables above; these rows say which one moved. Estimates "
@@ -48,10 +49,11 @@ def domains(sample: pd.DataFrame, fallback: str, cohorts: list[str], label_group
     for name, labels in label_groups.items():
         group = [x for x in labels if x != fallback]
         if group:
-            out.append((IN_SCOPE, "label_group", name, label.isin(group).to_numpy()))
-    new = [x for x in new_labels if x != fallback]
+            out.append((IN_SCOPE, regression.LABEL_GROUP, name, label.isin(group).to_numpy()))
+    new = sorted(x for x in new_labels if x != fallback)
     if new:
-        out.append((IN_SCOPE, NEW_LABELS, ", ".join(sorted(new)), label.isin(new).to_numpy()))
+        named = ", ".join(new[:NAMED]) + (f" and {len(new) - NAMED} more" if len(new) > NAMED else "")
+        out.append((IN_SCOPE, NEW_LABELS, named, label.isin(new).to_numpy()))
     out.append((OUT_OF_SCOPE, ALL, ALL, ~inside))
     for col in cohorts:
         for value in sorted(sample.loc[~inside, col].astype(str).unique()):

@@ -60,6 +60,15 @@ def test_no_out_of_scope_draws_is_a_row_without_estimates(tmp_path):
     assert refusals.NEW_LABELS not in set(t["cohort"])
 
 
+def test_the_new_labels_row_names_a_few_and_counts_the_rest(tmp_path):
+    labels = [f"intent_{i}" for i in range(8)]
+    cfg = make_cfg(tmp_path, labels=[*labels, FALLBACK], fallback_label=FALLBACK, cohorts=["channel"])
+    t = refusals.table(_sample(labels, ["web"] * 8), labels, labels, FALLBACK, labels[::-1], cfg,
+                       regression.Settings.of(cfg))
+    row = t[t["cohort"] == refusals.NEW_LABELS].iloc[0]
+    assert row["value"] == "intent_0, intent_1, intent_2, intent_3, intent_4 and 3 more" and row["n"] == 8
+
+
 DRAWS = 1000
 # population: three day-window strata of unequal size, each drawn with 120 traces (weights about 1:3:7)
 SIZES = {"w1": 2_000, "w2": 6_000, "w3": 14_000}
