@@ -1,8 +1,9 @@
 """The post-retrain eval delta report, in the order a manager asks. The first screen (`summary.Summary`): one
 sentence (what changed, how sure, what the gate says and why), the gate and the person's decision, the change
 per cohort with its interval, the cohorts that moved most, the trend across releases. Below: how it was
-measured, every table, the hard cases, the gate's reasons and the lineage. Markdown (Prefect/MLflow artifact)
-and a self-contained HTML page (charts in `report_charts`), both printed from the same `Summary`.
+measured, every table, with a fallback label how often each model refuses (`refusals`), the hard cases, the
+gate's reasons and the lineage. Markdown (Prefect/MLflow artifact) and a self-contained HTML page (charts in
+`report_charts`), both printed from the same `Summary`.
 """
 
 from __future__ import annotations
