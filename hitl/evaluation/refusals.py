@@ -8,9 +8,9 @@ trace answered with an intent); this table says which of the two moved, and for 
   labels the champion did not know (newly learnt intents have few reviewed rows and are refused more).
 - **out-of-scope recall**: the share of traffic people labelled with the fallback label that the model refused.
 
-Each row is the release table's inference on another outcome (refused, 0/1) and domain: Hajek rates over the
-random draw with Wilson intervals at the design-effective size, the paired change with its floored Wald
-interval and p-value (`inference.paired`), at the look's level. Descriptive: the rows explain the fail rates,
+Each row is the release table's inference (`regression.judge`) on another outcome (refused, 0/1) and domain:
+Hajek rates over the random draw with Wilson intervals at the design-effective size, the paired change with its
+floored Wald interval and p-value, at the look's level. Descriptive: the rows explain the fail rates,
 they never decide the release, so no multiplicity adjustment is made.
 """
 
@@ -42,10 +42,13 @@ def domains(sample: pd.DataFrame, fallback: str, cohorts: list[str], label_group
     labels new to the challenger; out-of-scope traffic overall and by cohort value."""
     label = sample["label"].astype(str)
     inside = (label != fallback).to_numpy()
-    out = [(IN_SCOPE, ALL, ALL, inside)]
-    for col in cohorts:
-        for value in sorted(sample.loc[inside, col].astype(str).unique()):
-            out.append((IN_SCOPE, col, value, inside & (sample[col].astype(str) == value).to_numpy()))
+
+    def by_cohort(traffic: str, rows: np.ndarray) -> list[tuple[str, str, str, np.ndarray]]:
+        return [(traffic, ALL, ALL, rows)] + [
+            (traffic, col, value, rows & (sample[col].astype(str) == value).to_numpy())
+            for col in cohorts for value in sorted(sample.loc[rows, col].astype(str).unique())]
+
+    out = by_cohort(IN_SCOPE, inside)
     for name, labels in label_groups.items():
         group = [x for x in labels if x != fallback]
         if group:
@@ -54,41 +57,31 @@ def domains(sample: pd.DataFrame, fallback: str, cohorts: list[str], label_group
     if new:
         named = ", ".join(new[:NAMED]) + (f" and {len(new) - NAMED} more" if len(new) > NAMED else "")
         out.append((IN_SCOPE, NEW_LABELS, named, label.isin(new).to_numpy()))
-    out.append((OUT_OF_SCOPE, ALL, ALL, ~inside))
-    for col in cohorts:
-        for value in sorted(sample.loc[~inside, col].astype(str).unique()):
-            out.append((OUT_OF_SCOPE, col, value, ~inside & (sample[col].astype(str) == value).to_numpy()))
-    return out
-
-
-def estimate(champion_refused: np.ndarray, challenger_refused: np.ndarray, weights: np.ndarray,
-             strata: np.ndarray, mask: np.ndarray, level: float, base_alpha: float) -> dict[str, float]:
-    """One row: both refusal rates with intervals at `level`, the paired change with its interval and p."""
-    est = inference.paired(champion_refused, challenger_refused, weights, strata, mask, base_alpha)
-    row: dict[str, float] = {"n": est.n, "n_eff": est.n_eff}
-    if est.n == 0:
-        return {**row, **dict.fromkeys(COLUMNS[5:], math.nan)}
-    for who, rate, var in (("champion", est.champion, est.champion_var),
-                           ("challenger", est.challenger, est.challenger_var)):
-        lo, hi = inference.rate_interval(rate, var, est.n, est.n_eff, level)
-        row |= {who: float(rate), f"{who}_low": float(lo), f"{who}_high": float(hi)}
-    low, high = inference.change_interval(est.delta, est.delta_var, level)
-    return {**row, "delta": float(est.delta), "delta_low": float(low), "delta_high": float(high),
-            "p": float(inference.p_value(est.delta, est.delta_var))}
+    return out + by_cohort(OUT_OF_SCOPE, ~inside)
 
 
 def table(sample: pd.DataFrame, champion_pred: list[str], challenger_pred: list[str], fallback: str,
           new_labels: list[str], cfg: Config, settings: regression.Settings) -> pd.DataFrame:
     """Every domain's row (COLUMNS) over the random draw `sample` (as `regression.production_table` reads it);
-    predictions as judged (abstention cross-fitted), one per draw row; intervals at the look's level."""
+    predictions as judged (abstention cross-fitted), one per draw row. The change's interval and p come from
+    `regression.judge` with every row exploratory (the look's level, no Holm family); rates at the same level."""
     a = (np.asarray(champion_pred, dtype=object) == fallback).astype(float)
     b = (np.asarray(challenger_pred, dtype=object) == fallback).astype(float)
-    w = 1.0 / sample["inclusion_prob"].to_numpy(float) if len(sample) else np.zeros(0)
-    strata = regression.strata_of(sample)
+    w, strata = regression.design_of(sample)
     doms = domains(sample, fallback, cfg.cohorts, cfg.evaluation.label_groups, new_labels)
-    rows = [{"traffic": traffic, "cohort": cohort, "value": value,
-             **estimate(a, b, w, strata, mask, settings.look_alpha, settings.alpha)}
-            for traffic, cohort, value, mask in doms]
+    j = regression.judge(a, b, w, strata, [m for *_, m in doms], [regression.EXPLORATORY] * len(doms), settings)
+    rows = []
+    for i, ((traffic, cohort, value, _), est) in enumerate(zip(doms, j.rows, strict=True)):
+        row = {"traffic": traffic, "cohort": cohort, "value": value, "n": est.n, "n_eff": est.n_eff}
+        if est.n == 0:
+            rows.append({**row, **dict.fromkeys(COLUMNS[5:], math.nan)})
+            continue
+        for who, rate, var in (("champion", est.champion, est.champion_var),
+                               ("challenger", est.challenger, est.challenger_var)):
+            lo, hi = inference.rate_interval(rate, var, est.n, est.n_eff, settings.look_alpha)
+            row |= {who: float(rate), f"{who}_low": float(lo), f"{who}_high": float(hi)}
+        rows.append({**row, "delta": float(est.delta), "delta_low": float(j.low[i]),
+                     "delta_high": float(j.high[i]), "p": float(j.p[i])})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

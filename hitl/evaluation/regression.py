@@ -61,6 +61,12 @@ def strata_of(sample: pd.DataFrame) -> np.ndarray:
     return design.collapse_strata(list(windows), list(strata)) if n else np.zeros(0, np.int64)
 
 
+def design_of(sample: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The random draw's design: weights (1 / inclusion probability) and strata (`strata_of`)."""
+    w = 1.0 / sample["inclusion_prob"].to_numpy(float) if len(sample) else np.zeros(0)
+    return w, strata_of(sample)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the decision is judged with: recorded before any label is read, printed in the report."""
@@ -126,10 +132,10 @@ def production_table(sample: pd.DataFrame, champion_pred: list[str], challenger_
     st = settings or Settings.of(cfg)
     truth = sample["label"].to_numpy()
     champ, chall = np.asarray(champion_pred) != truth, np.asarray(challenger_pred) != truth
-    w = 1.0 / sample["inclusion_prob"].to_numpy(float) if len(sample) else np.zeros(0)
+    w, strata = design_of(sample)
     doms = domains(sample, cfg.cohorts, cfg.evaluation.label_groups, cfg.evaluation.per_label)
     roles = [role(c) for c, _, _ in doms]
-    j = judge(champ, chall, w, strata_of(sample), [m for _, _, m in doms], roles, st)
+    j = judge(champ, chall, w, strata, [m for _, _, m in doms], roles, st)
     n_total = len(sample)
     next_alpha = inference.look_alpha(st.alpha, st.look + 1)
     rows = []
@@ -180,8 +186,7 @@ def versus_baseline(sample: pd.DataFrame, challenger_pred: list[str], baseline_p
     inference and level as the report's overall row."""
     truth = sample["label"].to_numpy()
     base, chall = np.asarray(baseline_pred) != truth, np.asarray(challenger_pred) != truth
-    est = inference.paired(base, chall, 1.0 / sample["inclusion_prob"].to_numpy(float), strata_of(sample), None,
-                           st.alpha)
+    est = inference.paired(base, chall, *design_of(sample), None, st.alpha)
     low, high = inference.rate_interval(est.champion, est.champion_var, est.n, est.n_eff, st.look_alpha)
     d_low, d_high = inference.change_interval(est.delta, est.delta_var, st.look_alpha)
     return {"estimate": float(est.champion), "low": float(low), "high": float(high), "n": est.n,
