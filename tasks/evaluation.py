@@ -155,8 +155,8 @@ def completeness(cfg: Config, store: ReviewStore, records: pd.DataFrame) -> str:
 
 @task(name="earlier-evals", cache_policy=NO_CACHE)
 def trend(cfg: Config, client: MlflowClient) -> pd.DataFrame:
-    """Overall estimates of every earlier regression eval (MLflow eval runs) and every rollback, oldest first
-    (summary.releases)."""
+    """Overall estimates of every earlier regression eval (MLflow eval runs; with a fallback label, both models'
+    overall refusal rates too) and every rollback, oldest first (summary.releases)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(cfg.eval_experiment)
@@ -172,6 +172,7 @@ def trend(cfg: Config, client: MlflowClient) -> pd.DataFrame:
                       "challenger_version": t.get("hitl.challenger_version", "?"),
                       **{f"{who}{suffix}": m.get(f"{who}_fail_rate{suffix}") for who in ("champion", "challenger")
                          for suffix in ("", "_low", "_high")},
+                      **{c: m[c] for c in refusals.TREND_COLUMNS if c in m},
                       "n": int(m.get("regression_n", 0)), "decision": t.get("hitl.decision", "")})
     return summary.releases(evals, promotion.rollbacks(cfg.model.registered_name, client))
 
@@ -218,18 +219,14 @@ def publish(ctx: report.ReportContext, cfg: Config, store: ReviewStore, run_id: 
     return html_path, run.info.run_id
 
 
-REFUSAL_METRICS = {refusals.IN_SCOPE: "refused_in_scope", refusals.OUT_OF_SCOPE: "out_of_scope_recall"}
-
-
 def log_refusals(refused: pd.DataFrame) -> None:
     """Into the active MLflow run: the refusal table as report/refusals.csv, and both models' overall rates as
     metrics (`champion_refused_in_scope`, `challenger_out_of_scope_recall`, ...) where they have draws."""
     import mlflow
 
     mlflow.log_text(refused.to_csv(index=False), "report/refusals.csv")
-    for traffic, metric in REFUSAL_METRICS.items():
-        if (r := refusals.overall(refused, traffic)) is not None:
-            mlflow.log_metrics({f"{who}_{metric}": float(r[who]) for who in ("champion", "challenger")})
+    if rates := refusals.overall_rates(refused):
+        mlflow.log_metrics(rates)
 
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)

@@ -27,6 +27,9 @@ from hitl.evaluation import inference, regression
 IN_SCOPE, OUT_OF_SCOPE = "in scope", "out of scope"
 ALL, NEW_LABELS = "all", "labels new to the challenger"
 NAMED = 5  # the new labels' row names this many of them
+# each kind of traffic's overall rate as an eval run's metric `<model>_<name>` (MLflow) and a trend column
+METRICS = {IN_SCOPE: "refused_in_scope", OUT_OF_SCOPE: "out_of_scope_recall"}
+TREND_COLUMNS = tuple(f"{who}_{name}" for name in METRICS.values() for who in ("champion", "challenger"))
 NOTE = ("Refused = answered with the fallback label. In scope: traffic people labelled with an intent, refused "
         "wrongly (false abstention). Out of scope: traffic people labelled with the fallback label, refused "
         "rightly (recall). Both errors are fails in the tables above; these rows say which one moved. Estimates "
@@ -89,3 +92,11 @@ def overall(refusals: pd.DataFrame, traffic: str) -> pd.Series | None:
     """The row over all in-scope or all out-of-scope traffic (None when it has no draws)."""
     rows = refusals[(refusals["traffic"] == traffic) & (refusals["cohort"] == ALL)]
     return rows.iloc[0] if len(rows) and rows.iloc[0]["n"] > 0 else None
+
+
+def overall_rates(refusals: pd.DataFrame | None) -> dict[str, float]:
+    """Both models' overall rates by METRICS name (`challenger_refused_in_scope`, ...), where there are draws."""
+    if refusals is None or refusals.empty:
+        return {}
+    return {f"{who}_{name}": float(r[who]) for traffic, name in METRICS.items()
+            if (r := overall(refusals, traffic)) is not None for who in ("champion", "challenger")}

@@ -1,6 +1,7 @@
 """The post-retrain eval delta report, in the order a manager asks. The first screen (`summary.Summary`): one
 sentence (what changed, how sure, what the gate says and why), the gate and the person's decision, the change
-per cohort with its interval, the cohorts that moved most, the trend across releases. Below: how it was
+per cohort with its interval, the cohorts that moved most, the trend across releases (with both models' overall
+refusal rates where a release had a fallback label). Below: how it was
 measured, every table, with a fallback label how often each model refuses (`refusals`), the hard cases, the
 gate's reasons and the lineage. Markdown (Prefect/MLflow artifact) and a self-contained HTML page (charts in
 `report_charts`), both printed from the same `Summary`.
@@ -22,7 +23,7 @@ from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult
 from hitl.evaluation.report_charts import change_png, chart_png, heading, trend_png
-from hitl.evaluation.summary import MOVED_NOTE, TREND_ESTIMATES, Summary, summarize
+from hitl.evaluation.summary import MOVED_NOTE, REFUSAL_TREND, TREND_ESTIMATES, Summary, summarize
 
 REFUSALS_HEADING = "Saying “I don't know” (the fallback label)"
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
@@ -81,7 +82,7 @@ class ReportContext:
     def summary(self) -> Summary:
         """The first screen: every format prints this one structure."""
         return summarize(self.table, self.gate, self.champion_version, self.challenger_version, self.decision,
-                         self.trend)
+                         self.trend, self.refusals)
 
 
 def _pct(v: float, signed: bool = False) -> str:
@@ -215,7 +216,7 @@ def _first_screen_md(s: Summary) -> list[str]:
     lines += [markdown.table(pd.DataFrame(s.moved_display())) if len(s.moved) else
               "No cohort moved: no row has a discordant pair.", ""]
     if len(s.trend):
-        lines += ["## Across releases", "", markdown.table(s.trend, pct_columns=TREND_ESTIMATES), ""]
+        lines += ["## Across releases", "", markdown.table(s.trend_display(), pct_columns=TREND_ESTIMATES), ""]
     return lines
 
 
@@ -266,6 +267,8 @@ src="data:image/png;base64,{{ change_png }}"><figcaption class="note">{{ s.chart
 {% for r in moved %}<tr>{% for c in r %}<td class="{{ css(c, r) }}">{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% else %}<p id="moved">No cohort moved: no row has a discordant pair.</p>{% endif %}
 {% if trend_png %}<h2>Across releases</h2><img alt="trend" src="data:image/png;base64,{{ trend_png }}">{% endif %}
+{% if refusal_trend %}<table id="refusal-trend"><tr>{% for c in refusal_trend[0] %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in refusal_trend %}<tr>{% for c in r %}<td>{{ r[c] }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 <h2>How this was measured</h2>
 <p class="note">{{ estimate_note }}</p>
 {% if ctx.calibration %}<p class="note">Calibration: {{ ctx.calibration }}</p>{% endif %}
@@ -314,12 +317,17 @@ def to_html(ctx: ReportContext, s: Summary | None = None) -> str:
     columns = [c for c in rows.columns if c != "cohort"]
     hard = _hard_rows(ctx.hard).to_dict("records") if ctx.hard is not None and len(ctx.hard) else []
     refused = refusal_rows(ctx).to_dict("records") if ctx.refusals is not None and len(ctx.refusals) else []
+    trend = s.trend_display() if len(s.trend) else pd.DataFrame()
+    said = [c for c in REFUSAL_TREND.values() if c in trend.columns]  # the chart shows fail rates only
+    refusal_trend = trend[["when", "champion_version", "challenger_version", *said]].to_dict("records") if said \
+        else []
     env = Environment(autoescape=select_autoescape(default=True))
     return env.from_string(HTML).render(
         ctx=ctx, s=s, change_png=change_png(s.changes, s.margin, s.level) if len(s.changes) else None,
         moved=s.moved_display(), moved_note=MOVED_NOTE, trend_png=trend_png(s.trend, ctx.level) if len(s.trend)
         else None, sections=sections, columns=columns, heading=heading, css=_css,
         estimate_note=estimate_note(ctx.gate.settings), hard=hard, hard_note=HARD_NOTE, refused=refused,
+        refusal_trend=refusal_trend,
         refusals_heading=REFUSALS_HEADING, refusals_note=refusals.NOTE,
         baseline=_baseline_line(ctx), settings_line=_settings_line(ctx), legend=LEGEND)
 

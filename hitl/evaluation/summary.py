@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hitl.evaluation import refusals
 from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.inference import FAIL, PASS, holm_adjusted, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, GateResult
@@ -135,9 +136,10 @@ def releases(evals: list[dict], rollbacks: list[dict]) -> pd.DataFrame:
 
 
 def trend_rows(trend: pd.DataFrame | None, table: pd.DataFrame, champion_version: str, challenger_version: str,
-               decision: str) -> pd.DataFrame:
-    """Earlier evals (oldest first) and this report's overall estimate as the last row; empty without earlier
-    evals (one point is no trend: the tables below have it)."""
+               decision: str, refused: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Earlier evals (oldest first) and this report's overall estimate as the last row, with both models' overall
+    refusal rates where there is a fallback label (`refused`: refusals.table); empty without earlier evals (one
+    point is no trend: the tables below have it)."""
     earlier = trend if trend is not None else pd.DataFrame()
     o = table[table["cohort"] == OVERALL]
     if earlier.empty or o.empty or o.iloc[0]["n"] == 0:
@@ -145,8 +147,20 @@ def trend_rows(trend: pd.DataFrame | None, table: pd.DataFrame, champion_version
     o = o.iloc[0]
     now = {"when": "this report", "champion_version": champion_version, "challenger_version": challenger_version,
            **{c: float(o[c]) for c in ("champion", "champion_low", "champion_high", "challenger", "challenger_low",
-                                       "challenger_high")}, "n": int(o["n"]), "decision": decision}
-    return pd.concat([earlier, pd.DataFrame([now])], ignore_index=True)
+                                       "challenger_high")}, **refusals.overall_rates(refused), "n": int(o["n"]),
+           "decision": decision}
+    out = pd.concat([earlier, pd.DataFrame([now])], ignore_index=True)
+    order = [c for c in out.columns if c not in refusals.TREND_COLUMNS and c not in ("n", "decision")]
+    return out[[*order, *(c for c in refusals.TREND_COLUMNS if c in out.columns), "n", "decision"]]
+
+
+# refusals.METRICS name -> the trend column showing it (champion → challenger)
+REFUSAL_TREND = {refusals.METRICS[refusals.IN_SCOPE]: "in scope refused", refusals.METRICS[refusals.OUT_OF_SCOPE]:
+                 "out-of-scope recall"}
+
+
+def _rate(v: float) -> str:
+    return "—" if v != v else f"{v:.1%}"
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,18 @@ class Summary:
         return [{"rank": str(i), "row": row_label(r.cohort, r.value), "n": str(r.n), "change": change_text(r),
                  "adjusted p": f"{r.adjusted_p:.2g}", "outcome": ("exploratory: " if r.role == EXPLORATORY else "")
                  + r.outcome} for i, r in enumerate(self.moved.itertuples(), 1)]
+
+    def trend_display(self) -> pd.DataFrame:
+        """The trend table as printed: estimates as they are (shown as percentages), and where any release had a
+        fallback label, each overall refusal rate as "champion → challenger" in one column (REFUSAL_TREND)."""
+        shown = self.trend.drop(columns=[c for c in refusals.TREND_COLUMNS if c in self.trend.columns])
+        for name, title in REFUSAL_TREND.items():
+            cols = [f"{who}_{name}" for who in ("champion", "challenger")]
+            if all(c in self.trend.columns for c in cols) and self.trend[cols].notna().any().any():
+                shown.insert(len(shown.columns) - 2, title, [
+                    f"{_rate(a)} → {_rate(b)}" if a == a or b == b else "—"
+                    for a, b in zip(self.trend[cols[0]], self.trend[cols[1]], strict=True)])
+        return shown
 
     def changes_display(self) -> list[dict[str, str]]:
         return [{"row": r.label, "change": change_text(r), "outcome": r.outcome} for r in self.changes.itertuples()]
@@ -196,7 +222,7 @@ class Summary:
 
 
 def summarize(table: pd.DataFrame, gate: GateResult, champion_version: str, challenger_version: str,
-              decision: str, trend: pd.DataFrame | None = None) -> Summary:
+              decision: str, trend: pd.DataFrame | None = None, refused: pd.DataFrame | None = None) -> Summary:
     o = table[table["cohort"] == OVERALL]
     level = level_text(float(o.iloc[0]["level"])) if len(o) and o.iloc[0]["n"] > 0 else \
         level_text(gate.settings.get("look_alpha", 0.05))
@@ -205,6 +231,6 @@ def summarize(table: pd.DataFrame, gate: GateResult, champion_version: str, chal
                    float(gate.settings.get("margin", 0.02)), level,
                    chart_rows(table) if len(table) else pd.DataFrame(),
                    moved_most(table) if len(table) else pd.DataFrame(),
-                   trend_rows(trend, table, champion_version, challenger_version, decision), guards,
+                   trend_rows(trend, table, champion_version, challenger_version, decision, refused), guards,
                    list(gate.reasons))
 

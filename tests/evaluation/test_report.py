@@ -135,13 +135,19 @@ def test_latest_window_column_only_where_enough_rows(tmp_path):
     assert rows.loc["voice", col] == "—" and rows.loc["app", col].endswith("(n=300)")
 
 
-def test_refusals_are_a_section_of_their_own_only_with_a_fallback_label(tmp_path):
+def _refused(tmp_path) -> pd.DataFrame:
+    """A refusal table (fallback label "oos", "b" new to the challenger): in scope the champion refuses 2 of 6
+    rows, the challenger 1; out of scope the champion refuses 1 of 4, the challenger 3."""
     cfg = make_cfg(tmp_path, labels=["a", "b", "oos"], fallback_label="oos", cohorts=["channel"])
     sample = pd.DataFrame({"label": ["a"] * 6 + ["oos"] * 4, "channel": ["web", "voice"] * 5,
                            "inclusion_prob": 0.5, "window": "2026-01-01"})
     champion = ["oos", "oos", "a", "a", "a", "a", "a", "a", "oos", "b"]
     challenger = ["a", "a", "a", "a", "a", "oos", "oos", "oos", "oos", "b"]
-    refused = refusals.table(sample, champion, challenger, "oos", ["b"], cfg, regression.Settings.of(cfg))
+    return refusals.table(sample, champion, challenger, "oos", ["b"], cfg, regression.Settings.of(cfg))
+
+
+def test_refusals_are_a_section_of_their_own_only_with_a_fallback_label(tmp_path):
+    refused = _refused(tmp_path)
     ctx = _ctx(tmp_path, refusals=refused)
     md, html = report.to_markdown(ctx), report.to_html(ctx)
     assert f"## {report.REFUSALS_HEADING}" in md and refusals.NOTE in md
@@ -156,3 +162,29 @@ def test_refusals_are_a_section_of_their_own_only_with_a_fallback_label(tmp_path
     assert "| labels new to the challenger (b) | 0 | no rows yet |" in md
     assert 'id="refusals"' in html and "out of scope: refused (recall)" in html
     assert report.REFUSALS_HEADING not in report.to_markdown(_ctx(tmp_path))
+
+
+def test_the_trend_shows_each_release_s_refusal_rates_where_it_had_a_fallback_label(tmp_path):
+    """Earlier evals with refusal metrics and one without (before the fallback label existed), then this report's
+    own overall rates: one "champion → challenger" column per kind of traffic on the first screen, in Markdown and
+    in HTML (the chart shows fail rates only); a report without a fallback label anywhere has no such column."""
+    refused = _refused(tmp_path)
+    base = {"champion": 0.3, "champion_low": 0.25, "champion_high": 0.35, "challenger": 0.2, "challenger_low": 0.15,
+            "challenger_high": 0.25, "n": 400, "decision": "approved"}
+    trend = pd.DataFrame([{"when": "01-01 10:00", "champion_version": "1", "challenger_version": "2", **base},
+                          {"when": "04-01 10:00", "champion_version": "2", "challenger_version": "3", **base,
+                           "champion_refused_in_scope": 0.04, "challenger_refused_in_scope": 0.061,
+                           "champion_out_of_scope_recall": 0.5, "challenger_out_of_scope_recall": 0.25}])
+    ctx = _ctx(tmp_path, trend=trend, refusals=refused)
+    md, html = report.to_markdown(ctx), report.to_html(ctx)
+    block = md.split("## Across releases", 1)[1].split("\n## ", 1)[0]
+    header, _, *rows = [line for line in block.splitlines() if line.startswith("|")]
+    assert "| in scope refused | out-of-scope recall | n | decision |" in header
+    assert "| — | — | 400 | approved |" in rows[0]  # no fallback label then
+    assert "| 4.0% → 6.1% | 50.0% → 25.0% |" in rows[1]
+    assert "this report" in rows[2] and "| 33.3% → 16.7% | 25.0% → 75.0% |" in rows[2]  # refusals.table's rates
+    assert 'id="refusal-trend"' in html and "33.3% → 16.7%" in html
+    assert html.index("Across releases") < html.index('id="refusal-trend"') < html.index("How this was measured")
+    plain = _ctx(tmp_path, trend=trend.iloc[:1])
+    assert "refused" not in report.to_markdown(plain).split("## Across releases", 1)[1].split("\n## ", 1)[0]
+    assert 'id="refusal-trend"' not in report.to_html(plain)

@@ -50,7 +50,9 @@ def test_refusal_rows_are_the_judged_refusals(tmp_path):
     assert evaluation.CALIBRATION_NOTE in compared.calibration
 
 
-def test_the_eval_run_keeps_the_refusal_table_and_both_models_rates(local_mlflow):
+def test_the_eval_run_keeps_the_refusal_table_and_both_models_rates(local_mlflow, tmp_path):
+    """The eval run keeps the table and the rates it has draws for; the next report's trend reads them back
+    (an eval run from before the fallback label existed has none)."""
     import mlflow
 
     refused = pd.DataFrame([
@@ -58,10 +60,21 @@ def test_the_eval_run_keeps_the_refusal_table_and_both_models_rates(local_mlflow
          "challenger": 0.075},
         {"traffic": refusals.OUT_OF_SCOPE, "cohort": refusals.ALL, "value": refusals.ALL, "n": 0,
          "champion": np.nan, "challenger": np.nan}])
-    mlflow.set_experiment("refusals")
+    cfg = Config(labels=LABELS, fallback_label="out_of_scope", state_dir=str(tmp_path))
+    fail_rates = {f"{who}_fail_rate{s}": 0.2 for who in ("champion", "challenger") for s in ("", "_low", "_high")}
+    mlflow.set_experiment(cfg.eval_experiment)
+    with mlflow.start_run():
+        mlflow.log_metrics(fail_rates)  # an eval from before the fallback label
     with mlflow.start_run() as run:
+        mlflow.log_metrics(fail_rates)
         evaluation.log_refusals(refused)
     got = mlflow.get_run(run.info.run_id)
-    assert got.data.metrics == {"champion_refused_in_scope": 0.05, "challenger_refused_in_scope": 0.075}
+    assert {k: v for k, v in got.data.metrics.items() if k not in fail_rates} == {
+        "champion_refused_in_scope": 0.05, "challenger_refused_in_scope": 0.075}
     text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/report/refusals.csv")
     assert pd.read_csv(io.StringIO(text))["traffic"].tolist() == [refusals.IN_SCOPE, refusals.OUT_OF_SCOPE]
+    with disable_run_logger():
+        trend = evaluation.trend.fn(cfg, mlflow.MlflowClient())
+    assert len(trend) == 2 and trend["challenger_refused_in_scope"].isna().tolist() == [True, False]
+    assert trend["challenger_refused_in_scope"].iloc[1] == 0.075
+    assert "challenger_out_of_scope_recall" not in trend.columns  # no out-of-scope draws, no metric
