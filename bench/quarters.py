@@ -588,7 +588,33 @@ def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
             lines.append(f"| {_recipe_name(name, res['setup'])} | {list(res['setup']['seeds'])} | {q} | "
                          f"{cell(t, q, 'launch', 'vs_bootstrap')} | {cell(t, q, 'q1-new', 'vs_anchor')} | "
                          f"{cell(t, q, 'q2-new', 'vs_anchor')} | {cell(t, q, VOICE, 'vs_anchor')} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *criteria_by_recipe(base, variants)])
+
+
+def criteria_by_recipe(base: dict, variants: dict[str, dict], min_group: int = 1000) -> list[str]:
+    """Each recipe against the two criteria (`acceptance`), as the lowest paired lower bound over its quarters:
+    launch against the bootstrap champion, and every judged group (launch and new intents with at least
+    `min_group` test items) against the anchor on the same rows; a bound above -1 point meets a criterion."""
+    lines = ["The criteria by recipe (lowest paired lower bound over the quarters, points; above -1 meets it):", "",
+             "| recipe | seeds | launch vs bootstrap | launch vs anchor | new intents vs anchor | all met |",
+             "|---|---|---|---|---|---|"]
+    for name, res in {"default": base, **variants}.items():
+        t = pd.DataFrame(res["table"])
+        pol = t[(t["strategy"] == "policy") & (t["quarter"] > 0) & (t["group"] != VOICE) & (t["n_test"] >= min_group)]
+        launch, new = pol[pol["group"] == "launch"], pol[(pol["group"] != "launch") & (pol["model_acc"] > 0)]
+
+        (boot, b), (anch, a), (fresh, f) = _lowest(launch, "vs_bootstrap"), _lowest(launch, "vs_anchor"), \
+            _lowest(new, "vs_anchor")
+        lines.append(f"| {_recipe_name(name, res['setup'])} | {list(res['setup']['seeds'])} | {boot} | {anch} | "
+                     f"{fresh} | {'yes' if min(b, a, f) > -1 else 'no'} |")
+    return lines
+
+
+def _lowest(rows: pd.DataFrame, key: str) -> tuple[str, float]:
+    """The row with the lowest `key`_low: that bound, its quarter (and group unless launch); and the bound."""
+    r = rows.loc[rows[f"{key}_low"].idxmin()]
+    where = f"quarter {r['quarter']}" + ("" if r["group"] == "launch" else f", {r['group']}")
+    return f"{r[f'{key}_low']:+.1f} ({where})", float(r[f"{key}_low"])
 
 
 def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path = DATA, log=print) -> dict:
