@@ -291,6 +291,9 @@ class TrainingConfig(_Strict):
     # labels it already knew, on every training row (0: off; recipe.py, "Learning without Forgetting")
     distill_weight: float = Field(0.0, ge=0.0)
     distill_temperature: float = Field(2.0, gt=0.0)
+    # continuing from a champion: every label's head row restarts at its prototype under the champion's encoder
+    # (biases at zero) instead of keeping the champion's trained head; the encoder continues (a recipe variant)
+    reset_head: bool = False
     max_steps: int = -1  # >0 caps training (tests)
     checkpoint_steps: int = Field(100, ge=0)  # a resumable checkpoint every N steps (0: none); see recipe.py
 

@@ -12,7 +12,8 @@
 3. Epochs by early stopping on a stratified validation split of the training rows (balanced accuracy,
    patience), the best state kept in memory; then (`refit`) a second pass on every row for that many
    epochs. The encoder and the head have their own learning rates; continuing from a trained champion, the
-   encoder's is lower (`continue_learning_rate`), so the launch intents are not forgotten.
+   encoder's is lower (`continue_learning_rate`), so the launch intents are not forgotten. With `reset_head`
+   (a variant, off by default), every head row restarts at its prototype under the champion's encoder.
 4. Optional distillation (`distill_weight` > 0, continuing from a trained champion): before training, the
    champion's probabilities over the labels it already knew (at `distill_temperature`) are computed on every
    training row, and the loss adds weight * T^2 * KL(champion || network) over those labels (Li & Hoiem,
@@ -105,8 +106,10 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
     model.in_scope_scale = None  # nor the ranks of its scores on the calibration draw (`calibrate-abstention`)
     net = model.network
     new = sorted({lab for lab in labels if not bool(net.active[index[lab]])})
+    starting = new  # head rows that start at their prototype (the fallback label's near zero)
     if bool(net.active.any()):  # continuing from a trained model: a gentler encoder rate forgets less
         training = training.model_copy(update={"learning_rate": training.continue_learning_rate})
+        starting = sorted(set(labels)) if training.reset_head else new
     held = validation_split(labels, training.validation_share, training.validation_min_per_class, training.seed)
     if training.max_steps > 0:  # a capped run (tests) has no room for early stopping
         held[:] = False
@@ -114,20 +117,20 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
     run_dir = _run_dir(model, texts, labels, training, output_dir, max_length, fallback_label)
     teacher = _teacher(model, texts, training, max_length)
     if not held.any():
-        _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
+        _init_new_rows(model, texts, labels, everything, starting, fallback_label, max_length)
         out = _train(model, texts, labels, everything, None, training.epochs, training, run_dir / "train", max_length,
                      teacher)
         shutil.rmtree(run_dir, ignore_errors=True)
         _keep_reference(model, texts, labels, fallback_label, max_length)
         return {**out, "validation_rows": 0.0, "new_head_rows": float(len(new))}
     start = {k: v.detach().clone() for k, v in net.state_dict().items()} if training.refit else None
-    _init_new_rows(model, texts, labels, ~held, new, fallback_label, max_length)
+    _init_new_rows(model, texts, labels, ~held, starting, fallback_label, max_length)
     first = _train(model, texts, labels, ~held, held, training.epochs, training, run_dir / "select", max_length,
                    teacher)
     out = {**first, "validation_rows": float(held.sum()), "new_head_rows": float(len(new))}
     if start is not None:
         net.load_state_dict(start)
-        _init_new_rows(model, texts, labels, everything, new, fallback_label, max_length)
+        _init_new_rows(model, texts, labels, everything, starting, fallback_label, max_length)
         epochs = max(1.0, float(np.ceil(first["best_epoch"])))
         final = _train(model, texts, labels, everything, None, epochs, training, run_dir / "refit", max_length,
                        teacher)
@@ -195,8 +198,8 @@ def _teacher(model: IntentModel, texts: list[str], training: TrainingConfig, max
 
 def _init_new_rows(model: IntentModel, texts: list[str], labels: list[str], rows: np.ndarray, new: list[str],
                    fallback_label: str | None, max_length: int) -> None:
-    """Head rows of labels never trained: the prototype of their examples among `rows` (a fallback label
-    starts near zero instead)."""
+    """Head rows of the labels `new` (never trained, or every label with `reset_head`): the prototype of their
+    examples among `rows` (a fallback label starts near zero instead)."""
     import torch
 
     from hitl.learning.modeling import encode

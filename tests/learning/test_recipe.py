@@ -117,3 +117,28 @@ def test_a_fallback_label_leaves_a_reference_of_the_in_scope_rows(tiny_cfg, tmp_
     assert np.allclose(s.in_scope, 1.0, atol=2e-3)  # each in-scope row has itself in the reference
     recipe.fine_tune(model, in_scope, [lab for lab in labels if lab != "out_of_scope"], training, tmp_path)
     assert model.reference is None
+
+
+def test_reset_head_restarts_every_head_row_at_its_prototype_when_continuing(tiny_cfg, tmp_path):
+    """Continuing from a champion, the head keeps its trained rows; with `reset_head` every label's row starts at
+    the prototype of its rows under the champion's encoder, biases at zero (learning rates ~0 to see the start)."""
+    import torch
+
+    champion = modeling.load_base(tiny_cfg)
+    recipe.fine_tune(champion, *_data(LAUNCH), tiny_cfg.training.model_copy(update={"max_steps": 3}), tmp_path)
+    saved = modeling.save(champion, tmp_path / "champion")
+    texts, labels = _data(LAUNCH)
+    still = tiny_cfg.training.model_copy(update={"max_steps": 1, "continue_learning_rate": 1e-12,
+                                                 "head_learning_rate": 1e-12, "checkpoint_steps": 0})
+    trained = champion.network.weight.detach().clone()
+    means = recipe.prototypes(modeling.encode(champion, texts), labels)
+    for reset in (False, True):
+        model = modeling.load(saved)
+        training = still.model_copy(update={"reset_head": reset})
+        assert recipe.fine_tune(model, texts, labels, training, tmp_path / str(reset))["new_head_rows"] == 0
+        rows = torch.nn.functional.normalize(torch.stack([torch.from_numpy(means[lab]) for lab in LAUNCH]), dim=-1)
+        head = model.network.weight.detach()[:len(LAUNCH)]
+        if reset:
+            assert torch.allclose(head, rows, atol=1e-4) and float(model.network.bias.detach().abs().max()) < 1e-6
+        else:
+            assert torch.allclose(head, trained[:len(LAUNCH)], atol=1e-6) and not torch.allclose(head, rows, atol=1e-3)
