@@ -189,7 +189,8 @@ class Summary:
         for name, title in REFUSAL_TREND.items():
             cols = [f"{who}_{name}" for who in ("champion", "challenger")]
             if all(c in self.trend.columns for c in cols) and self.trend[cols].notna().any().any():
-                shown.insert(len(shown.columns) - 2, title, [
+                at = shown.columns.get_loc("n") if "n" in shown.columns else len(shown.columns)
+                shown.insert(at, title, [
                     f"{_rate(a)} → {_rate(b)}" if a == a or b == b else "—"
                     for a, b in zip(self.trend[cols[0]], self.trend[cols[1]], strict=True)])
         return shown
