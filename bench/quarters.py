@@ -592,7 +592,7 @@ def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
 
 
 def criteria_by_recipe(base: dict, variants: dict[str, dict], min_group: int = 1000) -> list[str]:
-    """Each recipe against the two criteria (`acceptance`), as the lowest paired lower bound over its quarters:
+    """Each recipe against the criteria (`acceptance`), as the lowest paired lower bound over its quarters:
     launch against the bootstrap champion, and every judged group (launch and new intents with at least
     `min_group` test items, from the quarter they arrive) against the anchor on the same rows; a bound above -1
     point meets a criterion."""
@@ -604,7 +604,6 @@ def criteria_by_recipe(base: dict, variants: dict[str, dict], min_group: int = 1
         pol = t[(t["strategy"] == "policy") & (t["quarter"] > 0) & (t["group"] != VOICE) & (t["n_test"] >= min_group)]
         arrived = pol["quarter"] >= pol["group"].str.extract(r"^q(\d+)-new$")[0].astype(float).fillna(0)
         launch, new = pol[pol["group"] == "launch"], pol[(pol["group"] != "launch") & arrived]
-
         (boot, b), (anch, a), (fresh, f) = _lowest(launch, "vs_bootstrap"), _lowest(launch, "vs_anchor"), \
             _lowest(new, "vs_anchor")
         lines.append(f"| {_recipe_name(name, res['setup'])} | {list(res['setup']['seeds'])} | {boot} | {anch} | "

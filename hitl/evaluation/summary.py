@@ -149,9 +149,7 @@ def trend_rows(trend: pd.DataFrame | None, table: pd.DataFrame, champion_version
            **{c: float(o[c]) for c in ("champion", "champion_low", "champion_high", "challenger", "challenger_low",
                                        "challenger_high")}, **refusals.overall_rates(refused), "n": int(o["n"]),
            "decision": decision}
-    out = pd.concat([earlier, pd.DataFrame([now])], ignore_index=True)
-    order = [c for c in out.columns if c not in refusals.TREND_COLUMNS and c not in ("n", "decision")]
-    return out[[*order, *(c for c in refusals.TREND_COLUMNS if c in out.columns), "n", "decision"]]
+    return pd.concat([earlier, pd.DataFrame([now])], ignore_index=True)  # Summary.trend_display orders the columns
 
 
 # refusals.METRICS name -> the trend column showing it (champion → challenger)
