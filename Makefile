@@ -12,7 +12,7 @@ CONFIG ?= configs/demo.yaml
 PYTEST_WORKERS ?= 2
 PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick bench-quarters bench-oos soak
+.PHONY: venv demo test test-fast lint down clean browser postgres system bench bench-quick bench-quarters bench-oos bench-selection soak
 
 # torch first, pinned, with pip: the CPU wheel (pip finds it on this machine's disk; nothing else may pull a CUDA
 # build). Then the project with uv, pinned: the same versions as pip resolves (compared package by package),
@@ -76,6 +76,10 @@ bench-quarters: $(STAMP)
 
 bench-oos: $(STAMP)
 	$(BIN)/python -m bench.out_of_scope
+
+# Selection variants against the label-efficiency goal, section 1's seeds and five fresh ones (section 13, 9 min on 2 cores)
+bench-selection: $(STAMP)
+	$(BIN)/python -m bench.selection_variants
 
 # The chaos soak (issue 26; docs/reliability.md): the deployed stack on a fast clock with faults injected, 30 min on
 # SQLite, then 30 on PostgreSQL (37 min each here with start-up and drain). SOAK_ARGS="--minutes 5 --backend sqlite"

@@ -27,10 +27,18 @@ from hitl.learning import anchor
 from hitl.sampling import representative, selection
 from hitl.sim import banking77
 
-COMPONENTS = ("uncertain", "novel", "disagreement", "flagged")
+COMPONENTS = selection.COMPONENTS
 BASELINES = ("random", "stratified", "margin")
 ABLATIONS = ("policy-no-uncertain", "policy-no-novel", "policy-no-disagreement", "policy-no-diversity",
              "policy-no-dedup")
+# selection settings over the product's defaults, each run as its own strategy (bench/selection_variants.py)
+VARIANTS: dict[str, dict] = {
+    # most picks where the signals agree, each k-means cluster's most typical row first, one cluster per pick,
+    # density shift over 5 neighbours
+    "policy-consensus": {"components": {"uncertain": 0.0, "novel": 0.3, "disagreement": 0.0, "flagged": 0.15,
+                                        "consensus": 1.0},
+                         "cluster_pick": "typical", "cluster_quota": 1, "neighbors": 5},
+}
 
 
 @dataclass
@@ -197,8 +205,8 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir, log=p
             data_dir, seed=seed, n_new_intents=setup.n_new_intents, launch_per_intent=setup.launch_per_intent,
             days=setup.days, new_from_day=setup.new_from_day))
         s = seeded[seed] = embed_scenario(data, encode, seed)
-        cfg = bench_config(data.labels, selection)
         for strategy in setup.strategies:
+            cfg = bench_config(data.labels, {**(selection or {}), **VARIANTS.get(strategy, {})})
             if strategy in ABLATIONS and seed not in setup.seeds[:setup.ablation_seeds]:
                 continue
             t0 = time.monotonic()

@@ -158,6 +158,8 @@ def markdown_doc(setup: lc.Setup, curves: pd.DataFrame, ft: pd.DataFrame, checks
                      f"95% CI [{lo:+.2f}, {hi:+.2f}]; the lower bound is {'above' if lo > -1 else 'NOT above'} "
                      f"-1 point: **{'met' if lo > -1 else 'not met'}**.")
     lines.append(goal_line(curves, facts, total))
+    lines.append("- Selection variants measured against this goal, on these seeds and on fresh ones: section 13 "
+                 "(`python -m bench.selection_variants`).")
     lines += ["", "## 2. The real recipe at the final budget, beside the anchor on the same rows", "",
               f"Seed {setup.seeds[0]}. Fine-tuning: transformers `Trainer`, the product recipe "
               "(hitl/learning/recipe.py). Anchor: frozen all-MiniLM-L6-v2, mean pooling, L2-normalised, "

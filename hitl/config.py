@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hitl.vocabulary import RANDOM, SELECTION_REASONS
+
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 CONFIG_ENV = "HITL_CONFIG"
 
@@ -219,6 +221,8 @@ class SelectionConfig(_Strict):
         "uncertain": 0.35, "novel": 0.3, "disagreement": 0.2, "flagged": 0.15})
     uncertainty: Literal["margin", "entropy"] = "margin"
     cluster_quota: int = Field(3, ge=1)  # diversity: policy picks per k-means cluster of the window
+    # which row of each cluster goes first: its best-scoring one, or its most typical one (TypiClust)
+    cluster_pick: Literal["best", "typical"] = "best"
     near_duplicate_cosine: float = Field(0.95, gt=0.0, le=1.0)  # frozen-space cosine that makes a near-duplicate
     # windows with more candidates than this compare near-duplicates only among each component's shortlist (its
     # best 10 x its picks; same texts still collapse window-wide), so the cost stays linear (selection.py)
@@ -229,7 +233,7 @@ class SelectionConfig(_Strict):
     @field_validator("components")
     @classmethod
     def _known_components(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"uncertain", "novel", "disagreement", "flagged"}
+        known = set(SELECTION_REASONS) - {RANDOM}
         if set(v) - known:
             raise ValueError(f"unknown selection components {sorted(set(v) - known)}; known: {sorted(known)}")
         if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:

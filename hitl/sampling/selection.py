@@ -12,11 +12,16 @@ One review budget (in annotations) per sampling run is spent in this order:
      stands apart here;
    - `disagreement`: a frozen-embedding nearest-neighbour classifier over the labelled rows gives little
      support to the champion's prediction;
-   - `flagged`: an automatic evaluator (e.g. task completion) failed the trace.
+   - `flagged`: an automatic evaluator (e.g. task completion) failed the trace;
+   - `consensus`: the mean of the three ranks above: traffic that several signals flag at once. While new
+     traffic is a small share of a window, each signal alone also ranks plenty of ordinary traffic high;
+     their agreement is rarer and more often new (section 13 of docs/benchmarks.md).
    Components share the picks by configured weights. Diversity (as in Cluster-Margin, Citovsky et al. 2021):
    each component clusters its shortlist (k-means in frozen space, about one cluster per `cluster_quota`
    picks) and takes the clusters' best rows in turn, so one dense group of confusing traffic cannot eat
-   the budget while a new region of traffic still gets picks across it. Near-duplicates (same normalised
+   the budget while a new region of traffic still gets picks across it. With `cluster_pick: typical` a
+   cluster's most typical row goes first instead of its best-scoring one (TypiClust, Hacohen et al. 2022: at
+   a low budget a label on a region's typical row teaches more than one on its edge). Near-duplicates (same normalised
    text, or cosine above a threshold) are collapsed to one representative, and texts already queued or
    labelled are skipped.
 
@@ -37,9 +42,9 @@ from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
 from hitl.sampling import evaluators, windows
 from hitl.sampling.vectors import Vectors, as_vectors, blocks, everything, subset
-from hitl.vocabulary import RANDOM
+from hitl.vocabulary import RANDOM, SELECTION_REASONS, SIGNALS
 
-COMPONENTS = ("uncertain", "novel", "disagreement", "flagged")
+COMPONENTS = tuple(r for r in SELECTION_REASONS if r != RANDOM)
 SHORTLIST_FACTOR = 10  # a large window's candidates: each component's best SHORTLIST_FACTOR x its picks
 
 
@@ -119,7 +124,7 @@ def neighbour_support(window: Vectors | np.ndarray, predictions: np.ndarray, ref
 
 def component_scores(c: Candidates, cfg: Config) -> pd.DataFrame:
     """Per trace, each component's within-window rank in (0, 1]; `flagged` is 1/0 (ties broken by
-    uncertainty)."""
+    uncertainty); `consensus` the mean of the signals' ranks."""
     s = cfg.selection
     t = c.traces
     unc = percentile(evaluators.uncertainty_of(t, cfg).to_numpy(float))
@@ -130,7 +135,13 @@ def component_scores(c: Candidates, cfg: Config) -> pd.DataFrame:
     out["disagreement"] = percentile(1.0 - support)
     flagged = t["flagged"].to_numpy(bool)
     out["flagged"] = np.where(flagged, 0.5 + unc / 2, 0.0)
+    out["consensus"] = consensus(out)
     return out
+
+
+def consensus(ranks: pd.DataFrame) -> np.ndarray:
+    """Per trace, the mean of the signals' within-window ranks (`SIGNALS`): high where several agree."""
+    return ranks[list(SIGNALS)].mean(axis=1).to_numpy()
 
 
 # ---------------------------------------------------------------------------------------------- diversity
@@ -179,20 +190,40 @@ def score_order(score: np.ndarray) -> np.ndarray:
     return order[score[order] > 0]
 
 
+def typicality(vectors: np.ndarray, k: int = 20) -> np.ndarray:
+    """Inverse mean distance of each row to its k nearest other rows (TypiClust's typicality)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(vectors) - 1)
+    if k < 1:
+        return np.ones(len(vectors))
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(vectors).kneighbors(vectors)
+    return 1.0 / (dist[:, 1:].mean(axis=1) + 1e-6)
+
+
 def diverse_order(score: np.ndarray, vectors: Vectors | np.ndarray, n_pick: int, quota: int, seed: int,
-                  shortlist_factor: int = 3) -> np.ndarray:
+                  shortlist_factor: int = 3, typical: bool = False) -> np.ndarray:
     """Candidates of one component in the order it should take them (rows with score 0 left out).
 
     Cluster-then-round-robin on the shortlist (the best `shortlist_factor * n_pick` rows): k-means with about
     one cluster per `quota` picks, then each cluster's best row in turn, clusters ordered by their best score.
     A region that fills the shortlist (a new cluster of traffic) gets several clusters and so several picks,
-    spread across it; one dense blob cannot take everything. The rest follows in score order."""
+    spread across it; one dense blob cannot take everything. The rest follows in score order.
+    `typical`: within a cluster the most typical rows first (`typicality` within the shortlist), clusters
+    ordered by their mean score."""
     order = score_order(score)
     short = order[:max(0, shortlist_factor * n_pick)]
     if len(short) <= 1 or n_pick <= 1:
         return order
-    lab = clusters(as_vectors(vectors).take(short), int(np.ceil(n_pick / quota)), seed)
-    queues = [short[lab == c] for c in pd.unique(lab)]  # each in score order; clusters by their best row
+    vecs = as_vectors(vectors).take(short)
+    lab = clusters(vecs, int(np.ceil(n_pick / quota)), seed)
+    if typical:
+        typ = typicality(vecs)
+        ids = np.unique(lab)
+        by_mean = ids[np.argsort([-score[short[lab == c]].mean() for c in ids], kind="stable")]
+        queues = [short[np.flatnonzero(lab == c)[np.argsort(-typ[lab == c], kind="stable")]] for c in by_mean]
+    else:
+        queues = [short[lab == c] for c in pd.unique(lab)]  # each in score order; clusters by their best row
     rounds = max(len(q) for q in queues)
     interleaved = [q[r] for r in range(rounds) for q in queues if r < len(q)]
     return np.r_[np.asarray(interleaved, dtype=int), order[len(short):]]
@@ -318,15 +349,16 @@ def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, bud
     orders = {}
     for comp in active:
         col = scores[comp].to_numpy(float)
-        orders[comp] = diverse_order(col, cand.frozen, n_picks[comp], s.cluster_quota, s.seed) if diversity else \
-            score_order(col)
+        orders[comp] = diverse_order(col, cand.frozen, n_picks[comp], s.cluster_quota, s.seed,
+                                     typical=s.cluster_pick == "typical") if diversity else score_order(col)
     picks = pick(orders, costs, budget, active)
     picked = cand.traces.iloc[[i for i, _ in picks]]
     chosen = (c.hydrate(picked) if c.hydrate else picked).copy()
     chosen["selection_reason"] = [r for _, r in picks]
     chosen["priority"] = [float(scores[r].iat[i]) for i, r in picks]
     chosen["required_annotations"] = [int(costs[i]) for i, _ in picks]
-    chosen["evaluator_reasons"] = _reason_text(chosen, scores.iloc[[i for i, _ in picks]])
+    shown = [k for k in scores.columns if k in SIGNALS or k in active]  # consensus only where it picks
+    chosen["evaluator_reasons"] = _reason_text(chosen, scores.iloc[[i for i, _ in picks]][shown])
     parts = [p for p in (rand, chosen) if p is not None and len(p)]
     items = pd.concat(parts, ignore_index=True) if parts else chosen
     for col, empty in (("inclusion_prob", np.nan), ("window", None), ("stratum", None)):

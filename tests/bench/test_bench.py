@@ -381,3 +381,34 @@ def test_the_served_score_is_ranked_and_thresholded_without_the_item_s_fold():
     assert abs(abstain[in_scope].mean() - 0.05) < 0.015
     one, one_abstain = oos.cross_fitted_abstain(parts[:, 0], in_scope, cal, 5, 0.05)  # one score: as before
     assert np.array_equal(one_abstain, parts[:, 0] < oos.thresholds_at(parts[:, 0], in_scope, cal, 5, 0.05))
+
+
+def test_selection_variants_are_valid_settings_and_their_section_reads_the_figures():
+    from bench import selection_variants as sv
+
+    for name, settings in lc.VARIANTS.items():
+        cfg = lc.bench_config(["a", "b"], settings)
+        assert cfg.selection.model_dump()["components"] == settings["components"], name
+
+    def curve(seed, strategy, accs):
+        return [{"seed": seed, "strategy": strategy, "round": r, "labels": 100 * r, "acc_new": a, "acc_launch": 0.9,
+                 "acc_all": 0.8} for r, a in enumerate(accs)]
+
+    rows = [*curve(0, "random", [0, 0.2, 0.4, 0.6, 0.8]), *curve(0, "policy", [0, 0.4, 0.8, 0.9, 0.9]),
+            *curve(0, "policy-x", [0, 0.8, 0.9, 0.9, 0.9]),
+            *curve(1, "random", [0, 0.1, 0.2, 0.3, 0.4]), *curve(1, "policy", [0, 0.2, 0.3, 0.5, 0.6]),
+            *curve(1, "policy-x", [0, 0.3, 0.5, 0.6, 0.7])]
+    s = sv.summarize(pd.DataFrame(rows), ["random", "policy", "policy-x"])[0]
+    policy, x = s["rows"]
+    assert s["random_final_new"] == pytest.approx(0.6)
+    assert policy["share"][0] == pytest.approx(0.5625) and "share_vs_policy" not in policy
+    assert x["shares"] == pytest.approx([100 / 400, (100 + 100 / 2) / 400])  # seed 1: 0.4 half-way to 0.5
+    assert x["share_vs_policy"][0] == pytest.approx(np.mean([0.25 - 0.5, 0.375 - 0.625]))
+    result = {"date": "2026-12-06", "minutes": 1.0, "variants": {"policy-x": {"cluster_quota": 1}},
+              "sets": {"fresh seeds": {"seeds": [0, 1], **s}}}
+    md = sv.to_markdown(result)
+    assert md.startswith("## 13. ") and "`policy-x`: `cluster_quota: 1`" in md
+    assert "| fresh seeds (0, 1) | policy | " in md and "56.2% [" in md
+    assert f"reaches random's final (60.0%) at {100 * x['reach'] / 400:.1f}% of random's labels" in md
+    # the seed mean is under half; the upper bound is not, with two seeds this far apart
+    assert "At most half on the seed mean: **yes**; with the interval's upper bound too: **no**." in md

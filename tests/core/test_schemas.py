@@ -150,7 +150,7 @@ def test_review_item_schema_restricts_reason_and_annotations(cfg):
     good, bad = validate_split(items, review_item_schema(cfg))
     assert list(good["trace_id"]) == ["a"]
     assert sorted(bad["trace_id"]) == ["b", "c"]
-    assert set(SELECTION_REASONS) == {"random", "uncertain", "novel", "disagreement", "flagged"}
+    assert set(SELECTION_REASONS) == {"random", "uncertain", "novel", "disagreement", "flagged", "consensus"}
 
 
 _bad_values = {

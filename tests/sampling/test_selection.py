@@ -14,10 +14,14 @@ from hitl.sampling import evaluators, representative
 from hitl.sampling.selection import (
     RANDOM,
     Candidates,
+    component_scores,
+    consensus,
     counts_by_reason,
     density_shift,
+    diverse_order,
     near_duplicate_groups,
     select_for_review,
+    typicality,
 )
 from hitl.vocabulary import SELECTION_REASONS
 
@@ -233,3 +237,46 @@ def test_property_budget_and_invariants(tmp_path, n, budget, share, overlap, see
     assert sel.spend["total"] == int(items["required_annotations"].sum()) <= max(budget, 2 * len(draw))
     assert set(items["selection_reason"]) <= set(SELECTION_REASONS)
     assert (items["selection_reason"] == RANDOM).sum() == len(draw)
+
+
+def test_consensus_is_the_mean_rank_of_the_signals_and_a_reason_of_its_own(tmp_path):
+    cand, planted = _world()
+    cfg = _cfg(tmp_path, budget=40, components={"consensus": 1.0})
+    scores = component_scores(cand, cfg)
+    assert np.allclose(scores["consensus"], scores[["uncertain", "novel", "disagreement"]].mean(axis=1))
+    out = select_for_review(cand, cfg, NO_DRAW).items
+    assert len(out) == 40 and set(out["selection_reason"]) == {"consensus"}
+    assert "consensus p" in out["evaluator_reasons"].iat[0]
+    with pytest.raises(ValueError, match="unknown selection components"):
+        _cfg(tmp_path, components={"agreement": 1.0})
+
+
+def test_consensus_ranks_traffic_that_several_signals_flag_above_what_one_signal_flags(tmp_path):
+    """Decoys are extreme on one signal each; the new traffic is high, not top, on all three. Each signal alone
+    puts its decoys first; their mean puts the new traffic first."""
+    rng = np.random.default_rng(3)
+    n, n_new, n_decoy = 600, 30, 30
+    ranks = {k: rng.uniform(0, 0.7, n) for k in ("uncertain", "novel", "disagreement")}
+    new = np.arange(n_new)
+    for k in ranks:
+        ranks[k][new] = rng.uniform(0.8, 0.9, n_new)
+    for j, k in enumerate(ranks):  # each signal's own decoys rank above the new traffic on that signal only
+        ranks[k][n_new + j * n_decoy:n_new + (j + 1) * n_decoy] = rng.uniform(0.95, 1.0, n_decoy)
+    scores = pd.DataFrame(ranks).assign(flagged=0.0)
+    for k in ranks:
+        assert not np.isin(np.argsort(-scores[k].to_numpy())[:n_new], new).any()
+    assert np.isin(np.argsort(-consensus(scores))[:n_new], new).mean() > 0.9
+
+
+def test_typical_cluster_pick_takes_the_dense_core_before_the_best_scoring_edge():
+    rng = np.random.default_rng(4)
+    core = _blob(rng, _unit(np.ones(DIM)), 20, 0.05)
+    edge = _blob(rng, _unit(np.ones(DIM)), 3, 0.6)  # the same cluster's sparse edge
+    vectors = np.vstack([edge, core])
+    score = np.r_[np.full(3, 0.99), np.linspace(0.9, 0.5, 20)]  # the edge scores best
+    best = diverse_order(score, vectors, n_pick=3, quota=3, seed=0)
+    typical = diverse_order(score, vectors, n_pick=3, quota=3, seed=0, typical=True)
+    assert set(best[:3]) == {0, 1, 2}  # one cluster: in score order, the edge first
+    assert not set(typical[:3]) & {0, 1, 2}  # the most typical rows first: the core
+    assert sorted(typical) == sorted(best)  # the same candidates, in another order
+    assert typicality(vectors)[3:].min() > typicality(vectors)[:3].max()
