@@ -29,9 +29,10 @@ SECTION = 13
 SEED_SETS = {"section 1's seeds": [0, 1, 2, 3, 4], "fresh seeds": [5, 6, 7, 8, 9]}
 
 
-def summarize(curves: pd.DataFrame, strategies: list[str]) -> list[dict]:
-    """One row per strategy other than random: labels to reach random's final on the mean curve, the
-    seed-paired share of random's labels, final accuracies, and the paired differences against the policy."""
+def summarize(curves: pd.DataFrame, strategies: list[str]) -> dict:
+    """Random's final new-intent accuracy, and one row per other strategy: labels to reach it on the mean
+    curve, the seed-paired share of random's labels, final accuracies, and the paired differences against the
+    policy."""
     summary = lc.summary(curves)
     last = summary.sort_values("round").groupby("strategy").tail(1).set_index("strategy")
     target = float(last.loc["random", "acc_new"])
@@ -48,10 +49,11 @@ def summarize(curves: pd.DataFrame, strategies: list[str]) -> list[dict]:
             diff = shares - report.label_share(curves, "policy")[0]
             row["share_vs_policy"] = list(lc.t_interval(diff)) if np.isfinite(diff).all() else [float("inf")] * 3
         rows.append(row)
-    return [{"random_final_new": target, "rows": rows}]
+    return {"random_final_new": target, "rows": rows}
 
 
 def run(log=print) -> dict:
+    """Every seed set: random, the policy and the variants; their summaries and curves."""
     from hitl.config import Config
     from hitl.learning import modeling
     from hitl.learning.embeddings import FrozenEncoder
@@ -64,7 +66,7 @@ def run(log=print) -> dict:
     for name, seeds in SEED_SETS.items():
         curves, _, _ = lc.run(lc.Setup(seeds=seeds, strategies=strategies), encoder.encode, DATA, log=log)
         encoder.save()
-        out["sets"][name] = {"seeds": seeds, **summarize(curves, strategies)[0],
+        out["sets"][name] = {"seeds": seeds, **summarize(curves, strategies),
                              "curves": curves.to_dict(orient="list")}
     out["minutes"] = (time.monotonic() - t0) / 60
     return out

@@ -398,7 +398,7 @@ def test_selection_variants_are_valid_settings_and_their_section_reads_the_figur
             *curve(0, "policy-x", [0, 0.8, 0.9, 0.9, 0.9]),
             *curve(1, "random", [0, 0.1, 0.2, 0.3, 0.4]), *curve(1, "policy", [0, 0.2, 0.3, 0.5, 0.6]),
             *curve(1, "policy-x", [0, 0.3, 0.5, 0.6, 0.7])]
-    s = sv.summarize(pd.DataFrame(rows), ["random", "policy", "policy-x"])[0]
+    s = sv.summarize(pd.DataFrame(rows), ["random", "policy", "policy-x"])
     policy, x = s["rows"]
     assert s["random_final_new"] == pytest.approx(0.6)
     assert policy["share"][0] == pytest.approx(0.5625) and "share_vs_policy" not in policy
