@@ -145,8 +145,8 @@ def prune_erased(log: AuditLog, cfg: Config, erased: set[str], actor: str, reaso
                  ) -> tuple[list[DatasetVersion], Entry | None]:
     """Prune every dataset version that holds the text of an erased review item (`erased`: their trace ids),
     recorded: the entry first, then each version (`versions.prune`), so a crash in between is finished by running
-    it again, recorded once. Needs MLflow. Returns the versions pruned (or finished) now, and the entry (None:
-    nothing new to record)."""
+    it again, recorded once. A version failing its digest check does not stop the others (`_may_hold`). Needs
+    MLflow. Returns the versions pruned (or finished) now, and the entry (None: nothing new to record)."""
     from hitl.datasets import versions
 
     recorded = {(e.ref["name"], int(v["version"])) for e in log.entries() if e.kind == "prune"
@@ -156,13 +156,26 @@ def prune_erased(log: AuditLog, cfg: Config, erased: set[str], actor: str, reaso
         if dv.pruned or (dv.name, dv.version) in recorded:
             if versions.artifact_present(dv):
                 plan.append(dv)  # recorded (or tagged) before a crash: finish it
-        elif versions.trace_ids(cfg, dv) & erased:
+        elif _may_hold(cfg, dv, erased):
             plan.append(dv)
     new = [dv for dv in plan if (dv.name, dv.version) not in recorded]
     entry = record_prune(log, new, actor, reason) if new else None
     for dv in plan:
         versions.prune(dv, reason)
     return plan, entry
+
+
+def _may_hold(cfg: Config, dv: DatasetVersion, erased: set[str]) -> bool:
+    """Whether a version holds any of the erased trace ids. A file that fails its digest check is read as it is
+    now (it may still hold them) and does not stop the other versions' pruning; one that cannot be read at all
+    counts as holding them: an erasure must reach every copy it cannot rule out."""
+    from hitl.datasets import versions
+
+    try:
+        return bool(versions.trace_ids(cfg, dv) & erased)
+    except ValueError:  # failed its digest check
+        held = versions.stored_trace_ids(dv)
+        return held is None or bool(held & erased)
 
 
 def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:

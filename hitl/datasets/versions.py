@@ -256,6 +256,20 @@ def trace_ids(cfg: Config, dv: DatasetVersion) -> set[str]:
     return set(load(cfg, dv.version)[0]["trace_id"].astype(str))
 
 
+def stored_trace_ids(dv: DatasetVersion) -> set[str] | None:
+    """The trace ids in a version's file as it is stored now, without the digest check; None where it cannot be
+    read. For erasure only: a file changed since registration may still hold erased text."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}",
+                                                    dst_path=tmp)
+        try:
+            return set(pd.read_parquet(local, columns=["trace_id"])["trace_id"].astype(str))
+        except (ValueError, OSError, KeyError):  # not a parquet file, or no trace_id column
+            return None
+
+
 def prune(dv: DatasetVersion, reason: str) -> None:
     """Delete a version's parquet and tag its run pruned (when, why). The tag first: a crash in between leaves a
     version that no longer loads and says why, and pruning it again finishes the deletion."""

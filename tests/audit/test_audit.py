@@ -471,3 +471,32 @@ def test_review_tasks_record_each_submission_once_however_often_retried(tmp_path
     assert [e.kind for e in entries] == ["review", "review", "adjudication"]
     assert entries[2].ref["resolution_ids"] == [1, 2, 3, 4]
     assert evidence.verify(evidence.open_log(cfg), store).ok
+
+
+def test_a_version_failing_its_digest_check_does_not_stop_pruning_the_others(tracking, store, log, tmp_path):
+    """A changed file is read as it is now: pruned if it still holds erased text, kept if not; one that cannot be
+    read counts as holding it. The versions after it are still checked."""
+    import mlflow
+
+    from hitl.datasets import versions
+
+    cfg = _cfg(tmp_path, "prune-tampered")
+    if mlflow.get_experiment_by_name(cfg.dataset_experiment) is None:
+        mlflow.create_experiment(cfg.dataset_experiment,
+                                 artifact_location=(tracking / "artifacts" / cfg.dataset_experiment).as_uri())
+
+    def rows(ids: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"trace_id": ids, "text": [f"text of {i}" for i in ids], "label": A, "split": "train",
+                             "reviewers": "alice"})
+
+    v1, v2, v3, v4 = (versions.register(rows(ids), cfg)[0] for ids in (["t1", "t2"], ["t3"], ["t4"], ["t1", "t5"]))
+    rows(["t1", "t9"]).to_parquet(_artifact_file(v1.run_id, "dataset/records.parquet"))  # changed, still holds t1
+    _artifact_file(v2.run_id, "dataset/records.parquet").write_bytes(b"not a parquet file")  # unreadable
+    rows(["t8"]).to_parquet(_artifact_file(v3.run_id, "dataset/records.parquet"))  # changed, holds none of them
+    for dv in (v1, v2, v3):
+        with pytest.raises(ValueError, match="failed its digest check"):
+            versions.load(cfg, dv.version)
+    pruned, entry = evidence.prune_erased(log, cfg, {"t1"}, "dpo", "deletion request DR-2")
+    assert [dv.version for dv in pruned] == [v1.version, v2.version, v4.version]
+    assert [v["version"] for v in entry.ref["versions"]] == [v1.version, v2.version, v4.version]
+    assert versions.artifact_present(v3) and not any(versions.artifact_present(dv) for dv in (v1, v2, v4))
