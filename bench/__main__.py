@@ -96,12 +96,10 @@ def main(argv: list[str]) -> int:
         speed,
         world_check,
     )
-    from hitl.config import Config, TrainingConfig
+    from hitl.config import TrainingConfig
     from hitl.learning import modeling
-    from hitl.learning.embeddings import FrozenEncoder
 
-    cache = REPO / ".hitl" / "bench-cache"
-    encoder = FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
+    encoder = learning_curves.frozen_encoder()
 
     setup = learning_curves.Setup(seeds=[0, 1], rounds=4, per_round=30, n_new_intents=10, launch_per_intent=10,
                                   strategies=["random", "margin", "policy"], traffic_cap=600) if quick else \

@@ -17,6 +17,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,17 @@ VARIANTS: dict[str, dict] = {
                                         "consensus": 1.0},
                          "cluster_pick": "typical", "cluster_quota": 1, "neighbors": 5},
 }
+
+
+CACHE = Path(__file__).resolve().parents[1] / ".hitl" / "bench-cache"  # the benchmarks' vectors and results
+
+
+def frozen_encoder():
+    """The frozen base encoder the benchmarks share, its vectors cached in `CACHE`."""
+    from hitl.learning import modeling
+    from hitl.learning.embeddings import FrozenEncoder
+
+    return FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(CACHE))), CACHE)
 
 
 @dataclass
@@ -206,9 +218,9 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir, log=p
             days=setup.days, new_from_day=setup.new_from_day))
         s = seeded[seed] = embed_scenario(data, encode, seed)
         for strategy in setup.strategies:
-            cfg = bench_config(data.labels, {**(selection or {}), **VARIANTS.get(strategy, {})})
             if strategy in ABLATIONS and seed not in setup.seeds[:setup.ablation_seeds]:
                 continue
+            cfg = bench_config(data.labels, {**(selection or {}), **VARIANTS.get(strategy, {})})
             t0 = time.monotonic()
             curve, final = run_strategy(strategy, s, setup, cfg, seed)
             picks[(seed, strategy)] = final

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.learning_curves import bench_config
+from bench.learning_curves import CACHE, bench_config, frozen_encoder
 from hitl.config import TrainingConfig
 from hitl.learning import abstention, anchor, modeling, recipe
 from hitl.sim import banking77
@@ -467,15 +467,11 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
 def main(argv: list[str]) -> int:
     """`python -m bench.out_of_scope [--quick] [--seeds 0,1] [--scenario banking77|world]`: run, write
     docs/bench/out_of_scope[-quick][-world].json and rewrite section 11 of docs/benchmarks[-quick].md."""
-    from hitl.config import Config
-    from hitl.learning.embeddings import FrozenEncoder
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quick = "--quick" in argv
     scenarios = [argv[argv.index("--scenario") + 1]] if "--scenario" in argv else list(SCENARIO_NAMES)
-    cache = REPO / ".hitl" / "bench-cache"
-    encoder = FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
+    encoder = frozen_encoder()
 
     def log(msg: str) -> None:
         print(f"[out-of-scope {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -487,7 +483,7 @@ def main(argv: list[str]) -> int:
                             training={"epochs": 1, "validation_share": 0.0})
         if "--seeds" in argv:
             setup = replace(setup, seeds=tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")))
-        result = run(setup, encoder.encode, log=log, items_path=cache / _result_path(quick, scenario).with_suffix(
+        result = run(setup, encoder.encode, log=log, items_path=CACHE / _result_path(quick, scenario).with_suffix(
             ".items.csv").name)
         encoder.save()
         path = _result_path(quick, scenario)

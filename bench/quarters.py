@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from bench import estimate_check
-from bench.learning_curves import bench_config, t_interval
+from bench.learning_curves import bench_config, frozen_encoder, t_interval
 from hitl.config import TrainingConfig
 from hitl.evaluation import horizon, paired, regression
 from hitl.hashing import text_group
@@ -661,7 +661,7 @@ def main(argv: list[str]) -> int:
         seeds = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")) if "--seeds" in argv else setup.seeds
         setup = replace(setup, training={**setup.training, **overrides}, strategies=strategies, seeds=seeds,
                         from_base="--from-base" in argv)
-    encoder = _encoder()
+    encoder = frozen_encoder()
     result = run(setup, encoder.encode, log=_log)
     encoder.save()
     suffix = ("-quick" if quick else "") + ("-world" if world else "") + (f"-{variant}" if variant else "")
@@ -680,17 +680,9 @@ def _log(msg: str) -> None:
     print(f"[quarters {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _encoder():
-    from hitl.config import Config
-    from hitl.learning.embeddings import FrozenEncoder
-
-    cache = REPO / ".hitl" / "bench-cache"
-    return FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
-
-
 def _growing_main(argv: list[str]) -> int:
     seeds = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")) if "--seeds" in argv else ESTIMATE_SEEDS
-    encoder = _encoder()
+    encoder = frozen_encoder()
     result = growing_set(seeds, Setup(), encoder.encode, log=_log)
     encoder.save()
     (REPO / "docs" / "bench" / "quarters-estimates.json").write_text(json.dumps(result, indent=2, default=str))

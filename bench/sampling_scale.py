@@ -247,12 +247,8 @@ def label_efficiency(quick: bool = False, log=print) -> dict:
 
     from bench import learning_curves as lc
     from bench.speed import DATA_DIR
-    from hitl.config import Config
-    from hitl.learning import modeling
-    from hitl.learning.embeddings import FrozenEncoder
 
-    cache = REPO / ".hitl" / "bench-cache"
-    encoder = FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
+    encoder = lc.frozen_encoder()
     setup = lc.Setup(seeds=[0, 1], rounds=4, per_round=30, n_new_intents=10, launch_per_intent=10,
                      traffic_cap=600) if quick else lc.Setup(seeds=[0, 1, 2, 3, 4])
     exact, _, _ = lc.run(lc.Setup(**{**setup.__dict__, "strategies": ["random", "policy"]}), encoder.encode,

@@ -36,6 +36,7 @@ def summarize(curves: pd.DataFrame, strategies: list[str]) -> dict:
     summary = lc.summary(curves)
     last = summary.sort_values("round").groupby("strategy").tail(1).set_index("strategy")
     target = float(last.loc["random", "acc_new"])
+    policy_shares = report.label_share(curves, "policy")[0]
     rows = []
     for strategy in [s for s in strategies if s != "random"]:
         shares, (m, lo, hi) = report.label_share(curves, strategy)
@@ -46,7 +47,7 @@ def summarize(curves: pd.DataFrame, strategies: list[str]) -> dict:
                "final_launch": float(last.loc[strategy, "acc_launch"])}
         if strategy != "policy":
             row["auc_vs_policy"] = list(lc.paired_auc_difference(curves, strategy, "policy"))
-            diff = shares - report.label_share(curves, "policy")[0]
+            diff = shares - policy_shares
             row["share_vs_policy"] = list(lc.t_interval(diff)) if np.isfinite(diff).all() else [float("inf")] * 3
         rows.append(row)
     return {"random_final_new": target, "rows": rows}
@@ -54,12 +55,7 @@ def summarize(curves: pd.DataFrame, strategies: list[str]) -> dict:
 
 def run(log=print) -> dict:
     """Every seed set: random, the policy and the variants; their summaries and curves."""
-    from hitl.config import Config
-    from hitl.learning import modeling
-    from hitl.learning.embeddings import FrozenEncoder
-
-    cache = REPO / ".hitl" / "bench-cache"
-    encoder = FrozenEncoder(modeling.base_model_path(Config(labels=["a", "b"], state_dir=str(cache))), cache)
+    encoder = lc.frozen_encoder()
     strategies = ["random", "policy", *lc.VARIANTS]
     t0 = time.monotonic()
     out: dict = {"date": dt.date.today().isoformat(), "variants": lc.VARIANTS, "sets": {}}

@@ -9,6 +9,5 @@ from __future__ import annotations
 MAX_TEXT_CHARS = 10_000
 RANDOM = "random"  # the representative random draw: the regression set and the release verdict
 SELECTION_REASONS = (RANDOM, "uncertain", "novel", "disagreement", "flagged", "consensus")
-SIGNALS = ("uncertain", "novel", "disagreement")  # the ranked signals; `consensus` is their mean rank
 SPLITS = ("train", "hard_case", "regression")
 REASON_COLUMN = "_quarantine_reason"

@@ -227,6 +227,14 @@ def resolve(cfg: Config, version: int | None = None) -> DatasetVersion:
     raise LookupError(f"{cfg.dataset.name}@{version} does not exist; versions: {[v.version for v in versions]}")
 
 
+def _download(dv: DatasetVersion, into: str) -> Path:
+    """The version's parquet, downloaded into the folder `into`."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}",
+                                                    dst_path=into))
+
+
 def load(cfg: Config, version: int | None = None) -> tuple[pd.DataFrame, DatasetVersion]:
     """Download a version's parquet, verify its sha256 against the registered tag, and return it."""
     import mlflow
@@ -238,10 +246,8 @@ def load(cfg: Config, version: int | None = None) -> tuple[pd.DataFrame, Dataset
                           f"since, so its file is gone (its digest sha256 {dv.sha256[:12]} stays recorded). Register "
                           "a new version (`hitl register-dataset`); it leaves the erased items out.")
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}", dst_path=tmp
-        )
-        actual = file_sha256(Path(local))
+        local = _download(dv, tmp)
+        actual = file_sha256(local)
         if actual != dv.sha256:
             raise ValueError(
                 f"{dv.ref} failed its digest check: artifact sha256 {actual[:12]} != registered "
@@ -259,11 +265,8 @@ def trace_ids(cfg: Config, dv: DatasetVersion) -> set[str]:
 def stored_trace_ids(dv: DatasetVersion) -> set[str] | None:
     """The trace ids in a version's file as it is stored now, without the digest check; None where it cannot be
     read. For erasure only: a file changed since registration may still hold erased text."""
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=dv.run_id, artifact_path=f"{ARTIFACT_DIR}/{ARTIFACT_FILE}",
-                                                    dst_path=tmp)
+        local = _download(dv, tmp)
         try:
             return set(pd.read_parquet(local, columns=["trace_id"])["trace_id"].astype(str))
         except (ValueError, OSError, KeyError):  # not a parquet file, or no trace_id column

@@ -42,9 +42,10 @@ from hitl.config import Config
 from hitl.hashing import stable_fraction, text_group
 from hitl.sampling import evaluators, windows
 from hitl.sampling.vectors import Vectors, as_vectors, blocks, everything, subset
-from hitl.vocabulary import RANDOM, SELECTION_REASONS, SIGNALS
+from hitl.vocabulary import RANDOM, SELECTION_REASONS
 
 COMPONENTS = tuple(r for r in SELECTION_REASONS if r != RANDOM)
+SIGNALS = ("uncertain", "novel", "disagreement")  # the ranked signals; `consensus` is their mean rank
 SHORTLIST_FACTOR = 10  # a large window's candidates: each component's best SHORTLIST_FACTOR x its picks
 
 
@@ -219,9 +220,9 @@ def diverse_order(score: np.ndarray, vectors: Vectors | np.ndarray, n_pick: int,
     lab = clusters(vecs, int(np.ceil(n_pick / quota)), seed)
     if typical:
         typ = typicality(vecs)
-        ids = np.unique(lab)
-        by_mean = ids[np.argsort([-score[short[lab == c]].mean() for c in ids], kind="stable")]
-        queues = [short[np.flatnonzero(lab == c)[np.argsort(-typ[lab == c], kind="stable")]] for c in by_mean]
+        members = [np.flatnonzero(lab == c) for c in np.unique(lab)]
+        members.sort(key=lambda m: -score[short[m]].mean())  # stable: equal means keep their cluster order
+        queues = [short[m[np.argsort(-typ[m], kind="stable")]] for m in members]
     else:
         queues = [short[lab == c] for c in pd.unique(lab)]  # each in score order; clusters by their best row
     rounds = max(len(q) for q in queues)
