@@ -29,8 +29,13 @@ def apply_retention(cfg: Config, store: ReviewStore) -> int:
     log, reason = evidence.open_log(cfg, store), f"past dataset.retention_days ({days})"
     done, _ = evidence.erase(log, store, evidence.SYSTEM_ACTOR, reason,
                              older_than=datetime.now(UTC) - timedelta(days=days))
-    pruned, _ = evidence.prune_erased(log, cfg, store.erased_trace_ids(), evidence.SYSTEM_ACTOR, reason)
-    get_run_logger().info("Retention: %d review items older than %d days erased (text blanked, out of every later "
+    pruned, entry = evidence.prune_erased(log, cfg, store.erased_trace_ids(), evidence.SYSTEM_ACTOR, reason)
+    logger = get_run_logger()
+    for v in entry.ref["versions"] if entry else []:
+        if "problem" in v:
+            logger.warning("Retention: dataset version v%d: %s (the prune entry records it)", v["version"],
+                           v["problem"])
+    logger.info("Retention: %d review items older than %d days erased (text blanked, out of every later "
                           "dataset version); %d earlier dataset versions holding erased text pruned%s",
                           len(done.erased), days, len(pruned),
                           f" ({', '.join(dv.ref for dv in pruned)})" if pruned else "")

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the dataset stage (with pandas and pandera) is imported whe
 
 HEAD_TAG = "hitl.audit_head"  # on model versions: "<seq>:<entry sha256>" of the head when tagged
 SYSTEM_ACTOR = "pipeline"
+# a prune entry's note on a version whose file had changed since it was registered
+DIGEST_FAILED = "its file had changed since registration (failed its digest check)"
 _UNANCHORED = ("registered_model_meta",)  # written by the registry itself, not part of the model's content
 
 
@@ -132,11 +134,14 @@ def erase(log: AuditLog, store: ReviewStore, actor: str, reason: str, trace_ids:
     return plan, entry
 
 
-def record_prune(log: AuditLog, dvs: list[DatasetVersion], actor: str, reason: str) -> Entry:
+def record_prune(log: AuditLog, dvs: list[DatasetVersion], actor: str, reason: str,
+                 problems: dict[int, str] | None = None) -> Entry:
     """Dataset versions whose file is deleted because they hold erased text: which (number, run, SHA-256 of the
-    file as registered), who and why."""
+    file as registered, and `problems`: what was wrong with a version's file as found, by version), who and why."""
+    problems = problems or {}
     ref = {"name": dvs[0].name, "reason": reason,
-           "versions": [{"version": v.version, "run_id": v.run_id, "sha256": v.sha256} for v in dvs]}
+           "versions": [{"version": v.version, "run_id": v.run_id, "sha256": v.sha256,
+                         **({"problem": problems[v.version]} if v.version in problems else {})} for v in dvs]}
     subject = f"prune of dataset {dvs[0].name} v" + ", v".join(str(v.version) for v in dvs)
     return log.append("prune", actor, subject, ref, sha256_json(ref))[0]
 
@@ -145,37 +150,45 @@ def prune_erased(log: AuditLog, cfg: Config, erased: set[str], actor: str, reaso
                  ) -> tuple[list[DatasetVersion], Entry | None]:
     """Prune every dataset version that holds the text of an erased review item (`erased`: their trace ids),
     recorded: the entry first, then each version (`versions.prune`), so a crash in between is finished by running
-    it again, recorded once. A version failing its digest check does not stop the others (`_may_hold`). Needs
-    MLflow. Returns the versions pruned (or finished) now, and the entry (None: nothing new to record)."""
+    it again, recorded once. A version failing its digest check does not stop the others (`_may_hold`); the entry
+    names what was wrong with its file. Needs MLflow. Returns the versions pruned (or finished) now, and the entry
+    (None: nothing new to record)."""
     from hitl.datasets import versions
 
     recorded = {(e.ref["name"], int(v["version"])) for e in log.entries() if e.kind == "prune"
                 for v in e.ref["versions"]}
-    plan = []
+    plan, problems = [], {}
     for dv in versions.list_versions(cfg) if erased else []:
         if dv.pruned or (dv.name, dv.version) in recorded:
             if versions.artifact_present(dv):
                 plan.append(dv)  # recorded (or tagged) before a crash: finish it
-        elif _may_hold(cfg, dv, erased):
+            continue
+        holds, problem = _may_hold(cfg, dv, erased)
+        if holds:
             plan.append(dv)
+            if problem:
+                problems[dv.version] = problem
     new = [dv for dv in plan if (dv.name, dv.version) not in recorded]
-    entry = record_prune(log, new, actor, reason) if new else None
+    entry = record_prune(log, new, actor, reason, problems) if new else None
     for dv in plan:
         versions.prune(dv, reason)
     return plan, entry
 
 
-def _may_hold(cfg: Config, dv: DatasetVersion, erased: set[str]) -> bool:
-    """Whether a version holds any of the erased trace ids. A file that fails its digest check is read as it is
-    now (it may still hold them) and does not stop the other versions' pruning; one that cannot be read at all
-    counts as holding them: an erasure must reach every copy it cannot rule out."""
+def _may_hold(cfg: Config, dv: DatasetVersion, erased: set[str]) -> tuple[bool, str | None]:
+    """Whether a version holds any of the erased trace ids, and what was wrong with its file (None: nothing). A
+    file that fails its digest check is read as it is now (it may still hold them) and does not stop the other
+    versions' pruning; one that cannot be read at all counts as holding them: an erasure must reach every copy it
+    cannot rule out."""
     from hitl.datasets import versions
 
     try:
-        return bool(versions.trace_ids(cfg, dv) & erased)
+        return bool(versions.trace_ids(cfg, dv) & erased), None
     except ValueError:  # failed its digest check
         held = versions.stored_trace_ids(dv)
-        return held is None or bool(held & erased)
+        if held is None:
+            return True, DIGEST_FAILED + "; it could not be read, so it was pruned unread"
+        return bool(held & erased), DIGEST_FAILED + "; read as stored"
 
 
 def record_dataset(log: AuditLog, dv: DatasetVersion) -> Entry:

@@ -302,6 +302,10 @@ def erase(trace_ids: Annotated[list[str], typer.Argument(help="trace ids whose t
                           f"{', '.join(dv.ref for dv in pruned)} (their files deleted; audit entry "
                           f"{pentry.short if pentry else 'recorded before'}). Register a new version before the "
                           "next fine-tune if the latest was among them.", soft_wrap=True)
+            for v in pentry.ref["versions"] if pentry else []:
+                if "problem" in v:
+                    console.print(f"[yellow]v{v['version']}[/]: {v['problem']} (the prune entry records it).",
+                                  soft_wrap=True)
         else:
             console.print("No dataset version holds it.")
     if done.unknown:

@@ -499,4 +499,7 @@ def test_a_version_failing_its_digest_check_does_not_stop_pruning_the_others(tra
     pruned, entry = evidence.prune_erased(log, cfg, {"t1"}, "dpo", "deletion request DR-2")
     assert [dv.version for dv in pruned] == [v1.version, v2.version, v4.version]
     assert [v["version"] for v in entry.ref["versions"]] == [v1.version, v2.version, v4.version]
+    problems = [v.get("problem", "") for v in entry.ref["versions"]]  # the entry names the changed files
+    assert "read as stored" in problems[0] and "could not be read" in problems[1] and problems[2] == ""
+    assert all(evidence.DIGEST_FAILED in p for p in problems[:2])
     assert versions.artifact_present(v3) and not any(versions.artifact_present(dv) for dv in (v1, v2, v4))
