@@ -28,17 +28,15 @@ from hitl.learning import anchor
 from hitl.sampling import representative, selection
 from hitl.sim import banking77
 
-COMPONENTS = selection.COMPONENTS
 BASELINES = ("random", "stratified", "margin")
 ABLATIONS = ("policy-no-uncertain", "policy-no-novel", "policy-no-disagreement", "policy-no-diversity",
              "policy-no-dedup")
 # selection settings over the product's defaults, each run as its own strategy (bench/selection_variants.py)
 VARIANTS: dict[str, dict] = {
-    # most picks where the signals agree, each k-means cluster's most typical row first, one cluster per pick,
-    # density shift over 5 neighbours
+    # most picks where the signals agree, each k-means cluster's most typical row first, one cluster per pick
     "policy-consensus": {"components": {"uncertain": 0.0, "novel": 0.3, "disagreement": 0.0, "flagged": 0.15,
                                         "consensus": 1.0},
-                         "cluster_pick": "typical", "cluster_quota": 1, "neighbors": 5},
+                         "cluster_pick": "typical", "cluster_quota": 1, "neighbors": 10},
 }
 
 
@@ -147,10 +145,12 @@ def _scores(clf, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _policy_kwargs(strategy: str, cfg: Config) -> dict:
+    """An ablation's overrides: `policy-no-X` drops component X, and signal X from the consensus too."""
     weights = dict(cfg.selection.components)
-    if strategy.startswith("policy-no-") and strategy[len("policy-no-"):] in COMPONENTS:
-        weights.pop(strategy[len("policy-no-"):])
-    return {"weights": weights, "diversity": strategy != "policy-no-diversity", "dedup": strategy != "policy-no-dedup"}
+    dropped = strategy.removeprefix("policy-no-") if strategy.startswith("policy-no-") else ""
+    weights.pop(dropped, None)
+    return {"weights": weights, "diversity": dropped != "diversity", "dedup": dropped != "dedup",
+            "signals": tuple(x for x in selection.SIGNALS if x != dropped)}
 
 
 def pick(strategy: str, pool: pd.DataFrame, vecs: np.ndarray, ref: np.ndarray, ref_labels: np.ndarray,

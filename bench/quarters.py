@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from bench import estimate_check
-from bench.learning_curves import bench_config, frozen_encoder, t_interval
-from hitl.config import TrainingConfig
+from bench.learning_curves import VARIANTS, bench_config, frozen_encoder, t_interval
+from hitl.config import SelectionConfig, TrainingConfig
 from hitl.evaluation import horizon, paired, regression
 from hitl.hashing import text_group
 from hitl.learning import anchor, modeling, recipe
@@ -71,6 +71,7 @@ class Setup:
     training: dict = field(default_factory=dict)  # TrainingConfig overrides (quick mode, variants)
     from_base: bool = False  # variant: each quarter trains the base model afresh on every row, not the champion
     scenario: str = "banking77"  # or "world": the synthetic world's intents and voice channel (WORLD_SETUP)
+    selection: str = ""  # variant: a selection variant of bench.learning_curves.VARIANTS for the policy's picks
 
 
 # the synthetic world has 10 intents: 4 at launch, 3 new in each of quarters 1 and 2; its voice channel speaks
@@ -178,9 +179,10 @@ def build(data_dir: Path, seed: int, setup: Setup) -> Scenario:
 
 # ---------------------------------------------------------------------------------------------- one seed
 def _pick(strategy: str, pool: pd.DataFrame, scores: modeling.Scores | None, vecs: np.ndarray, ref: np.ndarray,
-          ref_labels: np.ndarray, known: set[str], budget: int, labels: list[str], rng: np.random.Generator
-          ) -> np.ndarray:
-    """Positions in `pool` the strategy sends for labelling."""
+          ref_labels: np.ndarray, known: set[str], budget: int, labels: list[str], rng: np.random.Generator,
+          variant: str = "") -> np.ndarray:
+    """Positions in `pool` the strategy sends for labelling (`variant`: the policy's selection settings from
+    bench.learning_curves.VARIANTS; the product's defaults if empty)."""
     budget = min(budget, len(pool))
     if strategy == "random":
         return np.sort(rng.choice(len(pool), size=budget, replace=False))
@@ -189,7 +191,8 @@ def _pick(strategy: str, pool: pd.DataFrame, scores: modeling.Scores | None, vec
         evaluator_reasons="")
     cand = selection.Candidates(traces, vecs, ref, ref_labels, known)
     no_draw = traces.iloc[0:0].assign(stratum=pd.Series(dtype=str), inclusion_prob=pd.Series(dtype=float))
-    chosen = selection.select_for_review(cand, bench_config(labels), no_draw, budget=budget).items
+    cfg = bench_config(labels, VARIANTS.get(variant))
+    chosen = selection.select_for_review(cand, cfg, no_draw, budget=budget).items
     pos = pd.Index(pool["trace_id"]).get_indexer(chosen["trace_id"])
     return np.sort(pos[pos >= 0])
 
@@ -246,7 +249,7 @@ def run_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.ndarray],
                 scores = modeling.score(model, pool["input"].tolist()) if strategy == "policy" else None
                 known = {text_group(t) for t in texts[len(y_launch):]}
                 pos = _pick(strategy, pool, scores, v_quarters[q - 1], np.vstack(vecs), np.asarray(labels), known,
-                            setup.budget, s.labels, rng)
+                            setup.budget, s.labels, rng, setup.selection)
                 picked = pool.iloc[pos]
                 texts += picked["input"].tolist()
                 labels += picked["label"].tolist()
@@ -511,7 +514,7 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: 
                          f"{100 * c['independent_fail_rate']:.1f} | {100 * c['difference']:+.1f} | "
                          f"{100 * c['tolerance']:.1f} | {c['within']} |")
     if variants:
-        lines += ["", variants_markdown(result, variants)]
+        lines += ["", variants_markdown(result, variants), "", selection_line(result, variants)]
         if "from-base" in variants:
             lines += ["", joint_training_line(variants["from-base"])]
         if "head-only" in variants:
@@ -562,7 +565,8 @@ def frozen_encoder_line(head_only: dict) -> str:
 
 
 def _recipe_name(name: str, setup: dict) -> str:
-    changes = [f"{k}={v:g}" for k, v in setup["training"].items()] + (["from base"] if setup.get("from_base") else [])
+    changes = [f"{k}={v:g}" for k, v in setup["training"].items()] + (["from base"] if setup.get("from_base") else []) \
+        + ([f"selection {setup['selection']}"] if setup.get("selection") else [])
     return f"{name} ({', '.join(changes)})" if changes else name
 
 
@@ -628,7 +632,41 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
     fine_tunes = len(setup.seeds) * (1 + len(setup.strategies) * setup.quarters)
     return {"setup": asdict(setup), "table": summary(rows).to_dict("records"), "checks": checks,
             "measured": time.strftime("%Y-%m-%d"), "minutes": (time.monotonic() - started) / 60,
-            "cores": os.cpu_count(), "fine_tunes": fine_tunes}
+            "cores": os.cpu_count(), "fine_tunes": fine_tunes, "policy_selection": policy_selection(setup.selection)}
+
+
+SELECTION_KEYS = ("components", "cluster_quota", "cluster_pick", "neighbors")
+# what runs written before 2026-12-06, which did not record their selection, picked with: the defaults of then
+UNRECORDED_SELECTION = {"components": {"uncertain": 0.35, "novel": 0.3, "disagreement": 0.2, "flagged": 0.15},
+                        "cluster_quota": 3, "cluster_pick": "best", "neighbors": 10}
+
+
+def policy_selection(variant: str = "") -> dict:
+    """The selection settings the policy picks with (the product's defaults, or a variant's over them)."""
+    return SelectionConfig(**VARIANTS.get(variant, {})).model_dump(include=set(SELECTION_KEYS))
+
+
+def selection_line(base: dict, variants: dict[str, dict]) -> str:
+    """Which selection settings each run's policy picked with, against today's defaults (runs written before
+    2026-12-06 did not record theirs: `UNRECORDED_SELECTION`)."""
+    def of(res: dict) -> dict:
+        if res.get("policy_selection"):
+            return res["policy_selection"]
+        return policy_selection(res["setup"]["selection"]) if res["setup"].get("selection") else \
+            SelectionConfig(**UNRECORDED_SELECTION).model_dump(include=set(SELECTION_KEYS))
+
+    def text(sel: dict) -> str:
+        parts = ", ".join(f"{k} {v:g}" for k, v in sel["components"].items() if v)
+        return (f"{parts}; {sel['cluster_quota']} per cluster, {sel['cluster_pick']} first; {sel['neighbors']} "
+                "neighbours")
+
+    today, runs = policy_selection(), {"default": base, **variants}
+    groups: dict[str, list[str]] = {}
+    for name, res in runs.items():
+        groups.setdefault(text(of(res)), []).append(name)
+    return ("Selection (the policy's picks): " + "; ".join(
+        f"{', '.join(names)} picked with {sel}{' (the product defaults today)' if sel == text(today) else ''}"
+        for sel, names in groups.items()) + ".")
 
 
 def main(argv: list[str]) -> int:
@@ -651,7 +689,7 @@ def main(argv: list[str]) -> int:
         setup = replace(setup, seeds=(0,), budget=min(40, setup.budget), traffic_cap=400,
                         training={"epochs": 1, "validation_share": 0.0})
     # a recipe variant, measured apart: --variant NAME [--training key=value,...] [--strategies a,b] [--seeds 0,1]
-    # [--from-base]
+    # [--from-base] [--selection NAME (of bench.learning_curves.VARIANTS)]
     variant = argv[argv.index("--variant") + 1] if "--variant" in argv else ""
     if variant:
         pairs = argv[argv.index("--training") + 1].split(",") if "--training" in argv else []
@@ -659,8 +697,12 @@ def main(argv: list[str]) -> int:
         strategies = tuple(argv[argv.index("--strategies") + 1].split(",")) if "--strategies" in argv else \
             setup.strategies
         seeds = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")) if "--seeds" in argv else setup.seeds
+        picks = argv[argv.index("--selection") + 1] if "--selection" in argv else ""
+        if picks and picks not in VARIANTS:
+            print(f"unknown selection variant {picks!r}: one of {', '.join(VARIANTS)}", file=sys.stderr)
+            return 2
         setup = replace(setup, training={**setup.training, **overrides}, strategies=strategies, seeds=seeds,
-                        from_base="--from-base" in argv)
+                        from_base="--from-base" in argv, selection=picks)
     encoder = frozen_encoder()
     result = run(setup, encoder.encode, log=_log)
     encoder.save()

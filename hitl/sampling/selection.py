@@ -123,9 +123,9 @@ def neighbour_support(window: Vectors | np.ndarray, predictions: np.ndarray, ref
     return (sim * agree).sum(axis=1) / sim.sum(axis=1)
 
 
-def component_scores(c: Candidates, cfg: Config) -> pd.DataFrame:
+def component_scores(c: Candidates, cfg: Config, signals: Iterable[str] = SIGNALS) -> pd.DataFrame:
     """Per trace, each component's within-window rank in (0, 1]; `flagged` is 1/0 (ties broken by
-    uncertainty); `consensus` the mean of the signals' ranks."""
+    uncertainty); `consensus` the mean of the ranks of `signals`."""
     s = cfg.selection
     t = c.traces
     unc = percentile(evaluators.uncertainty_of(t, cfg).to_numpy(float))
@@ -136,13 +136,13 @@ def component_scores(c: Candidates, cfg: Config) -> pd.DataFrame:
     out["disagreement"] = percentile(1.0 - support)
     flagged = t["flagged"].to_numpy(bool)
     out["flagged"] = np.where(flagged, 0.5 + unc / 2, 0.0)
-    out["consensus"] = consensus(out)
+    out["consensus"] = consensus(out, signals)
     return out
 
 
-def consensus(ranks: pd.DataFrame) -> np.ndarray:
+def consensus(ranks: pd.DataFrame, signals: Iterable[str] = SIGNALS) -> np.ndarray:
     """Per trace, the mean of the signals' within-window ranks (`SIGNALS`): high where several agree."""
-    return ranks[list(SIGNALS)].mean(axis=1).to_numpy()
+    return ranks[list(signals)].mean(axis=1).to_numpy()
 
 
 # ---------------------------------------------------------------------------------------------- diversity
@@ -318,11 +318,12 @@ def draw_and_select(evaluated: pd.DataFrame, frozen: np.ndarray, reference: np.n
 
 
 def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, budget: int | None = None,
-                      weights: dict[str, float] | None = None, diversity: bool = True, dedup: bool = True
-                      ) -> Selection:
+                      weights: dict[str, float] | None = None, diversity: bool = True, dedup: bool = True,
+                      signals: Iterable[str] = SIGNALS) -> Selection:
     """The review items of one window: the random draw as given, then policy picks under the budget left.
 
-    `weights`, `diversity` and `dedup` override the config (benchmark ablations)."""
+    `weights`, `diversity` and `dedup` override the config, `signals` the ranks `consensus` averages (benchmark
+    ablations)."""
     s = cfg.selection
     weights = dict(s.components if weights is None else weights)
     budget = policy_budget(cfg, len(random_draw)) if budget is None else budget
@@ -335,7 +336,7 @@ def select_for_review(c: Candidates, cfg: Config, random_draw: pd.DataFrame, bud
         eligible &= ~np.isin(groups, list(c.known_groups | drawn_groups))
     pos = np.flatnonzero(eligible)
     cand = Candidates(t.iloc[pos].reset_index(drop=True), subset(c.frozen, pos), c.reference, c.reference_labels)
-    scores = component_scores(cand, cfg) if len(pos) else pd.DataFrame(columns=list(COMPONENTS))
+    scores = component_scores(cand, cfg, signals) if len(pos) else pd.DataFrame(columns=list(COMPONENTS))
     active = {comp: w for comp, w in weights.items() if w > 0 and comp in scores.columns}
     total = sum(active.values()) or 1.0
     n_picks = {comp: int(np.ceil(budget * w / total)) for comp, w in active.items()}

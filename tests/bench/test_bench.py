@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,21 @@ def test_the_head_only_line_says_where_launch_accuracy_is_lost_from_its_own_figu
 
 
 
+def test_the_quarters_say_which_selection_each_run_picked_with():
+    """A run that recorded no selection (before 2026-12-06) picked with the defaults before; one of a selection
+    variant with that variant's settings; today's defaults are named as such."""
+    from bench import quarters as qb
+
+    old = {"setup": {"seeds": [0], "training": {}}}
+    today = {"setup": {"seeds": [0], "training": {}}, "policy_selection": qb.policy_selection()}
+    variant = {"setup": {"seeds": [0], "training": {}, "selection": "policy-consensus"}}
+    line = qb.selection_line(old, {"x": today, "y": variant})
+    assert re.search(r"picks\): default(, x)? picked with uncertain 0\.35, novel 0\.3, disagreement 0\.2, flagged "
+                     r"0\.15; 3 per cluster, best first; 10 neighbours", line), line
+    assert "y picked with novel 0.3, flagged 0.15, consensus 1; 1 per cluster, typical first; 10 neighbours" in line
+    assert line.count("(the product defaults today)") == 1
+
+
 def test_each_recipe_is_judged_on_its_lowest_bounds_over_the_quarters():
     """Per recipe: the lowest lower bound of launch vs bootstrap, launch vs anchor and any judged new group vs
     anchor (groups not arrived yet, the voice channel and groups under 1,000 test items left out); all above -1
@@ -381,6 +397,19 @@ def test_the_served_score_is_ranked_and_thresholded_without_the_item_s_fold():
     assert abs(abstain[in_scope].mean() - 0.05) < 0.015
     one, one_abstain = oos.cross_fitted_abstain(parts[:, 0], in_scope, cal, 5, 0.05)  # one score: as before
     assert np.array_equal(one_abstain, parts[:, 0] < oos.thresholds_at(parts[:, 0], in_scope, cal, 5, 0.05))
+
+
+def test_an_ablation_drops_its_component_and_its_signal_from_the_consensus():
+    cfg = lc.bench_config(["a", "b"])
+    full = lc._policy_kwargs("policy", cfg)
+    assert full["signals"] == ("uncertain", "novel", "disagreement") and full["weights"] == cfg.selection.components
+    no_novel = lc._policy_kwargs("policy-no-novel", cfg)
+    assert no_novel["signals"] == ("uncertain", "disagreement") and "novel" not in no_novel["weights"]
+    no_consensus = lc._policy_kwargs("policy-no-consensus", cfg)
+    assert "consensus" not in no_consensus["weights"] and no_consensus["signals"] == full["signals"]
+    assert lc._policy_kwargs("policy-no-diversity", cfg)["diversity"] is False
+    assert set(lc.ABLATIONS) == {f"policy-no-{x}" for x in ("uncertain", "novel", "disagreement", "diversity",
+                                                              "dedup")}
 
 
 def test_selection_variants_are_valid_settings_and_their_section_reads_the_figures():

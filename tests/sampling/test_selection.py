@@ -36,15 +36,16 @@ def _blob(rng: np.random.Generator, center: np.ndarray, n: int, spread: float) -
     return _unit(center + spread * rng.normal(size=(n, len(center))))
 
 
-def _world(seed: int = 0, n_launch: int = 600, n_known: int = 900, n_planted: int = 60):
+def _world(seed: int = 0, n_launch: int = 600, n_known: int = 900, n_planted: int = 60, spread: float = 0.12):
     """Six launch classes (reference and window traffic) and one planted cluster the champion is confidently
-    wrong about: in the frozen encoder's space it is its own tight blob, away from everything labelled."""
+    wrong about: in the frozen encoder's space it is its own blob (tight by default), away from everything
+    labelled."""
     rng = np.random.default_rng(seed)
     centers = _unit(rng.normal(size=(7, DIM)))
     ref = np.vstack([_blob(rng, centers[i], n_launch // 6, 0.25) for i in range(6)])
     ref_labels = np.repeat([f"c{i}" for i in range(6)], n_launch // 6)
     win = np.vstack([_blob(rng, centers[i], n_known // 6, 0.25) for i in range(6)])
-    planted = _blob(rng, centers[6], n_planted, 0.12)
+    planted = _blob(rng, centers[6], n_planted, spread)
     frozen = np.vstack([win, planted])
     n = len(frozen)
     win_labels = np.repeat([f"c{i}" for i in range(6)], n_known // 6)
@@ -76,7 +77,7 @@ def test_policy_finds_a_confidently_wrong_cluster_that_confidence_misses(tmp_pat
     found = out[out["trace_id"].isin(planted_ids)]
     chance = len(planted_ids) * len(out) / len(cand.traces)  # what a uniform random pick would find (5.6)
     assert len(found) >= 1.5 * chance, out["selection_reason"].value_counts()
-    assert set(found["selection_reason"]) <= {"novel", "disagreement"}
+    assert set(found["selection_reason"]) <= {"novel", "disagreement", "consensus"}  # never `uncertain`
     novel = out[out["selection_reason"] == "novel"]
     assert novel["trace_id"].isin(planted_ids).mean() >= 3 * len(planted_ids) / len(cand.traces)
     # pure confidence ranking misses it entirely
@@ -92,6 +93,22 @@ def test_policy_finds_a_confidently_wrong_cluster_that_confidence_misses(tmp_pat
     d = np.min(np.linalg.norm(model_space[:, None, :] - ref_space[None, :, :], axis=2), axis=1)
     far = set(cand.traces["trace_id"].iloc[np.argsort(-d)[:len(out)]])
     assert len(far & planted_ids) <= chance + 3 * np.sqrt(chance)  # no better than chance
+
+
+@pytest.mark.parametrize("n_planted", [15, 60, 120])
+@pytest.mark.parametrize("spread", [0.12, 0.25])
+def test_the_default_policy_covers_a_confidently_wrong_cluster_of_any_size(tmp_path, n_planted, spread):
+    """Whatever its size and spread, a new cluster the champion is confidently wrong about gets well over a
+    uniform pick's share of the default policy's picks (three seeds), not only the 60-trace blob above. Guards
+    the defaults' tuning: density shift over 5 neighbours, for one, found such a tight cluster no better than
+    chance."""
+    found, chance = [], []
+    for seed in range(3):
+        cand, planted = _world(seed, n_planted=n_planted, spread=spread)
+        out = select_for_review(cand, _cfg(tmp_path), NO_DRAW).items
+        found.append(out["trace_id"].isin(set(cand.traces["trace_id"].iloc[planted])).sum())
+        chance.append(len(planted) * len(out) / len(cand.traces))
+    assert np.mean(found) >= 2 * np.mean(chance), (found, chance)
 
 
 def test_density_shift_ranks_a_new_cluster_first():
@@ -244,6 +261,8 @@ def test_consensus_is_the_mean_rank_of_the_signals_and_a_reason_of_its_own(tmp_p
     cfg = _cfg(tmp_path, budget=40, components={"consensus": 1.0})
     scores = component_scores(cand, cfg)
     assert np.allclose(scores["consensus"], scores[["uncertain", "novel", "disagreement"]].mean(axis=1))
+    two = component_scores(cand, cfg, signals=("uncertain", "disagreement"))  # an ablation's consensus
+    assert np.allclose(two["consensus"], scores[["uncertain", "disagreement"]].mean(axis=1))
     out = select_for_review(cand, cfg, NO_DRAW).items
     assert len(out) == 40 and set(out["selection_reason"]) == {"consensus"}
     assert "consensus p" in out["evaluator_reasons"].iat[0]
