@@ -496,7 +496,12 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: 
     checks = pd.DataFrame(result["checks"])
     lines = [TITLE, "",
              f"Measured {result['measured']}, {result['minutes']:.0f} min on {result['cores']} cores, "
-             f"{result['fine_tunes']} fine-tunes. " + __doc__.split("\n\n")[1].replace("\n", " "), "",
+             f"{result['fine_tunes']} fine-tunes" + (
+                 f"; the policy's rows and estimate checks measured again on {result['policy_measured']} "
+                 f"({result['policy_minutes']:.0f} min) when the selection defaults changed (random picks and the "
+                 "bootstrap champion do not depend on them; the bootstrap rows of both runs agree, "
+                 "`python -m bench.quarters --adopt-policy`)" if result.get("policy_measured") else "")
+             + ". " + __doc__.split("\n\n")[1].replace("\n", " "), "",
              _setup_line(setup, 77), "", *table_lines(table)]
     lines += ["", "### Acceptance", "", *acceptance(table)]
     if len(checks):
@@ -669,15 +674,61 @@ def selection_line(base: dict, variants: dict[str, dict]) -> str:
         for sel, names in groups.items()) + ".")
 
 
+def adopt_policy(base: dict, variant: dict) -> tuple[dict, dict]:
+    """When the product's selection defaults change: the default run with its policy rows and estimate checks
+    taken from a policy-only run of the new selection (`variant`), and the policy of `base` kept as a run of its
+    own (the selection before). Random picks and the bootstrap champion do not depend on the selection, so
+    their rows stand; refused unless both runs share every setting but the selection and the strategies, and
+    their bootstrap rows (fitted again by the variant's run) agree. Returns (new default run, the one before)."""
+    ignore = {"selection", "strategies"}
+    differs = sorted(k for k in {*base["setup"], *variant["setup"]} - ignore
+                     if base["setup"].get(k) != variant["setup"].get(k))
+    if differs:
+        raise ValueError(f"the runs differ in {', '.join(differs)}: only a run that changes the selection alone "
+                         "can replace the default's policy rows")
+    if list(variant["setup"]["strategies"]) != ["policy"]:
+        raise ValueError("the variant's run must pick with the policy alone (--strategies policy)")
+
+    def rows(res: dict, strategy: str) -> pd.DataFrame:
+        t = pd.DataFrame(res["table"])
+        return t[t["strategy"] == strategy].reset_index(drop=True)
+
+    a, b = rows(base, "bootstrap"), rows(variant, "bootstrap")
+    numeric = a.select_dtypes("number").columns
+    if len(a) != len(b) or not np.allclose(a[numeric].to_numpy(float), b[numeric].to_numpy(float), equal_nan=True):
+        raise ValueError("the bootstrap rows of the two runs differ: training is not reproducible here, so the "
+                         "default run has to be measured again whole (make bench-quarters)")
+    table = [r for r in base["table"] if r["strategy"] != "policy"] + rows(variant, "policy").to_dict("records")
+    adopted = {**base, "setup": {**base["setup"], "selection": variant["setup"]["selection"]}, "table": table,
+               "checks": variant["checks"],
+               "policy_selection": variant.get("policy_selection") or policy_selection(variant["setup"]["selection"]),
+               "policy_measured": variant["measured"], "policy_minutes": variant["minutes"]}
+    before = {**base, "setup": {**base["setup"], "strategies": ["policy"]},
+              "table": [r for r in base["table"] if r["strategy"] in ("bootstrap", "policy")],
+              "policy_selection": base.get("policy_selection") or
+              SelectionConfig(**UNRECORDED_SELECTION).model_dump(include=set(SELECTION_KEYS))}
+    return adopted, before
+
+
 def main(argv: list[str]) -> int:
     """`python -m bench.quarters [--quick | --scenario world | --variant NAME ... | --estimates [--seeds 0,1] |
-    --render]`: run, write docs/bench/quarters[-quick | -world | -NAME | -estimates].json, and rewrite section 10
-    of docs/benchmarks[-quick].md (`--render`: only that)."""
+    --adopt-policy NAME | --render]`: run, write docs/bench/quarters[-quick | -world | -NAME | -estimates].json,
+    and rewrite section 10 of docs/benchmarks[-quick].md (`--render`: only that; `--adopt-policy`: see
+    `adopt_policy`)."""
     from bench import report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "--render" in argv:
+        render()
+        return 0
+    if "--adopt-policy" in argv:  # --adopt-policy NAME: quarters-NAME.json's policy rows become the default's
+        art, name = REPO / "docs" / "bench", argv[argv.index("--adopt-policy") + 1]
+        adopted, before = adopt_policy(json.loads((art / "quarters.json").read_text()),
+                                       json.loads((art / f"quarters-{name}.json").read_text()))
+        (art / "quarters-selection-before.json").write_text(json.dumps(before, indent=2, default=str))
+        (art / "quarters.json").write_text(json.dumps(adopted, indent=2, default=str))
+        (art / f"quarters-{name}.json").unlink()
         render()
         return 0
     if "--estimates" in argv:  # the regression set as it grows: anchors only, a few minutes
@@ -743,7 +794,7 @@ def render() -> None:
         return
     apart = ("quarters-estimates", "quarters-world")  # not recipe variants: rendered as their own parts
     variants = {f.stem.removeprefix("quarters-"): json.loads(f.read_text()) for f in sorted(art.glob("quarters-*.json"))
-                if "quick" not in f.stem and f.stem not in apart}
+                if "quick" not in f.stem and f.stem != apart[0] and not f.stem.startswith(apart[1])}
     growing, world = (art / f"{name}.json" for name in apart)
     report.replace_section(REPO / "docs" / "benchmarks.md", SECTION,
                            to_markdown(json.loads(base.read_text()), variants,

@@ -226,6 +226,34 @@ def test_the_quarters_say_which_selection_each_run_picked_with():
     assert line.count("(the product defaults today)") == 1
 
 
+def test_a_policy_only_run_of_new_selection_defaults_replaces_only_the_policy_rows():
+    from bench import quarters as qb
+
+    setup = {"seeds": [0, 1], "budget": 150, "training": {}, "strategies": ["policy", "random"], "selection": ""}
+
+    def row(strategy: str, acc: float) -> dict:
+        return {"strategy": strategy, "quarter": 1, "group": "launch", "model_acc": acc, "vs_bootstrap": 0.0}
+
+    base = {"setup": setup, "measured": "2026-12-04", "minutes": 66.0, "checks": [{"seed": 0, "within": False}],
+            "table": [row("bootstrap", 92.3), row("policy", 91.6), row("random", 91.7)]}
+    variant = {"setup": {**setup, "strategies": ["policy"], "selection": "policy-consensus"}, "measured": "2026-12-06",
+               "minutes": 40.0, "checks": [{"seed": 0, "within": True}],
+               "table": [row("bootstrap", 92.3), row("policy", 90.0)]}
+    adopted, before = qb.adopt_policy(base, variant)
+    assert {(r["strategy"], r["model_acc"]) for r in adopted["table"]} == {("bootstrap", 92.3), ("random", 91.7),
+                                                                         ("policy", 90.0)}
+    assert adopted["checks"] == variant["checks"] and adopted["policy_measured"] == "2026-12-06"
+    assert adopted["policy_selection"] == qb.policy_selection("policy-consensus")
+    assert {(r["strategy"], r["model_acc"]) for r in before["table"]} == {("bootstrap", 92.3), ("policy", 91.6)}
+    assert before["policy_selection"]["cluster_pick"] == "best" and before["setup"]["strategies"] == ["policy"]
+    with pytest.raises(ValueError, match="differ in budget"):
+        qb.adopt_policy(base, {**variant, "setup": {**variant["setup"], "budget": 100}})
+    with pytest.raises(ValueError, match="policy alone"):
+        qb.adopt_policy(base, {**variant, "setup": {**variant["setup"], "strategies": ["policy", "random"]}})
+    with pytest.raises(ValueError, match="bootstrap rows of the two runs differ"):
+        qb.adopt_policy(base, {**variant, "table": [row("bootstrap", 92.4), row("policy", 90.0)]})
+
+
 def test_each_recipe_is_judged_on_its_lowest_bounds_over_the_quarters():
     """Per recipe: the lowest lower bound of launch vs bootstrap, launch vs anchor and any judged new group vs
     anchor (groups not arrived yet, the voice channel and groups under 1,000 test items left out); all above -1
