@@ -466,12 +466,21 @@ def table_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _measured(result: dict) -> str:
+    """When and how long, and when the policy's rows were measured again (`adopt_policy`)."""
+    again = (f"; the policy's rows and estimate checks measured again on {result['policy_measured']} "
+             f"({result['policy_minutes']:.0f} min) when the selection defaults changed (random picks and the "
+             "bootstrap champion do not depend on them; the bootstrap rows of both runs agree, "
+             "`python -m bench.quarters --adopt-policy`)") if result.get("policy_measured") else ""
+    return (f"Measured {result['measured']}, {result['minutes']:.0f} min on {result['cores']} cores, "
+            f"{result['fine_tunes']} fine-tunes{again}.")
+
+
 def world_markdown(result: dict) -> str:
     """The synthetic world's quarters (`--scenario world`): its table and the acceptance read off it."""
     setup, table = result["setup"], pd.DataFrame(result["table"])
     return "\n".join(["### synthetic world (`python -m bench.quarters --scenario world`)", "",
-                      f"Measured {result['measured']}, {result['minutes']:.0f} min on {result['cores']} cores, "
-                      f"{result['fine_tunes']} fine-tunes. The same quarters on the synthetic world: its 10 intents "
+                      _measured(result) + " The same quarters on the synthetic world: its 10 intents "
                       f"({WORLD_TRAIN} messages of each as traffic, {WORLD_TEST} as the test split, from its "
                       "templates), 4 at launch; quarter 3's voice channel speaks from the world's own transcript "
                       "templates (the demo's drift).", "", _setup_line(setup, int(table["n_test"].max())
@@ -495,13 +504,7 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: 
     setup, table = result["setup"], pd.DataFrame(result["table"])
     checks = pd.DataFrame(result["checks"])
     lines = [TITLE, "",
-             f"Measured {result['measured']}, {result['minutes']:.0f} min on {result['cores']} cores, "
-             f"{result['fine_tunes']} fine-tunes" + (
-                 f"; the policy's rows and estimate checks measured again on {result['policy_measured']} "
-                 f"({result['policy_minutes']:.0f} min) when the selection defaults changed (random picks and the "
-                 "bootstrap champion do not depend on them; the bootstrap rows of both runs agree, "
-                 "`python -m bench.quarters --adopt-policy`)" if result.get("policy_measured") else "")
-             + ". " + __doc__.split("\n\n")[1].replace("\n", " "), "",
+             _measured(result) + " " + __doc__.split("\n\n")[1].replace("\n", " "), "",
              _setup_line(setup, 77), "", *table_lines(table)]
     lines += ["", "### Acceptance", "", *acceptance(table)]
     if len(checks):
@@ -722,19 +725,20 @@ def main(argv: list[str]) -> int:
     if "--render" in argv:
         render()
         return 0
-    if "--adopt-policy" in argv:  # --adopt-policy NAME: quarters-NAME.json's policy rows become the default's
+    world = "--scenario" in argv and argv[argv.index("--scenario") + 1] == "world"
+    if "--adopt-policy" in argv:  # --adopt-policy NAME: quarters[-world]-NAME.json's policy rows become the default's
         art, name = REPO / "docs" / "bench", argv[argv.index("--adopt-policy") + 1]
-        adopted, before = adopt_policy(json.loads((art / "quarters.json").read_text()),
-                                       json.loads((art / f"quarters-{name}.json").read_text()))
-        (art / "quarters-selection-before.json").write_text(json.dumps(before, indent=2, default=str))
-        (art / "quarters.json").write_text(json.dumps(adopted, indent=2, default=str))
-        (art / f"quarters-{name}.json").unlink()
+        base = art / f"quarters{'-world' if world else ''}.json"
+        variant = base.with_name(f"{base.stem}-{name}.json")
+        adopted, before = adopt_policy(json.loads(base.read_text()), json.loads(variant.read_text()))
+        base.with_name(f"{base.stem}-selection-before.json").write_text(json.dumps(before, indent=2, default=str))
+        base.write_text(json.dumps(adopted, indent=2, default=str))
+        variant.unlink()
         render()
         return 0
     if "--estimates" in argv:  # the regression set as it grows: anchors only, a few minutes
         return _growing_main(argv)
     quick = "--quick" in argv
-    world = "--scenario" in argv and argv[argv.index("--scenario") + 1] == "world"
     setup = Setup(**(WORLD_SETUP if world else {}))
     if quick:
         setup = replace(setup, seeds=(0,), budget=min(40, setup.budget), traffic_cap=400,
