@@ -684,8 +684,9 @@ def adopt_policy(base: dict, variant: dict) -> tuple[dict, dict]:
     their rows stand; refused unless both runs share every setting but the selection and the strategies, and
     their bootstrap rows (fitted again by the variant's run) agree. Returns (new default run, the one before)."""
     ignore = {"selection", "strategies"}
-    differs = sorted(k for k in {*base["setup"], *variant["setup"]} - ignore
-                     if base["setup"].get(k) != variant["setup"].get(k))
+    defaults = json.loads(json.dumps(asdict(Setup())))  # settings a run written before they existed left out
+    a, b = {**defaults, **base["setup"]}, {**defaults, **variant["setup"]}
+    differs = sorted(k for k in {*a, *b} - ignore if a.get(k) != b.get(k))
     if differs:
         raise ValueError(f"the runs differ in {', '.join(differs)}: only a run that changes the selection alone "
                          "can replace the default's policy rows")

@@ -246,6 +246,8 @@ def test_a_policy_only_run_of_new_selection_defaults_replaces_only_the_policy_ro
     assert adopted["policy_selection"] == qb.policy_selection("policy-consensus")
     assert {(r["strategy"], r["model_acc"]) for r in before["table"]} == {("bootstrap", 92.3), ("policy", 91.6)}
     assert before["policy_selection"]["cluster_pick"] == "best" and before["setup"]["strategies"] == ["policy"]
+    newer = {**variant, "setup": {**variant["setup"], "from_base": False, "scenario": "banking77"}}
+    assert qb.adopt_policy(base, newer)[0]["table"] == adopted["table"]  # settings added since: their defaults
     with pytest.raises(ValueError, match="differ in budget"):
         qb.adopt_policy(base, {**variant, "setup": {**variant["setup"], "budget": 100}})
     with pytest.raises(ValueError, match="policy alone"):
