@@ -703,7 +703,7 @@ def adopt_policy(base: dict, variant: dict) -> tuple[dict, dict]:
         raise ValueError("the bootstrap rows of the two runs differ: training is not reproducible here, so the "
                          "default run has to be measured again whole (make bench-quarters)")
     table = [r for r in base["table"] if r["strategy"] != "policy"] + rows(variant, "policy").to_dict("records")
-    adopted = {**base, "setup": {**base["setup"], "selection": variant["setup"]["selection"]}, "table": table,
+    adopted = {**base, "setup": {**base["setup"], "selection": ""}, "table": table,  # its selection: the default
                "checks": variant["checks"],
                "policy_selection": variant.get("policy_selection") or policy_selection(variant["setup"]["selection"]),
                "policy_measured": variant["measured"], "policy_minutes": variant["minutes"]}
