@@ -30,6 +30,8 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
    against the path before partitioned sampling on the same traces, then the label-efficiency check of the
    large-window shortcut (bench/sampling_scale.py; about 20 min).
    `--sampling-scale` re-runs section 12 alone and rewrites it in place.
+`--policy-sections` re-runs sections 1, 2, 3 and 6, what depends on the selection policy's picks, and rewrites them
+in place (`policy_sections`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def main(argv: list[str]) -> int:
         report.replace_section(out_md, sampling_scale.SECTION, sampling_scale.section(result))
         _log(f"done in {(time.monotonic() - started) / 60:.1f} min: section 12 of {out_md.relative_to(REPO)}")
         return 0
+    if "--policy-sections" in argv:
+        return policy_sections(out_md, art)
     if "--mlflow-windows" in argv:
         from bench import mlflow_windows, report
 
@@ -177,6 +181,61 @@ def main(argv: list[str]) -> int:
                       + resume.to_markdown(resumed) + (f"\n\n{kept}" if kept else "")
                       + "\n\n" + sampling_scale.section(scaled))
     _log(f"done in {elapsed / 60:.1f} min: {out_md.relative_to(REPO)}")
+    return 0
+
+
+def policy_sections(out_md: Path, art: Path) -> int:
+    """`--policy-sections`: re-run what depends on the selection policy's picks, for a change of its defaults:
+    sections 1 (learning curves), 2 (the real recipe on the picks), 3 (the estimate checks) and 6 (the engines on
+    the policy's challenger), rewritten in place, each saying so; the speed figures (section 4) and the anchor
+    sanity check are read from docs/bench/results.json, the other sections kept. Section 12's label-efficiency
+    check is `--sampling-scale`'s."""
+    import tempfile
+
+    from bench import engine, estimate_check, finetune, learning_curves, report, world_check
+    from hitl.config import TrainingConfig
+    from hitl.learning import modeling
+
+    started = time.monotonic()
+    stored = json.loads((art / "results.json").read_text())
+    encoder = learning_curves.frozen_encoder()
+    setup = learning_curves.Setup(seeds=[0, 1, 2, 3, 4])
+    curves, seeded, picks = learning_curves.run(setup, encoder.encode, DATA, log=_log)
+    encoder.save()
+    training, s = TrainingConfig(), seeded[setup.seeds[0]]
+    _log("real fine-tunes on seed 0: champion, challengers on the policy's and random's picks")
+    ft_table, models = finetune.run(s, {k: picks[(0, k)] for k in ("policy", "random")}, training, log=_log)
+    _log("estimate check: BANKING77 traffic, then the synthetic world")
+    unseen = s.data.traffic.drop(index=s.data.traffic.index[picks[(0, "policy")]]).reset_index(drop=True)
+    champ = np.asarray(modeling.score(models["champion"], unseen["input"].tolist()).prediction)
+    chall = np.asarray(modeling.score(models["policy"], unseen["input"].tolist()).prediction)
+    checks = pd.concat([estimate_check.run(unseen, champ, chall, learning_curves.bench_config(s.data.labels),
+                                           n_random=400, n_independent=2000, noise=0.05, seed=0)
+                        .assign(scenario="BANKING77"),
+                        world_check.run(training, False, log=_log).assign(scenario="synthetic world")],
+                       ignore_index=True)
+    _log("inference engines: torch, ONNX Runtime fp32 and int8")
+    engines = engine.run(models["policy"], s.data.test["text"].tolist(), s.data.test["label"].tolist(),
+                         s.data.launch["text"].tolist(), speed_n=2000, frozen=True, log=_log)
+    minutes = (time.monotonic() - started) / 60
+    note = (f"Re-run on {time.strftime('%Y-%m-%d')} with sections 1, 2, 3 and 6 (`python -m bench "
+            f"--policy-sections`, {minutes:.0f} min) when the selection policy's defaults changed; the other "
+            "sections are from the runs they name.")
+    doc = report.markdown_doc(setup, curves, ft_table, checks, stored["anchor_sanity"], stored["speed"],
+                              minutes * 60, False, art)
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "fresh.md"
+        fresh.write_text(doc)
+        for number in (1, 2, 3):
+            heading, _, body = report.section_text(fresh, number).partition("\n")
+            report.replace_section(out_md, number, f"{heading}\n\n{note}\n{body}")
+    report.replace_section(out_md, 6, f"## 6. Inference engines\n\n{note}\n\n{engine.to_markdown(engines)}")
+    curves.to_csv(art / "curves.csv", index=False)
+    (art / "results.json").write_text(json.dumps({
+        **stored, "finetune": ft_table.to_dict("records"), "estimate_check": checks.to_dict("records"),
+        "engines": engines, "policy_sections": {"measured": time.strftime("%Y-%m-%d"), "minutes": minutes}},
+        indent=2, default=str))
+    _log(f"done in {minutes:.1f} min: sections 1, 2, 3 and 6 of {out_md.relative_to(REPO)}")
     return 0
 
 
