@@ -649,20 +649,26 @@ UNRECORDED_SELECTION = {"components": {"uncertain": 0.35, "novel": 0.3, "disagre
                         "cluster_quota": 3, "cluster_pick": "best", "neighbors": 10}
 
 
+def _settings(overrides: dict) -> dict:
+    return SelectionConfig(**overrides).model_dump(include=set(SELECTION_KEYS))
+
+
 def policy_selection(variant: str = "") -> dict:
     """The selection settings the policy picks with (the product's defaults, or a variant's over them)."""
-    return SelectionConfig(**VARIANTS.get(variant, {})).model_dump(include=set(SELECTION_KEYS))
+    return _settings(VARIANTS.get(variant, {}))
+
+
+def selection_of(result: dict) -> dict:
+    """The selection settings a run's policy picked with: as recorded, else its variant's, else (a run written
+    before 2026-12-06 recorded none) `UNRECORDED_SELECTION`."""
+    if result.get("policy_selection"):
+        return result["policy_selection"]
+    variant = result["setup"].get("selection")
+    return policy_selection(variant) if variant else _settings(UNRECORDED_SELECTION)
 
 
 def selection_line(base: dict, variants: dict[str, dict]) -> str:
-    """Which selection settings each run's policy picked with, against today's defaults (runs written before
-    2026-12-06 did not record theirs: `UNRECORDED_SELECTION`)."""
-    def of(res: dict) -> dict:
-        if res.get("policy_selection"):
-            return res["policy_selection"]
-        return policy_selection(res["setup"]["selection"]) if res["setup"].get("selection") else \
-            SelectionConfig(**UNRECORDED_SELECTION).model_dump(include=set(SELECTION_KEYS))
-
+    """Which selection settings each run's policy picked with, against today's defaults."""
     def text(sel: dict) -> str:
         parts = ", ".join(f"{k} {v:g}" for k, v in sel["components"].items() if v)
         return (f"{parts}; {sel['cluster_quota']} per cluster, {sel['cluster_pick']} first; {sel['neighbors']} "
@@ -671,7 +677,7 @@ def selection_line(base: dict, variants: dict[str, dict]) -> str:
     today, runs = policy_selection(), {"default": base, **variants}
     groups: dict[str, list[str]] = {}
     for name, res in runs.items():
-        groups.setdefault(text(of(res)), []).append(name)
+        groups.setdefault(text(selection_of(res)), []).append(name)
     return ("Selection (the policy's picks): " + "; ".join(
         f"{', '.join(names)} picked with {sel}{' (the product defaults today)' if sel == text(today) else ''}"
         for sel, names in groups.items()) + ".")
@@ -705,12 +711,11 @@ def adopt_policy(base: dict, variant: dict) -> tuple[dict, dict]:
     table = [r for r in base["table"] if r["strategy"] != "policy"] + rows(variant, "policy").to_dict("records")
     adopted = {**base, "setup": {**base["setup"], "selection": ""}, "table": table,  # its selection: the default
                "checks": variant["checks"],
-               "policy_selection": variant.get("policy_selection") or policy_selection(variant["setup"]["selection"]),
+               "policy_selection": selection_of(variant),
                "policy_measured": variant["measured"], "policy_minutes": variant["minutes"]}
     before = {**base, "setup": {**base["setup"], "strategies": ["policy"]},
               "table": [r for r in base["table"] if r["strategy"] in ("bootstrap", "policy")],
-              "policy_selection": base.get("policy_selection") or
-              SelectionConfig(**UNRECORDED_SELECTION).model_dump(include=set(SELECTION_KEYS))}
+              "policy_selection": selection_of(base)}
     return adopted, before
 
 
