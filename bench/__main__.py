@@ -30,8 +30,8 @@ fine-tuned again) and rewrites that section of docs/benchmarks.md in place, sayi
    against the path before partitioned sampling on the same traces, then the label-efficiency check of the
    large-window shortcut (bench/sampling_scale.py; about 20 min).
    `--sampling-scale` re-runs section 12 alone and rewrites it in place.
-`--policy-sections` re-runs sections 1, 2, 3 and 6, what depends on the selection policy's picks, and rewrites them
-in place (`policy_sections`).
+`--policy-sections` re-runs sections 1, 2 and 3, what depends on the selection policy's picks, and rewrites them in
+place (`policy_sections`).
 """
 
 from __future__ import annotations
@@ -186,13 +186,13 @@ def main(argv: list[str]) -> int:
 
 def policy_sections(out_md: Path, art: Path) -> int:
     """`--policy-sections`: re-run what depends on the selection policy's picks, for a change of its defaults:
-    sections 1 (learning curves), 2 (the real recipe on the picks), 3 (the estimate checks) and 6 (the engines on
-    the policy's challenger), rewritten in place, each saying so; the speed figures (section 4) and the anchor
-    sanity check are read from docs/bench/results.json, the other sections kept. Section 12's label-efficiency
-    check is `--sampling-scale`'s."""
+    sections 1 (learning curves), 2 (the real recipe on the picks) and 3 (the estimate checks), rewritten in place,
+    each saying so; the speed figures (section 4) and the anchor sanity check are read from docs/bench/results.json,
+    the other sections kept. Section 6 measures speed, which the picks do not change (its accuracies are of a model
+    of its own protocol), and section 12's label-efficiency check is `--sampling-scale`'s."""
     import tempfile
 
-    from bench import engine, estimate_check, finetune, learning_curves, report, world_check
+    from bench import estimate_check, finetune, learning_curves, report, world_check
     from hitl.config import TrainingConfig
     from hitl.learning import modeling
 
@@ -214,11 +214,8 @@ def policy_sections(out_md: Path, art: Path) -> int:
                         .assign(scenario="BANKING77"),
                         world_check.run(training, False, log=_log).assign(scenario="synthetic world")],
                        ignore_index=True)
-    _log("inference engines: torch, ONNX Runtime fp32 and int8")
-    engines = engine.run(models["policy"], s.data.test["text"].tolist(), s.data.test["label"].tolist(),
-                         s.data.launch["text"].tolist(), speed_n=2000, frozen=True, log=_log)
     minutes = (time.monotonic() - started) / 60
-    note = (f"Re-run on {time.strftime('%Y-%m-%d')} with sections 1, 2, 3 and 6 (`python -m bench "
+    note = (f"Re-run on {time.strftime('%Y-%m-%d')} with sections 1, 2 and 3 (`python -m bench "
             f"--policy-sections`, {minutes:.0f} min) when the selection policy's defaults changed; the other "
             "sections are from the runs they name.")
     doc = report.markdown_doc(setup, curves, ft_table, checks, stored["anchor_sanity"], stored["speed"],
@@ -229,13 +226,12 @@ def policy_sections(out_md: Path, art: Path) -> int:
         for number in (1, 2, 3):
             heading, _, body = report.section_text(fresh, number).partition("\n")
             report.replace_section(out_md, number, f"{heading}\n\n{note}\n{body}")
-    report.replace_section(out_md, 6, f"## 6. Inference engines\n\n{note}\n\n{engine.to_markdown(engines)}")
     curves.to_csv(art / "curves.csv", index=False)
     (art / "results.json").write_text(json.dumps({
         **stored, "finetune": ft_table.to_dict("records"), "estimate_check": checks.to_dict("records"),
-        "engines": engines, "policy_sections": {"measured": time.strftime("%Y-%m-%d"), "minutes": minutes}},
+        "policy_sections": {"measured": time.strftime("%Y-%m-%d"), "minutes": minutes}},
         indent=2, default=str))
-    _log(f"done in {minutes:.1f} min: sections 1, 2, 3 and 6 of {out_md.relative_to(REPO)}")
+    _log(f"done in {minutes:.1f} min: sections 1, 2 and 3 of {out_md.relative_to(REPO)}")
     return 0
 
 
