@@ -86,7 +86,6 @@ def main(argv: list[str]) -> int:
 
     from bench import (
         engine,
-        estimate_check,
         finetune,
         learning_curves,
         mlflow_windows,
@@ -98,10 +97,8 @@ def main(argv: list[str]) -> int:
         sampling_scale,
         scaleout,
         speed,
-        world_check,
     )
     from hitl.config import TrainingConfig
-    from hitl.learning import modeling
 
     encoder = learning_curves.frozen_encoder()
 
@@ -121,19 +118,8 @@ def main(argv: list[str]) -> int:
     ft_table, models = finetune.run(seeded[ft_seed], {k: picks[(ft_seed, k)] for k in setup.strategies
                                                       if k in ("policy", "random")}, training, log=_log)
 
-    _log("estimate check: BANKING77 traffic, then the synthetic world")
     s = seeded[ft_seed]
-    b77_cfg = learning_curves.bench_config(s.data.labels)
-    unseen = s.data.traffic.drop(index=s.data.traffic.index[picks[(ft_seed, "policy")]]).reset_index(drop=True)
-    if quick:
-        unseen = unseen.sample(n=min(3000, len(unseen)), random_state=0).sort_values("timestamp").reset_index(drop=True)
-    champ = np.asarray(modeling.score(models["champion"], unseen["input"].tolist()).prediction)
-    chall = np.asarray(modeling.score(models["policy"], unseen["input"].tolist()).prediction)
-    checks = [estimate_check.run(unseen, champ, chall, b77_cfg, n_random=150 if quick else 400,
-                                 n_independent=800 if quick else 2000, noise=0.05, seed=ft_seed)
-              .assign(scenario="BANKING77")]
-    checks.append(world_check.run(training, quick, log=_log).assign(scenario="synthetic world"))
-    check_table = pd.concat(checks, ignore_index=True)
+    check_table = estimate_checks(s, picks[(ft_seed, "policy")], models, training, ft_seed, quick)
     if only_estimates:
         elapsed = time.monotonic() - started
         (art / "estimate-check.json").write_text(json.dumps({"estimate_check": check_table.to_dict("records"),
@@ -184,6 +170,26 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def estimate_checks(s, policy_picks: np.ndarray, models: dict, training, seed: int, quick: bool) -> pd.DataFrame:
+    """Section 3: the report's estimates against an independent sample, on BANKING77 traffic the policy did not
+    pick (champion and policy challenger) and on the synthetic world."""
+    from bench import estimate_check, learning_curves, world_check
+    from hitl.learning import modeling
+
+    _log("estimate check: BANKING77 traffic, then the synthetic world")
+    unseen = s.data.traffic.drop(index=s.data.traffic.index[policy_picks]).reset_index(drop=True)
+    if quick:
+        unseen = unseen.sample(n=min(3000, len(unseen)), random_state=0).sort_values("timestamp").reset_index(drop=True)
+    champ = np.asarray(modeling.score(models["champion"], unseen["input"].tolist()).prediction)
+    chall = np.asarray(modeling.score(models["policy"], unseen["input"].tolist()).prediction)
+    b77 = estimate_check.run(unseen, champ, chall, learning_curves.bench_config(s.data.labels),
+                             n_random=150 if quick else 400, n_independent=800 if quick else 2000, noise=0.05,
+                             seed=seed)
+    return pd.concat([b77.assign(scenario="BANKING77"),
+                      world_check.run(training, quick, log=_log).assign(scenario="synthetic world")],
+                     ignore_index=True)
+
+
 def policy_sections(out_md: Path, art: Path) -> int:
     """`--policy-sections`: re-run what depends on the selection policy's picks, for a change of its defaults:
     sections 1 (learning curves), 2 (the real recipe on the picks) and 3 (the estimate checks), rewritten in place,
@@ -192,9 +198,8 @@ def policy_sections(out_md: Path, art: Path) -> int:
     of its own protocol), and section 12's label-efficiency check is `--sampling-scale`'s."""
     import tempfile
 
-    from bench import estimate_check, finetune, learning_curves, report, world_check
+    from bench import finetune, learning_curves, report
     from hitl.config import TrainingConfig
-    from hitl.learning import modeling
 
     started = time.monotonic()
     stored = json.loads((art / "results.json").read_text())
@@ -205,15 +210,7 @@ def policy_sections(out_md: Path, art: Path) -> int:
     training, s = TrainingConfig(), seeded[setup.seeds[0]]
     _log("real fine-tunes on seed 0: champion, challengers on the policy's and random's picks")
     ft_table, models = finetune.run(s, {k: picks[(0, k)] for k in ("policy", "random")}, training, log=_log)
-    _log("estimate check: BANKING77 traffic, then the synthetic world")
-    unseen = s.data.traffic.drop(index=s.data.traffic.index[picks[(0, "policy")]]).reset_index(drop=True)
-    champ = np.asarray(modeling.score(models["champion"], unseen["input"].tolist()).prediction)
-    chall = np.asarray(modeling.score(models["policy"], unseen["input"].tolist()).prediction)
-    checks = pd.concat([estimate_check.run(unseen, champ, chall, learning_curves.bench_config(s.data.labels),
-                                           n_random=400, n_independent=2000, noise=0.05, seed=0)
-                        .assign(scenario="BANKING77"),
-                        world_check.run(training, False, log=_log).assign(scenario="synthetic world")],
-                       ignore_index=True)
+    checks = estimate_checks(s, picks[(0, "policy")], models, training, 0, False)
     minutes = (time.monotonic() - started) / 60
     note = (f"Re-run on {time.strftime('%Y-%m-%d')} with sections 1, 2 and 3 (`python -m bench "
             f"--policy-sections`, {minutes:.0f} min) when the selection policy's defaults changed; the other "

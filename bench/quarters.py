@@ -691,8 +691,8 @@ def adopt_policy(base: dict, variant: dict) -> tuple[dict, dict]:
     their bootstrap rows (fitted again by the variant's run) agree. Returns (new default run, the one before)."""
     ignore = {"selection", "strategies"}
     defaults = json.loads(json.dumps(asdict(Setup())))  # settings a run written before they existed left out
-    a, b = {**defaults, **base["setup"]}, {**defaults, **variant["setup"]}
-    differs = sorted(k for k in {*a, *b} - ignore if a.get(k) != b.get(k))
+    was, now = {**defaults, **base["setup"]}, {**defaults, **variant["setup"]}
+    differs = sorted(k for k in {*was, *now} - ignore if was.get(k) != now.get(k))
     if differs:
         raise ValueError(f"the runs differ in {', '.join(differs)}: only a run that changes the selection alone "
                          "can replace the default's policy rows")
