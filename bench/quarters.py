@@ -476,16 +476,44 @@ def _measured(result: dict) -> str:
             f"{result['fine_tunes']} fine-tunes{again}.")
 
 
-def world_markdown(result: dict) -> str:
-    """The synthetic world's quarters (`--scenario world`): its table and the acceptance read off it."""
+def world_markdown(result: dict, variants: dict[str, dict] | None = None) -> str:
+    """The synthetic world's quarters (`--scenario world`): its table and the acceptance read off it; and its
+    variants (`--scenario world --variant NAME`), if any."""
     setup, table = result["setup"], pd.DataFrame(result["table"])
-    return "\n".join(["### synthetic world (`python -m bench.quarters --scenario world`)", "",
-                      _measured(result) + " The same quarters on the synthetic world: its 10 intents "
-                      f"({WORLD_TRAIN} messages of each as traffic, {WORLD_TEST} as the test split, from its "
-                      "templates), 4 at launch; quarter 3's voice channel speaks from the world's own transcript "
-                      "templates (the demo's drift).", "", _setup_line(setup, int(table["n_test"].max())
-                                                                     // WORLD_TEST), "",
-                      *table_lines(table), "", *acceptance(table), *_checks_line(result)])
+    lines = ["### synthetic world (`python -m bench.quarters --scenario world`)", "",
+             _measured(result) + " The same quarters on the synthetic world: its 10 intents "
+             f"({WORLD_TRAIN} messages of each as traffic, {WORLD_TEST} as the test split, from its "
+             "templates), 4 at launch; quarter 3's voice channel speaks from the world's own transcript "
+             "templates (the demo's drift).", "", _setup_line(setup, int(table["n_test"].max()) // WORLD_TEST), "",
+             *table_lines(table), "", *acceptance(table), *_checks_line(result)]
+    if variants:
+        lines += ["", "#### Variants on the synthetic world (`python -m bench.quarters --scenario world --variant "
+                      "NAME ...`)", "", *variant_rows(result, variants), "", *anchor_gap_lines(result, variants),
+                  "", selection_line(result, variants)]
+    return "\n".join(lines)
+
+
+def anchor_gap_lines(base: dict, variants: dict[str, dict]) -> list[str]:
+    """Per variant, at its last quarter on the voice channel: the model and the anchor on the same rows against the
+    default's, so a selection whose picks teach the anchor more than the fine-tune shows as such; and its report
+    estimates' checks."""
+    def last_voice(res: dict) -> pd.Series:
+        t = pd.DataFrame(res["table"])
+        t = t[(t["strategy"] == "policy") & (t["group"] == VOICE)]
+        return t.loc[t["quarter"].idxmax()]
+
+    d, out = last_voice(base), []
+    for name, res in variants.items():
+        v, checks = last_voice(res), pd.DataFrame(res["checks"])
+        line = (f"- {_recipe_name(name, res['setup'])}, quarter {v['quarter']}, voice: the model {v['model_acc']:.1f} "
+                f"(default {d['model_acc']:.1f}), the anchor on the same rows {v['anchor_acc']:.1f} (default "
+                f"{d['anchor_acc']:.1f}); model - anchor {_ci(v, 'vs_anchor')} (default {_ci(d, 'vs_anchor')}).")
+        if len(checks):
+            base_checks = pd.DataFrame(base["checks"])
+            line += (f" The report's estimate within tolerance in {checks['within'].mean():.0%} of {len(checks)} "
+                     f"checks (default {base_checks['within'].mean():.0%}).")
+        out.append(line)
+    return out
 
 
 def _checks_line(result: dict) -> list[str]:
@@ -500,7 +528,7 @@ def _checks_line(result: dict) -> list[str]:
 
 
 def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: dict | None = None,
-                world: dict | None = None) -> str:
+                world: dict | None = None, world_variants: dict[str, dict] | None = None) -> str:
     setup, table = result["setup"], pd.DataFrame(result["table"])
     checks = pd.DataFrame(result["checks"])
     lines = [TITLE, "",
@@ -530,7 +558,7 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: 
     if growing:
         lines += ["", growing_set_markdown(growing)]
     if world:
-        lines += ["", world_markdown(world)]
+        lines += ["", world_markdown(world, world_variants)]
     missing = [*([] if world else ["the synthetic world over several quarters"]),
                *([] if growing else ["the regression set as it accumulates draws across quarters (each quarter's "
                                      "check draws afresh)"]),
@@ -579,10 +607,16 @@ def _recipe_name(name: str, setup: dict) -> str:
 
 
 def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
-    """The policy's quarters under each recipe variant (`--variant`), beside the default recipe's: launch intents
-    against the bootstrap champion, the other groups against the anchor on the same rows."""
-    lines = ["### Recipe variants (policy picks; `python -m bench.quarters --variant NAME ...`)", "",
-             "Each variant is its own run on the seeds listed (the bootstrap champion of a seed is the same model in "
+    """The policy's quarters under each recipe variant (`--variant`), beside the default recipe's, and the
+    criteria by recipe."""
+    return "\n".join(["### Recipe variants (policy picks; `python -m bench.quarters --variant NAME ...`)", "",
+                      *variant_rows(base, variants), "", *criteria_by_recipe(base, variants)])
+
+
+def variant_rows(base: dict, variants: dict[str, dict]) -> list[str]:
+    """The policy's quarters under each variant beside the default's: launch intents against the bootstrap
+    champion, the other groups against the anchor on the same rows."""
+    lines = ["Each variant is its own run on the seeds listed (the bootstrap champion of a seed is the same model in "
              "every run); a variant on fewer seeds than the default is not paired with it. Accuracy in %; launch: "
              "difference with the bootstrap champion, the other groups: with the anchor on the same rows (points, "
              "seed-blocked paired 95% intervals).", "",
@@ -600,7 +634,7 @@ def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
             lines.append(f"| {_recipe_name(name, res['setup'])} | {list(res['setup']['seeds'])} | {q} | "
                          f"{cell(t, q, 'launch', 'vs_bootstrap')} | {cell(t, q, 'q1-new', 'vs_anchor')} | "
                          f"{cell(t, q, 'q2-new', 'vs_anchor')} | {cell(t, q, VOICE, 'vs_anchor')} |")
-    return "\n".join([*lines, "", *criteria_by_recipe(base, variants)])
+    return lines
 
 
 def criteria_by_recipe(base: dict, variants: dict[str, dict], min_group: int = 1000) -> list[str]:
@@ -805,11 +839,13 @@ def render() -> None:
     apart = ("quarters-estimates", "quarters-world")  # not recipe variants: rendered as their own parts
     variants = {f.stem.removeprefix("quarters-"): json.loads(f.read_text()) for f in sorted(art.glob("quarters-*.json"))
                 if "quick" not in f.stem and f.stem != apart[0] and not f.stem.startswith(apart[1])}
+    world_variants = {f.stem.removeprefix(f"{apart[1]}-"): json.loads(f.read_text())
+                      for f in sorted(art.glob(f"{apart[1]}-*.json"))}
     growing, world = (art / f"{name}.json" for name in apart)
     report.replace_section(REPO / "docs" / "benchmarks.md", SECTION,
                            to_markdown(json.loads(base.read_text()), variants,
                                        json.loads(growing.read_text()) if growing.exists() else None,
-                                       json.loads(world.read_text()) if world.exists() else None))
+                                       json.loads(world.read_text()) if world.exists() else None, world_variants))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ NOTE = ("The variants' settings were chosen on section 1's seeds (about 20 setti
         "the fresh ones), because with 5 the policy found a tight new cluster the champion is confidently wrong "
         "about no better than chance (tests/sampling/test_selection.py). A variant is not the product's default: "
         "adopting it changes every figure that depends on the policy's picks (the demo, sections 2, 3, 6, 10 and "
-        "12), which have to be measured again with it.")
+        "12), which have to be measured again with it. `policy-consensus` was measured for adoption and stays a "
+        "variant: on BANKING77's quarters its picks taught the fine-tune new intents faster, but on the synthetic "
+        "world's quarters the anchor fitted on its picks gained on the voice channel where the fine-tune did not "
+        "(section 10, variants on the synthetic world), and in the demo (2026-12-06, on a branch) its challenger fell "
+        "behind the frozen baseline on its own training rows, which with today's defaults it ties: its picks suit a "
+        "frozen-space classifier more than the product's fine-tune.")
 
 
 def summarize(curves: pd.DataFrame, strategies: list[str]) -> dict:

@@ -284,6 +284,26 @@ def test_each_recipe_is_judged_on_its_lowest_bounds_over_the_quarters():
     assert met[-1] == "| default | [0, 1] | -0.5 (quarter 3) | +0.5 (quarter 3) | +2.0 (quarter 2, q2-new) | yes |"
 
 
+def test_a_world_variant_says_when_its_picks_teach_the_anchor_more_than_the_fine_tune():
+    """The world's variants: at the last quarter on voice, the model and the anchor on the same rows beside the
+    default's, and the report estimates' checks."""
+    from bench import quarters as qb
+
+    def res(model: float, anchor: float, within: list[bool], selection: str = "") -> dict:
+        rows = [{"strategy": "policy", "group": qb.VOICE, "quarter": q, "model_acc": model - 3 + q,
+                 "anchor_acc": anchor - 3 + q, "vs_anchor": model - anchor, "vs_anchor_low": model - anchor - 1,
+                 "vs_anchor_high": model - anchor + 1} for q in (1, 2, 3)]
+        return {"setup": {"seeds": [0], "training": {}, "selection": selection}, "table": rows,
+                "checks": [{"within": w} for w in within]}
+
+    line, = qb.anchor_gap_lines(res(89.2, 90.1, [True, True]),
+                                {"consensus": res(89.3, 95.5, [True, False], "policy-consensus")})
+    assert line.startswith("- consensus (selection policy-consensus), quarter 3, voice: the model 89.3 (default 89.2), "
+                           "the anchor on the same rows 95.5 (default 90.1); model - anchor -6.2 [-7.2, -5.2] "
+                           "(default -0.9 [-1.9, +0.1])."), line
+    assert line.endswith("within tolerance in 50% of 2 checks (default 100%)."), line
+
+
 # ---------------------------------------------------------------------------------------------- out-of-scope
 def test_out_of_scope_folds_keep_unknown_intents_apart_from_the_out_of_scope_rows_trained_on():
     from pathlib import Path
