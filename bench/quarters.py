@@ -616,10 +616,11 @@ def variants_markdown(base: dict, variants: dict[str, dict]) -> str:
 def variant_rows(base: dict, variants: dict[str, dict]) -> list[str]:
     """The policy's quarters under each variant beside the default's: launch intents against the bootstrap
     champion, the other groups against the anchor on the same rows."""
-    lines = ["Each variant is its own run on the seeds listed (the bootstrap champion of a seed is the same model in "
-             "every run); a variant on fewer seeds than the default is not paired with it. Accuracy in %; launch: "
-             "difference with the bootstrap champion, the other groups: with the anchor on the same rows (points, "
-             "seed-blocked paired 95% intervals).", "",
+    lines = ["Each variant is its own run on the seeds listed, and its launch column compares with its own run's "
+             "bootstrap champion (the same model as the default's unless the variant changes how every model trains, "
+             "the bootstrap's fine-tune included); a variant on fewer seeds than the default is not paired with it. "
+             "Accuracy in %; launch: difference with the bootstrap champion, the other groups: with the anchor on the "
+             "same rows (points, seed-blocked paired 95% intervals).", "",
              "| recipe | seeds | quarter | launch (vs bootstrap) | q1-new (vs anchor) | q2-new (vs anchor) "
              "| voice (vs anchor) |", "|---|---|---|---|---|---|---|"]
 
