@@ -502,14 +502,13 @@ def anchor_gap_lines(base: dict, variants: dict[str, dict]) -> list[str]:
         t = t[(t["strategy"] == "policy") & (t["group"] == VOICE)]
         return t.loc[t["quarter"].idxmax()]
 
-    d, out = last_voice(base), []
+    d, base_checks, out = last_voice(base), pd.DataFrame(base["checks"]), []
     for name, res in variants.items():
         v, checks = last_voice(res), pd.DataFrame(res["checks"])
         line = (f"- {_recipe_name(name, res['setup'])}, quarter {v['quarter']}, voice: the model {v['model_acc']:.1f} "
                 f"(default {d['model_acc']:.1f}), the anchor on the same rows {v['anchor_acc']:.1f} (default "
                 f"{d['anchor_acc']:.1f}); model - anchor {_ci(v, 'vs_anchor')} (default {_ci(d, 'vs_anchor')}).")
         if len(checks):
-            base_checks = pd.DataFrame(base["checks"])
             line += (f" The report's estimate within tolerance in {checks['within'].mean():.0%} of {len(checks)} "
                      f"checks (default {base_checks['within'].mean():.0%}).")
         out.append(line)
