@@ -11,10 +11,12 @@ from flows.register_dataset import register_dataset
 from flows.regression_eval import regression_eval
 from flows.review_batch import review_batch
 from flows.sample_traces import sample_traces
+from hitl.ops import orphans
 
 
 @flow(name="hitl-cycle", log_prints=True)
 def hitl_cycle(config_path: str = "configs/demo.yaml", max_batches: int = 100) -> dict:
+    orphans.claim_current_run()  # each stage's flow claims its own run in `setup`
     sampled = sample_traces(config_path)
     reviews = []
     for _ in range(max_batches):

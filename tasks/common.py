@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from hitl.config import Config, load_config
 from hitl.environment import apply_environment
+from hitl.ops import orphans
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -23,9 +24,12 @@ def setup(config_path: str) -> Config:
 
     MLflow reads its tracking URI from the environment when first used, so it is imported here only when this
     process already has it (its URI may then point elsewhere): a run that logs nothing to MLflow, such as a
-    review run up to its suspend or a dispatch, does not pay for its import (about 2 s of CPU)."""
+    review run up to its suspend or a dispatch, does not pay for its import (about 2 s of CPU).
+
+    A flow run a `hitl` command runs in its own process gets that process's tag here (hitl/ops/orphans.py)."""
     cfg = load_config(config_path)
     apply_environment(cfg)
+    orphans.claim_current_run()
     if "mlflow" in sys.modules:
         import mlflow
 

@@ -80,15 +80,13 @@ def _run_flow(name: str, config: Path, **params):
 
     cfg = _cfg(config)  # before Prefect is imported: it reads its API URL then
     _stack_ready(cfg)
-    from prefect import tags
-
     from hitl.ops import orphans
 
     for run in orphans.mark_crashed():
         console.print(f"[yellow]Flow run {run} had lost its process: marked Crashed.[/]", soft_wrap=True)
     module = importlib.import_module(f"flows.{name}")
     try:
-        with tags(orphans.process_tag()):  # lets the next command find this run if this process dies
+        with orphans.claiming():  # its runs carry this process's tag: the next command finds them if it dies
             return getattr(module, name)(config_path=str(config.resolve()), **params)
     except Exception:
         down = _servers_down(cfg)  # a server lost mid-run (its clients retried with backoff first)

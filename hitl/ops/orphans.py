@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 TAG_PREFIX = "hitl-process:"
@@ -30,9 +33,45 @@ LOST_AFTER_S = 120.0
 LOST_MAX_AGE_S = 86_400.0  # an older crash is left to a person: the sweep does not rerun history
 
 
+_CLAIMING: ContextVar[bool] = ContextVar("hitl_claiming_runs", default=False)
+
+
 def process_tag() -> str:
     """The tag naming this process: `hitl-process:<host>:<pid>`."""
     return f"{TAG_PREFIX}{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def claiming() -> Iterator[None]:
+    """Within: every flow run that calls `claim_current_run` (each flow's first step) carries `process_tag`."""
+    token = _CLAIMING.set(True)
+    try:
+        yield
+    finally:
+        _CLAIMING.reset(token)
+
+
+def claim_current_run() -> None:
+    """Put `process_tag` on the running flow run when a `hitl` command runs it in this process (`claiming`).
+
+    The tag goes on the flow run only. Under Prefect's `tags()` its task runs would carry it too, and Prefect asks
+    the server for a concurrency slot for every tagged task run: a request that a busy SQLite-backed server can
+    answer 503 ("database is locked"), which the client retries after about 2 s (measured: 4 such stalls in one
+    sampling run of 28 s)."""
+    if not _CLAIMING.get():
+        return
+    from prefect import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    if run is None:
+        return
+    tag = process_tag()
+    if tag not in run.tags:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, tags=[*run.tags, tag])
+        run.tags.append(tag)
 
 
 def _alive(pid: int) -> bool:

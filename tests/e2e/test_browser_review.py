@@ -4,7 +4,7 @@ open the run page, Resume, pick a label per item, name, submit. The labels land 
 from __future__ import annotations
 
 import pytest
-from e2e_helpers import api, finish, hitl, running_stack, start, truth, wait_completed, wait_paused
+from e2e_helpers import api, finish, running_stack, start, wait_completed, wait_paused
 
 from bench.review_form import ScriptedReviewer, browser
 from hitl.review.forms import trace_ids_from_schema
@@ -18,12 +18,8 @@ def small(tmp_path_factory):
     yield from running_stack(
         tmp_path_factory.mktemp("browser"),
         project="browser",
-        world={"seed": 3, "launch_per_intent": 6, "production_size": 60, "drift_channel": "voice",
-               "drift_share": 0.3, "invalid_share": 0.0},
         model={"registered_name": "browser-intent", "max_length": 32},
-        selection={"budget": 2, "random_share": 0.0, "strata": ["channel"], "seed": 0},
         review={"batch_size": 2, "overlap_share": 0.0, "poll_interval_s": 1, "timeout_s": 600},
-        training={"epochs": 1, "batch_size": 16, "seed": 42, "max_steps": 2},
     )
 
 
@@ -38,13 +34,18 @@ def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, nam
 
 def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):
     """The review run comes from its deployment on the worker and is suspended (no process) when the reviewer
-    resumes it in the UI; the worker then runs it to the end."""
+    resumes it in the UI; the worker then runs it to the end.
+
+    The batch's items are enqueued directly: sampling into the queue runs end to end in test_e2e_loop.py (the
+    commands) and test_deployed.py (the worker); this test is about the suspended run and the UI."""
+    from helpers_domain import COHORTS, review_items
+
     from hitl.ops import deploy, runs
 
     cfg, path = small
-    hitl(path, "bootstrap")
-    hitl(path, "produce")
-    hitl(path, "sample")
+    items = review_items(2, prefix="ui-")
+    ReviewStore(cfg.store_url).enqueue(items, COHORTS)
+    known = {t: cfg.labels[i + 1] for i, t in enumerate(items["trace_id"])}  # not the items' prediction
     driver = browser()
     try:
         with api(cfg):
@@ -53,7 +54,6 @@ def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):
         assert run.id == str(started.id)
         with api(cfg):
             assert runs.flow_runs(["review-batch/review-batch"], states=("PAUSED",))[0].state_name == "Suspended"
-        known = truth(cfg)
         fields = trace_ids_from_schema(run.schema)
         _resume_in_ui(driver, cfg, run, {f: known[t] for f, t in fields.items()}, "Reviewer", "ui-reviewer",
                       tmp_path / "filled.png")

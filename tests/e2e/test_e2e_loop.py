@@ -226,7 +226,6 @@ def test_disputes_are_adjudicated_and_corrections_supersede_labels(e2e):
     from hitl.review.prefect_api import ADJUDICATION_FORM
 
     cfg, path = e2e
-    hitl(path, "bootstrap")  # no-op when an earlier test already made a champion
     store = ReviewStore(cfg.store_url)
     items = review_items(2, prefix="dispute-", required=2)
     store.enqueue(items, cfg.cohorts)

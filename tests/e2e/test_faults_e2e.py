@@ -75,6 +75,23 @@ def _states(cfg: Config, flow: str) -> list[str]:
     return sorted(r.state.type.value for r in runs)
 
 
+def _process_tags(cfg: Config, flow: str) -> tuple[int, int]:
+    """How many runs of `flow`, and how many of their task runs, carry a `hitl` command's process tag."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+
+    from hitl.ops.orphans import TAG_PREFIX
+
+    def tagged(run) -> bool:
+        return any(t.startswith(TAG_PREFIX) for t in run.tags)
+
+    with api(cfg), get_client(sync_client=True) as c:
+        runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+        tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs])))
+    assert tasks, f"no task runs of {flow}"
+    return sum(map(tagged, runs)), sum(map(tagged, tasks))
+
+
 def _one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
     """The command failed with one line naming `needles`, and printed no traceback of its own."""
     assert p.returncode == 1, f"{p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -123,6 +140,8 @@ def test_sampling_killed_before_and_after_enqueue(loop):
     assert _states(cfg, "sample-traces") == ["CRASHED", "RUNNING"]
     hitl(path, "sample")
     assert _states(cfg, "sample-traces") == ["COMPLETED", "CRASHED", "CRASHED"]
+    flow_tags, task_tags = _process_tags(cfg, "sample-traces")
+    assert flow_tags == 3 and task_tags == 0  # on every run, on none of their tasks (hitl/ops/orphans.py)
     after = store.items()
     assert len(after) == 30 and set(after["trace_id"]) == set(items["trace_id"])
     assert store.draws().drop(columns="created_at").equals(draws.drop(columns="created_at"))

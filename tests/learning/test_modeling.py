@@ -62,6 +62,7 @@ def test_abstention_predicts_the_fallback_label(tmp_path):
 def test_a_reference_decides_abstention_and_travels_with_the_model(tmp_path):
     cfg = Config(labels=[*LABELS, "out_of_scope"], fallback_label="out_of_scope", state_dir=str(tmp_path))
     model = modeling.load_base(cfg)
+    torch.manual_seed(0)
     model.network.set_prototypes({i: torch.randn(model.network.weight.shape[1]) for i in range(3)})
     inside = ["i lost my card", "what is my balance"]
     texts = [*inside, "the weather on mars is cold today"]
@@ -85,7 +86,10 @@ def test_a_reference_decides_abstention_and_travels_with_the_model(tmp_path):
     model.in_scope_scale = abstention.fit_scale(np.tile(s.in_scope_parts, (10, 1)), np.array(["card_lost"] * 30),
                                                 "out_of_scope")
     ranked = modeling.score(model, texts)
-    assert np.allclose(ranked.in_scope, abstention.combine(s.in_scope_parts, model.in_scope_scale))
+    # its own parts: another batch size may move a part by a float's last bit, and a rank read at a point of the
+    # scale (these parts are its points) jumps there
+    assert np.allclose(ranked.in_scope_parts, s.in_scope_parts, atol=1e-5)
+    assert np.allclose(ranked.in_scope, abstention.combine(ranked.in_scope_parts, model.in_scope_scale))
     back = modeling.load(modeling.save(model, tmp_path / "m"))
     assert np.allclose(back.in_scope_scale, model.in_scope_scale)
     assert np.allclose(modeling.score(back, texts).in_scope, ranked.in_scope, atol=1e-6)
