@@ -60,7 +60,6 @@ def claim_current_run() -> None:
     sampling run of 28 s)."""
     if not _CLAIMING.get():
         return
-    from prefect import get_client
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
@@ -69,8 +68,7 @@ def claim_current_run() -> None:
         return
     tag = process_tag()
     if tag not in run.tags:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(run.id, tags=[*run.tags, tag])
+        ctx.client.update_flow_run(run.id, tags=[*run.tags, tag])  # the engine's client (sync: every flow here is)
         run.tags.append(tag)
 
 
