@@ -44,6 +44,16 @@ return [...document.querySelectorAll('[role=option]')].map(o => {
 });"""
 
 
+# After Resume: "closed" once the dialog is gone (accepted), else the texts of error toasts not seen before
+# (each marked seen), else null (still waiting).
+_RESUME_OUTCOME_JS = """
+const fresh = [...document.querySelectorAll('[data-sonner-toast][data-type=error]')].filter(t => !t.dataset.seen);
+fresh.forEach(t => { t.dataset.seen = '1'; });
+if (fresh.length) return fresh.map(t => t.textContent.trim());
+const open = [...document.querySelectorAll('[role=dialog]')].some(d => d.textContent.includes('Resume Flow Run'));
+return open ? null : 'closed';"""
+
+
 def browser():
     """Headless Debian Chromium under chromedriver, both from PATH."""
     from selenium import webdriver
@@ -184,12 +194,30 @@ class ScriptedReviewer:
         """Pick `labels[field]` for each item field ("item_01" is titled "Item 1"), in field order."""
         return {f: self.pick(f"Item {int(f.split('_')[1])}", labels[f]) for f in sorted(labels)}
 
-    def sign_and_submit(self, name_title: str, name: str) -> None:
+    def sign_and_submit(self, name_title: str, name: str, tries: int = 4, pause_s: float = 5) -> list[str]:
+        """Sign as `name`, click the dialog's Resume and wait for the UI's answer, as a person would: the dialog
+        closes when the server accepted the input; on an error toast the dialog stays open with the form filled
+        and the reviewer clicks Resume again `pause_s` later, up to `tries` clicks. Returns the error toasts seen
+        (empty when the first click went through); fails, quoting them, when no click did.
+
+        A SQLite-backed Prefect server can answer a resume 503 ("database is locked": its read-then-write
+        transaction met another write), which the UI shows as "Failed to resume flow run"; nothing is stored
+        then, and the next click is a new request (docs/operations.md, "Waiting for people holds no worker")."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver.find_element(By.XPATH, f"//*[normalize-space()='{name_title}']/following::textarea[1]"
                                  ).send_keys(name)
-        self.driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
+        errors: list[str] = []
+        self.driver.execute_script(_RESUME_OUTCOME_JS)  # marks the error toasts already shown as seen
+        for _ in range(tries):
+            self.driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
+            new = WebDriverWait(self.driver, 120).until(lambda d: d.execute_script(_RESUME_OUTCOME_JS))
+            if new == "closed":
+                return errors
+            errors += new
+            time.sleep(pause_s)
+        raise AssertionError(f"the UI refused the Resume {tries} times: {errors}")
 
 
 def items(n: int, labels: list[str], prefix: str, seed: int = 0) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -247,7 +275,9 @@ def measure_batch(cfg, path: Path, batch: pd.DataFrame, driver, log: Callable[[s
     t1 = time.monotonic()
     picks = {fields[f]: p for f, p in reviewer.label({f: answers[t] for f, t in fields.items()}).items()}
     t2 = time.monotonic()
-    reviewer.sign_and_submit("Reviewer", "scripted")
+    refused = reviewer.sign_and_submit("Reviewer", "scripted")
+    if refused:
+        log(f"Resume clicked {len(refused) + 1} times; the UI said: {refused}")
     done = runs.wait(run.id, 300)
     assert done.state.is_completed(), done.state.message
     got = store.annotations().set_index("trace_id")["label"]

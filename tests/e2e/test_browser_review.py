@@ -24,12 +24,15 @@ def small(tmp_path_factory):
 
 
 def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, name: str, shot) -> None:
-    """Open the paused run's page, Resume, pick `labels[field]` per item, sign as `name`, submit."""
+    """Open the paused run's page, Resume, pick `labels[field]` per item, sign as `name`, submit (again after
+    an error toast, as a person would: ScriptedReviewer.sign_and_submit)."""
     reviewer = ScriptedReviewer(driver, list(cfg.labels))
     reviewer.open(cfg.prefect_ui_url, run.id)
     reviewer.label(labels)
     driver.save_screenshot(str(shot))
-    reviewer.sign_and_submit(name_title, name)
+    refused = reviewer.sign_and_submit(name_title, name)
+    if refused:
+        print(f"Resume clicked {len(refused) + 1} times; the UI said: {refused}")
 
 
 def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(small, tmp_path):

@@ -47,7 +47,7 @@ def test_an_answer_among_the_suggestions_takes_at_most_three_interactions(large,
         reviewer = ScriptedReviewer(driver, LABELS)
         reviewer.open(cfg.prefect_ui_url, run.id)
         picks = {fields[f]: p for f, p in reviewer.label({f: answers[t] for f, t in fields.items()}).items()}
-        reviewer.sign_and_submit("Reviewer", "ui-reviewer")
+        print("Resume refused first:", reviewer.sign_and_submit("Reviewer", "ui-reviewer"))  # retried, as a person
         wait_completed(cfg, run.id)
     finally:
         driver.save_screenshot(str(tmp_path / "suggestions.png"))
