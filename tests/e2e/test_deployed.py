@@ -59,7 +59,7 @@ PROJECT = "deployed"
 def deployed(tmp_path_factory):
     """The stack on PostgreSQL (Prefect server, MLflow server and review store); on SQLite files where no
     PostgreSQL answers outside CI. The other e2e modules run production mode on SQLite: test_e2e_loop (the
-    in-process flows, pauses and the PII check), test_browser_review (a review run suspended on the worker,
+    in-process flows, pauses and the PII check), test_browser_review (review runs suspended on the worker,
     resumed), test_faults_e2e (servers killed and restarted with runs in flight). The module's last test, the
     backup drill, stops this stack and starts a restored clone of it (`clone/` beside the config): both are
     stopped here."""
