@@ -44,6 +44,8 @@ return [...document.querySelectorAll('[role=option]')].map(o => {
 });"""
 
 
+# The UI's toast when the resume request itself failed (no reason from the server), as a 503 does.
+TRANSIENT = "Failed to resume flow run"
 # After Resume: "closed" once the dialog is gone (accepted), else the texts of error toasts not seen before
 # (each marked seen), else null (still waiting).
 _RESUME_OUTCOME_JS = """
@@ -198,7 +200,8 @@ class ScriptedReviewer:
         """Sign as `name`, click the dialog's Resume and wait for the UI's answer, as a person would: the dialog
         closes when the server accepted the input; on an error toast the dialog stays open with the form filled
         and the reviewer clicks Resume again `pause_s` later, up to `tries` clicks. Returns the error toasts seen
-        (empty when the first click went through); fails, quoting them, when no click did.
+        (empty when the first click went through); fails, quoting them, when no click did or when the UI gave a
+        reason other than TRANSIENT (the server refused the input: a person would have to change it).
 
         A SQLite-backed Prefect server can answer a resume 503 ("database is locked": its read-then-write
         transaction met another write), which the UI shows as "Failed to resume flow run"; nothing is stored
@@ -216,6 +219,8 @@ class ScriptedReviewer:
             if new == "closed":
                 return errors
             errors += new
+            if set(new) != {TRANSIENT}:  # the server gave a reason (a refused input): clicking again cannot help
+                raise AssertionError(f"the UI refused the Resume: {new}")
             time.sleep(pause_s)
         raise AssertionError(f"the UI refused the Resume {tries} times: {errors}")
 
