@@ -4,8 +4,8 @@ adjudicator settles a dispute the same way. Issue 25's check: on a large label s
 answer is among the champion's suggestions takes at most 3 interactions (clicks and keystrokes, counted by the
 scripted reviewer of `python -m bench --review-form`); a blind item shows none.
 
-One stack for the module, on BANKING77's labels (each test enqueues its own items;
-the adjudication test runs last: an adjudicated item becomes a gold item, which a later batch would show)."""
+One stack for the module, on BANKING77's labels. Each test enqueues its own items; the adjudication test runs
+last: an adjudicated item becomes a gold item, which a later batch would show."""
 
 from __future__ import annotations
 
