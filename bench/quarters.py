@@ -554,6 +554,8 @@ def to_markdown(result: dict, variants: dict[str, dict] | None = None, growing: 
             lines += ["", joint_training_line(variants["from-base"])]
         if "head-only" in variants:
             lines += ["", frozen_encoder_line(variants["head-only"])]
+        if "joint-epochs8" in variants:
+            lines += ["", launch_path_line(result, "joint-epochs8", variants["joint-epochs8"])]
     if growing:
         lines += ["", growing_set_markdown(growing)]
     if world:
@@ -580,6 +582,26 @@ def joint_training_line(from_base: dict) -> str:
         return text + "."
     return text + (": part of the loss is the cost of more intents to tell launch traffic from, not forgetting, and a "
                    "recipe that only stops forgetting can at best approach joint training.")
+
+
+def launch_path_line(base: dict, name: str, variant: dict) -> str:
+    """Launch accuracy from the bootstrap champion to the last quarter under a variant, beside the default's: a
+    variant that changes how every model trains changes its bootstrap champion too, so its launch criterion
+    compares with another bootstrap."""
+    def path(res: dict) -> list[float]:
+        t = pd.DataFrame(res["table"])
+        rows = t[(t["group"] == "launch") & t["strategy"].isin(["bootstrap", "policy"])].sort_values("quarter")
+        return [float(a) for a in rows["model_acc"]]
+
+    mine, default = path(variant), path(base)
+    arrow = " -> ".join
+    recipe = _recipe_name(name, variant["setup"])
+    return (f"Launch accuracy from the bootstrap champion to quarter {len(mine) - 1}, {recipe} "
+            f"({len(variant['setup']['seeds'])} seeds): {arrow(f'{a:.1f}' for a in mine)}; the default "
+            f"({len(base['setup']['seeds'])} seeds): {arrow(f'{a:.1f}' for a in default)}. Its bootstrap champion "
+            f"is trained by its recipe too, {mine[0] - default[0]:+.1f} pts on launch against the default's, so its "
+            f"launch criterion compares with a {'stronger' if mine[0] > default[0] else 'weaker'} bootstrap; at the "
+            f"last quarter it is {mine[-1] - default[-1]:+.1f} pts against the default (seeds not paired).")
 
 
 def frozen_encoder_line(head_only: dict) -> str:

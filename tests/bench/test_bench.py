@@ -256,6 +256,24 @@ def test_a_policy_only_run_of_new_selection_defaults_replaces_only_the_policy_ro
         qb.adopt_policy(base, {**variant, "table": [row("bootstrap", 92.4), row("policy", 90.0)]})
 
 
+def test_a_variant_s_launch_path_is_read_beside_the_default_s_with_its_own_bootstrap():
+    from bench import quarters as qb
+
+    def res(accs: list[float], seeds: list[int], training: dict) -> dict:
+        rows = [{"strategy": "bootstrap" if q == 0 else "policy", "group": g, "quarter": q,
+                 "model_acc": a if g == "launch" else 0.0} for q, a in enumerate(accs) for g in ("voice", "launch")]
+        return {"setup": {"seeds": seeds, "training": training, "from_base": True}, "table": rows}
+
+    line = qb.launch_path_line(res([92.3, 91.6, 89.9, 89.4], [0, 1, 2], {}), "joint",
+                               res([93.4, 92.5, 92.2, 91.7], [0, 1], {"validation_share": 0.0}))
+    assert "to quarter 3, joint (validation_share=0, from base) (2 seeds): 93.4 -> 92.5 -> 92.2 -> 91.7;" in line
+    assert "the default (3 seeds): 92.3 -> 91.6 -> 89.9 -> 89.4." in line
+    assert "+1.1 pts on launch against the default's" in line and "a stronger bootstrap" in line
+    assert "at the last quarter it is +2.3 pts against the default" in line
+    weaker = qb.launch_path_line(res([93.0, 92.0], [0], {}), "w", res([92.0, 92.5], [0], {}))
+    assert "a weaker bootstrap" in weaker and "to quarter 1" in weaker and "+0.5 pts against the default" in weaker
+
+
 def test_each_recipe_is_judged_on_its_lowest_bounds_over_the_quarters():
     """Per recipe: the lowest lower bound of launch vs bootstrap, launch vs anchor and any judged new group vs
     anchor (groups not arrived yet, the voice channel and groups under 1,000 test items left out); all above -1
