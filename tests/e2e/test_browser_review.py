@@ -14,7 +14,7 @@ import yaml
 from e2e_helpers import REPO, api, finish, running_stack, start, wait_completed, wait_paused
 from helpers_domain import COHORTS
 
-from bench.review_form import ScriptedReviewer, browser, items
+from bench.review_form import Pick, ScriptedReviewer, browser, items
 from hitl.review.forms import NONE_FITS, SUGGESTION, alphabetical, trace_ids_from_schema
 from hitl.review.store import ReviewStore
 from hitl.vocabulary import RANDOM
@@ -32,16 +32,17 @@ def ui(tmp_path_factory):
     )
 
 
-def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, name: str, shot) -> None:
+def _resume_in_ui(driver, cfg, run, labels: dict[str, str], name_title: str, name: str, shot) -> dict[str, Pick]:
     """Open the paused run's page, Resume, pick `labels[field]` per item, sign as `name`, submit (again after
-    an error toast, as a person would: ScriptedReviewer.sign_and_submit)."""
+    an error toast, as a person would: ScriptedReviewer.sign_and_submit); the picks by field."""
     reviewer = ScriptedReviewer(driver, list(cfg.labels))
     reviewer.open(cfg.prefect_ui_url, run.id)
-    reviewer.label(labels)
+    picks = reviewer.label(labels)
     driver.save_screenshot(str(shot))
     refused = reviewer.sign_and_submit(name_title, name)
     if refused:
         print(f"Resume clicked {len(refused) + 1} times; the UI said: {refused}")
+    return picks
 
 
 def test_reviewer_resumes_a_suspended_batch_in_the_prefect_ui(ui, tmp_path):
@@ -95,10 +96,9 @@ def test_an_answer_among_the_suggestions_takes_at_most_three_interactions(ui, tm
     fields = trace_ids_from_schema(run.schema)
     driver = browser()
     try:
-        reviewer = ScriptedReviewer(driver, LABELS)
-        reviewer.open(cfg.prefect_ui_url, run.id)
-        picks = {fields[f]: p for f, p in reviewer.label({f: answers[t] for f, t in fields.items()}).items()}
-        print("Resume refused first:", reviewer.sign_and_submit("Reviewer", "ui-reviewer"))  # retried, as a person
+        picked = _resume_in_ui(driver, cfg, run, {f: answers[t] for f, t in fields.items()}, "Reviewer",
+                               "ui-reviewer", tmp_path / "suggestions-filled.png")
+        picks = {fields[f]: p for f, p in picked.items()}
         wait_completed(cfg, run.id)
     finally:
         driver.save_screenshot(str(tmp_path / "suggestions.png"))
