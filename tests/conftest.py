@@ -25,6 +25,9 @@ if str(TESTS) not in sys.path:
 # The Prefect scheduler queues a deployment's next runs on its own loop (60 s by default): a test that waits
 # for a scheduled run (test_deployed) waits seconds instead of a minute.
 os.environ.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")
+# Test stacks schedule every deployment on 29 February (e2e_helpers.NEVER_IN_A_TEST): the scheduler queues runs up
+# to 100 days ahead by default; 1,500 days reaches the next 29 February.
+os.environ.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_MAX_SCHEDULED_TIME", "P1500D")
 # One math thread per process (torch, ONNX Runtime, BLAS): the workers and the servers' flow runs already run
 # side by side on the 2 cores, and two threads each then spin for a core that is busy (measured: 600 texts
 # encoded with 2 threads under load took 10.5 s of CPU, with 1 thread 2.6-2.9 s).

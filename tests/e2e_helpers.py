@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from hitl.config import Config, load_config
+from hitl.config import Config, DeploymentsConfig, load_config
 from hitl.ops import stack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,8 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A schedule that never fires during a test run (29 February, 03:00) for every scheduled deployment: a run the
+# scheduler starts mid-test changes what the test sees. Seen: the hourly review-dispatch, which the worker takes
+# 10 s before the hour, started as the notification test killed the Prefect server, crashed, and was reported.
+NEVER_IN_A_TEST = "0 3 29 2 *"
+
+
 def write_config(tmp: Path, **overrides) -> Path:
+    """A config for a test stack: the demo's, on free ports in `tmp`, small; `overrides` replace top-level
+    sections (`deployments` too, but its schedules stay `NEVER_IN_A_TEST` unless it names its own)."""
     raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    never = {"schedules": dict.fromkeys(DeploymentsConfig().schedules, NEVER_IN_A_TEST)}
+    deployments = {**never, **overrides.pop("deployments", raw.get("deployments", {}))}
     raw.update({
         "project": "e2e", "state_dir": str(tmp / "state"),
         "stack": {"host": "127.0.0.1", "prefect_port": free_port(), "mlflow_port": free_port(),
@@ -43,6 +53,7 @@ def write_config(tmp: Path, **overrides) -> Path:
         "training": {"epochs": 1, "batch_size": 16, "seed": 42, "max_steps": 8},
         # the gate is not under test here (see test_regression.py): let every challenger through to approval
         "gate": {"margin": 1.0},
+        "deployments": deployments,
     })
     raw.update(overrides)
     path = tmp / "e2e.yaml"
