@@ -69,7 +69,7 @@ class Setup:
     traffic_cap: int | None = None  # quick mode: at most this many traffic rows per quarter
     strategies: tuple[str, ...] = STRATEGIES
     training: dict = field(default_factory=dict)  # TrainingConfig overrides (quick mode, variants)
-    from_base: bool = False  # variant: each quarter trains the base model afresh on every row, not the champion
+    from_base: bool = False  # variant: training.start base (each quarter the base model afresh on every row)
     scenario: str = "banking77"  # or "world": the synthetic world's intents and voice channel (WORLD_SETUP)
     selection: str = ""  # variant: a selection variant of bench.learning_curves.VARIANTS for the policy's picks
 
@@ -221,7 +221,7 @@ def run_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.ndarray],
     """Every strategy's quarters on one seed: per-group test fails (with the anchor's and, on launch intents,
     the bootstrap champion's), and the policy's estimate checks."""
     s = build(data_dir, seed, setup)
-    training = TrainingConfig(**setup.training)
+    training = TrainingConfig(**setup.training, start="base" if setup.from_base else "champion")
     cfg = bench_config(s.labels).model_copy(update={"training": training})
     v_launch, v_test, v_voice = encode(s.launch["text"].tolist()), encode(s.test["text"].tolist()), \
         encode(s.test_voice.tolist())
@@ -254,7 +254,7 @@ def run_seed(seed: int, setup: Setup, encode: Callable[[list[str]], np.ndarray],
                 texts += picked["input"].tolist()
                 labels += picked["label"].tolist()
                 vecs.append(v_quarters[q - 1][pos])
-                model = modeling.align_labels(modeling.load_base(cfg) if setup.from_base else model, s.labels)
+                model = modeling.align_labels(modeling.starting_point(cfg, model), s.labels)  # training.start
                 recipe.fine_tune(model, texts, labels, training, Path(tmp) / "trainer")
                 same_rows = anchor.fit(np.vstack(vecs), np.asarray(labels), seed=seed)
                 pred = np.asarray(modeling.score(model, test_texts).prediction)

@@ -1,4 +1,5 @@
-"""Flow: fine-tune the champion on a dataset version's train split and register it as `@challenger`."""
+"""Flow: fine-tune the champion (or the base model afresh: `training.start`) on a dataset version's train split
+and register it as `@challenger`."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ def fine_tune(config_path: str = "configs/demo.yaml", dataset_version: int | Non
     client = MlflowClient()  # one for the run, passed down
     records, dv = versions.load(cfg, dataset_version)
     train, leakage = training.training_rows(records, training.launch_data(cfg, world.launch_data), cfg, dv.ref)
-    model = modeling.align_labels(load_model(cfg, CHAMPION, client), cfg.labels)
-    parent = model.version
+    champion = load_model(cfg, CHAMPION, client)
+    parent = champion.version  # the version it would replace (`training.start` says what it trained from)
+    model = modeling.align_labels(modeling.starting_point(cfg, champion), cfg.labels)
     metrics = training.train(model, train, cfg, f"{dv.name}-v{dv.version}")
     threshold = training.calibrate_abstention(model, records, cfg)
     ds = versions.as_mlflow_dataset(records, dv.ref, dv.run_id)

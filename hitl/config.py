@@ -290,6 +290,10 @@ class TrainingConfig(_Strict):
     early_stopping_patience: int = Field(2, ge=1)
     refit: bool = True  # after early stopping picks the epochs, train again on every row (validation included)
     seed: int = 42
+    # what a fine-tune trains: `champion` continues from it; `base` trains the base model afresh on every row of the
+    # dataset version (joint training: the champion's weights carry nothing over; docs/benchmarks.md section 10
+    # measures both, `base` with validation_share 0 best on three quarters of drift)
+    start: Literal["champion", "base"] = "champion"
     replay_launch: bool = True  # mix the launch data into every fine-tune to avoid forgetting
     # continuing from a champion: weight of a distillation term that keeps the champion's probabilities over the
     # labels it already knew, on every training row (0: off; recipe.py, "Learning without Forgetting")

@@ -114,6 +114,13 @@ def load_base(cfg: Config) -> IntentModel:
                        fallback_label=cfg.fallback_label, base=path.name)
 
 
+def starting_point(cfg: Config, champion: IntentModel) -> IntentModel:
+    """The model a fine-tune trains (`training.start`): the champion itself, or the base model afresh (joint
+    training on every row: nothing of the champion but the rows it was trained on, which the cumulative dataset
+    version and the launch replay hold)."""
+    return load_base(cfg) if cfg.training.start == "base" else champion
+
+
 def align_labels(model: IntentModel, labels: list[str]) -> IntentModel:
     """Give the model one head row per label of `labels`, in that order. Rows of labels it already has are
     kept; labels added to the config since it was trained get an inactive row (their prototype is set at

@@ -308,6 +308,8 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     chall = client.get_model_version_by_alias("e2e-intent", "challenger")  # linked to the dataset it learned
     assert chall.version == "2" and chall.tags["hitl.dataset"] == latest.ref
     assert chall.tags["hitl.leakage_check"].startswith("passed")
+    params = client.get_run(chall.run_id).data.params  # continued from the champion it would replace
+    assert (params["training.start"], params["parent_model_version"]) == ("champion", "1")
     with api(cfg):
         tuned = runs.flow_runs(["fine-tune/fine-tune"], states=("COMPLETED",))
         assert len(tuned) == 1

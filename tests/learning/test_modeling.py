@@ -26,6 +26,20 @@ def test_base_model_knows_no_label_until_trained(cfg):
     assert np.allclose(s.probs[:, 1:], 0.0, atol=1e-6)
 
 
+def test_a_fine_tune_starts_from_the_champion_or_afresh_from_the_base_model(cfg):
+    champion = modeling.load_base(cfg)
+    champion.network.set_prototypes({0: torch.ones(champion.network.weight.shape[1])})
+    with torch.no_grad():
+        next(champion.network.encoder.parameters()).add_(1.0)  # a trained encoder differs from the base's
+    assert modeling.starting_point(cfg, champion) is champion  # training.start: champion (the default)
+    fresh = modeling.starting_point(cfg.model_copy(update={"training": cfg.training.model_copy(
+        update={"start": "base"})}), champion)
+    base = modeling.load_base(cfg)
+    assert fresh is not champion and fresh.known_labels == [] and fresh.version == base.version
+    assert all(torch.equal(a, b) for a, b in zip(fresh.network.encoder.parameters(), base.network.encoder.parameters(),
+                                                strict=True))
+
+
 def test_score_shapes_and_ranges(cfg):
     model = modeling.load_base(cfg)
     model.network.set_prototypes({i: torch.randn(model.network.weight.shape[1]) for i in range(3)})
