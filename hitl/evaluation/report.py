@@ -82,7 +82,7 @@ class ReportContext:
     def summary(self) -> Summary:
         """The first screen: every format prints this one structure."""
         return summarize(self.table, self.gate, self.champion_version, self.challenger_version, self.decision,
-                         self.trend, self.refusals)
+                         self.trend, self.refusals, self.baseline)
 
 
 def _pct(v: float, signed: bool = False) -> str:
@@ -209,6 +209,7 @@ def _settings_line(ctx: ReportContext) -> str:
 
 def _first_screen_md(s: Summary) -> list[str]:
     lines = [f"**{s.sentence}**", "", f"Gate: **{s.gate}** · Decision: **{s.decision}**", ""]
+    lines += [line for c in s.cautions for line in (f"> **Caution:** {c}", "")]
     if len(s.changes):
         lines += ["## Change per cohort", "", f"_{s.chart_caption}_", "",
                   markdown.table(pd.DataFrame(s.changes_display())), ""]
@@ -253,12 +254,14 @@ h1{font-size:1.5em;margin:.2em 0 .4em}table{border-collapse:collapse;margin:1em 
 td,th{border:1px solid #cbd2d9;padding:4px 8px;font-size:13px}th{background:#f0f4f8}img{max-width:100%;height:auto}
 .note{color:#52606d;font-size:14px}.pass{color:#0b7a3e}.fail{color:#b42318}.inconclusive{color:#8a6d00}
 .headline{font-size:19px;line-height:1.45;margin:.3em 0;max-width:60em}.decision{font-size:16px;margin:.5em 0}
+.caution{border-left:4px solid #b42318;padding:.3em .7em;background:#fef3f2;max-width:60em}
 figure{margin:.5em 0}#change-chart{max-height:460px;width:auto}figcaption{margin-top:.2em}
 </style></head><body>
 <h1>{{ ctx.title }}</h1>
 <p id="headline" class="headline">{{ s.sentence }}</p>
 <p id="decision" class="decision">Gate: <strong class="{{ s.gate | lower }}">{{ s.gate }}</strong> ·
 Decision: <strong>{{ s.decision }}</strong></p>
+{% for c in s.cautions %}<p class="caution"><strong>Caution:</strong> {{ c }}</p>{% endfor %}
 {% if change_png %}<figure id="change"><img id="change-chart" alt="change per cohort with intervals"
 src="data:image/png;base64,{{ change_png }}"><figcaption class="note">{{ s.chart_caption }}</figcaption></figure>
 {% endif %}

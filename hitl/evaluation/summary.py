@@ -173,6 +173,7 @@ class Summary:
     trend: pd.DataFrame  # trend_rows
     guard_rows: int = 0  # guard rows with data (the chart may show fewer)
     reasons: list[str] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)  # what the gate does not weigh but a decider must see
 
     def moved_display(self) -> list[dict[str, str]]:
         """The ranking as printed, identical in every format."""
@@ -213,15 +214,30 @@ class Summary:
                      for r in df.to_dict("records")]
             return [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in plain]
 
-        return {"sentence": self.sentence, "gate": self.gate, "gate_reasons": self.reasons,
+        return {"sentence": self.sentence, "gate": self.gate, "gate_reasons": self.reasons, "cautions": self.cautions,
                 "decision": self.decision, "margin": self.margin, "level": self.level,
                 "changes": records(self.changes.drop(columns=["label"], errors="ignore")),
                 "moved_most": self.moved_display(), "moved_most_rows": records(self.moved),
                 "trend": records(self.trend)}
 
 
+def baseline_caution(baseline: dict | None, challenger_version: str) -> str | None:
+    """A caution when the challenger is significantly worse than the strongest simple baseline fitted on its own
+    training rows (challenger minus baseline interval above 0): the gate compares with the champion only, so such a
+    release can pass, and the fine-tune, not the data, is then what fell short."""
+    if not baseline or "delta_low" not in baseline or not baseline["delta_low"] > 0:
+        return None
+    return (f"Challenger v{challenger_version} is significantly worse than the strongest simple baseline "
+            f"({baseline['name']}) fitted on the same training rows: {points(baseline['delta'])} points of traffic "
+            f"wrong ({level_text(baseline['level'])} paired interval {points(baseline['delta_low'])} to "
+            f"{points(baseline['delta_high'])}, on the same {baseline['n']} traces). The gate compares with the "
+            f"champion only; the fine-tune fell short of what these labels can teach, so check the training "
+            f"recipe before relying on this release.")
+
+
 def summarize(table: pd.DataFrame, gate: GateResult, champion_version: str, challenger_version: str,
-              decision: str, trend: pd.DataFrame | None = None, refused: pd.DataFrame | None = None) -> Summary:
+              decision: str, trend: pd.DataFrame | None = None, refused: pd.DataFrame | None = None,
+              baseline: dict | None = None) -> Summary:
     o = table[table["cohort"] == OVERALL]
     level = level_text(float(o.iloc[0]["level"])) if len(o) and o.iloc[0]["n"] > 0 else \
         level_text(gate.settings.get("look_alpha", 0.05))
@@ -231,5 +247,5 @@ def summarize(table: pd.DataFrame, gate: GateResult, champion_version: str, chal
                    chart_rows(table) if len(table) else pd.DataFrame(),
                    moved_most(table) if len(table) else pd.DataFrame(),
                    trend_rows(trend, table, champion_version, challenger_version, decision, refused), guards,
-                   list(gate.reasons))
+                   list(gate.reasons), [c for c in [baseline_caution(baseline, challenger_version)] if c])
 

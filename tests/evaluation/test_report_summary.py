@@ -195,3 +195,43 @@ def test_the_sentence_and_the_ranking_are_the_same_in_markdown_html_and_the_mlfl
     saved = json.loads(json.dumps(s.as_dict()))  # what publish logs to MLflow as report/summary.json
     assert saved["sentence"] == s.sentence and [list(r.values()) for r in saved["moved_most"]] == printed
     assert saved["gate"] == ctx.gate.outcome and len(saved["trend"]) == 3  # two earlier evals and this one
+
+
+def _baseline(n: int, challenger_fails: float, baseline_fails: float, seed: int = 3) -> dict:
+    """The real `versus_baseline` on a stratified draw where the challenger and the baseline fail at these rates
+    (independently)."""
+    rng = np.random.default_rng(seed)
+    labels = list("abcd")
+    sample = pd.DataFrame({"label": rng.choice(labels, n), "stratum": rng.choice(["s1", "s2"], n),
+                           "inclusion_prob": 0.1})
+    wrong = {y: labels[(labels.index(y) + 1) % 4] for y in labels}
+    chall = [wrong[y] if rng.random() < challenger_fails else y for y in sample["label"]]
+    base = [wrong[y] if rng.random() < baseline_fails else y for y in sample["label"]]
+    st = regression.Settings(0.05, 1, 0.05, 0.02, 0.8)
+    return {"name": "frozen embeddings + logistic regression", **regression.versus_baseline(sample, chall, base, st)}
+
+
+def test_a_challenger_significantly_worse_than_the_baseline_gets_a_caution_on_the_first_screen(tmp_path):
+    worse = _baseline(400, challenger_fails=0.20, baseline_fails=0.05)
+    assert worse["delta_low"] > 0  # the simulated gap is far beyond its interval
+    tied = _baseline(400, challenger_fails=0.10, baseline_fails=0.10)
+    assert tied["delta_low"] <= 0
+    assert summary.baseline_caution(tied, "4") is None and summary.baseline_caution(None, "4") is None
+    assert summary.baseline_caution({k: v for k, v in worse.items() if not k.startswith("delta")}, "4") is None
+
+    ctx = demo_like_ctx(tmp_path)
+    assert ctx.gate.outcome == "PASS" and ctx.summary().cautions == []  # no baseline: nothing to say
+    ctx.baseline = worse
+    s = ctx.summary()
+    (caution,) = s.cautions
+    assert caution.startswith("Challenger v4 is significantly worse than the strongest simple baseline")
+    assert f"{summary.points(worse['delta'])} points" in caution and "on the same 400 traces" in caution
+    md_path, html_path = report.write(ctx, tmp_path, "r", s)
+    first_screen = md_path.read_text().split("## Change per cohort", 1)[0]  # above the chart: what a decider reads
+    assert f"> **Caution:** {caution}" in first_screen
+    page = html_path.read_text()
+    shown = htmllib.unescape(re.search(r'<p class="caution"><strong>Caution:</strong> (.*?)</p>', page, re.S)[1])
+    assert shown == caution and page.index('class="caution"') < page.index('id="change"')
+    assert json.loads(json.dumps(s.as_dict()))["cautions"] == [caution]
+    ctx.baseline = tied
+    assert ctx.summary().cautions == []
