@@ -11,3 +11,4 @@ RANDOM = "random"  # the representative random draw: the regression set and the 
 SELECTION_REASONS = (RANDOM, "uncertain", "novel", "disagreement", "flagged", "consensus")
 SPLITS = ("train", "hard_case", "regression")
 REASON_COLUMN = "_quarantine_reason"
+CAUTION = "> **Caution:** "  # a caution line on the release report's first screen (read back by the inbox)

@@ -24,6 +24,7 @@ from hitl.evaluation.inference import FAIL, INCONCLUSIVE, PASS, level_text
 from hitl.evaluation.regression import EXPLORATORY, GUARD, NO_ROWS, GateResult
 from hitl.evaluation.report_charts import change_png, chart_png, heading, trend_png
 from hitl.evaluation.summary import MOVED_NOTE, REFUSAL_TREND, TREND_ESTIMATES, Summary, summarize
+from hitl.vocabulary import CAUTION
 
 REFUSALS_HEADING = "Saying “I don't know” (the fallback label)"
 HARD_NOTE = ("Hard cases are traces the sampler picked because they were uncertain, novel or flagged, held out of "
@@ -209,7 +210,7 @@ def _settings_line(ctx: ReportContext) -> str:
 
 def _first_screen_md(s: Summary) -> list[str]:
     lines = [f"**{s.sentence}**", "", f"Gate: **{s.gate}** · Decision: **{s.decision}**", ""]
-    lines += [line for c in s.cautions for line in (f"> **Caution:** {c}", "")]
+    lines += [line for c in s.cautions for line in (f"{CAUTION}{c}", "")]
     if len(s.changes):
         lines += ["## Change per cohort", "", f"_{s.chart_caption}_", "",
                   markdown.table(pd.DataFrame(s.changes_display())), ""]

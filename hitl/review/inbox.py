@@ -22,6 +22,7 @@ from hitl.config import Config
 from hitl.db import utc
 from hitl.review.forms import REVIEWER_FIELD, trace_ids_from_schema
 from hitl.review.prefect_api import ADJUDICATION_FORM, APPROVAL_FORM, REVIEW_FORM, PausedRun
+from hitl.vocabulary import CAUTION
 
 REVIEW, ADJUDICATION, APPROVAL = "review", "adjudication", "approval"
 KINDS = {REVIEW_FORM: REVIEW, ADJUDICATION_FORM: ADJUDICATION, APPROVAL_FORM: APPROVAL}
@@ -89,10 +90,12 @@ def answer_command(kind: str, run_id: str, person: str | None = None, config_pat
 
 
 def report_gate(description: str) -> tuple[str | None, str | None]:
-    """(gate outcome, headline) read off an approval run's description (the report's Markdown); None where
-    the description does not have it."""
+    """(gate outcome, headline) read off an approval run's description (the report's Markdown), the headline
+    followed by the first screen's cautions; None where the description does not have it."""
     gate, head = GATE.search(description), BOLD_LINE.search(description)
-    return (gate.group(1) if gate else None), (head.group(1).strip() if head else None)
+    cautions = [line.removeprefix(CAUTION).strip() for line in description.splitlines() if line.startswith(CAUTION)]
+    headline = " ".join([head.group(1).strip(), *cautions]) if head else None
+    return (gate.group(1) if gate else None), headline
 
 
 def who_answers(run: PausedRun, cfg: Config, approvers: Sequence[str] = ()) -> list[str]:

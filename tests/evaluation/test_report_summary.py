@@ -18,6 +18,7 @@ from statsmodels.stats.multitest import multipletests
 from hitl.evaluation import inference, regression, report, report_charts, summary
 from hitl.evaluation.estimates import OVERALL
 from hitl.evaluation.regression import EXPLORATORY, GUARD, PRIMARY, GateResult
+from hitl.review import inbox
 
 SETTINGS = {"alpha": 0.05, "look": 1, "look_alpha": 0.0416, "margin": 0.02, "power": 0.8}
 
@@ -229,6 +230,8 @@ def test_a_challenger_significantly_worse_than_the_baseline_gets_a_caution_on_th
     md_path, html_path = report.write(ctx, tmp_path, "r", s)
     first_screen = md_path.read_text().split("## Change per cohort", 1)[0]  # above the chart: what a decider reads
     assert f"> **Caution:** {caution}" in first_screen
+    # the inbox and a re-sent notification read the headline off the approval form's Markdown: with the caution
+    assert inbox.report_gate(md_path.read_text()) == ("PASS", f"{s.sentence} {caution}")
     page = html_path.read_text()
     shown = htmllib.unescape(re.search(r'<p class="caution"><strong>Caution:</strong> (.*?)</p>', page, re.S)[1])
     assert shown == caution and page.index('class="caution"') < page.index('id="change"')

@@ -196,6 +196,8 @@ def test_batches_count_their_items_and_releases_show_the_gate_and_headline(world
 @pytest.mark.parametrize(("description", "gate", "headline"), [
     ("# R\n\n**One sentence.**\n\nGate: **INCONCLUSIVE** · Decision: **pending**\n\n## Gate: INCONCLUSIVE\n",
      "INCONCLUSIVE", "One sentence."),  # the first-screen layout: a sentence, then "Gate: **X** · Decision"
+    ("**One sentence.**\n\nGate: **PASS** · Decision: **pending**\n\n> **Caution:** Worse than the baseline.\n",
+     "PASS", "One sentence. Worse than the baseline."),  # a first-screen caution goes with the headline
     ("## Gate: FAIL\n- worse", "FAIL", None),
     ("", None, None),
 ])
