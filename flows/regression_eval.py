@@ -34,11 +34,11 @@ def regression_eval(config_path: str = "configs/demo.yaml", dataset_version: int
     store, client = ReviewStore(cfg.store_url), MlflowClient()  # one of each for the run, passed down
     ctx, html, run_id = evaluation.evaluate_release(config_path, dataset_version, store, client, world.launch_data)
     outcome = ctx.gate.outcome
-    description = (report.to_markdown(ctx) + "\n\n---\n"
+    first_screen = ctx.summary()  # once, for the approval form and the notification
+    description = (report.to_markdown(ctx, first_screen) + "\n\n---\n"
                    + ASK[outcome].format(chall=ctx.challenger_version, champ=ctx.champion_version))
-    evaluation.announce_release(config_path, " ".join([report.headline(ctx), *ctx.summary().cautions]), outcome,
-                                f"{cfg.model.registered_name} v{ctx.challenger_version} (champion "
-                                f"v{ctx.champion_version})")
+    evaluation.announce_release(config_path, first_screen.announcement, outcome, f"{cfg.model.registered_name} "
+                                f"v{ctx.challenger_version} (champion v{ctx.champion_version})")
     get_run_logger().info("Gate %s. Waiting for a decision: Resume this run in the Prefect UI or run "
                           "`hitl approve -c %s`", outcome, config_path)
     answer = wait_for_people(approval_form(description, outcome), cfg, key="approval")

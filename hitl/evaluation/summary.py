@@ -175,6 +175,11 @@ class Summary:
     reasons: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)  # what the gate does not weigh but a decider must see
 
+    @property
+    def announcement(self) -> str:
+        """The sentence and its cautions: what a notification of this release says."""
+        return " ".join([self.sentence, *self.cautions])
+
     def moved_display(self) -> list[dict[str, str]]:
         """The ranking as printed, identical in every format."""
         return [{"rank": str(i), "row": row_label(r.cohort, r.value), "n": str(r.n), "change": change_text(r),
