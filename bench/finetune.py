@@ -36,7 +36,8 @@ def accuracy_rows(name: str, rows: int, pred: np.ndarray, anchor_pred: np.ndarra
 
 def run(s: Seeded, picks: dict[str, np.ndarray], training: TrainingConfig, log=print
         ) -> tuple[pd.DataFrame, dict[str, modeling.IntentModel]]:
-    """Champion, then one challenger per strategy in `picks` (traffic positions labelled by the strategy)."""
+    """Champion, then one challenger per strategy in `picks` (traffic positions labelled by the strategy), each
+    trained from where `training.start` says (the champion, or the base model afresh)."""
     data = s.data
     cfg = Config(labels=data.labels, cohorts=["channel"], selection={"strata": ["channel"]},
                  state_dir="/tmp/hitl-bench-unused", training=training)
@@ -58,7 +59,7 @@ def run(s: Seeded, picks: dict[str, np.ndarray], training: TrainingConfig, log=p
             t0 = time.monotonic()
             texts = [*data.launch["text"], *data.traffic["input"].to_numpy()[pos]]
             labels = [*data.launch["label"], *data.traffic["label"].to_numpy()[pos]]
-            model = modeling.align_labels(modeling.load(saved), data.labels)
+            model = modeling.align_labels(modeling.starting_point(cfg, modeling.load(saved)), data.labels)
             recipe.fine_tune(model, texts, labels, training, Path(tmp) / "trainer")
             seconds = time.monotonic() - t0
             same_rows = anchor.fit(np.vstack([s.launch, s.traffic[pos]]), np.asarray(labels))

@@ -1,5 +1,5 @@
-"""Flow: fine-tune the champion (or the base model afresh: `training.start`) on a dataset version's train split
-and register it as `@challenger`."""
+"""Flow: fine-tune the base model afresh (or continue from the champion: `training.start`) on a dataset version's
+train split and register it as `@challenger`."""
 
 from __future__ import annotations
 

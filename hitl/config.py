@@ -274,10 +274,11 @@ class DatasetConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    """The recipe of hitl/learning/recipe.py: prototype-initialised cosine head, square-root-balanced sampling,
-    epochs by early stopping on a validation split of the training rows."""
+    """The recipe of hitl/learning/recipe.py: the base model trained afresh on every row of the dataset version
+    (joint training), prototype-initialised cosine head, square-root-balanced sampling, a fixed number of epochs
+    (or early stopping on a validation split of the training rows, with `validation_share` above 0)."""
 
-    epochs: float = Field(8, gt=0)  # at most; early stopping usually ends sooner
+    epochs: float = Field(8, gt=0)  # with a validation split: at most (early stopping usually ends sooner)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(5e-5, gt=0)  # encoder, training from the base model (bootstrap)
     continue_learning_rate: float = Field(1e-5, gt=0)  # encoder, continuing from a trained champion (less forgetting)
@@ -285,15 +286,15 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     logit_scale: float = Field(20.0, gt=0)  # initial scale of the cosine logits (learned)
     balance_power: float = Field(0.5, ge=0.0, le=1.0)  # sampling weight 1/count^p: 0 natural, 1 balanced labels
-    validation_share: float = Field(0.15, ge=0.0, lt=0.5)
+    validation_share: float = Field(0.0, ge=0.0, lt=0.5)  # 0: no early stopping, every row trains
     validation_min_per_class: int = Field(5, ge=2)  # rarer labels keep all their rows for training
     early_stopping_patience: int = Field(2, ge=1)
     refit: bool = True  # after early stopping picks the epochs, train again on every row (validation included)
     seed: int = 42
-    # what a fine-tune trains: `champion` continues from it; `base` trains the base model afresh on every row of the
-    # dataset version (joint training: the champion's weights carry nothing over; docs/benchmarks.md section 10
-    # measures both, `base` with validation_share 0 best on three quarters of drift)
-    start: Literal["champion", "base"] = "champion"
+    # what a fine-tune trains: `base` trains the base model afresh on every row of the dataset version (joint
+    # training: the champion's weights carry nothing over, so nothing is forgotten); `champion` continues from it
+    # (docs/benchmarks.md section 10 measures both over three quarters of drift)
+    start: Literal["champion", "base"] = "base"
     replay_launch: bool = True  # mix the launch data into every fine-tune to avoid forgetting
     # continuing from a champion: weight of a distillation term that keeps the champion's probabilities over the
     # labels it already knew, on every training row (0: off; recipe.py, "Learning without Forgetting")

@@ -9,11 +9,14 @@
    swallows launch traffic. Measured on BANKING77 (seed 0, policy picks, docs/benchmarks.md's scenario):
    fully balanced sampling (power 1) sent 64 launch-intent test items to new intents (launch accuracy 90.5%,
    below the frozen anchor's 91.5% on the same rows); power 0.5 sent 38 (91.9%); new intents 84.8% and 85.0%.
-3. Epochs by early stopping on a stratified validation split of the training rows (balanced accuracy,
-   patience), the best state kept in memory; then (`refit`) a second pass on every row for that many
-   epochs. The encoder and the head have their own learning rates; continuing from a trained champion, the
-   encoder's is lower (`continue_learning_rate`), so the launch intents are not forgotten. With `reset_head`
-   (a variant, off by default), every head row restarts at its prototype under the champion's encoder.
+3. Epochs: by default `epochs` passes over every row (`validation_share` 0: the product trains the base
+   model afresh on every reviewed row, `training.start: base`, where early stopping measured worse over three
+   quarters, docs/benchmarks.md section 10). With `validation_share` above 0, early stopping on a stratified
+   validation split of the training rows (balanced accuracy, patience), the best state kept in memory; then
+   (`refit`) a second pass on every row for that many epochs. The encoder and the head have their own learning
+   rates; continuing from a trained champion (`training.start: champion`), the encoder's is lower
+   (`continue_learning_rate`), so the launch intents are forgotten less. With `reset_head` (a variant, off by
+   default), every head row restarts at its prototype under the champion's encoder.
 4. Optional distillation (`distill_weight` > 0, continuing from a trained champion): before training, the
    champion's probabilities over the labels it already knew (at `distill_temperature`) are computed on every
    training row, and the loss adds weight * T^2 * KL(champion || network) over those labels (Li & Hoiem,

@@ -207,7 +207,7 @@ def test_the_head_only_line_says_where_launch_accuracy_is_lost_from_its_own_figu
     lost = qb.frozen_encoder_line(variant(-0.5))
     assert "-2.0 [-3.0, -0.5] pts at quarter 1 and -6.0 [-7.0, -0.5] pts at quarter 3 (2 seeds)" in lost
     assert "not in the encoder" in lost
-    assert "the default recipe's loss is in the encoder" in qb.frozen_encoder_line(variant(+0.5))
+    assert "the loss from continuing is in the encoder" in qb.frozen_encoder_line(variant(+0.5))
 
 
 
@@ -229,7 +229,8 @@ def test_the_quarters_say_which_selection_each_run_picked_with():
 def test_a_policy_only_run_of_new_selection_defaults_replaces_only_the_policy_rows():
     from bench import quarters as qb
 
-    setup = {"seeds": [0, 1], "budget": 150, "training": {}, "strategies": ["policy", "random"], "selection": ""}
+    setup = {"seeds": [0, 1], "budget": 150, "training": {}, "strategies": ["policy", "random"], "selection": "",
+             "from_base": True}
 
     def row(strategy: str, acc: float) -> dict:
         return {"strategy": strategy, "quarter": 1, "group": "launch", "model_acc": acc, "vs_bootstrap": 0.0}
@@ -246,7 +247,7 @@ def test_a_policy_only_run_of_new_selection_defaults_replaces_only_the_policy_ro
     assert adopted["policy_selection"] == qb.policy_selection("policy-consensus")
     assert {(r["strategy"], r["model_acc"]) for r in before["table"]} == {("bootstrap", 92.3), ("policy", 91.6)}
     assert before["policy_selection"]["cluster_pick"] == "best" and before["setup"]["strategies"] == ["policy"]
-    newer = {**variant, "setup": {**variant["setup"], "from_base": False, "scenario": "banking77"}}
+    newer = {**variant, "setup": {**variant["setup"], "scenario": "banking77"}}
     assert qb.adopt_policy(base, newer)[0]["table"] == adopted["table"]  # settings added since: their defaults
     with pytest.raises(ValueError, match="differ in budget"):
         qb.adopt_policy(base, {**variant, "setup": {**variant["setup"], "budget": 100}})
@@ -259,19 +260,58 @@ def test_a_policy_only_run_of_new_selection_defaults_replaces_only_the_policy_ro
 def test_a_variant_s_launch_path_is_read_beside_the_default_s_with_its_own_bootstrap():
     from bench import quarters as qb
 
-    def res(accs: list[float], seeds: list[int], training: dict) -> dict:
+    def res(accs: list[float], seeds: list[int], training: dict, from_base: bool = True) -> dict:
         rows = [{"strategy": "bootstrap" if q == 0 else "policy", "group": g, "quarter": q,
                  "model_acc": a if g == "launch" else 0.0} for q, a in enumerate(accs) for g in ("voice", "launch")]
-        return {"setup": {"seeds": seeds, "training": training, "from_base": True}, "table": rows}
+        return {"setup": {"seeds": seeds, "training": training, "from_base": from_base}, "table": rows}
 
-    line = qb.launch_path_line(res([92.3, 91.6, 89.9, 89.4], [0, 1, 2], {}), "joint",
-                               res([93.4, 92.5, 92.2, 91.7], [0, 1], {"validation_share": 0.0}))
-    assert "to quarter 3, joint (validation_share=0, from base) (2 seeds): 93.4 -> 92.5 -> 92.2 -> 91.7;" in line
-    assert "the default (3 seeds): 92.3 -> 91.6 -> 89.9 -> 89.4." in line
-    assert "+1.1 pts on launch against the default's" in line and "a stronger bootstrap" in line
-    assert "at the last quarter it is +2.3 pts against the default" in line
-    weaker = qb.launch_path_line(res([93.0, 92.0], [0], {}), "w", res([92.0, 92.5], [0], {}))
-    assert "a weaker bootstrap" in weaker and "to quarter 1" in weaker and "+0.5 pts against the default" in weaker
+    line = qb.launch_path_line(res([93.4, 92.5, 92.2, 91.7], [0, 1, 2], {}), "continue",
+                               res([92.3, 91.6, 89.9, 89.4], [0, 1], {"validation_share": 0.15}, from_base=False))
+    assert "to quarter 3, continue (validation_share=0.15, from the champion) (2 seeds): 92.3 -> 91.6 -> 89.9 -> " \
+           "89.4;" in line
+    assert "the default (3 seeds): 93.4 -> 92.5 -> 92.2 -> 91.7." in line
+    assert "-1.1 pts on launch against the default's" in line and "a weaker bootstrap" in line
+    assert "at the last quarter it is -2.3 pts against the default" in line
+    stronger = qb.launch_path_line(res([92.0, 92.5], [0], {}), "w", res([93.0, 92.0], [0], {}))
+    assert "a stronger bootstrap" in stronger and "to quarter 1" in stronger and "-0.5 pts against the default" in \
+        stronger
+
+
+def test_a_run_names_what_its_recipe_changes_from_today_s_default():
+    """A run records its whole recipe; one written before it did (its overrides, with `validation_share` and
+    `from_base` spelled out) is read as those overrides over today's defaults, so a later change of a default
+    does not rename a run."""
+    from bench import quarters as qb
+    from hitl.config import TrainingConfig
+
+    today = TrainingConfig().model_dump(include=set(qb.RECIPE_KEYS))
+    assert qb._recipe_name("default", {"setup": {"training": {}}, "recipe": today}) == "default"
+    older = {**today, "start": "champion" if today["start"] == "base" else "base", "balance_power": 0.25,
+             "reset_head": not today["reset_head"]}
+    name = qb._recipe_name("old", {"setup": {"training": {}, "selection": "policy-consensus"}, "recipe": older})
+    assert name.startswith("old (balance_power=0.25, ") and "reset_head=" in name and name.endswith(
+        "selection policy-consensus)") and ("from the champion" in name or "from base" in name)
+    before = {"setup": {"training": {"validation_share": 0.15}, "from_base": False}}
+    assert qb.recipe_of(before) == {**today, "validation_share": 0.15, "start": "champion"}
+
+
+def test_the_joint_training_line_reads_the_launch_path_beside_the_anchor_s():
+    from bench import quarters as qb
+
+    def res(model: list[float], anchor: list[float], low: float) -> dict:
+        rows = [{"strategy": "bootstrap" if q == 0 else "policy", "group": "launch", "quarter": q, "model_acc": m,
+                 "anchor_acc": a, "vs_bootstrap": m - model[0], "vs_bootstrap_low": low if q else 0.0,
+                 "vs_bootstrap_high": 0.0} for q, (m, a) in enumerate(zip(model, anchor, strict=True))]
+        return {"setup": {"seeds": [0, 1]}, "table": rows}
+
+    gains = qb.joint_training_line(res([93.4, 92.5, 91.7], [90.9, 92.1, 91.5], -2.6))
+    assert "By quarter 2 launch accuracy is -1.7 [-2.6, +0.0] pts" in gains and "does not meet" in gains
+    assert "the anchor refitted on the same rows gains 0.6 pts" in gains and "from +2.5 to +0.2 pts" in gains
+    assert "does not explain the loss by itself" in gains
+    loses = qb.joint_training_line(res([93.4, 91.7], [90.9, 89.9], -2.6))
+    assert "loses 1.0 pts" in loses and "part of the loss is the cost of more intents" in loses
+    assert qb.joint_training_line(res([93.4, 93.0], [90.9, 91.0], -0.5)).endswith("meets the launch criterion "
+                                                                                   "(lower bound above -1 point) here.")
 
 
 def test_each_recipe_is_judged_on_its_lowest_bounds_over_the_quarters():

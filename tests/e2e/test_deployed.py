@@ -308,8 +308,8 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     chall = client.get_model_version_by_alias("e2e-intent", "challenger")  # linked to the dataset it learned
     assert chall.version == "2" and chall.tags["hitl.dataset"] == latest.ref
     assert chall.tags["hitl.leakage_check"].startswith("passed")
-    params = client.get_run(chall.run_id).data.params  # continued from the champion it would replace
-    assert (params["training.start"], params["parent_model_version"]) == ("champion", "1")
+    params = client.get_run(chall.run_id).data.params  # the base model afresh, to replace champion 1
+    assert (params["training.start"], params["parent_model_version"]) == ("base", "1")
     with api(cfg):
         tuned = runs.flow_runs(["fine-tune/fine-tune"], states=("COMPLETED",))
         assert len(tuned) == 1
@@ -318,7 +318,7 @@ def test_fine_tune_completion_starts_the_eval_which_waits_for_approval(deployed)
     approval = wait_paused(cfg, APPROVAL_FORM, timeout=60)
     assert approval.id == chained[0].id
     assert "of traffic wrong instead of" in approval.description and "By channel" in approval.description
-    hitl(path, "approve", "--approver", "e2e-manager", "--reason", "chain works")
+    hitl(path, "approve", "--approver", "e2e-manager", "--reason", "the deployed chain works end to end")
     with api(cfg):
         done = runs.wait(approval.id, RUN_TIMEOUT_S)
     assert done.state.is_completed(), done.state.message

@@ -31,9 +31,13 @@ def test_a_fine_tune_starts_from_the_champion_or_afresh_from_the_base_model(cfg)
     champion.network.set_prototypes({0: torch.ones(champion.network.weight.shape[1])})
     with torch.no_grad():
         next(champion.network.encoder.parameters()).add_(1.0)  # a trained encoder differs from the base's
-    assert modeling.starting_point(cfg, champion) is champion  # training.start: champion (the default)
-    fresh = modeling.starting_point(cfg.model_copy(update={"training": cfg.training.model_copy(
-        update={"start": "base"})}), champion)
+    def start(where: str):
+        return modeling.starting_point(cfg.model_copy(update={"training": cfg.training.model_copy(
+            update={"start": where})}), champion)
+
+    assert start("champion") is champion
+    fresh = start("base")  # the default
+    assert cfg.training.start == "base"
     base = modeling.load_base(cfg)
     assert fresh is not champion and fresh.known_labels == [] and fresh.version == base.version
     assert all(torch.equal(a, b) for a, b in zip(fresh.network.encoder.parameters(), base.network.encoder.parameters(),
