@@ -399,6 +399,17 @@ def _pct(x: float | None) -> str:
     return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.1f}"
 
 
+def _recipe_text(result: dict) -> str:
+    """How the product's model trained, as its run recorded it (older runs did not: nothing)."""
+    r = result.get("recipe")
+    if not r:
+        return ""
+    if r["validation_share"] > 0:
+        return (f" The product's model trained with early stopping on a {r['validation_share']:.0%} validation split "
+                f"(at most {r['epochs']:g} epochs), then a refit on every row.")
+    return f" The product's model trained {r['epochs']:g} epochs on every row."
+
+
 def scenario_markdown(result: dict) -> list[str]:
     """One scenario's table of scorers and its breakdown by fold and label group."""
     s, setup = result["summary"], result["setup"]
@@ -411,7 +422,7 @@ def scenario_markdown(result: dict) -> list[str]:
              f"{setup['oos_per_intent']} out-of-scope rows per out-of-scope training intent; thresholds at a "
              f"{100 * setup['far']:.0f}% false-abstention rate, cross-fitted over {setup['cal_folds']} folds of the "
              f"in-scope test items. {s['unknown_items']} unknown test items from {s['unknown_intents']} intents "
-             f"(seeds counted apart), {s['in_scope_items']} in-scope ones.", "",
+             f"(seeds counted apart), {s['in_scope_items']} in-scope ones.{_recipe_text(result)}", "",
              "| scorer | recall on unknown intents | false abstention (in scope) | in-scope accuracy (kept and "
              "abstained) | accuracy when kept | recall vs the anchor |", "|---|---|---|---|---|---|"]
     for r in s["scorers"]:
@@ -459,7 +470,9 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
     if items_path is not None:  # every item's scores, for analyses beyond the summary (not committed)
         items_path.parent.mkdir(parents=True, exist_ok=True)
         items.to_csv(items_path, index=False)
-    return {"setup": asdict(setup), "summary": summary(items), "measured": time.strftime("%Y-%m-%d"),
+    training = TrainingConfig(**setup.training)
+    return {"setup": asdict(setup), "recipe": training.model_dump(include={"epochs", "validation_share"}),
+            "summary": summary(items), "measured": time.strftime("%Y-%m-%d"),
             "minutes": (time.monotonic() - started) / 60, "cores": os.cpu_count(),
             "fine_tunes": len(setup.seeds) * setup.folds}
 

@@ -29,7 +29,7 @@ def run(training: TrainingConfig, quick: bool, log=print) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         champion = modeling.load_base(cfg)
         recipe.fine_tune(champion, launch["text"].tolist(), launch["label"].tolist(), training, Path(tmp))
-        challenger = modeling.load(modeling.save(champion, Path(tmp) / "champion"))
+        challenger = modeling.starting_point(cfg, modeling.load(modeling.save(champion, Path(tmp) / "champion")))
         rows = traffic.iloc[trained]
         recipe.fine_tune(challenger, [*launch["text"], *rows["input"]], [*launch["label"], *rows["label"]],
                          training, Path(tmp))

@@ -549,3 +549,14 @@ def test_selection_variants_are_valid_settings_and_their_section_reads_the_figur
     assert f"reaches random's final (60.0%) at {100 * x['reach'] / 400:.1f}% of random's labels" in md
     # the seed mean is under half; the upper bound is not, with two seeds this far apart
     assert "At most half on the seed mean: **yes**; with the interval's upper bound too: **no**." in md
+
+
+def test_an_out_of_scope_run_says_how_its_model_trained():
+    from bench import out_of_scope as oos
+
+    assert oos._recipe_text({}) == ""  # a run before runs recorded their recipe
+    early = oos._recipe_text({"recipe": {"epochs": 8.0, "validation_share": 0.15}})
+    assert early == (" The product's model trained with early stopping on a 15% validation split (at most 8 epochs), "
+                     "then a refit on every row.")
+    assert oos._recipe_text({"recipe": {"epochs": 8.0, "validation_share": 0.0}}) == \
+        " The product's model trained 8 epochs on every row."
