@@ -723,8 +723,7 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
         rows += r
         checks += c
     fine_tunes = len(setup.seeds) * (1 + len(setup.strategies) * setup.quarters)
-    recipe = TrainingConfig(**{**setup.training, "start": "base" if setup.from_base else "champion"})
-    return {"setup": asdict(setup), "recipe": recipe.model_dump(include=set(RECIPE_KEYS)),
+    return {"setup": asdict(setup), "recipe": recipe_of({"setup": asdict(setup)}),
             "table": summary(rows).to_dict("records"), "checks": checks,
             "measured": time.strftime("%Y-%m-%d"), "minutes": (time.monotonic() - started) / 60,
             "cores": os.cpu_count(), "fine_tunes": fine_tunes, "policy_selection": policy_selection(setup.selection)}
