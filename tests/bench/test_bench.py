@@ -211,6 +211,67 @@ def test_the_head_only_line_says_where_launch_accuracy_is_lost_from_its_own_figu
 
 
 
+def test_launch_items_are_read_among_the_launch_intents_alone_and_counted_when_sent_to_later_ones():
+    """`_within` restricts each prediction to the launch intents; the summary pairs those predictions with the
+    bootstrap champion and counts launch items sent to intents added later, for the model and the anchor."""
+    from bench import quarters as qb
+
+    probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.3, 0.5]])
+    assert list(qb._within(probs, ["a", "new", "b"], ["a", "b"])) == ["b", "a", "b"]
+    test = pd.DataFrame({"text": ["x"] * 4, "label": ["a", "b", "a", "new"], "group": ["launch"] * 3 + ["q1-new"]})
+    s = qb.Scenario(pd.DataFrame(), [], test, pd.Series(["x"] * 4), {"launch": ["a", "b"], "q1-new": ["new"]},
+                    ["a", "b", "new"])
+    pred = np.array(["new", "b", "a", "new"], dtype=object)  # the first launch item taken for the new intent
+    within = np.array(["a", "b", "a", "a"], dtype=object)  # ... and right among the launch intents alone
+    anchor_pred = np.array(["a", "a", "a", "new"], dtype=object)
+    rows = []
+    for seed in (0, 1):
+        rows += qb._rows(seed, "policy", 1, 10, s, pred, pred, anchor_pred, anchor_pred, pred, (within, anchor_pred))
+    launch = qb.summary(rows).set_index("group").loc["launch"]
+    assert launch["model_acc"] == pytest.approx(100 * 2 / 3) and launch["within_acc"] == pytest.approx(100)
+    assert launch["sent_later"] == pytest.approx(100 / 3) and launch["anchor_sent_later"] == 0
+    assert launch["anchor_within_acc"] == pytest.approx(100 * 2 / 3) and launch["within_vs_bootstrap"] > 0
+    assert "within_acc" not in qb.summary([{k: v for k, v in r.items() if "within" not in k and "later" not in k}
+                                           for r in rows])
+
+
+def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_without_them():
+    from bench import quarters as qb
+
+    def result(low: float) -> dict:
+        rows = [{"strategy": "bootstrap", "group": "launch", "quarter": 0, "model_acc": 93.0}]
+        rows += [{"strategy": "policy", "group": "launch", "quarter": q, "model_acc": 93.0 - q,
+                  "within_acc": 93.0 - q / 3, "within_vs_bootstrap": -0.3 * q, "within_vs_bootstrap_low": low,
+                  "within_vs_bootstrap_high": 1.0, "sent_later": 1.5 * q, "anchor_sent_later": 1.0 * q}
+                 for q in (1, 2, 3)]
+        costs = [{"seed": k, "launch_alone": 95.0, "every_intent": 95.0 - d, "sent_later": 4.0 + k, "C": 10.0,
+                  "intents": [27, 77], "train_rows": 10003} for k, d in enumerate((2.0, 3.0, 4.0))]
+        return {"table": rows, "label_set_cost": costs}
+
+    held, lines = qb.launch_loss_lines(result(-0.4))
+    assert "At quarter 3 the model is -3.0 pts against it on the launch test items: -2.0 from items it takes for " \
+           "intents added later (it sends 4.5% of them there; the anchor on the same rows 3.0%), and -1.0 among the " \
+           "launch intents themselves" in held
+    assert "-0.3 [-0.4, +1.0] -> -0.6 [-0.4, +1.0] -> -0.9 [-0.4, +1.0] pts" in held
+    assert "lowest lower bound -0.4 (above -1)" in held and "the loss is launch traffic taken for" in held
+    assert "27 launch intents alone and 92.0% when it knows all 77 (-3.0 pts; by seed -2.0, -3.0, -4.0)" in lines
+    assert "sending 5.0% of them" in lines
+    assert "told apart less well among themselves" in qb.launch_loss_lines(result(-1.5))[0]
+    old = result(-0.4)
+    assert qb.launch_loss_lines({"table": [{k: v for k, v in r.items() if "within" not in k} for r in old["table"]]}) \
+        == []
+
+
+def test_the_price_of_a_larger_label_set_is_measured_on_every_training_row():
+    from bench import quarters as qb
+
+    setup = qb.Setup(**qb.WORLD_SETUP)
+    cost = qb.label_set_cost(0, setup, _bag_of_words, Path("unused"))
+    assert cost["intents"] == [4, 10] and cost["train_rows"] == 10 * qb.WORLD_TRAIN
+    assert 0 <= cost["every_intent"] <= 100 and 0 <= cost["launch_alone"] <= 100 and 0 <= cost["sent_later"] <= 100
+    assert cost["every_intent"] <= 100 - cost["sent_later"] + 1e-9  # an item sent to a later intent is wrong
+
+
 def test_the_quarters_say_which_selection_each_run_picked_with():
     """A run that recorded no selection (before 2026-12-06) picked with the defaults before; one of a selection
     variant with that variant's settings; today's defaults are named as such."""
