@@ -493,13 +493,13 @@ def launch_loss_lines(result: dict) -> list[str]:
     to intents added later (the bootstrap champion knows none of them), and the launch intents told apart among
     themselves (each prediction restricted to them); with the cost of the larger label set alone, measured on
     every training row (`label_set_cost`). A reading of the criterion, not another one. Empty for runs that did
-    not record it."""
+    not record it, and where the criterion is met."""
     t = pd.DataFrame(result["table"])
     if "within_vs_bootstrap_low" not in t:
         return []
     launch = t[(t["strategy"] == "policy") & (t["group"] == "launch") & (t["quarter"] > 0)].sort_values("quarter")
-    if launch["within_vs_bootstrap_low"].isna().any() or launch.empty:
-        return []
+    if launch.empty or launch["within_vs_bootstrap_low"].isna().any() or (launch["vs_bootstrap_low"] > -1).all():
+        return []  # not recorded, or no loss to read: the criterion is met
     last, ok = launch.iloc[-1], bool((launch["within_vs_bootstrap_low"] > -1).all())
     boot = t[(t["strategy"] == "bootstrap") & (t["group"] == "launch")]["model_acc"].iloc[0]
     lines = [f"- Where the launch loss goes (a reading of the criterion above, not a criterion of its own). The "

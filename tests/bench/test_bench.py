@@ -242,8 +242,8 @@ def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_witho
         rows = [{"strategy": "bootstrap", "group": "launch", "quarter": 0, "model_acc": 93.0}]
         rows += [{"strategy": "policy", "group": "launch", "quarter": q, "model_acc": 93.0 - q,
                   "within_acc": 93.0 - q / 3, "within_vs_bootstrap": -0.3 * q, "within_vs_bootstrap_low": low,
-                  "within_vs_bootstrap_high": 1.0, "sent_later": 1.5 * q, "anchor_sent_later": 1.0 * q}
-                 for q in (1, 2, 3)]
+                  "within_vs_bootstrap_high": 1.0, "sent_later": 1.5 * q, "anchor_sent_later": 1.0 * q,
+                  "vs_bootstrap_low": -1.5 * q} for q in (1, 2, 3)]
         costs = [{"seed": k, "launch_alone": 95.0, "every_intent": 95.0 - d, "sent_later": 4.0 + k, "C": 10.0,
                   "intents": [27, 77], "train_rows": 10003} for k, d in enumerate((2.0, 3.0, 4.0))]
         return {"table": rows, "label_set_cost": costs}
@@ -260,6 +260,8 @@ def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_witho
     old = result(-0.4)
     assert qb.launch_loss_lines({"table": [{k: v for k, v in r.items() if "within" not in k} for r in old["table"]]}) \
         == []
+    met = {**old, "table": [{**r, "vs_bootstrap_low": -0.5} for r in old["table"]]}
+    assert qb.launch_loss_lines(met) == []  # no loss to read
 
 
 def test_the_price_of_a_larger_label_set_is_measured_on_every_training_row():
