@@ -68,7 +68,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
 
 # Three retrain cycles on BANKING77, policy and random picks, 3 seeds: 21 fine-tunes (section 10 of docs/benchmarks.md,
-# 66 min on 2 cores); the same on the synthetic world (15 min); the regression set as it grows, 20 seeds (4 min)
+# 77 to 98 min on 2 cores); the same on the synthetic world (14 min); the regression set as it grows, 20 seeds (4 min)
 bench-quarters: $(STAMP)
 	$(BIN)/python -m bench.quarters
 	$(BIN)/python -m bench.quarters --scenario world
