@@ -206,7 +206,8 @@ def _fails(pred, truth) -> np.ndarray:
 
 def _within(probs: np.ndarray, classes, allowed: list[str]) -> np.ndarray:
     """Each row's most probable label among `allowed` (columns of `probs` follow `classes`)."""
-    cols = [i for i, lab in enumerate(classes) if lab in set(allowed)]
+    keep = set(allowed)
+    cols = [i for i, lab in enumerate(classes) if lab in keep]
     return np.asarray(classes, dtype=object)[cols][probs[:, cols].argmax(axis=1)]
 
 
