@@ -21,10 +21,47 @@ from hitl.ops import stack
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Ports `free_port` handed out, shared by every process of this user's test runs (xdist workers, parallel runs).
+_PORTS_HANDED_OUT = Path(os.environ.get("HITL_TEST_PORTS_FILE")
+                         or Path(tempfile.gettempdir()) / f"hitl-tests-ports-{os.getuid()}.txt")
+_PORT_HELD_S = 3600.0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free now and not handed out here in the last hour by any process of this user. Asking the OS
+    alone (bind to port 0, close) once gave both xdist workers port 50321 seconds apart: one stack's server
+    failed to bind, and its health check was answered by the other stack's server."""
+    with open(_PORTS_HANDED_OUT, "a+") as registry:
+        fcntl.flock(registry, fcntl.LOCK_EX)  # released when the file closes
+        registry.seek(0)
+        now = time.time()
+        held = {}
+        for line in registry.read().splitlines():
+            port, _, at = line.partition(" ")
+            if port.isdigit() and _is_number(at) and now - float(at) < _PORT_HELD_S:
+                held[int(port)] = float(at)
+        for _ in range(1000):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in held:
+                break
+        else:
+            raise RuntimeError(f"no free port outside the {len(held)} handed out in the last hour "
+                               f"(listed in {_PORTS_HANDED_OUT}); delete that file if no test run is going")
+        held[port] = now
+        registry.seek(0)
+        registry.truncate()
+        registry.write("".join(f"{p} {at}\n" for p, at in held.items()))
+        return port
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # A schedule that never fires during a test run (29 February, 03:00) for every scheduled deployment: a run the

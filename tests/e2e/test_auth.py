@@ -209,11 +209,11 @@ FLOW = textwrap.dedent("""
 
 @pytest.mark.e2e
 def test_both_servers_refuse_without_credentials_and_the_loop_works_with_them(tmp_path):
-    from e2e_helpers import finish, hitl, seed_prefect_database, start, stop_stack, write_config
+    from e2e_helpers import finish, free_port, hitl, seed_prefect_database, start, stop_stack, write_config
 
     cred = _cred_file(tmp_path)
-    path = write_config(tmp_path, stack={"host": "127.0.0.1", "prefect_port": auth_check.free_port(),
-                                         "mlflow_port": auth_check.free_port(), "auth": True, "auth_file": str(cred),
+    path = write_config(tmp_path, stack={"host": "127.0.0.1", "prefect_port": free_port(),
+                                         "mlflow_port": free_port(), "auth": True, "auth_file": str(cred),
                                          "start_timeout_s": 180})
     cfg = load_config(path)
     creds = Credentials("hitl-admin", PASSWORD)

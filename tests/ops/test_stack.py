@@ -15,20 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from e2e_helpers import free_port
 from helpers_domain import serving
 
 from hitl.config import Config, StackConfig
 from hitl.ops import processes, stack
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cfg(tmp_path: Path, **stack_kw) -> Config:
-    kw = {"prefect_port": _free_port(), "mlflow_port": _free_port()}
+    kw = {"prefect_port": free_port(), "mlflow_port": free_port()}
     kw.update(stack_kw)
     return Config(labels=["a", "b"], state_dir=str(tmp_path), stack=StackConfig(**kw))
 
@@ -78,6 +73,19 @@ def _occupied(port: int):
 
 
 # ------------------------------------------------------------------ fast unit tests
+
+
+def test_free_ports_drawn_at_once_by_several_processes_never_meet(tmp_path):
+    """Test stacks on xdist workers take their ports from `free_port`; the OS alone once gave two workers the
+    same port. 600 draws from about 14,000 even ephemeral ports would meet almost surely without the registry."""
+    draw = "import sys; from e2e_helpers import free_port; print(*(free_port() for _ in range(150)))"
+    env = {**os.environ, "HITL_TEST_PORTS_FILE": str(tmp_path / "ports.txt"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", draw], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    ports = [int(p) for proc in procs for p in proc.communicate(timeout=120)[0].split()]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert len(ports) == 600 and len(set(ports)) == 600
 
 
 def test_status_when_nothing_runs(tmp_path):
@@ -257,7 +265,7 @@ def test_wait_healthy():
         t0 = time.monotonic()
         assert stack.wait_healthy(f"{base}/other", 1.0) is False  # answers, but not 200
         assert time.monotonic() - t0 >= 1.0
-    assert stack.wait_healthy(f"http://127.0.0.1:{_free_port()}/health", 0.5) is False
+    assert stack.wait_healthy(f"http://127.0.0.1:{free_port()}/health", 0.5) is False
 
 
 # ------------------------------------------------------------------ end to end: the real servers
