@@ -206,6 +206,7 @@ class ScriptedReviewer:
         A SQLite-backed Prefect server can answer a resume 503 ("database is locked": its read-then-write
         transaction met another write), which the UI shows as "Failed to resume flow run"; nothing is stored
         then, and the next click is a new request (docs/operations.md, "Waiting for people holds no worker")."""
+        from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -215,7 +216,10 @@ class ScriptedReviewer:
         self.driver.execute_script(_RESUME_OUTCOME_JS)  # marks the error toasts already shown as seen
         for _ in range(tries):
             self.driver.find_elements(By.XPATH, "//button[normalize-space()='Resume']")[-1].click()  # the dialog's
-            new = WebDriverWait(self.driver, 120).until(lambda d: d.execute_script(_RESUME_OUTCOME_JS))
+            # a page too busy to run the check within WebDriver's script timeout (30 s; seen on a loaded machine
+            # right after the click) is looked at again, as a person waits for a busy page, up to 120 s in all
+            new = WebDriverWait(self.driver, 120, ignored_exceptions=(TimeoutException,)).until(
+                lambda d: d.execute_script(_RESUME_OUTCOME_JS))
             if new == "closed":
                 return errors
             errors += new
