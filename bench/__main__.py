@@ -191,7 +191,8 @@ def estimate_checks(s, policy_picks: np.ndarray, models: dict, training, seed: i
 
 
 def policy_sections(out_md: Path, art: Path) -> int:
-    """`--policy-sections`: re-run what depends on the selection policy's picks, for a change of its defaults:
+    """`--policy-sections`: re-run what depends on the selection policy's picks and the recipe, for a change of
+    either's defaults:
     sections 1 (learning curves), 2 (the real recipe on the picks) and 3 (the estimate checks), rewritten in place,
     each saying so; the speed figures (section 4) and the anchor sanity check are read from docs/bench/results.json,
     the other sections kept. Section 6 measures speed, which the picks do not change (its accuracies are of a model
@@ -213,8 +214,8 @@ def policy_sections(out_md: Path, art: Path) -> int:
     checks = estimate_checks(s, picks[(0, "policy")], models, training, 0, False)
     minutes = (time.monotonic() - started) / 60
     note = (f"Re-run on {time.strftime('%Y-%m-%d')} with sections 1, 2 and 3 (`python -m bench "
-            f"--policy-sections`, {minutes:.0f} min) when the selection policy's defaults changed; the other "
-            "sections are from the runs they name.")
+            f"--policy-sections`, {minutes:.0f} min), what depends on the selection policy's and the recipe's "
+            "defaults; the other sections are from the runs they name.")
     doc = report.markdown_doc(setup, curves, ft_table, checks, stored["anchor_sanity"], stored["speed"],
                               minutes * 60, False, art)
     with tempfile.TemporaryDirectory() as tmp:

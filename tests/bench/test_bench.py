@@ -246,7 +246,11 @@ def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_witho
                   "vs_bootstrap_low": -1.5 * q} for q in (1, 2, 3)]
         costs = [{"seed": k, "launch_alone": 95.0, "every_intent": 95.0 - d, "sent_later": 4.0 + k, "C": 10.0,
                   "intents": [27, 77], "train_rows": 10003} for k, d in enumerate((2.0, 3.0, 4.0))]
-        return {"table": rows, "label_set_cost": costs}
+        tuned = [{"seed": k, "epochs": 3.0, "launch_alone": 96.0, "every_intent": 96.0 - d, "sent_later": 2.0 + k,
+                  "intents": [27, 77], "launch_alone_rows": 3500 + k, "every_intent_rows": 10003}
+                 for k, d in enumerate((1.0, 2.0))]
+        return {"table": rows, "label_set_cost": costs,
+                "label_set_cost_fine_tune": {"seeds": tuned, "measured": "2026-12-07", "minutes": 40.0}}
 
     held, lines = qb.launch_loss_lines(result(-0.4))
     assert "At quarter 3 the model is -3.0 pts against it on the launch test items: -2.0 from items it takes for " \
@@ -256,6 +260,9 @@ def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_witho
     assert "lowest lower bound -0.4 (above -1)" in held and "the loss is launch traffic taken for" in held
     assert "27 launch intents alone and 92.0% when it knows all 77 (-3.0 pts; by seed -2.0, -3.0, -4.0)" in lines
     assert "sending 5.0% of them" in lines
+    tuned = qb.launch_loss_lines(result(-0.4))[2]
+    assert "2 seeds, 3 epochs each" in tuned and "launch intents (3500 rows) scores 96.0%" in tuned
+    assert "all 77 (10003), 94.5% (-1.5 pts; by seed -1.0, -2.0), sending 2.5% of them" in tuned
     assert "told apart less well among themselves" in qb.launch_loss_lines(result(-1.5))[0]
     old = result(-0.4)
     assert qb.launch_loss_lines({"table": [{k: v for k, v in r.items() if "within" not in k} for r in old["table"]]}) \
