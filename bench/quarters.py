@@ -544,30 +544,33 @@ def launch_loss_lines(result: dict) -> list[str]:
                         "the launch intents are also told apart less well among themselves.")]
     costs = result.get("label_set_cost") or []
     if costs:
-        c = pd.DataFrame(costs)
-        diff = c["every_intent"] - c["launch_alone"]
-        n_launch, n_all = c["intents"].iloc[0]
+        c, n_launch, n_all, priced = _priced(costs)
         lines.append(f"- The price of a larger label set, with nothing scarce: the anchor (C={c['C'].iloc[0]:g}) "
                      f"fitted on every training row ({int(c['train_rows'].iloc[0])}) scores "
                      f"{c['launch_alone'].mean():.1f}% on the launch intents' test items when it knows the "
-                     f"{n_launch} launch intents alone and {c['every_intent'].mean():.1f}% when it knows all "
-                     f"{n_all} ({diff.mean():+.1f} pts; by seed {', '.join(f'{d:+.1f}' for d in diff)}), sending "
-                     f"{c['sent_later'].mean():.1f}% of them to the intents added later. Launch accuracy against a "
-                     f"champion that knew fewer intents carries that price, however little is forgotten.")
+                     f"{n_launch} launch intents alone; knowing all {n_all}, {priced}. Launch accuracy "
+                     "against a champion that knew fewer intents carries that price, however little is forgotten.")
     tuned = (result.get("label_set_cost_fine_tune") or {}).get("seeds") or []
     if tuned:
-        c = pd.DataFrame(tuned)
-        diff = c["every_intent"] - c["launch_alone"]
-        n_launch, n_all = c["intents"].iloc[0]
+        c, n_launch, n_all, priced = _priced(tuned)
         lines.append(f"- The same price for the product's recipe (`--label-set-price`, measured "
                      f"{result['label_set_cost_fine_tune']['measured']}, {len(c)} seed{'s' if len(c) > 1 else ''}, "
                      f"{c['epochs'].iloc[0]:g} epochs each): the base model fine-tuned on every training row of the "
                      f"{n_launch} launch intents ({c['launch_alone_rows'].mean():.0f} rows) scores "
                      f"{c['launch_alone'].mean():.1f}% on their test items; fine-tuned on every training row of all "
-                     f"{n_all} ({int(c['every_intent_rows'].iloc[0])}), {c['every_intent'].mean():.1f}% "
-                     f"({diff.mean():+.1f} pts; by seed {', '.join(f'{d:+.1f}' for d in diff)}), sending "
-                     f"{c['sent_later'].mean():.1f}% of them to the intents added later.")
+                     f"{n_all} ({int(c['every_intent_rows'].iloc[0])}), {priced}.")
     return lines
+
+
+def _priced(seeds: list[dict]) -> tuple[pd.DataFrame, int, int, str]:
+    """The seeds' label-set prices (`label_set_cost`, `fine_tune_label_set_cost`): as a frame, the launch and all
+    intents' counts, and "A% (D pts; by seed ...), sending S% of them to the intents added later"."""
+    c = pd.DataFrame(seeds)
+    diff = c["every_intent"] - c["launch_alone"]
+    n_launch, n_all = c["intents"].iloc[0]
+    return c, n_launch, n_all, (f"{c['every_intent'].mean():.1f}% ({diff.mean():+.1f} pts; by seed "
+                                f"{', '.join(f'{d:+.1f}' for d in diff)}), sending {c['sent_later'].mean():.1f}% "
+                                "of them to the intents added later")
 
 
 def _ci(r, k: str) -> str:
