@@ -558,7 +558,10 @@ def launch_loss_lines(result: dict) -> list[str]:
                      f"{c['epochs'].iloc[0]:g} epochs each): the base model fine-tuned on every training row of the "
                      f"{n_launch} launch intents ({c['launch_alone_rows'].mean():.0f} rows) scores "
                      f"{c['launch_alone'].mean():.1f}% on their test items; fine-tuned on every training row of all "
-                     f"{n_all} ({int(c['every_intent_rows'].iloc[0])}), {priced}.")
+                     f"{n_all} ({int(c['every_intent_rows'].iloc[0])}), {priced}. The model of quarter "
+                     f"{last['quarter']} ({last['train_rows']:.0f} rows) scores {last['model_acc']:.1f}% there: "
+                     f"{last['model_acc'] - c['every_intent'].mean():+.1f} pts against the recipe on every row of "
+                     f"the same {n_all} intents.")
     return lines
 
 

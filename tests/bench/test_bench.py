@@ -243,7 +243,7 @@ def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_witho
         rows += [{"strategy": "policy", "group": "launch", "quarter": q, "model_acc": 93.0 - q,
                   "within_acc": 93.0 - q / 3, "within_vs_bootstrap": -0.3 * q, "within_vs_bootstrap_low": low,
                   "within_vs_bootstrap_high": 1.0, "sent_later": 1.5 * q, "anchor_sent_later": 1.0 * q,
-                  "vs_bootstrap_low": -1.5 * q} for q in (1, 2, 3)]
+                  "vs_bootstrap_low": -1.5 * q, "train_rows": 540 + 150 * q} for q in (1, 2, 3)]
         costs = [{"seed": k, "launch_alone": 95.0, "every_intent": 95.0 - d, "sent_later": 4.0 + k, "C": 10.0,
                   "intents": [27, 77], "train_rows": 10003} for k, d in enumerate((2.0, 3.0, 4.0))]
         tuned = [{"seed": k, "epochs": 3.0, "launch_alone": 96.0, "every_intent": 96.0 - d, "sent_later": 2.0 + k,
@@ -262,6 +262,7 @@ def test_the_launch_loss_lines_read_their_figures_and_say_nothing_for_runs_witho
            "them to the intents added later." in lines
     assert "2 seeds, 3 epochs each" in tuned and "launch intents (3500 rows) scores 96.0%" in tuned
     assert "all 77 (10003), 94.5% (-1.5 pts; by seed -1.0, -2.0), sending 2.5% of them" in tuned
+    assert "The model of quarter 3 (990 rows) scores 90.0% there: -4.5 pts against the recipe on every row" in tuned
     assert "told apart less well among themselves" in qb.launch_loss_lines(result(-1.5))[0]
     old = result(-0.4)
     assert qb.launch_loss_lines({"table": [{k: v for k, v in r.items() if "within" not in k} for r in old["table"]]}) \
