@@ -944,9 +944,10 @@ def adopt_policy(base: dict, variant: dict) -> tuple[dict, dict]:
 
 def main(argv: list[str]) -> int:
     """`python -m bench.quarters [--quick | --scenario world | --variant NAME ... | --estimates [--seeds 0,1] |
-    --adopt-policy NAME | --render]`: run, write docs/bench/quarters[-quick | -world | -NAME | -estimates].json,
-    and rewrite section 10 of docs/benchmarks[-quick].md (`--render`: only that; `--adopt-policy`: see
-    `adopt_policy`)."""
+    --adopt-policy NAME | --label-set-price [--seeds 0,1] [--epochs 2] | --render]`: run, write
+    docs/bench/quarters[-quick | -world | -NAME | -estimates].json, and rewrite section 10 of
+    docs/benchmarks[-quick].md (`--render`: only that; `--adopt-policy`: see `adopt_policy`; `--label-set-price`:
+    adds `fine_tune_label_set_cost` to quarters.json, 60 min for 3 seeds at 2 epochs on 2 cores)."""
     from bench import report
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
