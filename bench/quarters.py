@@ -255,13 +255,13 @@ def label_set_cost(seed: int, setup: Setup, encode: Callable[[list[str]], np.nda
             "intents": [len(launch), len(labels)], "train_rows": int(len(y_train))}
 
 
-def fine_tune_label_set_cost(seed: int, setup: Setup, data_dir: Path = DATA, epochs: float = 3.0, log=print
+def fine_tune_label_set_cost(seed: int, setup: Setup, data_dir: Path = DATA, epochs: float = 2.0, log=print
                              ) -> dict:
     """`label_set_cost` with the product's recipe in place of the anchor: the base model fine-tuned on every
     training row of the launch intents alone (as the bootstrap champion, which knows only them), and on every
     training row of all the intents; each one's accuracy on the launch intents' test items, and the share of those
     items the second sends to an intent added later. `epochs` each, for both: with a hundred rows per intent the
-    few-row recipe's 8 are not needed (and would take an hour per seed on 2 cores)."""
+    few-row recipe's 8 are not needed (2 took 20 min per seed on 2 cores, 8 would take over an hour)."""
     labels, train, test, _ = _world(seed) if setup.scenario == "world" else _banking77(data_dir)
     launch = build(data_dir, seed, setup).groups["launch"]
     training = TrainingConfig(**{**setup.training, "epochs": epochs, "start": "base"})
@@ -968,7 +968,7 @@ def main(argv: list[str]) -> int:
         return 0
     if "--estimates" in argv:  # the regression set as it grows: anchors only, a few minutes
         return _growing_main(argv)
-    if "--label-set-price" in argv:  # [--seeds 0,1] [--epochs 3]: the recipe's price of the larger label set
+    if "--label-set-price" in argv:  # [--seeds 0,1] [--epochs 2]: the recipe's price of the larger label set
         return _label_set_main(argv, world)
     quick = "--quick" in argv
     setup = Setup(**(WORLD_SETUP if world else {}))
@@ -1017,7 +1017,7 @@ def _label_set_main(argv: list[str], world: bool) -> int:
     result = json.loads(path.read_text())
     setup = Setup(**{k: tuple(v) if isinstance(v, list) else v for k, v in result["setup"].items()})
     seeds = tuple(int(x) for x in argv[argv.index("--seeds") + 1].split(",")) if "--seeds" in argv else setup.seeds
-    epochs = float(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 3.0
+    epochs = float(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 2.0
     started = time.monotonic()
     costs = [fine_tune_label_set_cost(seed, setup, epochs=epochs, log=_log) for seed in seeds]
     result["label_set_cost_fine_tune"] = {"seeds": costs, "measured": time.strftime("%Y-%m-%d"),
