@@ -127,15 +127,31 @@ def _banking77(data_dir: Path) -> tuple[list[str], pd.DataFrame, pd.DataFrame,
             banking77._read_split(data_dir / "test.csv", labels), lambda text, _label, rng: voice(text, rng))
 
 
-def build(data_dir: Path, seed: int, setup: Setup) -> Scenario:
-    """The seed's scenario: intents split into launch and arriving groups, traffic split into quarters."""
-    labels, train, test, speak = _world(seed) if setup.scenario == "world" else _banking77(data_dir)
-    rng = np.random.default_rng([seed, 77])
+def _splits(seed: int, setup: Setup, data_dir: Path) -> tuple[list[str], pd.DataFrame, pd.DataFrame,
+                                                                Callable[[str, str, np.random.Generator], str]]:
+    """The scenario's intents, training and test messages, and its voice channel."""
+    return _world(seed) if setup.scenario == "world" else _banking77(data_dir)
+
+
+def _scenario_rng(seed: int) -> np.random.Generator:
+    """The generator of the seed's scenario: `intent_groups` draws from it first, then `build`."""
+    return np.random.default_rng([seed, 77])
+
+
+def intent_groups(labels: list[str], setup: Setup, rng: np.random.Generator) -> dict[str, list[str]]:
+    """The intents by when they arrive: "launch", "q1-new", "q2-new", ... (`rng`: `_scenario_rng`, fresh)."""
     order = [labels[i] for i in rng.permutation(len(labels))]
     groups, at = {}, 0
     for q, n in enumerate(setup.new_per_quarter, start=1):
         groups[f"q{q}-new"], at = sorted(order[at:at + n]), at + n
-    groups = {"launch": sorted(order[at:]), **groups}
+    return {"launch": sorted(order[at:]), **groups}
+
+
+def build(data_dir: Path, seed: int, setup: Setup) -> Scenario:
+    """The seed's scenario: intents split into launch and arriving groups, traffic split into quarters."""
+    labels, train, test, speak = _splits(seed, setup, data_dir)
+    rng = _scenario_rng(seed)
+    groups = intent_groups(labels, setup, rng)
     arrives = {lab: int(g[1:g.index("-")]) if g != "launch" else 0 for g, labs in groups.items() for lab in labs}
     group_of = {lab: g for g, labs in groups.items() for lab in labs}
 
@@ -242,8 +258,8 @@ def label_set_cost(seed: int, setup: Setup, encode: Callable[[list[str]], np.nda
     all the intents; each one's accuracy on the launch intents' test items, and the share of those items the
     second sends to an intent added later. Neither forgets anything: the difference is the price of telling the
     launch intents from more intents."""
-    labels, train, test, _ = _world(seed) if setup.scenario == "world" else _banking77(data_dir)
-    launch = build(data_dir, seed, setup).groups["launch"]
+    labels, train, test, _ = _splits(seed, setup, data_dir)
+    launch = intent_groups(labels, setup, _scenario_rng(seed))["launch"]
     x_train, x_test = encode(train["text"].tolist()), encode(test["text"].tolist())
     y_train, y_test = train["label"].to_numpy(), test["label"].to_numpy()
     mine, judged = np.isin(y_train, launch), np.isin(y_test, launch)
@@ -262,8 +278,8 @@ def fine_tune_label_set_cost(seed: int, setup: Setup, data_dir: Path = DATA, epo
     training row of all the intents; each one's accuracy on the launch intents' test items, and the share of those
     items the second sends to an intent added later. `epochs` each, for both: with a hundred rows per intent the
     few-row recipe's 8 are not needed (2 took 20 min per seed on 2 cores, 8 would take over an hour)."""
-    labels, train, test, _ = _world(seed) if setup.scenario == "world" else _banking77(data_dir)
-    launch = build(data_dir, seed, setup).groups["launch"]
+    labels, train, test, _ = _splits(seed, setup, data_dir)
+    launch = intent_groups(labels, setup, _scenario_rng(seed))["launch"]
     training = TrainingConfig(**{**setup.training, "epochs": epochs, "start": "base"})
     judged = test[test["label"].isin(launch)]
     out = {"seed": seed, "epochs": epochs, "intents": [len(launch), len(labels)], "train_rows": int(len(train))}
