@@ -404,10 +404,14 @@ def _recipe_text(result: dict) -> str:
     r = result.get("recipe")
     if not r:
         return ""
+    outliers = r.get("pseudo_outlier_weight")  # not recorded by runs before the term existed
+    extra = "" if outliers is None else ", without pseudo outliers" if not outliers else \
+        (f", with pseudo outliers (weight {outliers:g}: midpoints of two intents' sentence vectors taught as "
+         f"`{FALLBACK}`, hitl/learning/recipe.py)")
     if r["validation_share"] > 0:
         return (f" The product's model trained with early stopping on a {r['validation_share']:.0%} validation split "
-                f"(at most {r['epochs']:g} epochs), then a refit on every row.")
-    return f" The product's model trained {r['epochs']:g} epochs on every row."
+                f"(at most {r['epochs']:g} epochs), then a refit on every row{extra}.")
+    return f" The product's model trained {r['epochs']:g} epochs on every row{extra}."
 
 
 def scenario_markdown(result: dict) -> list[str]:
@@ -433,7 +437,8 @@ def scenario_markdown(result: dict) -> list[str]:
                      f"{_pct(r['accuracy_when_kept'])} | {vs} |")
     fb = s["fallback_class_alone"]
     lines += ["", f"The fallback class alone (the product's model predicting `{FALLBACK}` as its top label, no "
-              f"threshold): recall {fb['recall']:.1f}%, false abstention {fb['false_abstention']:.1f}%.", "",
+              f"threshold, as a model not yet calibrated answers): recall {fb['recall']:.1f}%, false abstention "
+              f"{fb['false_abstention']:.1f}%. Once calibrated, the threshold alone refuses.", "",
               "By fold, by label group and by how many reviewed rows an in-scope intent had (the product's model "
               "as it serves, the anchor, and the nearest row alone, the serving score before): recall on the "
               "unknown intents of the fold or group, false abstention on its in-scope intents.", "",
@@ -471,7 +476,8 @@ def run(setup: Setup, encode: Callable[[list[str]], np.ndarray], data_dir: Path 
         items_path.parent.mkdir(parents=True, exist_ok=True)
         items.to_csv(items_path, index=False)
     training = TrainingConfig(**setup.training)
-    return {"setup": asdict(setup), "recipe": training.model_dump(include={"epochs", "validation_share"}),
+    return {"setup": asdict(setup),
+            "recipe": training.model_dump(include={"epochs", "validation_share", "pseudo_outlier_weight"}),
             "summary": summary(items), "measured": time.strftime("%Y-%m-%d"),
             "minutes": (time.monotonic() - started) / 60, "cores": os.cpu_count(),
             "fine_tunes": len(setup.seeds) * setup.folds}

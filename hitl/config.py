@@ -303,6 +303,10 @@ class TrainingConfig(_Strict):
     # continuing from a champion: every label's head row restarts at its prototype under the champion's encoder
     # (biases at zero) instead of keeping the champion's trained head; the encoder continues (a recipe variant)
     reset_head: bool = False
+    # with rows of a fallback label: weight of a loss that labels the midpoints between sentence vectors of two
+    # different in-scope labels with the fallback label (pseudo outliers, recipe.py; 0: off), so traffic of intents
+    # nobody foresaw is refused more often (docs/benchmarks.md section 11)
+    pseudo_outlier_weight: float = Field(1.0, ge=0.0)
     max_steps: int = -1  # >0 caps training (tests)
     checkpoint_steps: int = Field(100, ge=0)  # a resumable checkpoint every N steps (0: none); see recipe.py
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -90,9 +89,9 @@ def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg
         return None
     model.abstain_threshold, model.in_scope_scale = None, None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)
-    model.in_scope_scale, thr = abstention.fit_served(s.in_scope_parts, np.asarray(s.prediction),
-                                                      sample["label"].to_numpy(), cfg.fallback_label, weights,
-                                                      cfg.model.abstention_rate)
+    answers = abstention.in_scope_top(s.probs, model.labels, cfg.fallback_label)  # what it answers above the threshold
+    model.in_scope_scale, thr = abstention.fit_served(s.in_scope_parts, answers, sample["label"].to_numpy(),
+                                                      cfg.fallback_label, weights, cfg.model.abstention_rate)
     model.abstain_threshold = thr
     get_run_logger().info("Abstention threshold %.3f on the in-scope score (%s; predict %s below it), calibrated on "
                           "%d random-draw rows", thr, "nearest reference row alone" if model.in_scope_scale is None

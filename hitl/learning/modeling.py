@@ -226,7 +226,8 @@ def _probabilities_and_vectors(model: IntentModel, texts: list[str], batch_size:
 
 def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length: int = 64) -> Scores:
     """Predicted labels, confidences, margins, normalised entropies and in-scope scores; with a fallback label and
-    an abstention threshold, an in-scope score below the threshold predicts the fallback label."""
+    an abstention threshold, an in-scope score below the threshold predicts the fallback label and any other the
+    most probable in-scope label (abstention.py)."""
     n_labels = len(model.labels)
     vectors = None
     if not texts:
@@ -239,16 +240,17 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     known = max(int(model.network.active.sum()), 2)
     p = np.clip(probs, 1e-12, 1.0)
     entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
+    inside = [i for i, lab in enumerate(model.labels) if lab != model.fallback_label]
+    top_in = probs[:, inside].max(axis=1) if inside and len(probs) else top2[:, 1]  # the top in-scope probability
     if vectors is not None:
-        inside = [i for i, lab in enumerate(model.labels) if lab != model.fallback_label]
-        parts = np.column_stack([abstention.in_scope_score(vectors, model.reference),
-                                 probs[:, inside].max(axis=1) if inside else top2[:, 1]]).astype(float)
+        parts = np.column_stack([abstention.in_scope_score(vectors, model.reference), top_in]).astype(float)
     else:
-        parts = np.asarray(top2[:, 1:], float)
+        parts = np.asarray(top_in, float)[:, None]
     in_scope = abstention.combine(parts, model.in_scope_scale)
     pred = [model.labels[i] for i in probs.argmax(axis=1)]
-    if model.fallback_label and model.abstain_threshold is not None:
-        pred = abstention.apply(in_scope, np.asarray(pred), model.fallback_label, model.abstain_threshold).tolist()
+    if model.fallback_label and model.abstain_threshold is not None:  # calibrated: the threshold alone refuses
+        top = abstention.in_scope_top(probs, model.labels, model.fallback_label)
+        pred = abstention.apply(in_scope, top, model.fallback_label, model.abstain_threshold).tolist()
     return Scores(pred, probs, top2[:, 1], top2[:, 1] - top2[:, 0], entropy, np.asarray(in_scope, float), parts)
 
 

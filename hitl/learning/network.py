@@ -66,6 +66,20 @@ class CosineIntentNetwork(nn.Module):
         logits = self.log_scale.exp() * sentence @ F.normalize(self.weight, dim=-1).T + self.bias
         return logits.masked_fill(~self.active, INACTIVE_LOGIT)
 
+    def pseudo_outlier_loss(self, sentence: torch.Tensor, labels: torch.Tensor, fallback: int) -> torch.Tensor:
+        """Cross-entropy toward the `fallback` label of pseudo outliers (Zhan et al., "Out-of-Scope Intent Detection
+        with Self-Supervision and Discriminative Training", ACL 2021): the normalised midpoint of each row's sentence
+        vector and the previous row's, where the two have different in-scope labels. It teaches the encoder to keep
+        the space between intents empty, where traffic of an intent nobody foresaw tends to land. Zero (with a
+        gradient graph) when the batch has no such pair."""
+        partner = labels.roll(1)
+        pair = (labels != partner) & (labels != fallback) & (partner != fallback)
+        if not bool(pair.any()):
+            return sentence.sum() * 0.0
+        mix = F.normalize(sentence[pair] + sentence.roll(1, dims=0)[pair], dim=-1)
+        target = torch.full((int(pair.sum()),), fallback, dtype=labels.dtype, device=labels.device)
+        return F.cross_entropy(self.head(mix), target)
+
     @torch.no_grad()
     def set_prototypes(self, rows: dict[int, torch.Tensor]) -> None:
         """Point head rows at class means (normalised) and activate them; biases start at zero."""

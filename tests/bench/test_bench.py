@@ -630,3 +630,7 @@ def test_an_out_of_scope_run_says_how_its_model_trained():
                      "then a refit on every row.")
     assert oos._recipe_text({"recipe": {"epochs": 8.0, "validation_share": 0.0}}) == \
         " The product's model trained 8 epochs on every row."
+    assert oos._recipe_text({"recipe": {"epochs": 8.0, "validation_share": 0.0, "pseudo_outlier_weight": 0.0}}) == \
+        " The product's model trained 8 epochs on every row, without pseudo outliers."
+    assert oos._recipe_text({"recipe": {"epochs": 8.0, "validation_share": 0.0, "pseudo_outlier_weight": 1.0}}) \
+        .startswith(" The product's model trained 8 epochs on every row, with pseudo outliers (weight 1: ")

@@ -425,3 +425,26 @@ def test_a_rows_own_label_never_decides_its_prediction_through_the_scale_either(
     after = cross_fitted(parts, pred, flipped, "oos", None, fold, 5)
     mates = fold == fold[j]
     assert np.array_equal(before.predictions[mates], after.predictions[mates])
+
+
+def test_in_scope_top_is_the_most_probable_label_other_than_the_fallback():
+    from hitl.learning.abstention import in_scope_top
+
+    labels = ["a", OOS, "b"]
+    probs = np.array([[0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.5, 0.0, 0.5]])
+    assert in_scope_top(probs, labels, OOS).tolist() == ["a", "b", "a"]  # ties: the first label
+    assert in_scope_top(np.ones((2, 1)), [OOS], OOS).tolist() == [OOS, OOS]
+    assert in_scope_top(np.zeros((0, 3)), labels, OOS).shape == (0,)
+
+
+def test_the_verdict_refuses_by_the_threshold_alone_even_where_the_fallback_is_the_top_label():
+    """Where the fallback class has the top probability but the in-scope score is high, the verdict answers the top
+    in-scope label, as the calibrated model serves (so a fixed false-abstention rate holds as set)."""
+    from hitl.learning.abstention import verdict_predictions
+
+    n = 200
+    truth = np.array(["a"] * n)
+    probs = np.tile([0.4, 0.6], (n, 1))  # the fallback on top everywhere
+    ids = [f"t{i}" for i in range(n)]
+    got = verdict_predictions(probs, ["a", OOS], OOS, truth, None, ids, in_scope=np.linspace(0.5, 1.0, n), rate=0.05)
+    assert 0 < (got == OOS).mean() <= 0.05 + 1e-9 and set(got) == {"a", OOS}

@@ -77,6 +77,25 @@ def test_abstention_predicts_the_fallback_label(tmp_path):
     assert modeling.score(model, ["i lost my card", "what is my balance"]).prediction == ["out_of_scope"] * 2
 
 
+def test_a_calibrated_model_refuses_by_its_threshold_alone(tmp_path):
+    """Not yet calibrated, a model answers its top label over every label, the fallback class included; calibrated,
+    the fallback only below its threshold, and otherwise its top in-scope label, even where the fallback class has
+    the top probability (so a fixed false-abstention rate holds as set)."""
+    cfg = Config(labels=[*LABELS, "out_of_scope"], fallback_label="out_of_scope", state_dir=str(tmp_path))
+    model = modeling.load_base(cfg)
+    texts = ["i lost my card", "what is my balance"]
+    vecs = torch.from_numpy(modeling.encode(model, texts))
+    torch.manual_seed(0)
+    model.network.set_prototypes({0: vecs[0], 1: torch.randn(vecs.shape[1]), 2: torch.randn(vecs.shape[1]),
+                                  3: vecs[1]})  # the fallback class's row at the second text
+    s = modeling.score(model, texts)
+    assert s.prediction == ["card_lost", "out_of_scope"]
+    model.abstain_threshold = 0.0  # never refuse
+    assert modeling.score(model, texts).prediction == ["card_lost", LABELS[int(s.probs[1, :3].argmax())]]
+    model.abstain_threshold = float(s.in_scope.max()) + 1e-3  # refuse everything
+    assert modeling.score(model, texts).prediction == ["out_of_scope"] * 2
+
+
 def test_a_reference_decides_abstention_and_travels_with_the_model(tmp_path):
     cfg = Config(labels=[*LABELS, "out_of_scope"], fallback_label="out_of_scope", state_dir=str(tmp_path))
     model = modeling.load_base(cfg)

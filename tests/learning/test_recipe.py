@@ -142,3 +142,32 @@ def test_reset_head_restarts_every_head_row_at_its_prototype_when_continuing(tin
             assert torch.allclose(head, rows, atol=1e-4) and float(model.network.bias.detach().abs().max()) < 1e-6
         else:
             assert torch.allclose(head, trained[:len(LAUNCH)], atol=1e-6) and not torch.allclose(head, rows, atol=1e-3)
+
+
+def test_pseudo_outliers_are_midpoints_of_two_different_in_scope_labels_taught_as_the_fallback_label():
+    """The pseudo-outlier term: each row paired with the previous one; pairs of one label, or with the fallback label,
+    make none; a pair's normalised midpoint is scored by the head against the fallback label."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from hitl.learning.network import CosineIntentNetwork
+
+    encoder = nn.Module()
+    encoder.config = type("C", (), {"hidden_size": 2})()
+    net = CosineIntentNetwork(encoder, num_labels=3)
+    net.set_prototypes({0: torch.tensor([1.0, 0.0]), 1: torch.tensor([0.0, 1.0])})
+    net.activate_without_prototype([2])
+    sentence = F.normalize(torch.tensor([[1.0, 0.1], [0.1, 1.0], [0.9, 0.2], [0.3, 0.8]]), dim=-1)
+    fallback = 2
+    # rows 1 and 2 pair with rows 0 and 1 (labels 1/0 and 0/1); row 3 is the fallback's, and row 0's partner is row 3
+    labels = torch.tensor([0, 1, 0, 2])
+    mid = F.normalize(sentence[[1, 2]] + sentence[[0, 1]], dim=-1)
+    expected = F.cross_entropy(net.head(mid), torch.full((2,), fallback))
+    assert torch.allclose(net.pseudo_outlier_loss(sentence, labels, fallback), expected)
+    none = net.pseudo_outlier_loss(sentence, torch.tensor([0, 0, 2, 2]), fallback)
+    assert float(none) == 0.0 and none.requires_grad is sentence.requires_grad
+    # the term falls as the head gives the midpoints to the fallback label: its row at their mean direction
+    with torch.no_grad():
+        net.weight[fallback] = mid.mean(dim=0)
+    assert net.pseudo_outlier_loss(sentence, labels, fallback) < expected
