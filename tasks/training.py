@@ -85,7 +85,14 @@ def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg
     (`abstention.fit_scale`), then the threshold on the in-scope score (`modeling.Scores.in_scope`) that maximises
     weighted accuracy there, or refuses its in-scope rows at `model.abstention_rate`."""
     sample, weights = abstention.calibration_rows(records, cfg.evaluation.horizon_days)
-    if cfg.fallback_label is None or sample.empty:
+    if cfg.fallback_label is None:
+        return None
+    if sample.empty:
+        get_run_logger().warning(
+            "No random-draw rows in the production horizon to calibrate abstention on: this model answers its top "
+            "label over every label, %s included, which a model trained with pseudo outliers gives to many in-scope "
+            "texts. Register a dataset version with random draws before promoting it, or set "
+            "training.pseudo_outlier_weight: 0", cfg.fallback_label)
         return None
     model.abstain_threshold, model.in_scope_scale = None, None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)

@@ -50,6 +50,7 @@ def test_calibration_fits_the_scale_then_the_threshold_the_model_serves(tmp_path
     assert np.allclose(served.in_scope, abstention.combine(parts, expected))
     refused = served.in_scope < thr
     assert np.array_equal(np.asarray(served.prediction)[refused], ["out_of_scope"] * int(refused.sum()))
+    assert "out_of_scope" not in set(np.asarray(served.prediction)[~refused])  # the threshold alone refuses
     back = modeling.load(modeling.save(model, tmp_path / "m"))
     assert np.allclose(modeling.score(back, OUTSIDE).in_scope, modeling.score(model, OUTSIDE).in_scope, atol=1e-6)
 
@@ -64,3 +65,11 @@ def test_too_few_in_scope_rows_serve_the_nearest_row_alone(tmp_path):
     assert model.in_scope_scale is None
     s = modeling.score(model, OUTSIDE)
     assert np.array_equal(s.in_scope, s.in_scope_parts[:, 0])
+
+
+def test_without_a_random_draw_there_is_nothing_to_calibrate_on(tmp_path):
+    cfg = Config(labels=LABELS, fallback_label="out_of_scope", state_dir=str(tmp_path))
+    model = modeling.load_base(cfg)
+    with disable_run_logger():  # it warns that the model answers its top label over every label
+        assert training.calibrate_abstention.fn(model, _records(30).assign(selection_reason="uncertain"), cfg) is None
+    assert model.abstain_threshold is None
