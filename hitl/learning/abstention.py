@@ -114,11 +114,16 @@ def _rank(x: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return out
 
 
+def in_scope_columns(labels: list[str], fallback: str | None) -> np.ndarray:
+    """Positions of the labels other than `fallback` (every label's without one)."""
+    return np.array([i for i, lab in enumerate(labels) if lab != fallback], dtype=np.int64)
+
+
 def in_scope_top(probs: np.ndarray, labels: list[str], fallback: str) -> np.ndarray:
     """Per row of `probs`, the most probable label other than `fallback`: what a calibrated model answers where its
     in-scope score clears the threshold (`fallback` for every row when it is the only label)."""
     probs = np.asarray(probs, float)
-    inside = np.array([i for i, lab in enumerate(labels) if lab != fallback], dtype=np.int64)
+    inside = in_scope_columns(labels, fallback)
     if not inside.size:
         return np.full(len(probs), fallback, dtype=object)
     return np.asarray(labels, dtype=object)[inside[probs[:, inside].argmax(axis=1)]] if len(probs) else \
@@ -264,6 +269,8 @@ def verdict_predictions(probs: np.ndarray, labels: list[str], fallback: str, tru
     (`Scores.in_scope_parts`, or one score per row; the top in-scope probability when not given) fitted, with its
     scale, on the other `k` folds (by trace id), by the served rule (`rate`)."""
     raw = in_scope_top(probs, labels, fallback)
-    inside = [i for i, lab in enumerate(labels) if lab != fallback] or list(range(len(labels)))
-    score = np.asarray(probs)[:, inside].max(axis=1) if in_scope is None else np.asarray(in_scope, float)
+    inside = in_scope_columns(labels, fallback)
+    probs = np.asarray(probs)
+    score = (probs[:, inside] if inside.size else probs).max(axis=1) if in_scope is None else \
+        np.asarray(in_scope, float)
     return cross_fitted(score, raw, truth, fallback, weights, fold_of(ids, k), k, rate).predictions
