@@ -102,6 +102,8 @@ def leaks(password: str, root: Path, texts: dict[str, str]) -> list[str]:
 
 
 def free_port() -> int:
+    """A loopback TCP port the OS says is free now (bench scripts: one process, no registry of ports handed out,
+    unlike the tests' `e2e_helpers.free_port`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from bench import soak_ledger
+from bench.auth_check import free_port
 from bench.soak_actors import FAULTS
 from bench.soak_ledger import Check
 from hitl.config import Config, load_config
@@ -55,14 +56,6 @@ def _log(msg: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(root: Path, backend: str, webhook_port: int) -> Path:
     """The demo's config on a fast clock, small batches and short waits, on free ports, under `root`; every kind
     of news goes to the webhook on `webhook_port` (the delivery alerts to another path of it)."""
@@ -74,8 +67,8 @@ def write_config(root: Path, backend: str, webhook_port: int) -> Path:
     project = f"soak_{backend}"
     raw.update({
         "project": project, "state_dir": str(root / "state"),
-        "stack": {"host": "127.0.0.1", "prefect_port": _free_port(), "mlflow_port": _free_port(),
-                  "worker_port": _free_port(), **({"database_url": DATABASE_URL} if backend == "postgresql" else {})},
+        "stack": {"host": "127.0.0.1", "prefect_port": free_port(), "mlflow_port": free_port(),
+                  "worker_port": free_port(), **({"database_url": DATABASE_URL} if backend == "postgresql" else {})},
         "world": {**raw["world"], "launch_per_intent": 12, "invalid_share": 0.0},  # garbage comes from the injector
         "model": {**raw["model"], "registered_name": f"{project}-intent"},
         # each sampling run is its own random-draw window (a run is the soak's "day"): with UTC-day windows, every
@@ -303,7 +296,7 @@ def soak(backend: str, minutes: float, seed: int, keep: bool) -> dict:
         stack.down(load_config(root / "soak.yaml"))
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    webhook_port = _free_port()
+    webhook_port = free_port()
     path = write_config(root, backend, webhook_port)
     cfg = load_config(path)
     ledger_dir, logs = root / "ledger", root / "actors"

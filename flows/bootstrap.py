@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import mlflow
 from mlflow import MlflowClient
-from prefect import flow
+from prefect import flow, get_run_logger
 
-from hitl.learning import modeling, promotion, registry
+from hitl.learning import abstention, modeling, promotion, registry
 from hitl.learning.promotion import CHAMPION
 from hitl.ops.orphans import retry_crashed
 from hitl.review.store import ReviewStore
@@ -27,6 +27,10 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     data = training.launch_data(cfg, world.launch_data)
     model = modeling.load_base(cfg)
     metrics = training.train(model, data, cfg, "launch")
+    if cfg.fallback_label is not None and (data["label"] == cfg.fallback_label).any():
+        get_run_logger().warning(abstention.uncalibrated_warning(
+            cfg.fallback_label, "The launch champion has no random draw of production traffic to calibrate "
+            "abstention on"))
     ds = mlflow.data.from_pandas(data, name="launch-data", targets="label")
     params = {"base_model": str(modeling.base_model_path(cfg)), "rows": len(data),
               **training.recipe_params(cfg)}

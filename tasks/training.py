@@ -88,11 +88,8 @@ def calibrate_abstention(model: modeling.IntentModel, records: pd.DataFrame, cfg
     if cfg.fallback_label is None:
         return None
     if sample.empty:
-        get_run_logger().warning(
-            "No random-draw rows in the production horizon to calibrate abstention on: this model answers its top "
-            "label over every label, %s included, which a model trained with pseudo outliers gives to many in-scope "
-            "texts. Register a dataset version with random draws before promoting it, or set "
-            "training.pseudo_outlier_weight: 0", cfg.fallback_label)
+        get_run_logger().warning(abstention.uncalibrated_warning(
+            cfg.fallback_label, "No random-draw rows in the production horizon to calibrate abstention on"))
         return None
     model.abstain_threshold, model.in_scope_scale = None, None
     s = modeling.score(model, sample["text"].tolist(), cfg.model.score_batch_size, cfg.model.max_length)

@@ -140,6 +140,15 @@ def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold:
     return np.where(top < np.asarray(threshold, np.float64), fallback, pred)
 
 
+def uncalibrated_warning(fallback: str, why: str) -> str:
+    """The log line for a model left without a threshold although it has a fallback label: `why`, then what it
+    answers meanwhile and what to do."""
+    return (f"{why}: this model answers its top label over every label, {fallback} included, which a model trained "
+            f"with pseudo outliers gives to many in-scope texts. A fine-tune on a dataset version with random draws "
+            f"in the production horizon calibrates a threshold; to refuse less meanwhile, set "
+            f"training.pseudo_outlier_weight: 0 (it then learns {fallback} from its rows alone).")
+
+
 def calibration_rows(records: pd.DataFrame, horizon_days: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows the served threshold is calibrated on: the dataset version's random draw inside the production
     horizon (`evaluation.horizon_days`, as the report estimates it), each weighted by 1/inclusion probability (so

@@ -448,3 +448,12 @@ def test_the_verdict_refuses_by_the_threshold_alone_even_where_the_fallback_is_t
     ids = [f"t{i}" for i in range(n)]
     got = verdict_predictions(probs, ["a", OOS], OOS, truth, None, ids, in_scope=np.linspace(0.5, 1.0, n), rate=0.05)
     assert 0 < (got == OOS).mean() <= 0.05 + 1e-9 and set(got) == {"a", OOS}
+
+
+def test_an_uncalibrated_model_s_warning_says_why_what_it_answers_and_what_to_do():
+    from hitl.learning.abstention import uncalibrated_warning
+
+    text = uncalibrated_warning("none_of_these", "The launch champion has no random draw to calibrate on")
+    assert text.startswith("The launch champion has no random draw to calibrate on: this model answers its top "
+                           "label over every label, none_of_these included")
+    assert "random draws" in text and "training.pseudo_outlier_weight: 0" in text
