@@ -634,3 +634,27 @@ def test_an_out_of_scope_run_says_how_its_model_trained():
         " The product's model trained 8 epochs on every row, without pseudo outliers."
     assert oos._recipe_text({"recipe": {"epochs": 8.0, "validation_share": 0.0, "pseudo_outlier_weight": 1.0}}) \
         .startswith(" The product's model trained 8 epochs on every row, with pseudo outliers (weight 1: ")
+
+
+def test_out_of_scope_summary_reads_recall_seed_by_seed_and_against_the_anchor():
+    """Section 11's table from items: recall on unknown intents per scorer and per seed (a gap between seeds is
+    shown, not only their mean), false abstention on in-scope ones, and the difference against the anchor."""
+    from bench import out_of_scope as oos
+
+    rows = []
+    for seed in (0, 1):
+        for i in range(40):
+            unknown = i < 20
+            rows.append({"seed": seed, "fold": 0, "intent": f"i{seed}{i % 4}", "group": "g", "unknown": unknown,
+                         "examples": 0 if unknown else 20, "product_argmax_fallback": False,
+                         # the product refuses every unknown item of seed 0 and none of seed 1; every other scorer
+                         # refuses nothing; nobody refuses an in-scope item
+                         **{f"{n}_abstain": unknown and seed == 0 and n == "product" for n in oos.SCORERS},
+                         **{f"{n}_correct": not unknown for n in oos.SCORERS}})
+    s = oos.summary(pd.DataFrame(rows))
+    product = next(r for r in s["scorers"] if r["scorer"] == "product")
+    assert product["recall"] == pytest.approx(50.0) and product["false_abstention"] == 0.0
+    assert product["vs_anchor"] == pytest.approx(50.0)
+    by_seed = {b["value"]: b["product_recall"] for b in s["by"] if b["by"] == "seed"}
+    assert by_seed == {"0": pytest.approx(100.0), "1": pytest.approx(0.0)}
+    assert s["unknown_intents"] == 8 and s["in_scope_items"] == 40
