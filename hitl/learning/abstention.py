@@ -145,8 +145,8 @@ def uncalibrated_warning(fallback: str, why: str) -> str:
     answers meanwhile and what to do."""
     return (f"{why}: this model answers its top label over every label, {fallback} included, which a model trained "
             f"with pseudo outliers gives to many in-scope texts. A fine-tune on a dataset version with random draws "
-            f"in the production horizon calibrates a threshold; to refuse less meanwhile, set "
-            f"training.pseudo_outlier_weight: 0 (it then learns {fallback} from its rows alone).")
+            f"in the production horizon calibrates a threshold; a model trained with "
+            f"training.pseudo_outlier_weight: 0 refuses less until then (it learns {fallback} from its rows alone).")
 
 
 def calibration_rows(records: pd.DataFrame, horizon_days: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
