@@ -172,7 +172,7 @@ def cross_fitted_abstain(score: np.ndarray, in_scope: np.ndarray, cal: np.ndarra
 
 def _in_scope_confidences(probs: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Highest probability among in-scope labels, and that label's position among `labels`."""
-    cols = np.array([i for i, lab in enumerate(labels) if lab != FALLBACK])
+    cols = abstention.in_scope_columns(labels, FALLBACK)
     best = cols[probs[:, cols].argmax(axis=1)]
     return probs[np.arange(len(probs)), best], best
 

@@ -5,10 +5,10 @@ fixed false-abstention rate (`model.abstention_rate`) holds as set. (Served befo
 every label, so in-scope texts whose top label was the fallback were refused above the threshold too: on
 BANKING77 with held-out intents as unknown traffic, 6.7% of in-scope texts refused at a 5% rate.) A model not yet
 calibrated answers its top label over every label, the fallback class included; trained with pseudo outliers
-(recipe.py), that refuses many in-scope texts (20.7% in section 11's BANKING77 protocol), so the fine-tune warns
-when it has no random draw to calibrate on. The threshold is calibrated on
-the representative random sample (weighted by 1/inclusion probability), so it fits production's mix rather than
-the hard cases.
+(recipe.py), that refuses many in-scope texts (20.7% in section 11's BANKING77 protocol), so the fine-tune and
+the bootstrap warn when they have no random draw to calibrate on (`uncalibrated_warning`). The threshold is
+calibrated on the representative random sample (weighted by 1/inclusion probability), so it fits production's mix
+rather than the hard cases.
 
 The in-scope score has two parts (`Scores.in_scope_parts`): how close a text's sentence vector lies to the nearest
 training row of an in-scope label (the model's *reference*, kept at training; `in_scope_score`), and the highest
@@ -117,6 +117,14 @@ def _rank(x: np.ndarray, q: np.ndarray, levels: np.ndarray) -> np.ndarray:
 def in_scope_columns(labels: list[str], fallback: str | None) -> np.ndarray:
     """Positions of the labels other than `fallback` (every label's without one)."""
     return np.array([i for i, lab in enumerate(labels) if lab != fallback], dtype=np.int64)
+
+
+def in_scope_probability(probs: np.ndarray, labels: list[str], fallback: str | None) -> np.ndarray:
+    """Per row of `probs`, the highest probability among the labels other than `fallback` (among every label when
+    there is no other): the in-scope score's second part, and the whole score of a model without a reference."""
+    probs = np.asarray(probs, float)
+    inside = in_scope_columns(labels, fallback)
+    return (probs[:, inside] if inside.size else probs).max(axis=1) if len(probs) else np.zeros(0)
 
 
 def in_scope_top(probs: np.ndarray, labels: list[str], fallback: str) -> np.ndarray:
@@ -278,8 +286,5 @@ def verdict_predictions(probs: np.ndarray, labels: list[str], fallback: str, tru
     (`Scores.in_scope_parts`, or one score per row; the top in-scope probability when not given) fitted, with its
     scale, on the other `k` folds (by trace id), by the served rule (`rate`)."""
     raw = in_scope_top(probs, labels, fallback)
-    inside = in_scope_columns(labels, fallback)
-    probs = np.asarray(probs)
-    score = (probs[:, inside] if inside.size else probs).max(axis=1) if in_scope is None else \
-        np.asarray(in_scope, float)
+    score = in_scope_probability(probs, labels, fallback) if in_scope is None else np.asarray(in_scope, float)
     return cross_fitted(score, raw, truth, fallback, weights, fold_of(ids, k), k, rate).predictions

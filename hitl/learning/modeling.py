@@ -240,8 +240,7 @@ def score(model: IntentModel, texts: list[str], batch_size: int = 64, max_length
     known = max(int(model.network.active.sum()), 2)
     p = np.clip(probs, 1e-12, 1.0)
     entropy = np.clip(-(p * np.log(p)).sum(axis=1) / np.log(known), 0.0, 1.0)
-    inside = abstention.in_scope_columns(model.labels, model.fallback_label)
-    top_in = probs[:, inside].max(axis=1) if inside.size and len(probs) else top2[:, 1]  # the top in-scope probability
+    top_in = abstention.in_scope_probability(probs, model.labels, model.fallback_label)
     if vectors is not None:
         parts = np.column_stack([abstention.in_scope_score(vectors, model.reference), top_in]).astype(float)
     else:
