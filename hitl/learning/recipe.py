@@ -22,23 +22,22 @@
    training row, and the loss adds weight * T^2 * KL(champion || network) over those labels (Li & Hoiem,
    "Learning without Forgetting", 2016), so new labels are learned without moving the old decision regions
    further than the rows require.
-5. Pseudo outliers (`pseudo_outlier_weight`, 1 by default; only with rows of a fallback label such as
-   out-of-scope): each batch's rows are paired with the previous row, and where the two have different in-scope
-   labels the normalised midpoint of their sentence vectors is taught as the fallback label (Zhan et al., ACL
-   2021). The encoder learns to keep the space between intents empty, where traffic of an intent nobody foresaw
-   tends to land. Measured with section 11's protocol of docs/benchmarks.md (the same folds, rows and thresholds
-   at a 5% false-abstention rate, paired on the unknown items, 2026-12-07): on BANKING77 it recognised 2.3 points
-   more of the unknown intents' traffic [+0.2, +4.5] (33.4% -> 35.7%) and in-scope accuracy rose 0.6 points; on
-   the synthetic world, where unknown intents were already recognised 97.5% of the time, 3.7 points less [-7.9,
-   -0.1], still 11.4 points above the frozen anchor. It is on for real traffic's sake; set 0 to train without it.
-   The fallback class then claims many in-scope texts as its top label, which is why a calibrated model refuses by
-   its threshold alone (hitl/learning/abstention.py). Piloted against the alternative that leaves the fallback row
-   alone (outlier exposure: the midpoints' in-scope probabilities pushed towards uniform): on BANKING77's first
-   fold it recognised fewer unknown intents than no term at all (24.6% against 32.3%; the term as served 34.8%).
-   Piloted too (2026-12-07, on a seed section 11 does not report, 3, its first two folds): an additive cosine margin
-   on the true label's logit in training (CosFace; Lin & Xu, ACL 2019, for unknown intents), which tightens each
-   intent's cluster: 37.2% of the unknown intents recognised at margin 0.1 and 34.4% at 0.25, against 37.1%
-   without, so the recipe has none.
+5. Pseudo outliers (`pseudo_outlier_weight`, 1 by default; only with rows of a fallback label such as out-of-scope):
+   each batch's rows are paired with the previous row, and where the two have different in-scope labels the normalised
+   midpoint of their sentence vectors is taught as the fallback label (Zhan et al., ACL 2021). The encoder learns to
+   keep the space between intents empty, where traffic of an intent nobody foresaw tends to land. Measured with section
+   11's protocol of docs/benchmarks.md (the same folds, rows and thresholds at a 5% false-abstention rate, paired on the
+   unknown items, seeds 0 and 1, 2026-12-07): on BANKING77 it recognised 2.3 points more of the unknown intents' traffic
+   [+0.2, +4.5] (33.4% -> 35.7%) and in-scope accuracy rose 0.6 points; on the synthetic world, where unknown intents
+   were already recognised 97.5% of the time, 3.7 points less [-7.9, -0.1], still 11.4 points above the frozen anchor.
+   It is on for real traffic's sake; set 0 to train without it. The fallback class then claims many in-scope texts as
+   its top label, which is why a calibrated model refuses by its threshold alone (hitl/learning/abstention.py). Piloted
+   against the alternative that leaves the fallback row alone (outlier exposure: the midpoints' in-scope probabilities
+   pushed towards uniform): on BANKING77's first fold it recognised fewer unknown intents than no term at all (24.6%
+   against 32.3%; the term as served 34.8%). Piloted too (2026-12-07, on a seed section 11 does not report, 3, its first
+   two folds): an additive cosine margin on the true label's logit in training (CosFace; Lin & Xu, ACL 2019, for unknown
+   intents), which tightens each intent's cluster: 37.2% of the unknown intents recognised at margin 0.1 and 34.4% at
+   0.25, against 37.1% without, so the recipe has none.
 6. Crash-safe: every `checkpoint_steps` steps a phase (`select`: early stopping, `refit`, or `train`)
    saves a Trainer checkpoint (weights, optimizer, scheduler, RNG states) plus the early-stopping state,
    sealed by a marker written last, under `output_dir/run-<key>` (the key hashes the starting weights,
