@@ -65,7 +65,8 @@ class DeploymentsConfig(_Strict):
     cpu_slots: int = Field(1, ge=1)  # torch-heavy tasks at once (scoring, training, evaluation), across runs
     open_reviews: int = Field(2, ge=1)  # review batches waiting for reviewers at once (the dispatch tops up)
     worker_poll_s: float = Field(2.0, gt=0)  # how often the worker asks for scheduled runs
-    # a deployed run whose process died (kill -9, out of memory) is run again this many times, then left Crashed
+    # a deployed run whose process died (kill -9, out of memory), or that failed because a server stopped answering,
+    # is run again this many times, then left Crashed (or Failed); docs/operations.md
     crash_retries: int = Field(1, ge=0)
     timezone: str = "UTC"
     # deployment name -> cron; deployments without one run when triggered (the eval after each fine-tune)

@@ -225,8 +225,8 @@ def catch_up_notifications(cfg: Config) -> int:
 @task(name="retry-lost-crashes", cache_policy=NO_CACHE)
 def retry_lost_crashes(cfg: Config) -> int:
     """Run again the deployed runs that crashed with no hook deciding (their process gave up while the Prefect
-    server was away; hitl/ops/orphans.py). Like the catch-up, it never fails the dispatch. Returns how many were
-    scheduled again."""
+    server was away) or failed because a server stopped answering (hitl/ops/orphans.py). Like the catch-up, it never
+    fails the dispatch. Returns how many were scheduled again."""
     from hitl.ops import orphans
 
     log = get_run_logger()

@@ -13,7 +13,10 @@ Crashed saying why it was not retried and what to do.
 The worker runs no hooks for a run whose process gave up because the Prefect server was away (Prefect 3.9 runs
 `on_crashed` only when the run's own Crashed report reaches the server; the worker's fallback report, "Flow run
 infrastructure exited with non-zero status code 1", runs none). `retry_lost_crashes`, at every review-dispatch and
-at a worker's start, applies the hook's rule to such runs.
+at a worker's start, applies the hook's rule to such runs, and to runs that Failed because a server stopped
+answering (`lost_server_failure`: the Prefect API or the MLflow server unreachable, or the CPU slot not granted
+while the Prefect server restarted), which Prefect ends Failed rather than Crashed: their retries come out of the
+same `deployments.crash_retries`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from pathlib import Path
 
 TAG_PREFIX = "hitl-process:"
 CRASH_RETRY = "Crashed: run again"  # the message prefix of a crash retry's AwaitingRetry state
+LOST_RETRY = "Lost a server: run again"  # the same for a run Failed by a server that stopped answering
+# What a Failed run's message says (Prefect's "Flow run encountered an exception: <type>: <text>") when a server
+# stopped answering: httpx's, the Prefect client's, for its API; urllib3's, under MLflow's client, for MLflow's
+# server; Prefect's, for a CPU slot it could not grant while it restarted. A run failed by anything else, its own
+# refusals included, is left to a person.
+LOST_SERVER_SIGNS = ("ConnectError:", "ConnectTimeout:", "RemoteProtocolError:", "ConcurrencySlotAcquisitionError:",
+                     "Failed to establish a new connection")
 NOT_RUN_AGAIN = "Not run again"  # in the message of the Crashed state the hook sets once the retries are spent
 # A crash no hook decided on within this long had none: the hook's detached rescheduler (below) acts within 63 s.
 LOST_AFTER_S = 120.0
@@ -106,6 +116,11 @@ def mark_crashed() -> list[str]:
     return marked
 
 
+def lost_server_failure(message: str | None) -> bool:
+    """Whether a Failed run's state message says a server stopped answering (`LOST_SERVER_SIGNS`)."""
+    return any(sign in (message or "") for sign in LOST_SERVER_SIGNS)
+
+
 def crash_retry_due(retried: int, allowed: int) -> bool:
     """Whether a run that crashed after `retried` crash retries gets another (`deployments.crash_retries`)."""
     return retried < allowed
@@ -150,25 +165,30 @@ def retry_crashed(flow, flow_run, state) -> None:
         log.error(message)
 
 
-def _crash_decision(client, cfg, run_id, why: str) -> tuple[bool, str]:
-    """(run again?, the message saying so) for a deployed run that crashed with `why`: a retry while
-    `deployments.crash_retries` last, counted in the run's state history."""
+def _crash_decision(client, cfg, run_id, why: str, lost: bool = False) -> tuple[bool, str]:
+    """(run again?, the message saying so) for a deployed run that crashed with `why`, or (`lost`) failed because a
+    server stopped answering: a retry while `deployments.crash_retries` last, counted (both kinds) in the run's
+    state history."""
     allowed = cfg.deployments.crash_retries
     history = client.read_flow_run_states(run_id)
-    retried = sum(1 for s in history if s.name == "AwaitingRetry" and (s.message or "").startswith(CRASH_RETRY))
+    retried = sum(1 for s in history if s.name == "AwaitingRetry"
+                  and (s.message or "").startswith((CRASH_RETRY, LOST_RETRY)))
     if crash_retry_due(retried, allowed):
-        return True, f"{CRASH_RETRY} ({retried + 1} of {allowed}): {why}"
+        return True, f"{LOST_RETRY if lost else CRASH_RETRY} ({retried + 1} of {allowed}): {why}"
+    cause = ("Check that both servers answer (`hitl status`; `hitl up` starts what is down)" if lost else
+             "Look for the cause in the worker log (memory?)")
     return False, (f"{why} {NOT_RUN_AGAIN}: {retried} crash retr{'y' if retried == 1 else 'ies'} spent "
-                   f"(deployments.crash_retries = {allowed}). Look for the cause in the worker log (memory?), then "
-                   f"retry the run from its page: {cfg.flow_run_url(run_id)}")
+                   f"(deployments.crash_retries = {allowed}). {cause}, then retry the run from its page: "
+                   f"{cfg.flow_run_url(run_id)}")
 
 
 def retry_lost_crashes(cfg, min_age_s: float = LOST_AFTER_S, max_age_s: float = LOST_MAX_AGE_S) -> list[str]:
     """Apply the crash hook's rule to the Crashed runs of the config's work pool that no hook decided on (their
-    process gave up while the Prefect server was away: see the module docstring): schedule each again while its
-    crash retries last, else leave it Crashed (its crash was reported once already) and say so. A crash is looked
-    at from `min_age_s` to `max_age_s` after it, and decided once across concurrent sweeps (a claim in the review
-    store: hitl/ops/notify_outbox.py). Returns "name: what was done" for each."""
+    process gave up while the Prefect server was away: see the module docstring), and to its runs Failed because a
+    server stopped answering (`lost_server_failure`): schedule each again while its crash retries last, else leave
+    it as it is (its end was reported once already) and say so. A run is looked at from `min_age_s` to `max_age_s`
+    after it ended, and decided once across concurrent sweeps (a claim in the review store:
+    hitl/ops/notify_outbox.py). Returns "name: what was done" for each."""
     from datetime import UTC, datetime
 
     from prefect import get_client
@@ -185,14 +205,16 @@ def retry_lost_crashes(cfg, min_age_s: float = LOST_AFTER_S, max_age_s: float = 
 
     from hitl.ops.notify_outbox import Outbox
 
-    crashed = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])))
+    ended = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+        any_=[StateType.CRASHED, StateType.FAILED])))
     pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[cfg.deployments.pool]))
     with get_client(sync_client=True) as client:
         now = datetime.now(UTC)
         lost = {f"crash-sweep|{r.id}|{r.state.id}": r
-                for r in client.read_flow_runs(flow_run_filter=crashed, work_pool_filter=pool,
+                for r in client.read_flow_runs(flow_run_filter=ended, work_pool_filter=pool,
                                                sort=FlowRunSort.END_TIME_DESC, limit=200)
                 if r.deployment_id is not None and r.parent_task_run_id is None and r.state is not None
+                and (r.state.is_crashed() or lost_server_failure(r.state.message))
                 and NOT_RUN_AGAIN not in (r.state.message or "")
                 and min_age_s <= (now - r.state.timestamp).total_seconds() <= max_age_s}
         if not lost:
@@ -201,14 +223,17 @@ def retry_lost_crashes(cfg, min_age_s: float = LOST_AFTER_S, max_age_s: float = 
         try:
             for key in outbox.claim(list(lost)):
                 run = lost[key]
+                failed = run.state.is_failed()
                 why = run.state.message or "its process ended without reporting"
-                again, message = _crash_decision(client, cfg, run.id, why)
+                again, message = _crash_decision(client, cfg, run.id, why, lost=failed)
                 if again:
                     client.set_flow_run_state(run.id, AwaitingRetry(scheduled_time=datetime.now(UTC),
                                                                     message=message), force=True)
-                    done.append(f"{run.name}: run again, as its crash hook never ran ({message})")
+                    done.append(f"{run.name}: run again, as "
+                                f"{'a server stopped answering' if failed else 'its crash hook never ran'} "
+                                f"({message})")
                 else:
-                    done.append(f"{run.name}: left Crashed. {message}")
+                    done.append(f"{run.name}: left {'Failed' if failed else 'Crashed'}. {message}")
                 outbox.sent([key])
         finally:
             outbox.close()

@@ -385,27 +385,34 @@ def test_a_run_a_dead_worker_claimed_seconds_before_is_released_once_old_enough(
 def test_a_crash_no_hook_decided_on_is_run_again_once_then_left_crashed(deployed):
     """A run whose process gave up while the Prefect server was away is reported Crashed by the worker's fallback,
     which runs no hooks (Prefect 3.9): the sweep of review-dispatch and worker starts schedules it again, once
-    across two concurrent sweeps, and leaves a crash with its retries spent (or decided by the hook) alone."""
+    across two concurrent sweeps, and leaves a crash with its retries spent (or decided by the hook) alone. A run
+    that Failed because a server stopped answering is scheduled again the same way; one that failed for its own
+    reasons is not."""
     from uuid import UUID
 
     from prefect import get_client
-    from prefect.states import AwaitingRetry, Crashed
+    from prefect.states import AwaitingRetry, Crashed, Failed
 
     from hitl.ops import orphans
 
     cfg, _ = deployed
     lost = "Flow run infrastructure exited with non-zero status code 1."
+    unreachable = "Flow run encountered an exception: ConnectError: [Errno 111] Connection refused"
     assert stack.stop_worker(cfg, signal.SIGKILL)  # nothing picks the rescheduled runs up: they are deleted below
     try:
         with api(cfg), get_client(sync_client=True) as client:
             dep = client.read_deployment_by_name("review-dispatch/review-dispatch")
-            fresh, spent, decided = (client.create_flow_run_from_deployment(dep.id) for _ in range(3))
+            fresh, spent, decided, cut_off, refused = (client.create_flow_run_from_deployment(dep.id)
+                                                       for _ in range(5))
             client.set_flow_run_state(spent.id, AwaitingRetry(message=f"{orphans.CRASH_RETRY} (1 of 1): {lost}"),
                                       force=True)
             for run in (fresh, spent):
                 client.set_flow_run_state(run.id, Crashed(message=lost), force=True)
             client.set_flow_run_state(decided.id, Crashed(message=f"{lost} {orphans.NOT_RUN_AGAIN}: ..."), force=True)
-            names = {fresh.name, spent.name, decided.name}
+            client.set_flow_run_state(cut_off.id, Failed(message=unreachable), force=True)
+            client.set_flow_run_state(refused.id, Failed(
+                message="Flow run encountered an exception: ValueError: no annotations yet"), force=True)
+            names = {fresh.name, spent.name, decided.name, cut_off.name, refused.name}
 
             def sweep(min_age_s: float = 0) -> list[str]:  # its lines on this test's runs
                 with api(cfg):  # in a thread too: the API URL is a context setting
@@ -416,16 +423,20 @@ def test_a_crash_no_hook_decided_on_is_run_again_once_then_left_crashed(deployed
             with ThreadPoolExecutor(2) as pool:
                 lines = sum(pool.map(lambda _: sweep(), range(2)), [])
             said = {line.split(":")[0]: line for line in lines}
-            assert len(lines) == 2 and sorted(said) == sorted([fresh.name, spent.name]), lines  # once each
-            assert said[fresh.name].startswith(f"{fresh.name}: run again"), lines
+            assert len(lines) == 3 and sorted(said) == sorted([fresh.name, spent.name, cut_off.name]), lines
+            assert said[fresh.name].startswith(f"{fresh.name}: run again"), lines  # once each
             assert said[spent.name].startswith(f"{spent.name}: left Crashed"), lines
             assert "crash_retries = 1" in said[spent.name], lines
+            assert said[cut_off.name].startswith(f"{cut_off.name}: run again, as a server stopped answering"), lines
             state = client.read_flow_run(UUID(str(fresh.id))).state
             assert state.name == "AwaitingRetry" and state.message == f"{orphans.CRASH_RETRY} (1 of 1): {lost}"
+            state = client.read_flow_run(UUID(str(cut_off.id))).state
+            assert state.name == "AwaitingRetry" and state.message == f"{orphans.LOST_RETRY} (1 of 1): {unreachable}"
             assert [s.name for s in client.read_flow_run_states(spent.id)].count("Crashed") == 1
             assert client.read_flow_run(UUID(str(decided.id))).state.is_crashed()
-            assert sweep() == []  # each crash decided once
-            for run in (fresh, spent, decided):
+            assert client.read_flow_run(UUID(str(refused.id))).state.is_failed()
+            assert sweep() == []  # each run decided once
+            for run in (fresh, spent, decided, cut_off, refused):
                 client.delete_flow_run(run.id)
     finally:
         stack.start_worker(cfg)
