@@ -26,9 +26,8 @@ def test_a_failed_run_lost_a_server_only_when_its_message_says_so(monkeypatch):
     """The messages Prefect gives a run that failed because a server stopped answering, made from what the clients
     raise against a port nothing listens on (the Prefect API's httpx, MLflow's client, a CPU slot the server could not
     grant), are run again by the sweep; a run failed by anything else is left to a person."""
-    import socket
-
     import httpx
+    from e2e_helpers import free_port
     from mlflow import MlflowClient
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
     from prefect.states import format_exception
@@ -43,9 +42,7 @@ def test_a_failed_run_lost_a_server_only_when_its_message_says_so(monkeypatch):
             return e
         raise AssertionError("the call to a closed port succeeded")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket is closed
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there (the tests' port registry)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     lost = [raised(lambda: httpx.get(closed, timeout=5)),
             raised(lambda: MlflowClient(tracking_uri=closed).search_experiments()),
