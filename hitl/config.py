@@ -268,7 +268,7 @@ class DatasetConfig(_Strict):
     name: str = "support-hitl"
     hard_case_share: float = Field(0.2, ge=0.0, lt=1.0)  # policy picks held out (by text group) as hard cases
     min_rows: int = Field(20, ge=1)
-    # reviewed text is erased from the review store this many days after it was queued, at the next dataset
+    # reviewed text is erased from the review store this many days after its trace was written, at the next dataset
     # registration: no later version carries it and no later fine-tune replays it (ReviewStore.erase), and the
     # earlier versions that held it are pruned (evidence.prune_erased). None: kept
     retention_days: int | None = Field(None, ge=1)

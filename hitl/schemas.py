@@ -86,6 +86,8 @@ ReviewItem = pa.DataFrameSchema(
         "evaluator_reasons": pa.Column(str),
         "priority": pa.Column(float),
         "required_annotations": pa.Column(int, checks=[pa.Check.ge(1), pa.Check.le(2)]),
+        # the trace's own time, which `dataset.retention_days` counts from (absent: from when it is queued)
+        "timestamp": pa.Column(pd.DatetimeTZDtype(unit="ns", tz="UTC"), nullable=True, required=False, coerce=True),
         # the random draw's items only
         "inclusion_prob": pa.Column(float, nullable=True, checks=[pa.Check.gt(0.0), pa.Check.le(1.0)]),
         "window": pa.Column(str, nullable=True),

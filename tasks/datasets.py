@@ -20,9 +20,9 @@ from hitl.schemas import annotation_schema, validate_split
 
 @task(name="apply-retention", cache_policy=NO_CACHE)
 def apply_retention(cfg: Config, store: ReviewStore) -> int:
-    """With `dataset.retention_days`: erase the text of review items queued longer ago, so no version registered
-    from now on carries it, and prune the versions registered before that hold it (both recorded in the audit
-    chain). Returns how many items were erased."""
+    """With `dataset.retention_days`: erase the text of review items whose trace was written longer ago
+    (`ReviewStore.erase`), so no version registered from now on carries it, and prune the versions registered
+    before that hold it (both recorded in the audit chain). Returns how many items were erased."""
     days = cfg.dataset.retention_days
     if days is None:
         return 0

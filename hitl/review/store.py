@@ -161,7 +161,7 @@ class ReviewStore(ReviewViews, SamplingState):
                     required_annotations=int(r["required_annotations"]),
                     inclusion_prob=_float_or_none(r.get("inclusion_prob")), window=_str_or_none(r.get("window")),
                     stratum=_str_or_none(r.get("stratum")), text_group=text_group(r["input"]),
-                    suggestions=suggestions_json(r.get("suggestions")),
+                    suggestions=suggestions_json(r.get("suggestions")), traced_at=_time_or_none(r.get("timestamp")),
                 )
                 for r in items.to_dict("records")
                 if r["trace_id"] not in known
@@ -492,7 +492,8 @@ class ReviewStore(ReviewViews, SamplingState):
     def erase(self, trace_ids: Iterable[str] = (), older_than: datetime | None = None, dry_run: bool = False
               ) -> Erasure:
         """Erase the text of review items: those of `trace_ids` (a request to delete a customer's data) and every
-        item queued before `older_than` (`dataset.retention_days`). An erased item keeps its trace id (sampling
+        item whose trace was written before `older_than` (`dataset.retention_days`; an item stored before the
+        store kept that time counts from when it was queued). An erased item keeps its trace id (sampling
         never takes the trace again), its annotations and resolutions (the audit chain hashes them; they hold a
         label and a reviewer's rationale, no trace text), and becomes ERASED: no later dataset version carries
         it, no batch shows it, no adjudication asks for it. Its input, output, context, suggestions and evaluator
@@ -508,9 +509,10 @@ class ReviewStore(ReviewViews, SamplingState):
                 for item in s.scalars(select(Item).where(Item.trace_id.in_(ids[start:start + ID_CHUNK]))):
                     found[item.id] = item
             unknown = sorted(set(ids) - {it.trace_id for it in found.values()})
-            if older_than is not None:
-                old = [i for i, at in s.execute(select(Item.id, Item.created_at).where(Item.status != ERASED))
-                       if utc(at) < older_than and i not in found]
+            if older_than is not None:  # aged from when the trace was written; items stored before, when queued
+                old = [i for i, traced, queued in s.execute(select(Item.id, Item.traced_at, Item.created_at)
+                                                             .where(Item.status != ERASED))
+                       if utc(traced or queued) < older_than and i not in found]
                 for start in range(0, len(old), ID_CHUNK):
                     for item in s.scalars(select(Item).where(Item.id.in_(old[start:start + ID_CHUNK]))):
                         found[item.id] = item
@@ -615,6 +617,15 @@ def _float_or_none(v) -> float | None:
 
 def _str_or_none(v) -> str | None:
     return None if v is None or (isinstance(v, float) and v != v) else str(v)
+
+
+def _time_or_none(v) -> datetime | None:
+    """A trace's timestamp as a UTC datetime (a naive one taken as UTC); None for a missing one (None, NaN, NaT)."""
+    import pandas as pd
+
+    if v is None or v is pd.NaT or (isinstance(v, float) and v != v):
+        return None
+    return utc(pd.Timestamp(v).to_pydatetime())
 
 
 

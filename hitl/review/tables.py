@@ -46,6 +46,9 @@ class Item(Base):
     label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # when the customer's trace was written (its timestamp), which `dataset.retention_days` counts from; None for
+    # items stored before (added on open, as `suggestions`): those count from created_at, when they were queued
+    traced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class StoreMeta(Base):

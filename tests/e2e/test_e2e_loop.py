@@ -16,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 import mlflow
 import pytest
 from e2e_helpers import REPO, finish, flow_run_state, hitl, resume, running_stack, start, truth, wait_paused
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from hitl.review import prefect_api
 from hitl.review.store import ReviewStore
+from hitl.review.tables import Item
 
 pytestmark = pytest.mark.e2e
 
@@ -105,6 +108,8 @@ def test_the_loop_end_to_end(e2e):
     hitl(path, "sample")
     store = ReviewStore(cfg.store_url)
     assert store.counts()["queued"] == 30
+    with Session(store.engine) as s:  # each item keeps its trace's time, which retention counts from
+        assert None not in set(s.scalars(select(Item.traced_at)))
     sampling_run = client.search_runs([mlflow.get_experiment_by_name("e2e-sampling").experiment_id])[0]
     m = sampling_run.data.metrics
     assert m["quarantined"] >= 1 and m["rows_in"] == m["accepted"] + m["quarantined"]

@@ -6,10 +6,12 @@ import threading
 import time
 from collections import Counter
 
+import pandas as pd
 import pytest
 from helpers_domain import COHORTS, LABELS, make_cfg, review_items
 
 from hitl.review.store import DISPUTED, QUEUED, RESOLVED, ReviewError, ReviewStore
+from hitl.schemas import ReviewItem, validate_split
 
 A, B, C = LABELS
 
@@ -467,6 +469,24 @@ def test_erase_by_age_takes_every_item_queued_before_the_cutoff_and_its_gold_cop
     batch = store.take_batch(10, gold_share=0.5)
     assert trace not in {it["trace_id"] for it in batch.items}  # a blanked gold item is never shown
     assert {t for t in _ids(batch)} == {"new000", "new001"}
+
+
+def test_erase_by_age_counts_from_when_the_trace_was_written(store):
+    """Retention ages an item by its trace's timestamp, not by when sampling queued it (a backfill of old traffic
+    is not kept longer); an item stored without one counts from when it was queued."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    items = review_items(4).assign(timestamp=pd.to_datetime([now - timedelta(days=45), now - timedelta(days=5),
+                                                             None, now - timedelta(days=31)], utc=True),
+                                    inclusion_prob=float("nan"), window=None, stratum=None)
+    validated, bad = validate_split(items, ReviewItem)
+    assert bad.empty
+    store.enqueue(validated, COHORTS)
+    store.enqueue(review_items(1, prefix="old"), COHORTS)  # no timestamp: queued now, so kept
+    assert store.erase(older_than=now - timedelta(days=30), dry_run=True).erased == ["t000", "t003"]
+    assert store.erase(older_than=now - timedelta(days=30)).erased == ["t000", "t003"]
+    assert store.erase(older_than=now + timedelta(days=1)).erased == ["t001", "t002", "old000"]
 
 
 def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path, local_mlflow):
