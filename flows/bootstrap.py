@@ -27,7 +27,7 @@ def bootstrap(config_path: str = "configs/demo.yaml", force: bool = False) -> di
     data = training.launch_data(cfg, world.launch_data)
     model = modeling.load_base(cfg)
     metrics = training.train(model, data, cfg, "launch")
-    if cfg.fallback_label is not None and (data["label"] == cfg.fallback_label).any():
+    if abstention.trains_fallback(data["label"], cfg.fallback_label):
         get_run_logger().warning(abstention.uncalibrated_warning(
             cfg.fallback_label, "The launch champion has no random draw of production traffic to calibrate "
             "abstention on"))

@@ -154,6 +154,12 @@ def apply(top_prob: np.ndarray, predicted: np.ndarray, fallback: str, threshold:
     return np.where(top < np.asarray(threshold, np.float64), fallback, pred)
 
 
+def trains_fallback(labels: Iterable[str], fallback: str | None) -> bool:
+    """Whether training rows with these labels teach the fallback class (so, uncalibrated, it refuses: the bootstrap
+    warns then, `uncalibrated_warning`)."""
+    return fallback is not None and any(str(label) == fallback for label in labels)
+
+
 def uncalibrated_warning(fallback: str, why: str) -> str:
     """The log line for a model left without a threshold although it has a fallback label: `why`, then what it
     answers meanwhile and what to do."""

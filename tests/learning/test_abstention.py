@@ -450,6 +450,15 @@ def test_the_verdict_refuses_by_the_threshold_alone_even_where_the_fallback_is_t
     assert 0 < (got == OOS).mean() <= 0.05 + 1e-9 and set(got) == {"a", OOS}
 
 
+def test_the_bootstrap_warns_only_when_its_rows_teach_the_fallback_class():
+    from hitl.learning.abstention import trains_fallback
+
+    assert trains_fallback(np.array(["a", OOS, "b"], dtype=object), OOS)
+    assert not trains_fallback(np.array(["a", "b"]), OOS)  # nothing teaches it: it is never the top label
+    assert not trains_fallback(["a", OOS], None)  # no fallback label configured
+    assert not trains_fallback([], OOS)
+
+
 def test_an_uncalibrated_model_s_warning_says_why_what_it_answers_and_what_to_do():
     from hitl.learning.abstention import uncalibrated_warning
 
