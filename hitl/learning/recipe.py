@@ -133,6 +133,7 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
     if training.max_steps > 0:  # a capped run (tests) has no room for early stopping
         held[:] = False
     everything = np.ones(len(labels), dtype=bool)
+    began = {k: v.detach().clone() for k, v in net.encoder.state_dict().items()} if training.encoder_mix < 1 else None
     run_dir = _run_dir(model, texts, labels, training, output_dir, max_length, fallback_label)
     teacher = _teacher(model, texts, training, max_length)
     outlier = index[fallback_label] if training.pseudo_outlier_weight > 0 and fallback_label in set(labels) else None
@@ -141,7 +142,8 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
         out = _train(model, texts, labels, everything, None, training.epochs, training, run_dir / "train", max_length,
                      teacher, outlier)
         shutil.rmtree(run_dir, ignore_errors=True)
-        _keep_reference(model, texts, labels, fallback_label, max_length)
+        mix_encoder(model, began, training.encoder_mix)
+        keep_reference(model, texts, labels, fallback_label, max_length)
         return {**out, "validation_rows": 0.0, "new_head_rows": float(len(new))}
     start = {k: v.detach().clone() for k, v in net.state_dict().items()} if training.refit else None
     _init_new_rows(model, texts, labels, ~held, starting, fallback_label, max_length)
@@ -156,11 +158,24 @@ def fine_tune(model: IntentModel, texts: list[str], labels: list[str], training:
                        teacher, outlier)
         out.update({f"refit_{k}": v for k, v in final.items()}, train_rows=final["train_rows"])
     shutil.rmtree(run_dir, ignore_errors=True)
-    _keep_reference(model, texts, labels, fallback_label, max_length)
+    mix_encoder(model, began, training.encoder_mix)
+    keep_reference(model, texts, labels, fallback_label, max_length)
     return out
 
 
-def _keep_reference(model: IntentModel, texts: list[str], labels: list[str], fallback_label: str | None,
+def mix_encoder(model: IntentModel, began: dict | None, share: float) -> None:
+    """Weight-space ensembling (WiSE-FT; Wortsman et al., CVPR 2022): each floating-point weight of the encoder
+    becomes `share` of its trained value plus the rest of its value in `began` (the encoder the fine-tune began
+    from); the head stays as trained. Nothing to mix without `began` or at a share of 1."""
+    if began is None or share >= 1:
+        return
+    enc = model.network.encoder
+    trained = enc.state_dict()
+    enc.load_state_dict({k: share * v + (1 - share) * began[k].to(v.device) if v.is_floating_point() else v
+                         for k, v in trained.items()})
+
+
+def keep_reference(model: IntentModel, texts: list[str], labels: list[str], fallback_label: str | None,
                     max_length: int) -> None:
     """With a fallback label: keep the trained encoder's sentence vectors of the in-scope training rows (at most
     `abstention.REFERENCE_PER_LABEL` per label) as the model's reference for the in-scope score."""

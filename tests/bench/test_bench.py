@@ -658,3 +658,6 @@ def test_out_of_scope_summary_reads_recall_seed_by_seed_and_against_the_anchor()
     by_seed = {b["value"]: b["product_recall"] for b in s["by"] if b["by"] == "seed"}
     assert by_seed == {"0": pytest.approx(100.0), "1": pytest.approx(0.0)}
     assert s["unknown_intents"] == 8 and s["in_scope_items"] == 40
+    # the same fine-tune with its encoder mixed refuses none of them: paired against the served model
+    assert s["mixed_vs_product"]["difference"] == pytest.approx(-50.0)
+    assert s["mixed_vs_product"]["in_scope_accuracy"] == pytest.approx(0.0)

@@ -119,6 +119,29 @@ def test_a_fallback_label_leaves_a_reference_of_the_in_scope_rows(tiny_cfg, tmp_
     assert model.reference is None
 
 
+def test_encoder_mix_returns_the_trained_encoder_mixed_with_the_one_it_began_from(tiny_cfg, tmp_path):
+    """With `encoder_mix` below 1 the fine-tune returns each encoder weight as that share of the trained weight plus
+    the rest of the starting one (WiSE-FT), the head as trained, and the reference from the mixed encoder."""
+    cfg = tiny_cfg.model_copy(update={"labels": [*LAUNCH, "out_of_scope"], "fallback_label": "out_of_scope"})
+    texts, labels = _data({**LAUNCH, "out_of_scope": ["tell me a joke", "what is the weather", "who won"]})
+    start = modeling.load_base(cfg).network.encoder.state_dict()
+    trained = {}
+    for share in (1.0, 0.25):
+        model = modeling.load_base(cfg)
+        training = cfg.training.model_copy(update={"max_steps": 3, "encoder_mix": share})
+        recipe.fine_tune(model, texts, labels, training, tmp_path / str(share), fallback_label="out_of_scope")
+        trained[share] = model
+    whole, mixed = (trained[s].network.encoder.state_dict() for s in (1.0, 0.25))
+    moved = [k for k, v in whole.items() if v.is_floating_point() and not np.allclose(v, start[k])]
+    assert moved  # training changed the encoder, so there is something to mix
+    for k in moved:
+        assert np.allclose(mixed[k], 0.25 * whole[k] + 0.75 * start[k], atol=1e-6)
+    assert np.allclose(trained[0.25].network.weight.detach(), trained[1.0].network.weight.detach())  # the head
+    in_scope = [t for t, lab in zip(texts, labels, strict=True) if lab != "out_of_scope"]
+    assert np.allclose(trained[0.25].reference.astype(np.float32), modeling.encode(trained[0.25], in_scope),
+                       atol=2e-3)
+
+
 def test_reset_head_restarts_every_head_row_at_its_prototype_when_continuing(tiny_cfg, tmp_path):
     """Continuing from a champion, the head keeps its trained rows; with `reset_head` every label's row starts at
     the prototype of its rows under the champion's encoder, biases at zero (learning rates ~0 to see the start)."""
