@@ -309,8 +309,8 @@ class TrainingConfig(_Strict):
     # nobody foresaw is refused more often (docs/benchmarks.md section 11)
     pseudo_outlier_weight: float = Field(1.0, ge=0.0)
     # the share of the trained encoder's weights in the model a fine-tune returns, the rest the encoder it began from
-    # (weight-space ensembling, WiSE-FT; recipe.py): below 1, traffic unlike any reviewed intent is told apart more
-    # often (docs/benchmarks.md section 11 measures it); 1: the trained encoder as it is
+    # (weight-space ensembling, WiSE-FT; recipe.py; docs/benchmarks.md section 11 measures 0.6 against 1 for unknown
+    # intents); 1: the trained encoder as it is
     encoder_mix: float = Field(1.0, gt=0.0, le=1.0)
     max_steps: int = -1  # >0 caps training (tests)
     checkpoint_steps: int = Field(100, ge=0)  # a resumable checkpoint every N steps (0: none); see recipe.py
