@@ -188,8 +188,9 @@ def mix_encoder(model: IntentModel, began: dict | None, share: float) -> None:
 
 def keep_reference(model: IntentModel, texts: list[str], labels: list[str], fallback_label: str | None,
                     max_length: int) -> None:
-    """With a fallback label: keep the trained encoder's sentence vectors of the in-scope training rows (at most
-    `abstention.REFERENCE_PER_LABEL` per label) as the model's reference for the in-scope score."""
+    """With a fallback label: keep the sentence vectors of the in-scope training rows (at most
+    `abstention.REFERENCE_PER_LABEL` per label) from the encoder as the fine-tune returns it (mixed, with
+    `encoder_mix` below 1) as the model's reference for the in-scope score."""
     from hitl.learning import abstention
     from hitl.learning.modeling import encode
 
