@@ -483,10 +483,10 @@ def test_erase_by_age_counts_from_when_the_trace_was_written(store):
     validated, bad = validate_split(items, ReviewItem)
     assert bad.empty
     store.enqueue(validated, COHORTS)
-    store.enqueue(review_items(1, prefix="old"), COHORTS)  # no timestamp: queued now, so kept
+    store.enqueue(review_items(1, prefix="pre"), COHORTS)  # as items stored before: no trace time, queued now
     assert store.erase(older_than=now - timedelta(days=30), dry_run=True).erased == ["t000", "t003"]
     assert store.erase(older_than=now - timedelta(days=30)).erased == ["t000", "t003"]
-    assert store.erase(older_than=now + timedelta(days=1)).erased == ["t001", "t002", "old000"]
+    assert store.erase(older_than=now + timedelta(days=1)).erased == ["t001", "t002", "pre000"]
 
 
 def test_retention_at_registration_erases_old_items_once_and_records_it(tmp_path, local_mlflow):
