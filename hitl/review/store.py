@@ -623,9 +623,7 @@ def _time_or_none(v) -> datetime | None:
     """A trace's timestamp as a UTC datetime (a naive one taken as UTC); None for a missing one (None, NaN, NaT)."""
     import pandas as pd
 
-    if v is None or v is pd.NaT or (isinstance(v, float) and v != v):
-        return None
-    return utc(pd.Timestamp(v).to_pydatetime())
+    return None if pd.isna(v) else utc(pd.Timestamp(v).to_pydatetime())
 
 
 
